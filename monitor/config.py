@@ -1,0 +1,495 @@
+"""alert_rules.yaml: YAML with positions, ${VAR:-default} interpolation, pydantic models.
+
+The only module that reads YAML or the environment. Every error names the file, line,
+column and key path (`alert_rules.yaml:14:5: checks[2].interval: '10 s' is not a duration`),
+and one load reports every error it can find, not only the first.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+import yaml
+from pydantic import BaseModel, Field, ValidationError, field_validator
+
+from checks import CHECK_TYPES, CheckConfig
+from monitor.notify import RECEIVER_TYPES, ReceiverConfig
+from monitor.schema import (
+    CHECK_NAME,
+    Duration,
+    SecretMarker,
+    StrictModel,
+    URLSecretMarker,
+    format_duration,
+    url_password,
+)
+
+DEFAULT_CONFIG = "alert_rules.yaml"
+DEFAULT_LISTEN = "127.0.0.1:9820"
+DEFAULT_STATE_DIR = "./state"
+
+Severity = Literal["P1", "P2", "P3", "P4"]
+SEVERITIES: tuple[str, ...] = get_args(Severity)
+Level = Literal["L1", "L2", "L3", "L4"]
+
+# ---------------------------------------------------------------- models
+
+
+class Defaults(StrictModel):
+    """Fallbacks for checks that do not set their own. A check's timeout defaults to
+    the smaller of its interval and `timeout`."""
+
+    interval: Duration = 10.0
+    timeout: Duration = 10.0
+
+
+class RuleConfig(StrictModel):
+    alert: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    expr: str = Field(min_length=1)
+    for_: Duration = Field(0.0, alias="for")
+    keep_firing_for: Duration = 0.0
+    severity: Severity
+    labels: dict[str, str] = Field(default_factory=dict)
+    summary: str = ""
+    description: str = ""
+    runbook: str = ""
+    vendor: str | None = None
+
+
+Matcher = dict[str, str | list[str]]
+
+
+class EscalationStep(StrictModel):
+    """One row of the escalation matrix: who is told, for which incidents, after how long."""
+
+    level: Level
+    after: Duration = 0.0
+    severities: list[Severity] | None = None
+    vendor: bool = False
+    receivers: list[str] = Field(min_length=1)
+
+
+class InhibitRule(StrictModel):
+    """While an alert matching `source` fires, notifications of alerts matching `target`
+    (and equal on the `equal` labels) are held back."""
+
+    source: Matcher
+    target: Matcher
+    equal: list[str] = Field(default_factory=list)
+
+
+class Silence(StrictModel):
+    matchers: Matcher
+    starts_at: str | None = None
+    ends_at: str
+    author: str
+    comment: str
+
+
+DEFAULT_ESCALATION = [
+    EscalationStep(level="L1", after="0s", severities=["P1", "P2", "P3", "P4"], receivers=["oncall"]),
+    EscalationStep(level="L2", after="30m", severities=["P1", "P2"], receivers=["lead"]),
+    EscalationStep(level="L3", after="1h", severities=["P1"], receivers=["management"]),
+    EscalationStep(level="L4", after="0s", vendor=True, receivers=["vendors"]),
+]
+
+
+class Renotify(StrictModel):
+    """How often non-PagerDuty receivers hear again about an open incident (runbook cadence)."""
+
+    P1: Duration = 1800.0
+    P2: Duration = 3600.0
+    P3: Duration = 4 * 3600.0
+    P4: Duration = 24 * 3600.0
+
+
+class RootConfig(StrictModel):
+    listen: str = DEFAULT_LISTEN
+    state_dir: str = DEFAULT_STATE_DIR
+    defaults: Defaults = Field(default_factory=Defaults)
+    checks: list[CheckConfig] = Field(default_factory=list)
+    rules: list[RuleConfig] = Field(default_factory=list)
+    receivers: dict[str, ReceiverConfig] = Field(default_factory=dict)
+    escalation: list[EscalationStep] = Field(default_factory=lambda: list(DEFAULT_ESCALATION))
+    renotify: Renotify = Field(default_factory=Renotify)
+    inhibit: list[InhibitRule] = Field(default_factory=list)
+
+    @field_validator("listen")
+    @classmethod
+    def _listen_has_port(cls, v: str) -> str:
+        host, sep, port = v.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError(f"{v!r} is not host:port (e.g. 127.0.0.1:9820)")
+        return v
+
+
+# ---------------------------------------------------------------- result
+
+
+class ConfigError(Exception):
+    """The file could not be loaded; `errors` holds every problem, one line each."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("\n".join(errors))
+        self.errors = errors
+
+
+@dataclass(frozen=True)
+class Config:
+    """A loaded, valid configuration and what the loader learned on the way."""
+
+    root: RootConfig
+    path: Path
+    positions: Mapping[tuple[str | int, ...], tuple[int, int]]
+    disabled: Mapping[str, str]  # check or receiver name -> why ("set WHMCS_API_URL")
+    secrets: frozenset[str] = field(default_factory=frozenset)
+    skipped_types: Mapping[str, str] = field(default_factory=dict)  # disabled for a missing variable
+
+    @property
+    def checks(self) -> list[Any]:
+        """The checks that will run (enabled ones)."""
+        return [c for c in self.root.checks if c.name not in self.disabled]
+
+    def where(self, *path: str | int) -> str:
+        """`file:line:col` of a key path, for errors found after loading (rule expressions)."""
+        line, col = _nearest(self.positions, tuple(path))
+        return f"{self.path.name}:{line}:{col}"
+
+    def interval(self, check: Any) -> float:
+        return check.interval if check.interval is not None else self.root.defaults.interval
+
+    def timeout(self, check: Any) -> float:
+        if check.timeout is not None:
+            return check.timeout
+        return min(self.interval(check), self.root.defaults.timeout)
+
+
+# ---------------------------------------------------------------- YAML with positions
+
+
+Path_ = tuple[str | int, ...]
+
+
+class _Loader(yaml.SafeLoader):
+    pass
+
+
+def _construct(loader: _Loader, node: yaml.Node, path: Path_, pos: dict[Path_, tuple[int, int]],
+               keypos: dict[Path_, tuple[int, int]], errors: list[tuple[Path_, str]]) -> Any:
+    pos[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+    if isinstance(node, yaml.MappingNode):
+        loader.flatten_mapping(node)
+        out: dict[Any, Any] = {}
+        for knode, vnode in node.value:
+            key = loader.construct_object(knode, deep=True)
+            if not isinstance(key, (str, int)):
+                key = str(key)
+            kpath = (*path, key)
+            keypos[kpath] = (knode.start_mark.line + 1, knode.start_mark.column + 1)
+            if key in out:
+                errors.append((kpath, f"duplicate key {key!r}"))
+            out[key] = _construct(loader, vnode, kpath, pos, keypos, errors)
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_construct(loader, v, (*path, i), pos, keypos, errors) for i, v in enumerate(node.value)]
+    return loader.construct_object(node, deep=True)
+
+
+_VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def interpolate(text: str, env: Mapping[str, str]) -> tuple[str, list[str]]:
+    """Expand `${VAR}` and `${VAR:-default}` (`$$` is a literal `$`); return the text and
+    the names of variables that are unset and have no default."""
+    missing: list[str] = []
+
+    def sub(m: re.Match[str]) -> str:
+        if m.group(0) == "$$":
+            return "$"
+        name, default = m.group(1), m.group(2)
+        value = env.get(name)
+        if value is None or (value == "" and default is not None):
+            if default is None:
+                missing.append(name)
+                return ""
+            return default
+        return value
+
+    return _VAR.sub(sub, text), missing
+
+
+def _interpolate_tree(value: Any, path: Path_, env: Mapping[str, str],
+                      missing: dict[Path_, list[str]]) -> Any:
+    if isinstance(value, dict):
+        return {k: _interpolate_tree(v, (*path, k), env, missing) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate_tree(v, (*path, i), env, missing) for i, v in enumerate(value)]
+    if isinstance(value, str) and "$" in value:
+        text, names = interpolate(value, env)
+        if names:
+            missing[path] = names
+        return text
+    return value
+
+
+def _nearest(positions: Mapping[Path_, tuple[int, int]], path: Path_) -> tuple[int, int]:
+    while path:
+        if path in positions:
+            return positions[path]
+        path = path[:-1]
+    return positions.get((), (1, 1))
+
+
+def format_path(path: Path_) -> str:
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top)"
+
+
+# ---------------------------------------------------------------- pydantic errors → lines
+
+
+
+def _pydantic_errors(exc: ValidationError, data: Any) -> list[tuple[Path_, str, bool]]:
+    """(path, message, at_key) per error; the union tag is dropped from the path."""
+    out = []
+    for err in exc.errors():
+        loc = list(err["loc"])
+        # Discriminated unions insert the tag ('checks', 2, 'redis', 'interval'): drop it.
+        clean: list[str | int] = []
+        node: Any = data
+        for part in loc:
+            if isinstance(node, dict) and part not in node and isinstance(part, str) and "type" in node \
+                    and part == node.get("type"):
+                continue
+            clean.append(part)
+            if isinstance(node, dict):
+                node = node.get(part)
+            elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+                node = node[part]
+            else:
+                node = None
+        path: Path_ = tuple(clean)
+        kind = err["type"]
+        msg = err["msg"]
+        value = err.get("input")
+        at_key = False
+        if kind == "extra_forbidden":
+            msg, at_key = "unknown key (not allowed here)", True
+        elif kind == "missing":
+            msg = "required key is missing"
+        elif kind == "union_tag_invalid":
+            allowed = RECEIVER_TYPES if path and path[0] == "receivers" else CHECK_TYPES
+            msg = f"{err.get('ctx', {}).get('tag', value)!r} is not one of " + ", ".join(repr(t) for t in allowed)
+            path = (*path, "type")
+        elif kind == "union_tag_not_found":
+            msg = "required key 'type' is missing"
+        elif kind == "value_error":
+            msg = msg.removeprefix("Value error, ")
+        elif kind in ("literal_error", "enum"):
+            msg = f"{value!r}: {msg[0].lower()}{msg[1:]}"
+        elif value is not None and not isinstance(value, (dict, list)):
+            msg = f"{value!r}: {msg[0].lower()}{msg[1:]}"
+        out.append((path, msg, at_key))
+    return out
+
+
+# ---------------------------------------------------------------- loading
+
+
+def _secrets_of(model: BaseModel) -> set[str]:
+    found: set[str] = set()
+    for name, info in type(model).model_fields.items():
+        value = getattr(model, name)
+        markers = info.metadata
+        if any(isinstance(m, SecretMarker) for m in markers):
+            if isinstance(value, str) and value:
+                found.add(value)
+            elif isinstance(value, dict):
+                found |= {v for v in value.values() if isinstance(v, str) and v}
+        if any(isinstance(m, URLSecretMarker) for m in markers) and isinstance(value, str):
+            pw = url_password(value)
+            if pw:
+                found.add(pw)
+        if isinstance(value, BaseModel):
+            found |= _secrets_of(value)
+        elif isinstance(value, (list, tuple)):
+            for v in value:
+                if isinstance(v, BaseModel):
+                    found |= _secrets_of(v)
+        elif isinstance(value, dict):
+            for v in value.values():
+                if isinstance(v, BaseModel):
+                    found |= _secrets_of(v)
+    return found
+
+
+def config_path(explicit: str | None = None, env: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    return Path(explicit or env.get("PORTAL_MONITOR_CONFIG") or DEFAULT_CONFIG)
+
+
+def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
+    """Read, interpolate and validate a config file; raise ConfigError with every problem."""
+    env = os.environ if env is None else env
+    path = Path(path)
+    name = path.name
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError([f"{path}: cannot read config file: {e.strerror or e}"]) from e
+    except UnicodeDecodeError as e:
+        raise ConfigError([f"{path}: not UTF-8 text: {e}"]) from e
+    return load_config_text(text, name=name, path=path, env=env)
+
+
+def load_config_text(text: str, *, name: str = DEFAULT_CONFIG, path: Path | None = None,
+                     env: Mapping[str, str] | None = None) -> Config:
+    env = os.environ if env is None else env
+    path = path or Path(name)
+    pos: dict[Path_, tuple[int, int]] = {}
+    keypos: dict[Path_, tuple[int, int]] = {}
+    structural: list[tuple[Path_, str]] = []
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        data = {} if node is None else _construct(loader, node, (), pos, keypos, structural)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f"{name}:{mark.line + 1}:{mark.column + 1}" if mark else name
+        raise ConfigError([f"{where}: invalid YAML: {e.problem or e.context}"]) from e
+    except yaml.YAMLError as e:
+        raise ConfigError([f"{name}: invalid YAML: {e}"]) from e
+    finally:
+        loader.dispose()
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError([f"{name}:1:1: the file must be a mapping of keys (listen, checks, rules, ...)"])
+
+    errors: list[tuple[tuple[int, int], str]] = []
+
+    def add(path_: Path_, msg: str, at_key: bool = False) -> None:
+        where = keypos.get(path_) if at_key else None
+        errors.append((where or _nearest(pos, path_), f"{format_path(path_)}: {msg}"))
+
+    for p, msg in structural:
+        add(p, msg, at_key=True)
+
+    missing: dict[Path_, list[str]] = {}
+    data = _interpolate_tree(data, (), env, missing)
+
+    # A check or receiver that needs an unset variable is switched off (enabled: auto, or
+    # enabled: false) instead of failing the whole file; elsewhere a missing variable is an error.
+    disabled: dict[str, str] = {}
+    skip: list[Path_] = []
+    for section in ("checks", "receivers"):
+        items = data.get(section)
+        pairs: list[tuple[Path_, Any]] = []
+        if section == "checks" and isinstance(items, list):
+            pairs = [((section, i), item) for i, item in enumerate(items)]
+        elif section == "receivers" and isinstance(items, dict):
+            pairs = [((section, k), item) for k, item in items.items()]
+        for ipath, item in pairs:
+            if not isinstance(item, dict):
+                continue
+            item_name = item.get("name") if section == "checks" else ipath[1]
+            need = sorted({v for p, names in missing.items() if p[:2] == ipath for v in names})
+            enabled = item.get("enabled", True)
+            if enabled is False or enabled == "false":
+                disabled[str(item_name)] = ("disabled; set " + ", ".join(need)) if need else "disabled"
+                if need:
+                    skip.append(ipath)
+            elif enabled == "auto" and need:
+                disabled[str(item_name)] = "disabled until " + " and ".join(need) + (
+                    " are set" if len(need) > 1 else " is set")
+                skip.append(ipath)
+    for p, names in missing.items():
+        if any(p[: len(s)] == s for s in skip):
+            continue
+        for var in names:
+            add(p, f"environment variable {var} is not set (and has no ${{{var}:-default}})")
+
+    # Items switched off for a missing variable are kept out of validation: their
+    # empty values are not the user's mistake. Their name and type stay for display.
+    skipped_types: dict[str, str] = {}
+    valid_data = dict(data)
+    if skip:
+        if isinstance(data.get("checks"), list):
+            kept = []
+            for i, item in enumerate(data["checks"]):
+                if ("checks", i) in skip:
+                    skipped_types[str(item.get("name"))] = str(item.get("type"))
+                else:
+                    kept.append(item)
+            valid_data["checks"] = kept
+        if isinstance(data.get("receivers"), dict):
+            valid_data["receivers"] = {}
+            for k, item in data["receivers"].items():
+                if ("receivers", k) in skip:
+                    skipped_types[str(k)] = str(item.get("type"))
+                else:
+                    valid_data["receivers"][k] = item
+    index_of = [i for i in range(len(data.get("checks") or [])) if ("checks", i) not in skip] \
+        if isinstance(data.get("checks"), list) else []
+
+    root: RootConfig | None = None
+    try:
+        root = RootConfig.model_validate(valid_data)
+    except ValidationError as e:
+        for p, msg, at_key in _pydantic_errors(e, valid_data):
+            if len(p) >= 2 and p[0] == "checks" and isinstance(p[1], int) and p[1] < len(index_of):
+                p = ("checks", index_of[p[1]], *p[2:])
+            if p in missing:
+                continue  # already reported as the missing variable
+            add(p, msg, at_key)
+
+    if root is not None:
+        seen: dict[str, int] = {}
+        for j, c in enumerate(root.checks):
+            i = index_of[j] if j < len(index_of) else j
+            if c.name in seen:
+                add(("checks", i, "name"), f"duplicate check name {c.name!r} (first at checks[{seen[c.name]}])")
+            seen.setdefault(c.name, i)
+        for rname in root.receivers:
+            if not re.match(CHECK_NAME, rname):
+                add(("receivers", rname), f"receiver name {rname!r} must match {CHECK_NAME}", at_key=True)
+        for i, step in enumerate(root.escalation):
+            for j, r in enumerate(step.receivers):
+                if r not in root.receivers and "escalation" in data:
+                    add(("escalation", i, "receivers", j), f"unknown receiver {r!r} (receivers: "
+                        + (", ".join(root.receivers) or "none defined") + ")")
+            if step.severities is None and not step.vendor:
+                add(("escalation", i), "needs `severities: [...]` or `vendor: true`")
+        rule_names: dict[tuple[str, str], int] = {}
+        for i, r in enumerate(root.rules):
+            key = (r.alert, r.expr)
+            if key in rule_names:
+                add(("rules", i, "alert"), f"rule {r.alert!r} with the same expr as rules[{rule_names[key]}]")
+            rule_names.setdefault(key, i)
+        for j, c in enumerate(root.checks):
+            i = index_of[j] if j < len(index_of) else j
+            if c.name in disabled:
+                continue
+            iv = c.interval if c.interval is not None else root.defaults.interval
+            if iv <= 0:
+                add(("checks", i, "interval"), f"{format_duration(iv)}: must be more than 0s")
+            if c.timeout is not None and c.timeout <= 0:
+                add(("checks", i, "timeout"), f"{format_duration(c.timeout)}: must be more than 0s")
+
+    if errors:
+        errors.sort(key=lambda e: e[0])
+        raise ConfigError([f"{name}:{line}:{col}: {msg}" for (line, col), msg in errors])
+    assert root is not None
+    secrets = frozenset(s for s in _secrets_of(root) if len(s) >= 4)
+    return Config(root=root, path=path, positions=pos, disabled=disabled, secrets=secrets,
+                  skipped_types=skipped_types)

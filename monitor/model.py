@@ -1,0 +1,168 @@
+"""The shared vocabulary: samples, check errors and the Check protocol.
+
+Every other module imports from here; this module imports nothing of ours.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol, runtime_checkable
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One value of one series, as `/metrics` shows it and the rules see it."""
+
+    name: str  # "portal_redis_memory_used_bytes"
+    labels: Mapping[str, str]
+    value: float
+
+
+class CheckError(Exception):
+    """A check found its target unhealthy.
+
+    `reason` is a short metric label (`timeout`, `auth`, `connect`, ...); the message is the
+    context for people and names the target. `samples` are the measurements that still make
+    sense on failure (an HTTP status code, a response time); the scheduler keeps them.
+    """
+
+    def __init__(self, reason: str, message: str, samples: list[Sample] | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.samples = samples or []
+
+
+@runtime_checkable
+class Check(Protocol):
+    """Anything with a name, a schedule and `collect()` is a check."""
+
+    name: str
+    type: str
+    interval_s: float
+    timeout_s: float
+
+    async def collect(self) -> list[Sample]: ...
+
+    async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class Watcher(Protocol):
+    """A check that can tell at once when its target goes away (EOF on a held connection).
+
+    `watch(wake)` runs for the life of the check and calls `wake()` whenever the next run
+    should not wait for the interval; it returns or raises only when cancelled.
+    """
+
+    async def watch(self, wake: Callable[[], None]) -> None: ...
+
+
+@dataclass(slots=True)
+class CheckResult:
+    """The outcome of one run of one check, as the store keeps it."""
+
+    check: str
+    type: str
+    up: bool
+    samples: list[Sample]
+    started_at: float  # wall clock, seconds since the epoch
+    duration_s: float
+    reason: str = ""
+    error: str = ""
+
+
+class StateStore(Protocol):
+    """Small durable key/value memory for checks (the replay ids' last change)."""
+
+    def load(self, namespace: str) -> dict[str, Any]: ...
+
+    def save(self, namespace: str, key: str, value: Any) -> None: ...
+
+    def delete(self, namespace: str, key: str) -> None: ...
+
+
+class MemoryState:
+    """A StateStore that forgets on exit: for `once` and tests."""
+
+    def __init__(self) -> None:
+        self._data: dict[str, dict[str, Any]] = {}
+
+    def load(self, namespace: str) -> dict[str, Any]:
+        return dict(self._data.get(namespace, {}))
+
+    def save(self, namespace: str, key: str, value: Any) -> None:
+        self._data.setdefault(namespace, {})[key] = value
+
+    def delete(self, namespace: str, key: str) -> None:
+        self._data.get(namespace, {}).pop(key, None)
+
+
+@dataclass(frozen=True, slots=True)
+class CheckContext:
+    """What a check gets besides its config: its schedule, durable state and the clock."""
+
+    interval_s: float
+    timeout_s: float
+    state: StateStore
+    now: Callable[[], float]  # wall clock, seconds since the epoch
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """One firing (or pending) instance of a rule: one per matching series."""
+
+    name: str  # the rule's `alert`
+    labels: Mapping[str, str]  # series labels + rule labels, incl. alertname and severity
+    annotations: Mapping[str, str]  # summary, description, runbook (templates filled in)
+    severity: str  # P1..P4
+    value: float
+    vendor: str | None
+    fingerprint: str  # stable hash of name + sorted labels: the dedup key
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """An alert changed state at `at`: pending, firing or resolved."""
+
+    alert: Alert
+    state: str  # "pending" | "firing" | "resolved"
+    at: datetime
+    active_since: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    """One message to one receiver about one incident, as the outbox stores and delivers it."""
+
+    id: int  # outbox row id (0 for `notify-test`)
+    receiver: str
+    kind: str  # "trigger" | "renotify" | "acknowledge" | "resolve" | "test"
+    incident_id: int
+    dedup_key: str  # the alert's fingerprint: the same on every host and restart
+    level: str  # escalation level that sent it: L1..L4
+    status: str  # "firing" | "acknowledged" | "resolved"
+    alert: Alert
+    started_at: datetime  # when the alert fired
+    updated_at: datetime  # when this notification was made
+    resolved_at: datetime | None = None
+    next_update_at: datetime | None = None  # when the receiver will hear again (re-notify cadence)
+
+
+class DeliveryError(Exception):
+    """A receiver could not deliver. `retry_after` (seconds) when the peer said so;
+    `permanent` when retrying cannot help (PagerDuty 400)."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.permanent = permanent
+
+
+class Receiver(Protocol):
+    name: str
+
+    async def send(self, notification: Notification) -> None: ...
+
+    async def aclose(self) -> None: ...
