@@ -1,12 +1,41 @@
 """The BFF process, found by command-line regex: up, CPU ratio, resident memory.
 
 Runbook scenario 5 (`top -p $(pgrep -f "node.*bff")`).
+
+Like `pgrep -f`, `cmdline` is searched (not anchored) in each process's arguments joined by
+spaces; the monitor's own process never matches, and processes without a readable command
+line (kernel threads, zombies, other users' processes under hidepid) are skipped. No match
+raises `CheckError("not_found")`, keeping `portal_process_count 0`.
+
+`portal_process_cpu_ratio` is CPU seconds (user + system) per wall second, summed over the
+matching processes (1 = one core busy):
+
+- a process seen on the previous run counts the CPU it used since then, over the time since
+  then (what `top` shows);
+- a process seen for the first time, on the first run or after a restart, counts its average
+  since it started, `cpu / age` (what `ps -o %cpu` shows), where age is at least the time since
+  the previous run and at least `MIN_AGE_S`. A restarted process's whole life lies inside the
+  window, so this is exact for it, and the first run reports a real measurement instead of the
+  0 that psutil's `cpu_percent()` gives before it is primed.
+
+Processes are matched by (pid, start time), so a reused pid is a new process. Walking
+/proc is blocking, so it runs in a worker thread and never stalls the event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Literal
 
+import psutil
+from pydantic import field_validator
+
+from monitor.model import CheckContext, CheckError, Sample
 from monitor.schema import CheckBase
 
 METRICS: dict[str, tuple[str, str]] = {
@@ -17,7 +46,116 @@ METRICS: dict[str, tuple[str, str]] = {
 }
 KEY_METRICS = ("portal_process_count", "portal_process_cpu_ratio", "portal_process_resident_bytes")
 
+MIN_AGE_S = 1.0  # a process seconds old has spent them starting up: don't extrapolate from less
+
 
 class Config(CheckBase):
     type: Literal["process"]
     cmdline: str = r"node.*bff"  # regex searched in the joined command line, like pgrep -f
+
+    @field_validator("cmdline")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as e:
+            raise ValueError(f"{value!r} is not a regular expression: {e}") from None
+        return value
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessSnapshot:
+    """One matching process at one moment."""
+
+    pid: int
+    started_at: float  # psutil create_time: wall clock, seconds since the epoch
+    cpu_s: float  # user + system CPU seconds since it started
+    rss_bytes: int
+
+
+def scan(pattern: re.Pattern[str], exclude_pid: int) -> list[ProcessSnapshot]:
+    """The processes whose joined command line matches `pattern` (blocking: reads /proc)."""
+    found: list[ProcessSnapshot] = []
+    for proc in psutil.process_iter(["cmdline"]):  # bounded by the process table
+        if proc.pid == exclude_pid:
+            continue
+        argv = proc.info.get("cmdline")
+        if not argv or not pattern.search(" ".join(argv)):
+            continue
+        try:
+            with proc.oneshot():
+                times = proc.cpu_times()
+                rss = proc.memory_info().rss
+                started = proc.create_time()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):  # exited or hidden since the listing
+            continue
+        found.append(ProcessSnapshot(proc.pid, started, times.user + times.system, rss))
+    return found
+
+
+def cpu_ratio(
+    procs: Sequence[ProcessSnapshot],
+    previous: Mapping[tuple[int, float], float],
+    elapsed_s: float | None,
+    wall_now: float,
+) -> float:
+    """CPU seconds per wall second of `procs` (see the module docstring). Pure.
+
+    `previous` maps (pid, started_at) to the CPU seconds of the previous run, `elapsed_s` the
+    time since it (None on the first run).
+    """
+    window = elapsed_s if elapsed_s is not None and elapsed_s > 0 else None
+    total = 0.0
+    for p in procs:
+        before = previous.get((p.pid, p.started_at)) if window is not None else None
+        if before is not None and window is not None:
+            total += max(0.0, p.cpu_s - before) / window
+        else:
+            total += p.cpu_s / max(wall_now - p.started_at, window or 0.0, MIN_AGE_S)
+    return total
+
+
+class ProcessCheck:
+    """Count, CPU and memory of the processes matching a command-line pattern."""
+
+    type = "process"
+
+    def __init__(
+        self,
+        cfg: Config,
+        ctx: CheckContext,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        own_pid: int | None = None,
+    ) -> None:
+        self.name = cfg.name
+        self.interval_s = ctx.interval_s
+        self.timeout_s = ctx.timeout_s
+        self._pattern = re.compile(cfg.cmdline)
+        self._clock = clock  # for the CPU window; ctx.now (wall) only for process ages
+        self._now = ctx.now
+        self._own_pid = os.getpid() if own_pid is None else own_pid
+        self._previous: dict[tuple[int, float], float] = {}
+        self._previous_at: float | None = None
+
+    async def collect(self) -> list[Sample]:
+        procs = await asyncio.to_thread(scan, self._pattern, self._own_pid)
+        at = self._clock()
+        elapsed = at - self._previous_at if self._previous_at is not None else None
+        ratio = cpu_ratio(procs, self._previous, elapsed, self._now())
+        self._previous = {(p.pid, p.started_at): p.cpu_s for p in procs}
+        self._previous_at = at
+        if not procs:
+            raise CheckError(
+                "not_found",
+                f"no process matches {self._pattern.pattern!r} (searched like pgrep -f)",
+                [Sample("portal_process_count", {}, 0.0)],
+            )
+        return [
+            Sample("portal_process_count", {}, float(len(procs))),
+            Sample("portal_process_cpu_ratio", {}, ratio),
+            Sample("portal_process_resident_bytes", {}, float(sum(p.rss_bytes for p in procs))),
+        ]
+
+    async def aclose(self) -> None:
+        """Nothing to release: psutil holds no handles between runs."""

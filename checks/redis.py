@@ -1,15 +1,41 @@
 """Redis: PING, INFO memory/stats/clients, and the Salesforce Platform Event replay keys.
 
 Runbook scenarios 1 (Platform Events not receiving) and 3 (Redis connection failures).
+
+The BFF stores the last replay id of each Platform Event channel under
+`sf:pe:replay:<channel>`. A channel whose id stops changing is a subscription that stopped
+receiving, so the check remembers, per key, the last value and when it last changed, in the
+durable `ctx.state`: a restart of the monitor during a stall does not restart the clock.
+
+Failures raise `CheckError` with one of these reasons:
+`connect` (refused, reset, DNS), `timeout`, `auth` (wrong password, NOAUTH, WRONGPASS,
+NOPERM) and `bad_reply` (anything else the server said, e.g. LOADING).
+
+Both connections speak RESP2: every Redis version understands it, and redis-py parses its
+replies the same way in every release (redis-py 8 defaults to RESP3).
 """
 
 from __future__ import annotations
 
-from typing import Literal
+import asyncio
+import math
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal
 
-from pydantic import Field
+import structlog
+from pydantic import Field, field_validator
+from redis import exceptions as rex
+from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
-from monitor.schema import CheckBase, SecretURL
+from monitor.model import CheckContext, CheckError, Sample
+from monitor.schema import CheckBase, SecretURL, redact_url, url_password
+
+log = structlog.get_logger()
 
 METRICS: dict[str, tuple[str, str]] = {
     "portal_redis_up": ("gauge", "1 when the last Redis check succeeded"),
@@ -27,6 +53,11 @@ METRICS: dict[str, tuple[str, str]] = {
 }
 KEY_METRICS = ("portal_redis_ping_seconds", "portal_redis_memory_used_ratio", "portal_sf_replay_keys")
 
+SCAN_COUNT = 1000  # COUNT hint per SCAN call: keys the server looks at, not keys it returns
+MGET_CHUNK = 500  # keys per MGET, so one reply stays small
+WATCH_BACKOFF_INITIAL_S = 0.1
+WATCH_BACKOFF_MAX_S = 5.0
+
 
 class Config(CheckBase):
     type: Literal["redis"]
@@ -34,3 +65,286 @@ class Config(CheckBase):
     replay_pattern: str = "sf:pe:replay:*"
     max_keys: int = Field(1000, ge=1, le=100_000)
     watch: bool = True  # hold a connection and re-check at once when it drops
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, url: str) -> str:
+        if not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"{redact_url(url)!r}: expected a redis://, rediss:// or unix:// URL")
+        return url
+
+
+def literal_prefix(pattern: str) -> str:
+    """The part of a SCAN glob before its first wildcard: `sf:pe:replay:*` → `sf:pe:replay:`.
+
+    A channel label is the key without this prefix, so that labels read like the BFF's
+    channel names (`/event/OrderProvisionRequested__e`).
+    """
+    out: list[str] = []
+    chars = iter(pattern)
+    for ch in chars:
+        if ch == "\\":
+            out.append(next(chars, ""))
+        elif ch in "*?[":
+            break
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def parse_replay_id(text: str) -> float | None:
+    """A replay id as a number, or None when the value is not a finite number."""
+    try:
+        value = float(text.strip())
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def classify(exc: BaseException) -> str:
+    """The CheckError reason of a redis-py or socket error. Order matters: redis-py derives
+    auth and LOADING errors from ConnectionError."""
+    if isinstance(exc, (rex.AuthenticationError, rex.AuthorizationError, rex.AuthenticationWrongNumberOfArgsError,
+                        rex.NoPermissionError)):
+        return "auth"
+    if isinstance(exc, rex.ResponseError) and str(exc).startswith(("NOAUTH", "WRONGPASS")):
+        return "auth"
+    if isinstance(exc, rex.BusyLoadingError):
+        return "bad_reply"
+    if isinstance(exc, (rex.TimeoutError, TimeoutError)):
+        return "timeout"
+    if isinstance(exc, (rex.ConnectionError, OSError)):
+        return "connect"
+    return "bad_reply"
+
+
+_ERRORS = (rex.RedisError, OSError, TimeoutError)
+
+
+class RedisCheck:
+    """Check + Watcher for one Redis server. One client, reused across runs; replaced after
+    a connection-level failure so the next run starts from a fresh connection."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        ctx: CheckContext,
+        *,
+        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.name = cfg.name
+        self.type = "redis"
+        self.interval_s = ctx.interval_s
+        self.timeout_s = ctx.timeout_s
+        self._cfg = cfg
+        self._ctx = ctx
+        self._sleep = sleep
+        self._monotonic = monotonic
+        self._target = redact_url(cfg.url)
+        self._password = url_password(cfg.url)
+        self._prefix = literal_prefix(cfg.replay_pattern)
+        self._namespace = f"redis:{cfg.name}"
+        self._client: Redis | None = None
+        self._seen = self._load_seen()  # key -> (last value, when it last changed)
+
+    # ------------------------------------------------------------------ collect
+
+    async def collect(self) -> list[Sample]:
+        now = self._ctx.now()
+        try:
+            client = self._connect()
+            async with client.pipeline(transaction=False) as pipe:
+                pipe.info("memory").info("stats").info("clients")
+                memory, stats, clients = await pipe.execute()
+            started = time.perf_counter()  # after INFO, so the PING does not include connecting
+            await client.ping()
+            ping_s = time.perf_counter() - started
+            keys, complete = await self._scan(client)
+            values = await self._mget(client, keys)
+        except _ERRORS as e:
+            raise await self._failed(e) from e
+        samples = [Sample("portal_redis_ping_seconds", {}, ping_s), *self._info_samples(memory, stats, clients)]
+        samples.append(Sample("portal_sf_replay_keys", {}, float(len(keys))))
+        samples.extend(self._track(values, complete, now))
+        return samples
+
+    def _connect(self) -> Redis:
+        if self._client is None:
+            self._client = Redis.from_url(
+                self._cfg.url, protocol=2, socket_timeout=self.timeout_s,
+                socket_connect_timeout=self.timeout_s, retry=Retry(NoBackoff(), 0),
+            )
+        return self._client
+
+    async def _failed(self, exc: BaseException) -> CheckError:
+        reason = classify(exc)
+        if reason in ("connect", "timeout", "auth"):
+            await self._drop_client()
+        return CheckError(reason, f"{self._target}: {self._scrub(f'{type(exc).__name__}: {exc}')}")
+
+    def _scrub(self, text: str) -> str:
+        return text.replace(self._password, "***") if self._password else text
+
+    async def _drop_client(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            try:
+                await client.aclose()
+            except _ERRORS:
+                pass  # the connection is already gone; nothing else holds resources
+
+    def _info_samples(self, memory: dict[str, Any], stats: dict[str, Any], clients: dict[str, Any]) -> list[Sample]:
+        try:
+            used = float(memory["used_memory"])
+            maxmemory = float(memory.get("maxmemory", 0))  # absent before Redis 3.2: no limit
+            evicted = float(stats["evicted_keys"])
+            connected = float(clients["connected_clients"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise CheckError("bad_reply", f"{self._target}: INFO lacks a number for {e}") from e
+        return [
+            Sample("portal_redis_memory_used_bytes", {}, used),
+            Sample("portal_redis_memory_max_bytes", {}, maxmemory),
+            Sample("portal_redis_memory_used_ratio", {}, used / maxmemory if maxmemory > 0 else 0.0),
+            Sample("portal_redis_evicted_keys_total", {}, evicted),
+            Sample("portal_redis_connected_clients", {}, connected),
+        ]
+
+    async def _scan(self, client: Redis) -> tuple[list[bytes], bool]:
+        """Keys matching the replay pattern, at most `max_keys`, sorted; and whether the scan
+        saw the whole keyspace (only then may keys missing from it be forgotten).
+
+        The loop ends when the cursor comes back to 0 (the server walked the whole keyspace)
+        or max_keys keys were found; the run's timeout bounds a huge keyspace."""
+        found: dict[bytes, None] = {}  # SCAN may return a key twice
+        cursor = 0
+        while True:
+            cursor, batch = await client.scan(cursor, match=self._cfg.replay_pattern, count=SCAN_COUNT)
+            found.update(dict.fromkeys(batch))
+            if cursor == 0 or len(found) >= self._cfg.max_keys:
+                break
+        complete = cursor == 0 and len(found) <= self._cfg.max_keys
+        return sorted(found)[: self._cfg.max_keys], complete
+
+    async def _mget(self, client: Redis, keys: list[bytes]) -> dict[str, str | None]:
+        values: dict[str, str | None] = {}
+        for start in range(0, len(keys), MGET_CHUNK):
+            chunk = keys[start:start + MGET_CHUNK]
+            for key, raw in zip(chunk, await client.mget(chunk), strict=True):
+                values[_text(key)] = None if raw is None else _text(raw)
+        return values
+
+    # ------------------------------------------------------------------ replay ids
+
+    def _load_seen(self) -> dict[str, tuple[str, float]]:
+        seen: dict[str, tuple[str, float]] = {}
+        for key, entry in self._ctx.state.load(self._namespace).items():
+            try:
+                seen[key] = (str(entry["value"]), float(entry["changed_at"]))
+            except (KeyError, TypeError, ValueError):
+                log.warning("redis_replay_state_ignored", check=self.name, key=key)
+        return seen
+
+    def _track(self, values: dict[str, str | None], complete: bool, now: float) -> list[Sample]:
+        """Series for each replay key, updating (and persisting) when each value last changed.
+
+        A key seen for the first time counts as a change. A key whose value vanished between
+        SCAN and GET, or that a complete scan no longer finds, is forgotten."""
+        samples: list[Sample] = []
+        for key, value in values.items():
+            if value is None:
+                continue
+            previous = self._seen.get(key)
+            if previous is None or previous[0] != value:
+                self._seen[key] = (value, now)
+                self._ctx.state.save(self._namespace, key, {"value": value, "changed_at": now})
+            changed_at = self._seen[key][1]
+            labels = {"channel": key.removeprefix(self._prefix)}
+            replay_id = parse_replay_id(value)
+            if replay_id is not None:
+                samples.append(Sample("portal_sf_replay_id", labels, replay_id))
+            samples.append(Sample("portal_sf_replay_stalled_seconds", labels, max(0.0, now - changed_at)))
+            samples.append(Sample("portal_sf_replay_last_advance_timestamp_seconds", labels, changed_at))
+        present = {k for k, v in values.items() if v is not None}
+        gone = [k for k in self._seen if k not in present and (complete or k in values)]
+        for key in gone:
+            del self._seen[key]
+            self._ctx.state.delete(self._namespace, key)
+        return samples
+
+    # ------------------------------------------------------------------ watch
+
+    async def watch(self, wake: Callable[[], None]) -> None:
+        """Hold a subscribed connection; `wake()` when it drops and again when it is back.
+
+        The connection SUBSCRIBEs to a random channel nobody publishes to, then waits for
+        the server with no read timeout. A crash or shutdown closes the socket, the read
+        ends at once with EOF or reset, and we wake the scheduler. SUBSCRIBE rather than
+        an idle connection or BLPOP: Redis never closes subscribers for `timeout`
+        idleness, it works on read-only replicas, writes nothing and does not show up in
+        blocked_clients. If ACLs refuse the channel, the connection stays idle instead and
+        still sees EOF. TLS and AUTH come from redis-py's own connection class for the URL.
+
+        Reconnects back off from 0.1 s, doubling, to at most min(interval, 5 s); the delay
+        restarts only after a connection held that long, so a server that accepts and
+        drops at once is retried at the capped pace, never in a tight loop. A silent
+        network partition is not seen here (TCP keepalive aside): the interval and the
+        timeout cover it.
+        """
+        if not self._cfg.watch:
+            await asyncio.get_running_loop().create_future()  # nothing to watch: wait for cancellation
+        pool = ConnectionPool.from_url(
+            self._cfg.url, protocol=2, socket_timeout=None, socket_connect_timeout=self.timeout_s,
+            socket_keepalive=True, retry=Retry(NoBackoff(), 0),
+        )
+        cap = max(WATCH_BACKOFF_INITIAL_S, min(self.interval_s, WATCH_BACKOFF_MAX_S))
+        delay = WATCH_BACKOFF_INITIAL_S
+        lost = False  # the server went away: the next successful connection is a recovery
+        while True:  # ends by cancellation; every pass awaits the server or self._sleep
+            conn = pool.make_connection()
+            try:
+                await self._subscribe(conn)
+            except _ERRORS as e:
+                await conn.disconnect()
+                log.debug("redis_watch_connect_failed", check=self.name, target=self._target,
+                          reason=classify(e), retry_in_s=delay)
+                await self._sleep(delay)
+                delay = min(delay * 2, cap)
+                continue
+            if lost:
+                log.info("redis_watch_restored", check=self.name, target=self._target)
+                wake()
+            held_since = self._monotonic()
+            try:
+                await self._hold(conn)
+            except _ERRORS as e:
+                log.warning("redis_watch_lost", check=self.name, target=self._target, reason=classify(e))
+            finally:
+                await conn.disconnect()
+            lost = True
+            wake()
+            if self._monotonic() - held_since >= cap:
+                delay = WATCH_BACKOFF_INITIAL_S
+            await self._sleep(delay)
+            delay = min(delay * 2, cap)
+
+    async def _subscribe(self, conn: AbstractConnection) -> None:
+        async with asyncio.timeout(self.timeout_s):  # connect + AUTH + SUBSCRIBE, no read timeout otherwise
+            await conn.connect()
+            await conn.send_command("SUBSCRIBE", f"portal-monitor:watch:{uuid.uuid4().hex}")
+            try:
+                await conn.read_response(disconnect_on_error=False)
+            except rex.ResponseError as e:  # NOPERM on channels: stay connected, idle
+                log.info("redis_watch_unsubscribed", check=self.name, target=self._target, error=str(e))
+
+    async def _hold(self, conn: AbstractConnection) -> None:
+        """Read until the connection ends (raises). A message on our channel is ignored."""
+        while True:  # each pass blocks on the socket; ends with an error on EOF or reset
+            await conn.read_response()
+
+    async def aclose(self) -> None:
+        await self._drop_client()
+
+
+def _text(raw: bytes | str) -> str:
+    return raw.decode("utf-8", "backslashreplace") if isinstance(raw, bytes) else raw

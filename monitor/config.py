@@ -72,6 +72,8 @@ class EscalationStep(StrictModel):
     severities: list[Severity] | None = None
     vendor: bool = False
     receivers: list[str] = Field(min_length=1)
+    # Used instead of `receivers` when none of them is enabled (e.g. no PagerDuty key yet).
+    fallback: list[str] = Field(default_factory=list)
 
 
 class InhibitRule(StrictModel):
@@ -149,6 +151,18 @@ class Config:
     disabled: Mapping[str, str]  # check or receiver name -> why ("set WHMCS_API_URL")
     secrets: frozenset[str] = field(default_factory=frozenset)
     skipped_types: Mapping[str, str] = field(default_factory=dict)  # disabled for a missing variable
+
+    def disabled_checks(self) -> list[tuple[str, str, str]]:
+        """(name, type, why) of every check that will not run."""
+        out = [(c.name, c.type, self.disabled[c.name]) for c in self.root.checks if c.name in self.disabled]
+        out += [(n, t, self.disabled[n]) for n, t in self.skipped_types.items() if t in CHECK_TYPES]
+        return out
+
+    def disabled_receivers(self) -> list[tuple[str, str, str]]:
+        """(name, type, why) of every receiver that is switched off."""
+        out = [(n, r.type, self.disabled[n]) for n, r in self.root.receivers.items() if n in self.disabled]
+        out += [(n, t, self.disabled[n]) for n, t in self.skipped_types.items() if t not in CHECK_TYPES]
+        return out
 
     @property
     def checks(self) -> list[Any]:
@@ -410,8 +424,8 @@ def load_config_text(text: str, *, name: str = DEFAULT_CONFIG, path: Path | None
                 if need:
                     skip.append(ipath)
             elif enabled == "auto" and need:
-                disabled[str(item_name)] = "disabled until " + " and ".join(need) + (
-                    " are set" if len(need) > 1 else " is set")
+                names = ", ".join(need[:-1]) + " and " + need[-1] if len(need) > 1 else need[0]
+                disabled[str(item_name)] = f"disabled until {names} {'are' if len(need) > 1 else 'is'} set"
                 skip.append(ipath)
     for p, names in missing.items():
         if any(p[: len(s)] == s for s in skip):
@@ -442,6 +456,14 @@ def load_config_text(text: str, *, name: str = DEFAULT_CONFIG, path: Path | None
     index_of = [i for i in range(len(data.get("checks") or [])) if ("checks", i) not in skip] \
         if isinstance(data.get("checks"), list) else []
 
+    seen: dict[str, int] = {}
+    for i, item in enumerate(data.get("checks") or [] if isinstance(data.get("checks"), list) else []):
+        check_name = item.get("name") if isinstance(item, dict) else None
+        if isinstance(check_name, str):
+            if check_name in seen:
+                add(("checks", i, "name"), f"duplicate check name {check_name!r} (first at checks[{seen[check_name]}])")
+            seen.setdefault(check_name, i)
+
     root: RootConfig | None = None
     try:
         root = RootConfig.model_validate(valid_data)
@@ -454,20 +476,16 @@ def load_config_text(text: str, *, name: str = DEFAULT_CONFIG, path: Path | None
             add(p, msg, at_key)
 
     if root is not None:
-        seen: dict[str, int] = {}
-        for j, c in enumerate(root.checks):
-            i = index_of[j] if j < len(index_of) else j
-            if c.name in seen:
-                add(("checks", i, "name"), f"duplicate check name {c.name!r} (first at checks[{seen[c.name]}])")
-            seen.setdefault(c.name, i)
         for rname in root.receivers:
             if not re.match(CHECK_NAME, rname):
                 add(("receivers", rname), f"receiver name {rname!r} must match {CHECK_NAME}", at_key=True)
         for i, step in enumerate(root.escalation):
-            for j, r in enumerate(step.receivers):
-                if r not in root.receivers and "escalation" in data:
-                    add(("escalation", i, "receivers", j), f"unknown receiver {r!r} (receivers: "
-                        + (", ".join(root.receivers) or "none defined") + ")")
+            known = set(root.receivers) | set(skipped_types)
+            for key in ("receivers", "fallback"):
+                for j, r in enumerate(getattr(step, key)):
+                    if r not in known and "escalation" in data:
+                        add(("escalation", i, key, j), f"unknown receiver {r!r} (receivers: "
+                            + (", ".join(sorted(known)) or "none defined") + ")")
             if step.severities is None and not step.vendor:
                 add(("escalation", i), "needs `severities: [...]` or `vendor: true`")
         rule_names: dict[tuple[str, str], int] = {}

@@ -1,0 +1,235 @@
+"""The `portal-monitor` command: one small function per subcommand."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+import orjson
+
+import checks
+from monitor import __version__
+from monitor.config import Config, ConfigError, config_path, load_config
+from monitor.logs import configure_logging
+from monitor.model import CheckResult, MemoryState
+from monitor.schema import format_duration, redact_url
+
+
+def _add_config(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-c", "--config", metavar="FILE",
+                   help="config file (default: $PORTAL_MONITOR_CONFIG, else ./alert_rules.yaml)")
+
+
+def _load(args: argparse.Namespace) -> Config:
+    cfg = load_config(config_path(args.config))
+    overrides = {}
+    if getattr(args, "listen", None):
+        overrides["listen"] = args.listen
+    if getattr(args, "state_dir", None):
+        overrides["state_dir"] = args.state_dir
+    if overrides:
+        cfg = replace(cfg, root=cfg.root.model_copy(update=overrides))
+    return cfg
+
+
+def _print_errors(e: ConfigError) -> None:
+    for line in e.errors:
+        print(line, file=sys.stderr)
+    n = len(e.errors)
+    print(f"{n} error{'s' if n != 1 else ''}", file=sys.stderr)
+
+
+# ------------------------------------------------------------------ run
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from monitor.daemon import Daemon
+
+    cfg = _load(args)
+    configure_logging(json=args.log_format == "json" if args.log_format else None,
+                      level=args.log_level, secrets=cfg.secrets)
+    daemon = Daemon(cfg)
+    try:
+        asyncio.run(daemon.serve())
+    except OSError as e:
+        print(f"portal-monitor: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+# ------------------------------------------------------------------ check-config
+
+
+def _target(c: Any) -> str:
+    for attr in ("url", "dsn"):
+        if hasattr(c, attr):
+            return redact_url(getattr(c, attr))
+    if hasattr(c, "paths"):
+        return ", ".join(c.paths)
+    if hasattr(c, "cmdline"):
+        return f"cmdline ~ {c.cmdline}"
+    return ""
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    path = config_path(args.config)
+    cfg = load_config(path)
+    root = cfg.root
+    print(f"{path}: OK")
+    print(f"listen {root.listen}   state_dir {root.state_dir}")
+    off_checks = cfg.disabled_checks()
+    print(f"\nchecks ({len(cfg.checks)} enabled, {len(off_checks)} disabled):")
+    rows = [(c.name, c.type, format_duration(cfg.interval(c)), format_duration(cfg.timeout(c)), _target(c), "enabled")
+            for c in cfg.checks]
+    rows += [(name, typ, "-", "-", "", why) for name, typ, why in off_checks]
+    _table(("name", "type", "every", "timeout", "target", "state"), rows)
+    print(f"\nrules ({len(root.rules)}):")
+    by_sev: dict[str, list[str]] = {}
+    for r in root.rules:
+        by_sev.setdefault(r.severity, []).append(r.alert)
+    for sev in sorted(by_sev):
+        print(f"  {sev}: {', '.join(by_sev[sev])}")
+    off_receivers = cfg.disabled_receivers()
+    rrows = [(n, r.type, "enabled") for n, r in root.receivers.items() if n not in cfg.disabled]
+    rrows += list(off_receivers)
+    print(f"\nreceivers ({len(rrows)}):")
+    _table(("name", "type", "state"), rrows)
+    print("\nescalation: " + "; ".join(
+        f"{s.level} after {format_duration(s.after)} "
+        f"{'vendor' if s.vendor else '/'.join(s.severities or [])} -> {', '.join(s.receivers)}"
+        for s in root.escalation))
+    if root.inhibit:
+        print(f"inhibit rules: {len(root.inhibit)}")
+    return 0
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)] if rows else [len(h) for h in header]
+    fmt = "  " + "  ".join(f"{{:<{w}}}" for w in widths)
+    print(fmt.format(*header).rstrip())
+    for row in rows:
+        print(fmt.format(*[str(x) for x in row]).rstrip())
+
+
+# ------------------------------------------------------------------ once
+
+
+def _format_value(name: str, value: float) -> str:
+    if name.endswith("_seconds"):
+        return f"{value * 1000:.1f}ms" if value < 1 else f"{value:.1f}s"
+    if name.endswith("_ratio"):
+        return f"{value * 100:.1f}%"
+    if name.endswith("_bytes"):
+        for unit in ("B", "KiB", "MiB", "GiB"):
+            if value < 1024 or unit == "GiB":
+                return f"{value:.0f}{unit}" if unit == "B" else f"{value:.1f}{unit}"
+            value /= 1024
+    return f"{value:g}"
+
+
+def _key_values(result: CheckResult) -> dict[str, float]:
+    wanted = checks.KEY_METRICS.get(result.type, ())
+    out: dict[str, float] = {}
+    for s in result.samples:
+        if s.name in wanted and s.name not in out:
+            out[s.name] = s.value
+    return out
+
+
+async def _run_once(cfg: Config) -> list[CheckResult]:
+    from monitor.daemon import build_checks
+    from monitor.scheduler import run_check
+
+    built = build_checks(cfg, MemoryState())
+    try:
+        return list(await asyncio.gather(*(run_check(c) for c, _ in built)))
+    finally:
+        for c, _ in built:
+            try:
+                await c.aclose()
+            except Exception:
+                pass
+
+
+def cmd_once(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    configure_logging(json=True, level="error", stream=sys.stderr, secrets=cfg.secrets)
+    t0 = time.perf_counter()
+    results = asyncio.run(_run_once(cfg))
+    elapsed = time.perf_counter() - t0
+    disabled = cfg.disabled_checks()
+    down = [r for r in results if not r.up]
+    if args.json:
+        doc = {
+            "ok": not down,
+            "checks": [
+                {"check": r.check, "type": r.type, "up": r.up, "reason": r.reason or None,
+                 "error": _redact(cfg, r.error) or None, "duration_seconds": round(r.duration_s, 6),
+                 "values": _key_values(r),
+                 "samples": [{"name": s.name, "labels": dict(s.labels), "value": s.value} for s in r.samples]}
+                for r in results
+            ] + [{"check": n, "type": t, "up": None, "disabled": why} for n, t, why in disabled],
+        }
+        sys.stdout.buffer.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")
+    else:
+        rows = []
+        for r in results:
+            kv = "  ".join(f"{k.removeprefix('portal_')}={_format_value(k, v)}" for k, v in _key_values(r).items())
+            rows.append((r.check, r.type, "UP" if r.up else "DOWN", kv,
+                         "" if r.up else f"{r.reason}: {_redact(cfg, r.error)}"[:120]))
+        rows += [(n, t, "disabled", "", why) for n, t, why in disabled]
+        _table(("check", "type", "state", "values", "error"), rows)
+        print(f"\n{len(results) - len(down)} up, {len(down)} down, {len(disabled)} disabled "
+              f"({elapsed:.2f}s)")
+    return 1 if down else 0
+
+
+def _redact(cfg: Config, text: str) -> str:
+    for s in sorted(cfg.secrets, key=len, reverse=True):
+        text = text.replace(s, "***")
+    return text
+
+
+# ------------------------------------------------------------------ main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="portal-monitor",
+        description="Health monitoring and alerting for the Customer Portal (Redis, PostgreSQL, WHMCS, the BFF).")
+    parser.add_argument("--version", action="version", version=f"portal-monitor {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run the daemon: checks, /metrics, alerting")
+    _add_config(p)
+    p.add_argument("--listen", metavar="HOST:PORT", help="override `listen` from the config")
+    p.add_argument("--state-dir", metavar="DIR", help="override `state_dir` from the config")
+    p.add_argument("--log-format", choices=("json", "console"), help="default: json without a TTY")
+    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("check-config", help="validate the config; print a summary or every error")
+    _add_config(p)
+    p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser("once", help="run every check once and print a table (exit 1 if any is down)")
+    _add_config(p)
+    p.add_argument("--json", action="store_true", help="print one JSON document instead of a table")
+    p.set_defaults(func=cmd_once)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as e:
+        _print_errors(e)
+        return 1
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,93 @@
+"""The latest result of every check, and the daemon's own series: what /metrics and the rules see.
+
+One source of truth: `/metrics` renders `samples()` and the rule engine evaluates the same list.
+A failed check keeps only what its error carried (status code, response time) plus `*_up 0`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable
+
+from monitor.model import CheckResult, Sample
+
+METRICS: dict[str, tuple[str, str]] = {
+    "portal_check_up": ("gauge", "1 when the check's last run succeeded (any type)"),
+    "portal_check_duration_seconds": ("gauge", "how long the check's last run took"),
+    "portal_check_last_run_timestamp_seconds": ("gauge", "when the check last ran (Unix time)"),
+    "portal_check_errors_total": ("counter", "failed check runs by reason"),
+    "portal_check_runs_total": ("counter", "check runs"),
+}
+
+
+class Store:
+    """Latest `CheckResult` per check, error counters, and extra sample sources.
+
+    `samples()` is cached until the next `put`, so /metrics scrapes and rule evaluations
+    between two check runs cost nothing extra.
+    """
+
+    def __init__(self) -> None:
+        self._results: dict[str, CheckResult] = {}
+        self._series: dict[str, list[Sample]] = {}
+        self._errors: Counter[tuple[str, str, str]] = Counter()
+        self._runs: Counter[tuple[str, str]] = Counter()
+        self._sources: list[Callable[[], Iterable[Sample]]] = []
+        self._cache: list[Sample] | None = None
+        self.version = 0
+
+    def add_source(self, source: Callable[[], Iterable[Sample]]) -> None:
+        """Series computed at read time (outbox depth, alerts, loop lag)."""
+        self._sources.append(source)
+
+    def put(self, result: CheckResult, extra_labels: dict[str, str] | None = None) -> None:
+        labels = {"check": result.check, **(extra_labels or {})}
+        out = [Sample(s.name, {**s.labels, **labels}, s.value) for s in result.samples]
+        up = 1.0 if result.up else 0.0
+        typ = {"type": result.type}
+        out.append(Sample(f"portal_{result.type}_up", labels, up))
+        out.append(Sample("portal_check_up", {**labels, **typ}, up))
+        out.append(Sample("portal_check_duration_seconds", {**labels, **typ}, result.duration_s))
+        out.append(Sample("portal_check_last_run_timestamp_seconds", {**labels, **typ}, result.started_at))
+        self._runs[(result.check, result.type)] += 1
+        if not result.up:
+            self._errors[(result.check, result.type, result.reason)] += 1
+        self._results[result.check] = result
+        self._series[result.check] = out
+        self._cache = None
+        self.version += 1
+
+    def remove(self, check: str) -> None:
+        """Forget a check that was removed from the config (its counters go too)."""
+        self._results.pop(check, None)
+        self._series.pop(check, None)
+        for key in [k for k in self._errors if k[0] == check]:
+            del self._errors[key]
+        for key in [k for k in self._runs if k[0] == check]:
+            del self._runs[key]
+        self._cache = None
+        self.version += 1
+
+    def result(self, check: str) -> CheckResult | None:
+        return self._results.get(check)
+
+    def results(self) -> list[CheckResult]:
+        return list(self._results.values())
+
+    def check_samples(self) -> list[Sample]:
+        """Samples of the checks and their bookkeeping series (cached)."""
+        if self._cache is None:
+            out = [s for series in self._series.values() for s in series]
+            for (check, typ, reason), n in self._errors.items():
+                out.append(Sample("portal_check_errors_total", {"check": check, "type": typ, "reason": reason}, n))
+            for (check, typ), n in self._runs.items():
+                out.append(Sample("portal_check_runs_total", {"check": check, "type": typ}, n))
+            self._cache = out
+        return self._cache
+
+    def samples(self) -> list[Sample]:
+        """Everything /metrics shows and the rules see."""
+        out = list(self.check_samples())
+        for source in self._sources:
+            out.extend(source())
+        return out

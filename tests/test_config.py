@@ -1,0 +1,168 @@
+"""The config loader: positions, interpolation, every error at once, enabled: auto."""
+
+from __future__ import annotations
+
+import pytest
+
+from monitor.config import ConfigError, interpolate, load_config, load_config_text
+from monitor.schema import format_duration, parse_duration, redact_url
+
+
+def errors_of(text: str, env: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as exc:
+        load_config_text(text, env=env or {})
+    return exc.value.errors
+
+
+@pytest.mark.parametrize(("text", "seconds"), [
+    ("250ms", 0.25), ("10s", 10), ("5m", 300), ("1h", 3600), ("1h30m", 5400), ("1d", 86400), ("0", 0), (0, 0),
+    ("1.5s", 1.5),
+])
+def test_durations_parse(text: object, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["10 s", "10", 10, "s", "", "1x", "5m3", True, "-1s"])
+def test_bad_durations_are_refused(text: object) -> None:
+    with pytest.raises(ValueError, match="is not a duration"):
+        parse_duration(text)
+
+
+@pytest.mark.parametrize("seconds", [0.25, 1, 10, 90, 3600, 5400, 86400 + 60])
+def test_format_duration_round_trips(seconds: float) -> None:
+    assert parse_duration(format_duration(seconds)) == seconds
+
+
+def test_error_names_file_line_column_and_key_path() -> None:
+    text = "checks:\n  - name: cache\n    type: redis\n    interval: 10 s\n"
+    assert errors_of(text) == [
+        "alert_rules.yaml:4:15: checks[0].interval: '10 s' is not a duration (use e.g. 250ms, 10s, 5m, 1h)"]
+
+
+def test_every_error_is_reported_not_only_the_first() -> None:
+    text = """\
+listen: nowhere
+checks:
+  - {name: cache, type: redis, interval: 10 s}
+  - {name: db, type: postgres, bogus: 1}
+  - {name: x, type: smtp}
+  - {name: cache, type: redis}
+rules:
+  - {alert: A, expr: up, severity: P9}
+receivers:
+  oncall: {type: pagerduty, routing_key: short}
+"""
+    errs = errors_of(text)
+    assert len(errs) == 7, errs
+    joined = "\n".join(errs)
+    assert "alert_rules.yaml:1:9: listen: 'nowhere' is not host:port" in joined
+    assert "alert_rules.yaml:3:42: checks[0].interval: '10 s' is not a duration" in joined
+    assert "alert_rules.yaml:4:32: checks[1].bogus: unknown key" in joined
+    assert "alert_rules.yaml:5:21: checks[2].type: 'smtp' is not one of 'redis', 'postgres'" in joined
+    assert "checks[3].name: duplicate check name 'cache' (first at checks[0])" in joined
+    assert "alert_rules.yaml:8:36: rules[0].severity: 'P9'" in joined
+    assert "receivers.oncall.routing_key: routing_key must be the 32-character integration key" in joined
+    # Sorted by position, as a person reads the file.
+    lines = [int(e.split(":")[1]) for e in errs]
+    assert lines == sorted(lines)
+
+
+def test_missing_key_and_duplicate_key_are_errors() -> None:
+    errs = errors_of("checks:\n  - {type: redis}\nlisten: a:1\nlisten: b:2\n")
+    assert any("checks[0].name: required key is missing" in e for e in errs)
+    assert any(e.startswith("alert_rules.yaml:4:1: listen: duplicate key 'listen'") for e in errs)
+
+
+def test_invalid_yaml_names_the_position() -> None:
+    errs = errors_of("checks:\n  - {name: a, type: redis\n")
+    assert len(errs) == 1 and errs[0].startswith("alert_rules.yaml:3:1: invalid YAML")
+
+
+def test_interpolation_with_default_and_escape() -> None:
+    assert interpolate("${A}/${B:-dflt}/$${A}", {"A": "x"}) == ("x/dflt/${A}", [])
+    assert interpolate("${A:-d}", {"A": ""}) == ("d", [])
+    assert interpolate("${NOPE}", {}) == ("", ["NOPE"])
+
+
+def test_missing_variable_is_an_error_that_names_it() -> None:
+    errs = errors_of('checks:\n  - {name: h, type: http, url: "${BFF_URL}"}\n')
+    assert errs == ["alert_rules.yaml:2:32: checks[0].url: environment variable BFF_URL is not set "
+                    "(and has no ${BFF_URL:-default})"]
+
+
+def test_interpolated_values_are_validated() -> None:
+    errs = errors_of('checks:\n  - {name: h, type: http, url: "http://x", interval: "${IV:-10 s}"}\n')
+    assert "checks[0].interval: '10 s' is not a duration" in errs[0]
+    cfg = load_config_text('checks:\n  - {name: h, type: http, url: "http://x", interval: "${IV:-10s}"}\n',
+                           env={"IV": "2s"})
+    assert cfg.interval(cfg.checks[0]) == 2.0
+
+
+def test_enabled_auto_disables_a_check_until_its_variables_are_set() -> None:
+    text = """\
+checks:
+  - name: whmcs
+    type: whmcs
+    enabled: auto
+    url: "${WHMCS_API_URL}"
+    identifier: "${WHMCS_API_IDENTIFIER}"
+    secret: "${WHMCS_API_SECRET}"
+"""
+    cfg = load_config_text(text, env={"WHMCS_API_SECRET": "s3cret-value"})
+    assert cfg.checks == []
+    assert cfg.disabled_checks() == [
+        ("whmcs", "whmcs", "disabled until WHMCS_API_IDENTIFIER and WHMCS_API_URL are set")]
+    cfg = load_config_text(text, env={"WHMCS_API_URL": "https://b.example/includes/api.php",
+                                      "WHMCS_API_IDENTIFIER": "ident-1", "WHMCS_API_SECRET": "s3cret-value"})
+    assert [c.name for c in cfg.checks] == ["whmcs"]
+    assert {"ident-1", "s3cret-value"} <= cfg.secrets
+
+
+def test_enabled_false_is_disabled_and_reports_what_to_set() -> None:
+    cfg = load_config_text('checks:\n  - {name: h, type: http, enabled: false, url: "${U}"}\n', env={})
+    assert cfg.disabled_checks() == [("h", "http", "disabled; set U")]
+
+
+def test_timeout_defaults_to_the_smaller_of_interval_and_default() -> None:
+    cfg = load_config_text("""\
+defaults: {interval: 30s, timeout: 10s}
+checks:
+  - {name: a, type: redis, interval: 1s}
+  - {name: b, type: redis}
+  - {name: c, type: redis, interval: 1s, timeout: 500ms}
+""", env={})
+    assert [(cfg.interval(c), cfg.timeout(c)) for c in cfg.checks] == [(1, 1), (30, 10), (1, 0.5)]
+
+
+def test_secrets_are_collected_from_secret_fields_and_url_passwords() -> None:
+    cfg = load_config_text("""\
+checks:
+  - {name: a, type: redis, url: "redis://:hunter22@127.0.0.1:6379/0"}
+  - {name: b, type: http, url: "http://x/health", headers: {Authorization: "Bearer tok-12345"}}
+receivers:
+  pd: {type: pagerduty, routing_key: "0123456789abcdef0123456789abcdef"}
+""", env={})
+    assert {"hunter22", "Bearer tok-12345", "0123456789abcdef0123456789abcdef"} <= cfg.secrets
+    assert redact_url("redis://:hunter22@127.0.0.1:6379/0") == "redis://:***@127.0.0.1:6379/0"
+    assert redact_url("postgresql://u:pw@h:5/db") == "postgresql://u:***@h:5/db"
+
+
+def test_escalation_must_name_known_receivers() -> None:
+    errs = errors_of("""\
+receivers:
+  oncall: {type: log}
+escalation:
+  - {level: L1, severities: [P1], receivers: [oncall, pager]}
+""")
+    assert errs == ["alert_rules.yaml:4:55: escalation[0].receivers[1]: unknown receiver 'pager' (receivers: oncall)"]
+
+
+def test_the_shipped_file_loads_with_no_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = load_config("alert_rules.yaml", env={})
+    assert {c.type for c in cfg.checks} >= {"redis", "postgres"}
+    assert "whmcs" in cfg.disabled
+
+
+def test_unreadable_file_is_a_clear_error(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_config(tmp_path / "nope.yaml")
