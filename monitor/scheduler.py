@@ -64,6 +64,7 @@ class Scheduler:
         sleep: Callable[[float], object] = asyncio.sleep,
         rng: random.Random | None = None,
         max_phase_s: float = 1.0,
+        delay_window: int = 1000,
     ) -> None:
         self.store = store
         self._labels = dict(labels or {})
@@ -76,7 +77,7 @@ class Scheduler:
         self._checks: dict[str, Check] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._last_up: dict[str, bool] = {}
-        self.delays: deque[float] = deque(maxlen=1000)  # how late each scheduled run started
+        self.delays: deque[float] = deque(maxlen=delay_window)  # how late each scheduled run started
         self.skipped = 0
         self.loop_lag_s = 0.0
         self.ticks = 0  # grows while the scheduler makes progress (systemd watchdog)
