@@ -12,7 +12,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator
@@ -320,30 +321,45 @@ def _pydantic_errors(exc: ValidationError, data: Any) -> list[tuple[Path_, str, 
 # ---------------------------------------------------------------- loading
 
 
+def _markers(annotation: Any) -> list[Any]:
+    """Secret markers on a type, also inside `X | None` and other unions."""
+    found: list[Any] = []
+    if get_origin(annotation) is Annotated:
+        found += [m for m in get_args(annotation)[1:] if isinstance(m, (SecretMarker, URLSecretMarker))]
+        annotation = get_args(annotation)[0]
+    for arg in get_args(annotation) if get_origin(annotation) in (Union, UnionType) else ():
+        found += _markers(arg)
+    return found
+
+
+def _secret_values(value: Any, markers: list[Any]) -> set[str]:
+    found: set[str] = set()
+    values = list(value.values()) if isinstance(value, dict) else list(value) if isinstance(value, (list, tuple)) \
+        else [value]
+    for v in values:
+        if not isinstance(v, str) or not v:
+            continue
+        if any(isinstance(m, SecretMarker) for m in markers):
+            found.add(v)
+        if any(isinstance(m, URLSecretMarker) for m in markers):
+            pw = url_password(v)
+            if pw:
+                found.add(pw)
+    return found
+
+
 def _secrets_of(model: BaseModel) -> set[str]:
+    """Every value of a field marked Secret/SecretURL, anywhere in the model tree."""
     found: set[str] = set()
     for name, info in type(model).model_fields.items():
         value = getattr(model, name)
-        markers = info.metadata
-        if any(isinstance(m, SecretMarker) for m in markers):
-            if isinstance(value, str) and value:
-                found.add(value)
-            elif isinstance(value, dict):
-                found |= {v for v in value.values() if isinstance(v, str) and v}
-        if any(isinstance(m, URLSecretMarker) for m in markers) and isinstance(value, str):
-            pw = url_password(value)
-            if pw:
-                found.add(pw)
-        if isinstance(value, BaseModel):
-            found |= _secrets_of(value)
-        elif isinstance(value, (list, tuple)):
-            for v in value:
-                if isinstance(v, BaseModel):
-                    found |= _secrets_of(v)
-        elif isinstance(value, dict):
-            for v in value.values():
-                if isinstance(v, BaseModel):
-                    found |= _secrets_of(v)
+        markers = list(info.metadata) + _markers(info.annotation)
+        found |= _secret_values(value, markers)
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) \
+            else [value]
+        for child in children:
+            if isinstance(child, BaseModel):
+                found |= _secrets_of(child)
     return found
 
 

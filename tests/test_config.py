@@ -166,3 +166,14 @@ def test_the_shipped_file_loads_with_no_environment(monkeypatch: pytest.MonkeyPa
 def test_unreadable_file_is_a_clear_error(tmp_path) -> None:
     with pytest.raises(ConfigError, match="cannot read config file"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_optional_secrets_and_url_lists_are_secrets_too() -> None:
+    cfg = load_config_text("""\
+checks:
+  - {name: w, type: whmcs, url: "https://b/includes/api.php", identifier: id-1234, secret: sec-1234,
+     accesskey: acc-1234}
+receivers:
+  am: {type: alertmanager, urls: ["http://u:am-pass-1@127.0.0.1:9093"]}
+""", env={})
+    assert {"id-1234", "sec-1234", "acc-1234", "am-pass-1"} <= cfg.secrets
