@@ -68,7 +68,7 @@ async def run_one(n: int, seconds: float, url: str) -> dict[str, float]:
 
     sched = Scheduler(store, on_result=count, delay_window=n * int(seconds + 5))
     for i in range(n):
-        cfg = http.Config(name=f"h{i}", type="http", url=url, interval=1.0)
+        cfg = http.Config(name=f"h{i}", type="http", url=url, interval="1s")
         ctx = CheckContext(interval_s=1.0, timeout_s=1.0, state=MemoryState(), now=time.time)
         sched.add(http.HttpCheck(cfg, ctx))
     proc = psutil.Process()

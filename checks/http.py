@@ -29,20 +29,18 @@ from typing import Annotated, Any, Literal
 
 import aiohttp
 import orjson
-import structlog
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 from yarl import URL
 
 from monitor.model import CheckContext, CheckError, Sample
-from monitor.schema import CheckBase, SecretMarker, redact_url
-
-log = structlog.get_logger()
+from monitor.schema import CheckBase, SecretMarker, redact_url, url_password
 
 METRICS: dict[str, tuple[str, str]] = {
     "portal_http_up": ("gauge", "1 when the endpoint answered the expected status"),
     "portal_http_status_code": ("gauge", "HTTP status of the last reply"),
     "portal_http_response_seconds": ("gauge", "time to the full reply"),
-    "portal_http_component_up": ("gauge", "1 when a component of the health reply is ok/pass/up/healthy/true"),
+    "portal_http_component_up": (
+        "gauge", "1 when a component of the health reply is ok/pass/up/healthy/true"),
 }
 KEY_METRICS = ("portal_http_status_code", "portal_http_response_seconds")
 
@@ -54,6 +52,18 @@ _OK_WORDS = frozenset({"ok", "pass", "passed", "up", "healthy", "true"})
 KEEPALIVE_S = 4.0
 
 
+def http_url(value: str) -> str:
+    """A config validator: `value` is an absolute http(s) URL with a host (says so without
+    quoting the password)."""
+    try:
+        url = URL(value)
+    except ValueError:
+        url = None
+    if url is None or url.scheme not in ("http", "https") or not url.host:
+        raise ValueError(f"{redact_url(value)} is not an http:// or https:// URL with a host")
+    return value
+
+
 class Config(CheckBase):
     type: Literal["http"]
     url: str = Field(min_length=1)
@@ -62,6 +72,17 @@ class Config(CheckBase):
     components: str | None = None  # key of the JSON object whose entries are components ("checks")
     headers: Annotated[dict[str, str], SecretMarker()] = Field(default_factory=dict)
     tls_verify: bool = True
+
+    _url_ok = field_validator("url")(http_url)
+
+    @model_validator(mode="after")
+    def _sendable(self) -> Config:
+        # aiohttp would refuse these at request time, with the header value in its message.
+        if any(c in text for item in self.headers.items() for text in item for c in "\r\n"):
+            raise ValueError("a header name or value contains a line break")
+        if URL(self.url).user is not None and any(k.lower() == "authorization" for k in self.headers):
+            raise ValueError("credentials in the url and an Authorization header: use one of them")
+        return self
 
 
 # --- the reply parser (pure: fuzzed by tests) -------------------------------------------------
@@ -218,6 +239,8 @@ class HttpCheck:
         self._expected_text = " or ".join(str(s) for s in sorted(self._expected))
         self._timeout = aiohttp.ClientTimeout(total=ctx.timeout_s)
         self._headers = dict(cfg.headers) or None
+        secrets = {*cfg.headers.values(), url_password(cfg.url) or ""} - {""}
+        self._secrets = sorted(secrets, key=len, reverse=True)  # longest first: scrubbed whole
         self._session: aiohttp.ClientSession | None = None
 
     async def collect(self) -> list[Sample]:
@@ -240,7 +263,7 @@ class HttpCheck:
                 "timeout", f"{self._where}: no full reply within {self.timeout_s:g}s"
             ) from None
         except (aiohttp.ClientError, OSError) as e:
-            raise CheckError("connect", f"{self._where}: {_describe(e)}") from None
+            raise CheckError("connect", f"{self._where}: {self._scrub(describe_error(e))}") from None
         elapsed = self._clock() - start
         samples = [
             Sample("portal_http_status_code", {}, float(status)),
@@ -264,11 +287,19 @@ class HttpCheck:
         else:
             down = []
         if not status_ok:
-            extra = f" (components down: {', '.join(down)})" if down else ""
+            more = f" and {len(down) - 10} more" if len(down) > 10 else ""
+            extra = f" (components down: {', '.join(down[:10])}{more})" if down else ""
             raise CheckError(
                 "http_status", f"{self._where}: HTTP {status}, expected {self._expected_text}{extra}", samples
             )
         return samples
+
+    def _scrub(self, text: str) -> str:
+        """Remove the URL password and header values from a library's error text (InvalidURL
+        quotes the whole URL)."""
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
 
     async def aclose(self) -> None:
         if self._session is not None:
@@ -276,7 +307,7 @@ class HttpCheck:
             await _SharedSession.release(session)
 
 
-def _describe(e: BaseException) -> str:
+def describe_error(e: BaseException) -> str:
     """An aiohttp/OS error as one line, with its class name when the text alone is vague."""
     text = str(e) or type(e).__name__
     return text if type(e).__name__ in text else f"{type(e).__name__}: {text}"

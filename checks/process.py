@@ -146,9 +146,10 @@ class ProcessCheck:
         self._previous = {(p.pid, p.started_at): p.cpu_s for p in procs}
         self._previous_at = at
         if not procs:
+            where = f"/{self._pattern.pattern}/"
             raise CheckError(
                 "not_found",
-                f"no process matches {self._pattern.pattern!r} (searched like pgrep -f)",
+                f"no process command line matches {where} (like pgrep -f, excluding the monitor)",
                 [Sample("portal_process_count", {}, 0.0)],
             )
         return [

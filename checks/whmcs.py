@@ -24,7 +24,8 @@ Failure reasons (`CheckError.reason`), each with a different owner and fix:
                because the BFF fails the same way on all of them; the message says which.
 
 Messages name the redacted URL and quote WHMCS (at most ~200 characters); the identifier,
-secret and access key are scrubbed from them in case WHMCS or a proxy echoes the request.
+secret, access key and URL password are scrubbed from them in case WHMCS, a proxy or aiohttp
+(InvalidURL quotes the URL) echoes them.
 """
 
 from __future__ import annotations
@@ -36,11 +37,11 @@ from typing import Any, Literal, NamedTuple
 
 import aiohttp
 import orjson
-from pydantic import Field
+from pydantic import Field, field_validator
 
-from checks.http import MAX_BODY, read_body, snippet
+from checks.http import MAX_BODY, describe_error, http_url, read_body, snippet
 from monitor.model import CheckContext, CheckError, Sample
-from monitor.schema import CheckBase, Secret, redact_url
+from monitor.schema import CheckBase, Secret, redact_url, url_password
 
 METRICS: dict[str, tuple[str, str]] = {
     "portal_whmcs_up": ("gauge", "1 when WHMCS answered result: success"),
@@ -64,6 +65,8 @@ class Config(CheckBase):
     identifier: Secret = Field(min_length=1)
     secret: Secret = Field(min_length=1)
     accesskey: Secret | None = None
+
+    _url_ok = field_validator("url")(http_url)
 
 
 class Verdict(NamedTuple):
@@ -114,7 +117,8 @@ def classify_reply(status: int, content_type: str, body: bytes) -> Verdict:
     if message and _AUTH.search(message):
         return Verdict(False, "auth", f"HTTP {status}, WHMCS answered {said} (API credentials)")
     what = said if said else f"result {result[:MESSAGE_LIMIT]!r} without a message"
-    return Verdict(False, "http_5xx" if status >= 500 else "bad_reply", f"HTTP {status}, WHMCS answered {what}")
+    reason = "http_5xx" if status >= 500 else "bad_reply"
+    return Verdict(False, reason, f"HTTP {status}, WHMCS answered {what}")
 
 
 class WhmcsCheck:
@@ -141,10 +145,11 @@ class WhmcsCheck:
         if cfg.accesskey:
             self._form["accesskey"] = cfg.accesskey
         # Longest first, so a secret containing the identifier is scrubbed whole.
-        self._secrets = sorted({s for s in (cfg.identifier, cfg.secret, cfg.accesskey) if s}, key=len, reverse=True)
+        secrets = {s for s in (cfg.identifier, cfg.secret, cfg.accesskey, url_password(cfg.url)) if s}
+        self._secrets = sorted(secrets, key=len, reverse=True)
         self._session: aiohttp.ClientSession | None = None
 
-    def _session_for_loop(self) -> aiohttp.ClientSession:
+    def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             # force_close: every probe connects afresh (DNS, TCP, TLS) as the BFF does after an
             # idle spell, and no probe fails on a keep-alive socket the server is closing.
@@ -162,7 +167,7 @@ class WhmcsCheck:
         return CheckError(reason, message, samples)
 
     async def collect(self) -> list[Sample]:
-        session = self._session_for_loop()
+        session = self._client()
         start = self._clock()
         try:
             async with session.post(self._url, data=self._form, allow_redirects=False) as resp:
@@ -171,8 +176,7 @@ class WhmcsCheck:
         except TimeoutError:
             raise self._fail("timeout", f"no full reply within {self.timeout_s:g}s") from None
         except (aiohttp.ClientError, OSError) as e:
-            text = str(e) or type(e).__name__
-            raise self._fail("connect", text if type(e).__name__ in text else f"{type(e).__name__}: {text}") from None
+            raise self._fail("connect", describe_error(e)) from None
         samples = [Sample("portal_whmcs_response_seconds", {}, self._clock() - start)]
         verdict = classify_reply(status, content_type, body)
         if not verdict.ok:

@@ -10,7 +10,8 @@ FakeWhmcs(identifier="api-id", secret="api-secret", accesskey=None, path="/inclu
     .requests             every received POST form as a dict, oldest first
     .request_seen         asyncio.Event set on each request (clear it yourself to wait again)
     .behave_normally()    the default: judge the request like WHMCS does:
-                            wrong identifier   → 200 {"result":"error","message":"Invalid or missing credentials"}
+                            wrong identifier   → 200 {"result":"error",
+                                                     "message":"Invalid or missing credentials"}
                             wrong secret       → 200 {"result":"error","message":"Authentication Failed"}
                             accesskey configured on the fake but not sent (or wrong)
                                                → 403 {"result":"error","message":"Invalid IP 127.0.0.1"}
@@ -52,6 +53,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+_FORM = web.RequestKey("whmcs_form", dict)
 WHMCS_CLIENT = {
     "id": 2, "firstname": "Angelica", "lastname": "Mohr", "companyname": "",
     "email": "price.ima@example.com", "datecreated": "2016-01-15", "groupid": 0, "status": "Active",
@@ -158,18 +160,20 @@ class FakeWhmcs(_FakePeer):
     def deny_ip(self, ip: str = "203.0.113.9") -> None:
         self._fixed = (403, {"result": "error", "message": f"Invalid IP {ip}"}, "")
 
-    def answer(self, status: int, body: str | bytes | dict[str, Any], content_type: str = "text/html") -> None:
+    def answer(
+        self, status: int, body: str | bytes | dict[str, Any], content_type: str = "text/html"
+    ) -> None:
         self._fixed = (status, body, content_type)
 
     async def _record(self, request: web.Request) -> None:
         form = {k: str(v) for k, v in (await request.post()).items()}
-        request["form"] = form
+        request[_FORM] = form
         self.requests.append(form)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         if self._fixed is not None:
             return _reply(*self._fixed)
-        form: dict[str, str] = request["form"]
+        form: dict[str, str] = request[_FORM]
 
         def error(message: str, status: int = 200) -> web.Response:
             return _reply(status, {"result": "error", "message": message}, "")
