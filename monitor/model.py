@@ -152,12 +152,15 @@ class Notification:
 
 class DeliveryError(Exception):
     """A receiver could not deliver. `retry_after` (seconds) when the peer said so;
-    `permanent` when retrying cannot help (PagerDuty 400)."""
+    `permanent` when retrying cannot help (PagerDuty 400); `throttled` when our own rate
+    limit held the message back (not a failure of the receiver: wait, don't count an attempt)."""
 
-    def __init__(self, message: str, *, retry_after: float | None = None, permanent: bool = False) -> None:
+    def __init__(self, message: str, *, retry_after: float | None = None, permanent: bool = False,
+                 throttled: bool = False) -> None:
         super().__init__(message)
         self.retry_after = retry_after
         self.permanent = permanent
+        self.throttled = throttled
 
 
 class Receiver(Protocol):

@@ -191,7 +191,7 @@ class PagerDutyReceiver:
                      limit_per_minute=self.limiter.limit)
             raise DeliveryError(
                 f"{self._what}: client-side limit of {self.limiter.limit} events/min reached; "
-                f"retry in {wait:.1f}s", retry_after=wait)
+                f"retry in {wait:.1f}s", retry_after=wait, throttled=True)
         reply = await self._poster.post(self._what, self.cfg.url, json.dumps(body).encode())
         detail = self._detail(reply.body)
         try:
