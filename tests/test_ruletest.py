@@ -1,0 +1,283 @@
+"""`test-rules` (promtool's test-file format) and `export-rules --format prometheus`."""
+
+from __future__ import annotations
+
+import math
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from monitor.config import load_config, load_config_text
+from monitor.promexport import export_prometheus, prometheus_rules
+from monitor.ruletest import BadTestFile, parse_values, run_rule_tests, value_at
+
+ROOT = Path(__file__).resolve().parent.parent
+RULES_DIR = ROOT / "tests" / "rules"
+DEFAULT_TESTS = RULES_DIR / "default_rules_test.yaml"
+SHIPPED = ROOT / "alert_rules.yaml"
+PROMTOOL = shutil.which("promtool")
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+RULES = """
+rules:
+  - alert: RedisDown
+    expr: portal_redis_up == 0
+    for: 20s
+    severity: P1
+    summary: "Redis {{ $labels.check }} down"
+"""
+
+
+# ---------------------------------------------------------------- the shipped tests
+
+
+def test_default_rule_tests_pass() -> None:
+    report = run_rule_tests(DEFAULT_TESTS, env={})
+    assert report.failures == ()
+    assert report.ok and report.passed >= 50
+    assert report.format().endswith(f"SUCCESS: {report.passed} rule tests passed")
+
+
+def test_default_rule_tests_cover_every_rule_firing_and_quiet() -> None:
+    """Each shipped rule has a test where it fires and one where it must not (a blip, a threshold)."""
+    data = yaml.safe_load(DEFAULT_TESTS.read_text())
+    fires: set[str] = set()
+    quiet: set[str] = set()
+    for test in data["tests"]:
+        for case in test["alert_rule_test"]:
+            (fires if case["exp_alerts"] else quiet).add(case["alertname"])
+    names = {r.alert for r in load_config(SHIPPED, env={}).root.rules}
+    assert fires == names
+    assert quiet == names
+
+
+def test_a_wrong_expectation_fails_and_says_what_differs() -> None:
+    report = run_rule_tests(RULES_DIR / "wrong_expectation_test.yaml", env={})
+    assert not report.ok
+    assert (report.passed, report.failed) == (0, 4)
+    first, second, third, fourth = report.failures
+    assert "alert_rule_test[0]: alertname RedisDown at 0s" in first
+    assert "severity='P2'" in first and "severity='P1'" in first  # expected and got
+    assert "expected 0 firing" in second and "got 1 firing" in second
+    assert "summary='Redis is down'" in third and "summary='Redis (cache) is down" in third
+    assert "no rule is named 'RedisDwon'" in fourth
+    assert report.format().endswith("FAILED: 4 of 4 rule tests failed")
+
+
+# ---------------------------------------------------------------- the values notation
+
+
+@pytest.mark.parametrize(
+    ("text", "points"),
+    [
+        ("1 2 3", [1.0, 2.0, 3.0]),
+        ("1+2x3", [1.0, 3.0, 5.0, 7.0]),
+        ("5-1x4", [5.0, 4.0, 3.0, 2.0, 1.0]),
+        ("1x3", [1.0, 1.0, 1.0, 1.0]),
+        ("0x2", [0.0, 0.0, 0.0]),  # not hex: promtool refuses hex in series values
+        ("-2+1x2", [-2.0, -1.0, 0.0]),
+        ("1e2x1 1e+2", [100.0, 100.0, 100.0]),
+        ("1 _x3 stale", [1.0, None, None, None, "stale"]),
+        ("_ 2", [None, 2.0]),
+        ("+Inf -Inf", [math.inf, -math.inf]),
+        ("1+0x6 0 0", [1.0] * 7 + [0.0, 0.0]),
+        ("", []),
+    ],
+)
+def test_parse_values_expands_promtool_notation(text: str, points: list[object]) -> None:
+    assert parse_values(text) == points
+
+
+@pytest.mark.parametrize("text", ["1+x3", "abc", "1x", "_x", "1++2x3", "stalex2"])
+def test_parse_values_refuses_what_promtool_refuses(text: str) -> None:
+    with pytest.raises(BadTestFile):
+        parse_values(text)
+
+
+def test_value_at_uses_the_last_sample_within_five_minutes() -> None:
+    points = parse_values("1 _x7 stale 4")  # 60 s apart: a sample at 0, stale at 8m, 4 at 9m
+    assert value_at(points, 60, 0) == 1
+    assert value_at(points, 60, 90) == 1  # the gap: the 0 s sample is still fresh
+    assert value_at(points, 60, 299) == 1
+    assert value_at(points, 60, 300) is None  # 5 minutes old: gone (Prometheus 3 lookback)
+    assert value_at(points, 60, 8 * 60 + 30) is None  # stale ends the series
+    assert value_at(points, 60, 9 * 60) == 4
+    assert value_at(points, 60, 20 * 60) is None
+
+
+# ---------------------------------------------------------------- test-file errors
+
+
+def test_firing_and_resolving_on_our_own_rule_file(tmp_path: Path) -> None:
+    write(tmp_path, "rules.yaml", RULES)
+    path = write(tmp_path, "t.yaml", """
+rule_files: [rules.yaml]
+evaluation_interval: 10s
+tests:
+  - interval: 10s
+    input_series:
+      - {series: 'portal_redis_up{check="cache"}', values: '1 0x3 1'}
+    alert_rule_test:
+      - {eval_time: 20s, alertname: RedisDown, exp_alerts: []}
+      - eval_time: 30s
+        alertname: RedisDown
+        exp_alerts: [{exp_labels: {check: cache, severity: P1}, exp_annotations: {summary: Redis cache down}}]
+      - {eval_time: 45s, alertname: RedisDown, exp_alerts: [{exp_labels: {check: cache, severity: P1}}]}
+      - {eval_time: 50s, alertname: RedisDown, exp_alerts: []}
+""")
+    report = run_rule_tests(path, env={})
+    assert report.failures == ()
+    assert report.passed == 4
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("rule_files: [missing.yaml]\ntests: []", "missing.yaml"),
+        ("rule_files: [rules.yaml]\nbogus: 1\ntests: []", "unknown key(s) bogus"),
+        ("rule_files: [rules.yaml]\nevaluation_interval: soon\ntests: []", "evaluation_interval"),
+        ("rule_files: [rules.yaml]\ntests: []", "no tests"),
+        ("rule_files: [rules.yaml]\ntests:\n  - input_series: [{series: 'up', values: '1 x'}]\n"
+         "    alert_rule_test: [{eval_time: 0s, alertname: RedisDown, exp_alerts: []}]",
+         "input_series[0].values: 'x'"),
+        ("rule_files: [rules.yaml]\ntests:\n  - input_series: [{series: 'rate(up[5m])', values: '1'}]\n"
+         "    alert_rule_test: [{eval_time: 0s, alertname: RedisDown, exp_alerts: []}]",
+         "input_series[0].series"),
+        ("rule_files: [rules.yaml]\ntests:\n  - promql_expr_test: [{expr: up, eval_time: 0s}]",
+         "promql_expr_test is not supported"),
+        ("[1, 2]", "must be a mapping"),
+        ("rule_files: [rules.yaml]\ntests: [\n", "invalid YAML"),
+    ],
+)
+def test_a_broken_test_file_fails_with_a_reason(tmp_path: Path, body: str, message: str) -> None:
+    write(tmp_path, "rules.yaml", RULES)
+    report = run_rule_tests(write(tmp_path, "t.yaml", body), env={})
+    assert not report.ok
+    assert any(message in f for f in report.failures), report.failures
+
+
+def test_a_bad_rule_in_the_rule_file_fails_with_its_position(tmp_path: Path) -> None:
+    write(tmp_path, "rules.yaml", "rules:\n  - {alert: X, expr: 'rate(x[1m])', severity: P1}\n")
+    report = run_rule_tests(write(tmp_path, "t.yaml", "rule_files: [rules.yaml]\ntests: []\n"), env={})
+    assert not report.ok
+    assert report.failures[0].endswith(
+        "rules.yaml:2:23: rules[0].expr: unsupported function 'rate' at column 1 (the only function is "
+        "absent(); write a selector, a selector compared with a number, or absent(selector))")
+
+
+def test_rule_files_accept_globs(tmp_path: Path) -> None:
+    (tmp_path / "r").mkdir()
+    write(tmp_path / "r", "a.yaml", RULES)
+    write(tmp_path / "r", "b.yaml", RULES.replace("RedisDown", "RedisGone").replace("for: 20s", "for: 0s"))
+    path = write(tmp_path, "t.yaml", """
+rule_files: ['r/*.yaml']
+tests:
+  - input_series: [{series: 'portal_redis_up{check="c"}', values: '0'}]
+    alert_rule_test:
+      - {eval_time: 0s, alertname: RedisGone, exp_alerts: [{exp_labels: {check: c, severity: P1}}]}
+      - {eval_time: 0s, alertname: RedisDown, exp_alerts: []}
+""")
+    assert run_rule_tests(path, env={}).failures == ()
+
+
+# ---------------------------------------------------------------- export-rules --format prometheus
+
+
+def test_export_has_the_prometheus_rule_file_structure() -> None:
+    cfg = load_config(SHIPPED, env={})
+    text = export_prometheus(cfg)
+    data = yaml.safe_load(text)
+    assert data == prometheus_rules(cfg)
+    (group,) = data["groups"]
+    assert group["name"] == "portal-monitor"
+    assert len(group["rules"]) == len(cfg.root.rules)
+    by_name = {r["alert"]: r for r in group["rules"]}
+    stalled = by_name["PlatformEventsStalled"]
+    assert stalled["expr"] == "portal_sf_replay_stalled_seconds > 1800"
+    assert stalled["for"] == "5m"
+    assert stalled["labels"] == {"severity": "P2", "vendor": "Salesforce"}
+    assert stalled["annotations"]["summary"] == (
+        "No Salesforce Platform Event on {{ $labels.channel }} for {{ $value }}s")
+    assert stalled["annotations"]["runbook_url"].endswith("#1-salesforce-platform-events-not-receiving")
+    assert set(stalled) == {"alert", "expr", "for", "labels", "annotations"}
+    assert by_name["PortalUnreachable"]["keep_firing_for"] == "1m"
+    assert "for" not in by_name["RedisDown"]  # for: 0s is Prometheus' default
+
+
+def test_export_keeps_rule_labels_and_sub_second_durations() -> None:
+    cfg = load_config_text("""
+rules:
+  - {alert: A, expr: "x > 1", for: 1h30m, keep_firing_for: 250ms, severity: P3, labels: {team: portal}}
+""", env={})
+    (rule,) = prometheus_rules(cfg)["groups"][0]["rules"]
+    assert rule == {"alert": "A", "expr": "x > 1", "for": "1h30m", "keep_firing_for": "250ms",
+                    "labels": {"team": "portal", "severity": "P3"}}
+
+
+def test_export_refuses_invalid_rules() -> None:
+    from monitor.config import ConfigError
+
+    cfg = load_config_text("rules:\n  - {alert: A, expr: 'sum(x)', severity: P3}\n", env={})
+    with pytest.raises(ConfigError, match="unsupported aggregation 'sum'"):
+        export_prometheus(cfg)
+
+
+@pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed (Debian package: prometheus)")
+def test_promtool_accepts_the_exported_rules(tmp_path: Path) -> None:
+    path = write(tmp_path, "rules.yml", export_prometheus(load_config(SHIPPED, env={})))
+    assert PROMTOOL is not None
+    done = subprocess.run([PROMTOOL, "check", "rules", str(path)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "SUCCESS: 17 rules found" in done.stdout
+
+
+def _promtool_test(tmp_path: Path, rules: dict[str, object], tests: dict[str, object]) -> None:
+    write(tmp_path, "rules.yml", yaml.safe_dump(rules, sort_keys=False))
+    tests["rule_files"] = ["rules.yml"]
+    path = write(tmp_path, "test.yml", yaml.safe_dump(tests, sort_keys=False))
+    assert PROMTOOL is not None
+    done = subprocess.run([PROMTOOL, "test", "rules", str(path)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed (Debian package: prometheus)")
+def test_promtool_agrees_with_our_engine_on_timing_and_labels(tmp_path: Path) -> None:
+    """Every shipped rule test, run by promtool on the exported rules without annotations:
+    the same alerts fire at the same evaluations (for, keep_firing_for, lookback, stale)."""
+    rules = prometheus_rules(load_config(SHIPPED, env={}))
+    for rule in rules["groups"][0]["rules"]:
+        rule.pop("annotations", None)
+    data = yaml.safe_load(DEFAULT_TESTS.read_text())
+    for test in data["tests"]:
+        for case in test["alert_rule_test"]:
+            for alert in case["exp_alerts"]:
+                alert.pop("exp_annotations", None)
+    _promtool_test(tmp_path, rules, data)
+
+
+@pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed (Debian package: prometheus)")
+def test_promtool_agrees_with_our_templates(tmp_path: Path) -> None:
+    """The shipped tests that state annotations, run by promtool: Prometheus renders the same text
+    (`{{ $value }}` included). Our `runbook` annotation is exported as `runbook_url`."""
+    data = yaml.safe_load(DEFAULT_TESTS.read_text())
+    kept = 0
+    for test in data["tests"]:
+        cases = []
+        for case in test["alert_rule_test"]:
+            if case["exp_alerts"] and all("exp_annotations" in a for a in case["exp_alerts"]):
+                for a in case["exp_alerts"]:
+                    a["exp_annotations"]["runbook_url"] = a["exp_annotations"].pop("runbook")
+                cases.append(case)
+        test["alert_rule_test"] = cases
+        kept += len(cases)
+    assert kept >= 9
+    _promtool_test(tmp_path, prometheus_rules(load_config(SHIPPED, env={})), data)
