@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 import checks
-from monitor import __version__
+from monitor import __version__, oncall
 from monitor.config import Config, ConfigError, config_path, load_config
 from monitor.logs import configure_logging
 from monitor.model import CheckResult, MemoryState
@@ -26,7 +26,10 @@ def _add_config(p: argparse.ArgumentParser) -> None:
 
 
 def _load(args: argparse.Namespace) -> Config:
+    from monitor.rules import compile_rules
+
     cfg = load_config(config_path(args.config))
+    compile_rules(cfg)  # every bad expression is a config error too, with its position
     overrides = {}
     if getattr(args, "listen", None):
         overrides["listen"] = args.listen
@@ -77,8 +80,11 @@ def _target(c: Any) -> str:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    from monitor.rules import compile_rules
+
     path = config_path(args.config)
     cfg = load_config(path)
+    compile_rules(cfg)
     root = cfg.root
     print(f"{path}: OK")
     print(f"listen {root.listen}   state_dir {root.state_dir}")
@@ -195,6 +201,32 @@ def _redact(cfg: Config, text: str) -> str:
     return text
 
 
+# ------------------------------------------------------------------ rules
+
+
+def cmd_test_rules(args: argparse.Namespace) -> int:
+    from monitor.ruletest import BadTestFile, run_rule_tests
+
+    ok = True
+    for path in args.files:
+        try:
+            report = run_rule_tests(path)
+        except BadTestFile as e:
+            print(f"{path}: {e}", file=sys.stderr)
+            return 1
+        print(f"{path}:")
+        print(report.format())
+        ok = ok and report.ok
+    return 0 if ok else 1
+
+
+def cmd_export_rules(args: argparse.Namespace) -> int:
+    from monitor.promexport import export_prometheus
+
+    sys.stdout.write(export_prometheus(_load(args)))
+    return 0
+
+
 # ------------------------------------------------------------------ main
 
 
@@ -221,12 +253,27 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(p)
     p.add_argument("--json", action="store_true", help="print one JSON document instead of a table")
     p.set_defaults(func=cmd_once)
+
+    p = sub.add_parser("test-rules", help="run rule unit tests (promtool's test-file format)")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.set_defaults(func=cmd_test_rules)
+
+    p = sub.add_parser("export-rules", help="print the rules as a Prometheus rule file")
+    _add_config(p)
+    p.add_argument("--format", choices=("prometheus",), default="prometheus")
+    p.set_defaults(func=cmd_export_rules)
+
+    oncall.add_parsers(sub, _add_config)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "needs_config", False):
+            cfg = _load(args)
+            configure_logging(stream=sys.stderr, level="warning", secrets=cfg.secrets)
+            return int(args.func(args, cfg) or 0)
         return int(args.func(args) or 0)
     except ConfigError as e:
         _print_errors(e)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import time
 from typing import Any
 
@@ -11,11 +12,15 @@ import structlog
 from aiohttp import web
 
 import checks
+from monitor import alerting as alerting_mod
+from monitor import incidents as incidents_mod
+from monitor import outbox as outbox_mod
 from monitor import scheduler as scheduler_mod
 from monitor import store as store_mod
+from monitor.alerting import Alerting
 from monitor.config import Config
 from monitor.metrics import build_registry
-from monitor.model import Check, CheckContext, CheckResult
+from monitor.model import Check, CheckContext, CheckResult, Sample
 from monitor.scheduler import Scheduler
 from monitor.server import bound_port, build_app, start_server
 from monitor.statedb import SqliteState, open_db
@@ -33,6 +38,19 @@ def build_checks(config: Config, state: Any) -> list[tuple[Check, dict[str, str]
     return out
 
 
+METRICS: dict[str, tuple[str, str]] = {
+    "portal_monitor_config_last_reload_successful": ("gauge", "1 when the last config (re)load succeeded"),
+    "portal_monitor_config_last_reload_timestamp_seconds": ("gauge", "when the config was last (re)loaded"),
+}
+
+
+def _external_url(listen: str, port: int) -> str:
+    host = listen.rpartition(":")[0].strip("[]")
+    if host in ("", "0.0.0.0", "::"):
+        host = socket.gethostname()
+    return f"http://{host}:{port}"
+
+
 class Daemon:
     """Start, run, stop — in that order, from one coroutine (`serve`)."""
 
@@ -40,7 +58,9 @@ class Daemon:
         self.config = config
         self.store = Store()
         self.scheduler: Scheduler | None = None
+        self.alerting: Alerting | None = None
         self.runner: web.AppRunner | None = None
+        self.config_loaded_at = time.time()
         self.port: int | None = None
         self._stop = asyncio.Event()
         self._first_round: set[str] = set()
@@ -53,6 +73,14 @@ class Daemon:
 
     def _on_result(self, result: CheckResult) -> None:
         self._first_round.add(result.check)
+        if self.alerting is not None:
+            self.alerting.kick()
+
+    def _config_samples(self) -> list[Sample]:
+        return [
+            Sample("portal_monitor_config_last_reload_successful", {}, 1.0),
+            Sample("portal_monitor_config_last_reload_timestamp_seconds", {}, self.config_loaded_at),
+        ]
 
     # -------------------------------------------------------------- life cycle
 
@@ -65,13 +93,20 @@ class Daemon:
         state = SqliteState(conn)
         self.scheduler = Scheduler(self.store, on_result=self._on_result)
         self.store.add_source(self.scheduler.samples)
+        self.store.add_source(self._config_samples)
         for check, labels in build_checks(self.config, state):
             self.scheduler.add(check, labels)
-        info = {**checks.METRICS, **store_mod.METRICS, **scheduler_mod.METRICS}
+        info = {**checks.METRICS, **store_mod.METRICS, **scheduler_mod.METRICS, **alerting_mod.METRICS,
+                **incidents_mod.METRICS, **outbox_mod.METRICS, **METRICS}
         registry = build_registry(self.store.samples, info)
         app = build_app(registry, ready=self.ready)
         self.runner = await start_server(app, root.listen)
         self.port = bound_port(self.runner)
+        self.alerting = Alerting(conn, self.config, self.store.samples, external_url=_external_url(root.listen, self.port))
+        self.store.add_source(self.alerting.samples)
+        orphans = self.alerting.incidents.resolve_orphans({r.alert for r in root.rules}, alerting_mod.utc_now())
+        if orphans:
+            self.alerting.outbox_wake.set()
         log.info("started", listen=root.listen, port=self.port, state_dir=root.state_dir,
                  checks=len(self.scheduler.checks), disabled=sorted(self.config.disabled))
         loop = asyncio.get_running_loop()
@@ -82,12 +117,19 @@ class Daemon:
                 pass
         try:
             async with asyncio.TaskGroup() as group:
-                sched_task = group.create_task(self.scheduler.run(), name="scheduler")
+                tasks = [
+                    group.create_task(self.scheduler.run(), name="scheduler"),
+                    group.create_task(self.alerting.run(self.ready), name="rules"),
+                    group.create_task(self.alerting.outbox.run(self.alerting.outbox_wake), name="outbox"),
+                ]
                 await self._stop.wait()
-                sched_task.cancel()
+                for task in tasks:
+                    task.cancel()
         finally:
             log.info("stopping")
             await self.scheduler.aclose()
+            if self.alerting is not None:
+                await self.alerting.aclose()
             await self.runner.cleanup()
             conn.close()
             for sig in (signal.SIGTERM, signal.SIGINT):
