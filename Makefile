@@ -21,6 +21,7 @@ run: $(STAMP)
 ## test: the whole suite (disposable Redis and PostgreSQL are started by the tests themselves)
 test: $(STAMP)
 	$(PY) -m pytest -q
+	$(VENV)/bin/portal-monitor test-rules tests/rules/default_rules_test.yaml
 
 check-config: $(STAMP)
 	$(VENV)/bin/portal-monitor check-config -c alert_rules.yaml
