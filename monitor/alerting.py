@@ -125,6 +125,22 @@ class Alerting:
             spent = loop.time() - started
             await asyncio.sleep(max(self._min_gap_s, 4 * spent))
 
+    async def set_config(self, cfg: Config) -> None:
+        """After a reload: rules swapped in one assignment, routing and receivers replaced.
+        Alert states stay: an alert whose rule is gone resolves at the next evaluation."""
+        rules = compile_rules(cfg)
+        old_receivers = self.receivers
+        self.receivers = self._build_receivers(cfg)
+        self.rules = rules
+        self.incidents.set_config(cfg)
+        self.outbox.set_receivers(self.receivers)
+        for r in old_receivers.values():
+            try:
+                await r.aclose()
+            except Exception as e:
+                log.warning("receiver_close_failed", receiver=r.name, error=f"{type(e).__name__}: {e}")
+        self.kick()
+
     def samples(self) -> list[Sample]:
         return [*alert_samples(self.state), *self.incidents.samples(), *self.outbox.samples()]
 

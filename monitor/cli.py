@@ -7,7 +7,6 @@ import asyncio
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -25,18 +24,22 @@ def _add_config(p: argparse.ArgumentParser) -> None:
                    help="config file (default: $PORTAL_MONITOR_CONFIG, else ./alert_rules.yaml)")
 
 
-def _load(args: argparse.Namespace) -> Config:
-    from monitor.rules import compile_rules
-
-    cfg = load_config(config_path(args.config))
-    compile_rules(cfg)  # every bad expression is a config error too, with its position
+def _overrides(args: argparse.Namespace) -> dict[str, str]:
+    """`listen` and `state_dir` from the command line win over the file."""
     overrides = {}
     if getattr(args, "listen", None):
         overrides["listen"] = args.listen
     if getattr(args, "state_dir", None):
         overrides["state_dir"] = args.state_dir
-    if overrides:
-        cfg = replace(cfg, root=cfg.root.model_copy(update=overrides))
+    return overrides
+
+
+def _load(args: argparse.Namespace) -> Config:
+    from monitor.daemon import config_loader
+    from monitor.rules import compile_rules
+
+    cfg = config_loader(config_path(args.config), _overrides(args))()
+    compile_rules(cfg)  # every bad expression is a config error too, with its position
     return cfg
 
 
@@ -51,12 +54,12 @@ def _print_errors(e: ConfigError) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from monitor.daemon import Daemon
+    from monitor.daemon import Daemon, config_loader
 
     cfg = _load(args)
     configure_logging(json=args.log_format == "json" if args.log_format else None,
                       level=args.log_level, secrets=cfg.secrets)
-    daemon = Daemon(cfg)
+    daemon = Daemon(cfg, loader=config_loader(cfg.path, _overrides(args)))
     try:
         asyncio.run(daemon.serve())
     except OSError as e:

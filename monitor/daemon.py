@@ -1,11 +1,22 @@
-"""`portal-monitor run`: wires store, scheduler and server; SIGTERM stops. The only place tasks start."""
+"""`portal-monitor run`: wires store, scheduler, alerting and server. The only place tasks start.
+
+Start, run, stop (uvicorn's shape): `serve()` opens the state database, builds the checks,
+binds the HTTP server, then runs the scheduler, the rule evaluation, the outbox and the
+systemd loops in one TaskGroup until SIGTERM/SIGINT. SIGHUP reloads the config file: checks
+added, changed and removed without disturbing the others, rules swapped at once, open
+incidents kept; an invalid file changes nothing and says why.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import signal
 import socket
+import sqlite3
 import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -18,30 +29,33 @@ from monitor import outbox as outbox_mod
 from monitor import scheduler as scheduler_mod
 from monitor import store as store_mod
 from monitor.alerting import Alerting
-from monitor.config import Config
+from monitor.config import Config, ConfigError, load_config
+from monitor.logs import REDACTOR
 from monitor.metrics import build_registry
-from monitor.model import Check, CheckContext, CheckResult, Sample
+from monitor.model import Check, CheckContext, CheckResult, Sample, StateStore
+from monitor.rules import compile_rules
 from monitor.scheduler import Scheduler
 from monitor.server import bound_port, build_app, start_server
 from monitor.statedb import SqliteState, open_db
 from monitor.store import Store
+from monitor.systemd import Notifier, status_loop, status_summary, watchdog_loop
 
 log = structlog.get_logger()
-
-
-def build_checks(config: Config, state: Any) -> list[tuple[Check, dict[str, str]]]:
-    """Instantiate every enabled check with its context and extra labels."""
-    out = []
-    for cfg in config.checks:
-        ctx = CheckContext(interval_s=config.interval(cfg), timeout_s=config.timeout(cfg), state=state, now=time.time)
-        out.append((checks.build_check(cfg, ctx), dict(cfg.labels)))
-    return out
-
 
 METRICS: dict[str, tuple[str, str]] = {
     "portal_monitor_config_last_reload_successful": ("gauge", "1 when the last config (re)load succeeded"),
     "portal_monitor_config_last_reload_timestamp_seconds": ("gauge", "when the config was last (re)loaded"),
 }
+
+
+def build_check(config: Config, cfg: Any, state: StateStore) -> Check:
+    ctx = CheckContext(interval_s=config.interval(cfg), timeout_s=config.timeout(cfg), state=state, now=time.time)
+    return checks.build_check(cfg, ctx)
+
+
+def build_checks(config: Config, state: StateStore) -> list[tuple[Check, dict[str, str]]]:
+    """Instantiate every enabled check with its context and extra labels."""
+    return [(build_check(config, cfg, state), dict(cfg.labels)) for cfg in config.checks]
 
 
 def _external_url(listen: str, port: int) -> str:
@@ -52,20 +66,26 @@ def _external_url(listen: str, port: int) -> str:
 
 
 class Daemon:
-    """Start, run, stop — in that order, from one coroutine (`serve`)."""
+    """One monitoring daemon. `serve()` runs it; `stop()` and `reload()` steer it."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, loader: Callable[[], Config] | None = None,
+                 notifier: Notifier | None = None) -> None:
         self.config = config
+        self._loader = loader or (lambda: load_config(config.path))
+        self.notifier = notifier or Notifier()
         self.store = Store()
         self.scheduler: Scheduler | None = None
         self.alerting: Alerting | None = None
         self.runner: web.AppRunner | None = None
-        self.config_loaded_at = time.time()
         self.port: int | None = None
+        self.reload_ok = True
+        self.reloaded_at = time.time()
+        self._state: StateStore | None = None
         self._stop = asyncio.Event()
         self._first_round: set[str] = set()
+        self._reload_lock = asyncio.Lock()
 
-    # -------------------------------------------------------------- readiness
+    # -------------------------------------------------------------- readiness and status
 
     def ready(self) -> bool:
         """Config loaded and every enabled check has run at least once."""
@@ -78,9 +98,18 @@ class Daemon:
 
     def _config_samples(self) -> list[Sample]:
         return [
-            Sample("portal_monitor_config_last_reload_successful", {}, 1.0),
-            Sample("portal_monitor_config_last_reload_timestamp_seconds", {}, self.config_loaded_at),
+            Sample("portal_monitor_config_last_reload_successful", {}, 1.0 if self.reload_ok else 0.0),
+            Sample("portal_monitor_config_last_reload_timestamp_seconds", {}, self.reloaded_at),
         ]
+
+    def status_line(self) -> str:
+        """One line for systemd's STATUS=: checks up/down, open incidents."""
+        names = set(self.scheduler.checks) if self.scheduler else set()
+        results = [r for r in self.store.results() if r.check in names]
+        up = sum(1 for r in results if r.up)
+        open_incidents = sum(self.alerting.incidents.open_counts_by_severity().values()) if self.alerting else 0
+        return status_summary(up, len(results) - up, open_incidents, pending=len(names) - len(results),
+                              disabled=len(self.config.disabled_checks()))
 
     # -------------------------------------------------------------- life cycle
 
@@ -90,50 +119,132 @@ class Daemon:
     async def serve(self) -> None:
         root = self.config.root
         conn = open_db(root.state_dir)
-        state = SqliteState(conn)
+        self._state = SqliteState(conn)
         self.scheduler = Scheduler(self.store, on_result=self._on_result)
         self.store.add_source(self.scheduler.samples)
         self.store.add_source(self._config_samples)
-        for check, labels in build_checks(self.config, state):
+        for check, labels in build_checks(self.config, self._state):
             self.scheduler.add(check, labels)
         info = {**checks.METRICS, **store_mod.METRICS, **scheduler_mod.METRICS, **alerting_mod.METRICS,
                 **incidents_mod.METRICS, **outbox_mod.METRICS, **METRICS}
         registry = build_registry(self.store.samples, info)
         app = build_app(registry, ready=self.ready)
         self.runner = await start_server(app, root.listen)
-        self.port = bound_port(self.runner)
-        self.alerting = Alerting(conn, self.config, self.store.samples, external_url=_external_url(root.listen, self.port))
-        self.store.add_source(self.alerting.samples)
-        orphans = self.alerting.incidents.resolve_orphans({r.alert for r in root.rules}, alerting_mod.utc_now())
-        if orphans:
-            self.alerting.outbox_wake.set()
-        log.info("started", listen=root.listen, port=self.port, state_dir=root.state_dir,
-                 checks=len(self.scheduler.checks), disabled=sorted(self.config.disabled))
+        try:
+            self.port = bound_port(self.runner)
+            self.alerting = Alerting(conn, self.config, self.store.samples,
+                                     external_url=_external_url(root.listen, self.port))
+            self.store.add_source(self.alerting.samples)
+            self._resolve_orphans()
+            log.info("started", listen=root.listen, port=self.port, state_dir=root.state_dir,
+                     checks=len(self.scheduler.checks), rules=len(self.alerting.rules),
+                     disabled=sorted(self.config.disabled))
+            await self._run(conn)
+        finally:
+            await self._shutdown(conn)
+
+    async def _run(self, conn: sqlite3.Connection) -> None:
+        assert self.scheduler is not None and self.alerting is not None
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        handlers = {signal.SIGTERM: self.stop, signal.SIGINT: self.stop,
+                    signal.SIGHUP: lambda: asyncio.ensure_future(self.reload())}
+        for sig, handler in handlers.items():
             try:
-                loop.add_signal_handler(sig, self.stop)
+                loop.add_signal_handler(sig, handler)
             except (NotImplementedError, RuntimeError):  # not the main thread (tests)
                 pass
+        scheduler = self.scheduler
         try:
             async with asyncio.TaskGroup() as group:
                 tasks = [
-                    group.create_task(self.scheduler.run(), name="scheduler"),
+                    group.create_task(scheduler.run(), name="scheduler"),
                     group.create_task(self.alerting.run(self.ready), name="rules"),
                     group.create_task(self.alerting.outbox.run(self.alerting.outbox_wake), name="outbox"),
+                    group.create_task(watchdog_loop(self.notifier, lambda: scheduler.ticks), name="watchdog"),
+                    group.create_task(status_loop(self.notifier, self.status_line), name="status"),
                 ]
+                self.notifier.ready()  # config loaded, HTTP listening, signal handlers in place
                 await self._stop.wait()
+                self.notifier.stopping()
                 for task in tasks:
                     task.cancel()
         finally:
-            log.info("stopping")
-            await self.scheduler.aclose()
-            if self.alerting is not None:
-                await self.alerting.aclose()
-            await self.runner.cleanup()
-            conn.close()
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in handlers:
                 try:
                     loop.remove_signal_handler(sig)
                 except (NotImplementedError, RuntimeError):
                     pass
+
+    async def _shutdown(self, conn: sqlite3.Connection) -> None:
+        log.info("stopping")
+        if self.scheduler is not None:
+            await self.scheduler.aclose()
+        if self.alerting is not None:
+            await self.alerting.aclose()
+        if self.runner is not None:
+            await self.runner.cleanup()
+        conn.close()
+        self.notifier.close()
+
+    # -------------------------------------------------------------- reload
+
+    def _resolve_orphans(self) -> None:
+        assert self.alerting is not None
+        names = {r.alert for r in self.config.root.rules}
+        if self.alerting.incidents.resolve_orphans(names, alerting_mod.utc_now()):
+            self.alerting.outbox_wake.set()
+
+    async def reload(self) -> bool:
+        """Re-read the config file. Invalid: nothing changes, every error is logged with its
+        position, and portal_monitor_config_last_reload_successful goes to 0."""
+        async with self._reload_lock:
+            self.notifier.reloading()
+            try:
+                return await self._reload()
+            finally:
+                self.notifier.ready()
+
+    async def _reload(self) -> bool:
+        assert self.scheduler is not None and self.alerting is not None and self._state is not None
+        self.reloaded_at = time.time()
+        try:
+            new = self._loader()
+            compile_rules(new)
+        except ConfigError as e:
+            self.reload_ok = False
+            for line in e.errors:
+                log.error("config_error", error=line)
+            log.error("reload_failed", errors=len(e.errors), kept="the previous configuration")
+            return False
+        old = self.config
+        if new.root.listen != old.root.listen or new.root.state_dir != old.root.state_dir:
+            log.warning("reload_needs_restart", keys="listen, state_dir",
+                        note="changed in the file; they apply at the next start")
+            new = replace(new, root=new.root.model_copy(update={"listen": old.root.listen,
+                                                                "state_dir": old.root.state_dir}))
+        REDACTOR.update(new.secrets)
+        before = {c.name: c for c in old.checks}
+        after = {c.name: c for c in new.checks}
+        changed = [n for n in after if n in before and (after[n] != before[n]
+                   or new.interval(after[n]) != old.interval(before[n]) or new.timeout(after[n]) != old.timeout(before[n]))]
+        removed = [n for n in before if n not in after]
+        added = [n for n in after if n not in before]
+        for name in removed + changed:
+            await self.scheduler.remove(name)
+            self._first_round.discard(name)
+        for name in changed + added:
+            self.scheduler.add(build_check(new, after[name], self._state), dict(after[name].labels))
+        self.config = new
+        await self.alerting.set_config(new)
+        self._resolve_orphans()
+        self.reload_ok = True
+        log.info("reloaded", added=added, changed=changed, removed=removed, rules=len(self.alerting.rules))
+        return True
+
+
+def config_loader(path: Path, overrides: dict[str, Any]) -> Callable[[], Config]:
+    """Load `path` again, with the command line's --listen/--state-dir applied."""
+    def load() -> Config:
+        cfg = load_config(path)
+        return replace(cfg, root=cfg.root.model_copy(update=overrides)) if overrides else cfg
+    return load

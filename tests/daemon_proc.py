@@ -76,6 +76,15 @@ class DaemonProcess:
     def base(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    async def wait_event(self, name: str, timeout: float = 10.0, **fields: Any) -> dict[str, Any]:
+        """The first logged event called `name` (with these fields), waiting for it if need be."""
+        async with asyncio.timeout(timeout):
+            while True:
+                for e in self.events:
+                    if e.get("event") == name and all(e.get(k) == v for k, v in fields.items()):
+                        return e
+                await asyncio.sleep(0.02)  # the reader task appends as lines arrive
+
     def names(self) -> list[str]:
         return [e.get("event", "") for e in self.events]
 

@@ -104,6 +104,10 @@ async def test_kill_9_mid_incident_neither_repages_nor_forgets_the_resolve(tmp_p
     await wait_ready(d)
     redis_up.kill()
     await pagerduty.wait_until(lambda: len(pagerduty.triggers()) == 1, timeout=10)
+    # Once the daemon has recorded the delivery. (Killed between PagerDuty's 202 and that
+    # commit, it sends the trigger again after the restart: at least once, by design; the
+    # same dedup_key makes PagerDuty merge it into the open alert, as `opened` shows.)
+    await d.wait_event("notification_delivered")
     await d.kill()  # SIGKILL while the incident is open
     d = await DaemonProcess.start(config)
     try:
