@@ -406,6 +406,11 @@ def load_config_text(text: str, *, name: str = DEFAULT_CONFIG, path: Path | None
     if not isinstance(data, dict):
         raise ConfigError([f"{name}:1:1: the file must be a mapping of keys (listen, checks, rules, ...)"])
 
+    # `rules:` with every rule deleted (YAML null) means no rules, not an error.
+    for section in ("checks", "rules", "receivers", "inhibit", "escalation", "defaults", "renotify"):
+        if section in data and data[section] is None:
+            del data[section]
+
     errors: list[tuple[tuple[int, int], str]] = []
 
     def add(path_: Path_, msg: str, at_key: bool = False) -> None:

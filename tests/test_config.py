@@ -177,3 +177,8 @@ receivers:
   am: {type: alertmanager, urls: ["http://u:am-pass-1@127.0.0.1:9093"]}
 """, env={})
     assert {"id-1234", "sec-1234", "acc-1234", "am-pass-1"} <= cfg.secrets
+
+
+def test_an_emptied_section_is_empty_not_an_error() -> None:
+    cfg = load_config_text("checks:\nrules:\ninhibit:\n", env={})
+    assert cfg.root.checks == [] and cfg.root.rules == [] and cfg.root.inhibit == []
