@@ -104,8 +104,8 @@ def parse_replay_id(text: str) -> float | None:
 def classify(exc: BaseException) -> str:
     """The CheckError reason of a redis-py or socket error. Order matters: redis-py derives
     auth and LOADING errors from ConnectionError."""
-    if isinstance(exc, (rex.AuthenticationError, rex.AuthorizationError, rex.AuthenticationWrongNumberOfArgsError,
-                        rex.NoPermissionError)):
+    if isinstance(exc, (rex.AuthenticationError, rex.AuthorizationError,
+                        rex.AuthenticationWrongNumberOfArgsError, rex.NoPermissionError)):
         return "auth"
     if isinstance(exc, rex.ResponseError) and str(exc).startswith(("NOAUTH", "WRONGPASS")):
         return "auth"
@@ -137,7 +137,7 @@ class RedisCheck:
         self.type = "redis"
         self.interval_s = ctx.interval_s
         self.timeout_s = ctx.timeout_s
-        self._cfg = cfg
+        self.cfg = cfg
         self._ctx = ctx
         self._sleep = sleep
         self._monotonic = monotonic
@@ -155,7 +155,8 @@ class RedisCheck:
         try:
             client = self._connect()
             async with client.pipeline(transaction=False) as pipe:
-                pipe.info("memory").info("stats").info("clients")
+                for section in ("memory", "stats", "clients"):
+                    pipe.info(section)
                 memory, stats, clients = await pipe.execute()
             started = time.perf_counter()  # after INFO, so the PING does not include connecting
             await client.ping()
@@ -164,15 +165,18 @@ class RedisCheck:
             values = await self._mget(client, keys)
         except _ERRORS as e:
             raise await self._failed(e) from e
-        samples = [Sample("portal_redis_ping_seconds", {}, ping_s), *self._info_samples(memory, stats, clients)]
-        samples.append(Sample("portal_sf_replay_keys", {}, float(len(keys))))
+        samples = [
+            Sample("portal_redis_ping_seconds", {}, ping_s),
+            *self._info_samples(memory, stats, clients),
+            Sample("portal_sf_replay_keys", {}, float(len(keys))),
+        ]
         samples.extend(self._track(values, complete, now))
         return samples
 
     def _connect(self) -> Redis:
         if self._client is None:
             self._client = Redis.from_url(
-                self._cfg.url, protocol=2, socket_timeout=self.timeout_s,
+                self.cfg.url, protocol=2, socket_timeout=self.timeout_s,
                 socket_connect_timeout=self.timeout_s, retry=Retry(NoBackoff(), 0),
             )
         return self._client
@@ -194,7 +198,8 @@ class RedisCheck:
             except _ERRORS:
                 pass  # the connection is already gone; nothing else holds resources
 
-    def _info_samples(self, memory: dict[str, Any], stats: dict[str, Any], clients: dict[str, Any]) -> list[Sample]:
+    def _info_samples(self, memory: dict[str, Any], stats: dict[str, Any],
+                      clients: dict[str, Any]) -> list[Sample]:
         try:
             used = float(memory["used_memory"])
             maxmemory = float(memory.get("maxmemory", 0))  # absent before Redis 3.2: no limit
@@ -210,23 +215,23 @@ class RedisCheck:
             Sample("portal_redis_connected_clients", {}, connected),
         ]
 
-    async def _scan(self, client: Redis) -> tuple[list[bytes], bool]:
+    async def _scan(self, client: Redis) -> tuple[list[bytes | str], bool]:
         """Keys matching the replay pattern, at most `max_keys`, sorted; and whether the scan
         saw the whole keyspace (only then may keys missing from it be forgotten).
 
         The loop ends when the cursor comes back to 0 (the server walked the whole keyspace)
         or max_keys keys were found; the run's timeout bounds a huge keyspace."""
-        found: dict[bytes, None] = {}  # SCAN may return a key twice
+        found: dict[bytes | str, None] = {}  # SCAN may return a key twice (bytes: no decode_responses)
         cursor = 0
         while True:
-            cursor, batch = await client.scan(cursor, match=self._cfg.replay_pattern, count=SCAN_COUNT)
+            cursor, batch = await client.scan(cursor, match=self.cfg.replay_pattern, count=SCAN_COUNT)
             found.update(dict.fromkeys(batch))
-            if cursor == 0 or len(found) >= self._cfg.max_keys:
+            if cursor == 0 or len(found) >= self.cfg.max_keys:
                 break
-        complete = cursor == 0 and len(found) <= self._cfg.max_keys
-        return sorted(found)[: self._cfg.max_keys], complete
+        complete = cursor == 0 and len(found) <= self.cfg.max_keys
+        return sorted(found)[: self.cfg.max_keys], complete
 
-    async def _mget(self, client: Redis, keys: list[bytes]) -> dict[str, str | None]:
+    async def _mget(self, client: Redis, keys: list[bytes | str]) -> dict[str, str | None]:
         values: dict[str, str | None] = {}
         for start in range(0, len(keys), MGET_CHUNK):
             chunk = keys[start:start + MGET_CHUNK]
@@ -275,7 +280,8 @@ class RedisCheck:
     # ------------------------------------------------------------------ watch
 
     async def watch(self, wake: Callable[[], None]) -> None:
-        """Hold a subscribed connection; `wake()` when it drops and again when it is back.
+        """Hold a subscribed connection; `wake()` when it drops and again when it is back
+        (also when the server was already down when the watch began).
 
         The connection SUBSCRIBEs to a random channel nobody publishes to, then waits for
         the server with no read timeout. A crash or shutdown closes the socket, the read
@@ -291,46 +297,48 @@ class RedisCheck:
         network partition is not seen here (TCP keepalive aside): the interval and the
         timeout cover it.
         """
-        if not self._cfg.watch:
+        if not self.cfg.watch:
             await asyncio.get_running_loop().create_future()  # nothing to watch: wait for cancellation
+        tcp = {} if self.cfg.url.startswith("unix://") else {"socket_keepalive": True}
         pool = ConnectionPool.from_url(
-            self._cfg.url, protocol=2, socket_timeout=None, socket_connect_timeout=self.timeout_s,
-            socket_keepalive=True, retry=Retry(NoBackoff(), 0),
+            self.cfg.url, protocol=2, socket_timeout=None, socket_connect_timeout=self.timeout_s,
+            retry=Retry(NoBackoff(), 0), **tcp,
         )
         cap = max(WATCH_BACKOFF_INITIAL_S, min(self.interval_s, WATCH_BACKOFF_MAX_S))
         delay = WATCH_BACKOFF_INITIAL_S
-        lost = False  # the server went away: the next successful connection is a recovery
-        while True:  # ends by cancellation; every pass awaits the server or self._sleep
-            conn = pool.make_connection()
+        lost = False  # the server went away or never answered: the next connection is a recovery
+        while True:  # ends by cancellation; every pass awaits the server, then self._sleep
+            conn = pool.make_connection()  # type: ignore[no-untyped-call]
+            held_s: float | None = None  # how long the connection was held; None: never connected
             try:
                 await self._subscribe(conn)
+                if lost:
+                    log.info("redis_watch_restored", check=self.name, target=self._target)
+                    wake()
+                held_since = self._monotonic()
+                try:
+                    await self._hold(conn)
+                except _ERRORS as e:
+                    log.warning("redis_watch_lost", check=self.name, target=self._target, reason=classify(e),
+                                error=self._scrub(str(e)))
+                held_s = self._monotonic() - held_since
             except _ERRORS as e:
-                await conn.disconnect()
+                lost = True  # also when the server was down from the start: its arrival is news
                 log.debug("redis_watch_connect_failed", check=self.name, target=self._target,
-                          reason=classify(e), retry_in_s=delay)
-                await self._sleep(delay)
-                delay = min(delay * 2, cap)
-                continue
-            if lost:
-                log.info("redis_watch_restored", check=self.name, target=self._target)
-                wake()
-            held_since = self._monotonic()
-            try:
-                await self._hold(conn)
-            except _ERRORS as e:
-                log.warning("redis_watch_lost", check=self.name, target=self._target, reason=classify(e))
+                          reason=classify(e), error=self._scrub(str(e)), retry_in_s=delay)
             finally:
-                await conn.disconnect()
-            lost = True
-            wake()
-            if self._monotonic() - held_since >= cap:
-                delay = WATCH_BACKOFF_INITIAL_S
+                await conn.disconnect(nowait=True)
+            if held_s is not None:
+                lost = True
+                wake()
+                if held_s >= cap:  # a connection that lasted: start the backoff over
+                    delay = WATCH_BACKOFF_INITIAL_S
             await self._sleep(delay)
             delay = min(delay * 2, cap)
 
     async def _subscribe(self, conn: AbstractConnection) -> None:
         async with asyncio.timeout(self.timeout_s):  # connect + AUTH + SUBSCRIBE, no read timeout otherwise
-            await conn.connect()
+            await conn.connect()  # type: ignore[no-untyped-call]
             await conn.send_command("SUBSCRIBE", f"portal-monitor:watch:{uuid.uuid4().hex}")
             try:
                 await conn.read_response(disconnect_on_error=False)

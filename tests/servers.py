@@ -8,9 +8,13 @@ free loopback port, in its own temporary directory, and dies with the test proce
     server.start()                         # returns once the server answers
     server.url / server.dsn, server.port
     server.stop()                          # clean shutdown (Redis SIGTERM, PostgreSQL "fast" = SIGINT)
-    server.kill()                          # SIGKILL to the whole process group: a crash
+    server.kill()                          # SIGKILL to the server and all its processes: a crash
     server.start()                         # again, on the same port and data directory
     server.ensure_running()                # start() unless it runs
+
+Each server gets SIGKILL if the thread that started it dies (PR_SET_PDEATHSIG), so a
+killed pytest leaves no server behind: call start() from the main thread, not from
+`asyncio.to_thread` or an executor, whose threads may end before the test does.
 
 The API is synchronous on purpose: a test calls it between awaits, and a start blocks the
 event loop only for the few milliseconds the server needs. `wait_ready()` polls the server
@@ -32,13 +36,17 @@ import pwd
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 LOOPBACK = "127.0.0.1"
+PG_MAX_CONNECTIONS = 20  # small, so that saturating the test cluster takes only a few connections
 _PR_SET_PDEATHSIG = 1
 
 
@@ -88,7 +96,7 @@ class _Process:
             raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{_log_tail(self.log_path)}")
 
     def stop(self, sig: signal.Signals, timeout_s: float) -> None:
-        """Send `sig`, wait up to `timeout_s` for the exit, then SIGKILL the group."""
+        """Send `sig`, wait up to `timeout_s` for the exit, then kill()."""
         if not self.running:
             return
         assert self.proc is not None
@@ -97,26 +105,40 @@ class _Process:
             self.proc.wait(timeout_s)
         except subprocess.TimeoutExpired:
             self.kill()
-        self._reap_group()
 
-    def kill(self) -> None:
-        """SIGKILL the process group: the server and any children die at once, as in a crash."""
-        if self.proc is None:
+    def kill(self, timeout_s: float = 10.0) -> None:
+        """SIGKILL the server and every process under it, as in a crash of the whole machine.
+
+        Not a killpg: PostgreSQL backends call setsid() and live in groups of their own; they
+        would outlive the postmaster and keep answering their clients until they notice. The
+        server is frozen first (SIGSTOP) so it forks nothing while we list its children, and
+        kill() returns once all of them are dead, so their sockets are closed by then."""
+        if not self.running:
             return
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.proc.wait(10)
-        self._reap_group()
-
-    def _reap_group(self) -> None:
-        """Kill what is left of the group (PostgreSQL backends outliving a killed postmaster)."""
         assert self.proc is not None
         try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+            server = psutil.Process(self.proc.pid)
+            server.suspend()
+            family = [server, *server.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            family = []
+        for p in family:
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass
+        self.proc.wait(timeout_s)
+        deadline = time.monotonic() + timeout_s
+        for p in family[1:]:  # reparented to init, which reaps them: wait until they are dead
+            while _alive(p) and time.monotonic() < deadline:
+                time.sleep(0.001)
+
+
+def _alive(p: psutil.Process) -> bool:
+    try:
+        return bool(p.status() != psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return False
 
 
 def _poll(ready: Any, what: str, proc: _Process, timeout_s: float) -> None:
@@ -135,28 +157,35 @@ class RedisServer:
     """A `redis-server` without persistence on a free loopback port.
 
     `args` are extra command-line options (e.g. `["--requirepass", "s3cret"]`); data is
-    lost on every stop/kill (`--save "" --appendonly no`).
+    lost on every stop/kill (`--save "" --appendonly no`). With `tls=(cert, key)` the port
+    speaks only TLS (clients are not asked for certificates) and `url` is `rediss://`.
     """
 
-    def __init__(self, workdir: Path, *, port: int | None = None, args: Sequence[str] = ()) -> None:
+    def __init__(self, workdir: Path, *, port: int | None = None, args: Sequence[str] = (),
+                 tls: tuple[Path, Path] | None = None) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         self.args = list(args)
+        self.tls = tls
         self.binary = shutil.which("redis-server") or "redis-server"
         self._proc = _Process(f"redis-server :{self.port}", self.workdir / "redis.log")
 
     @property
     def url(self) -> str:
-        return f"redis://{LOOPBACK}:{self.port}/0"
+        return f"{'rediss' if self.tls else 'redis'}://{LOOPBACK}:{self.port}/0"
 
     @property
     def running(self) -> bool:
         return self._proc.running
 
     def start(self) -> None:
+        ports = ["--port", str(self.port)]
+        if self.tls:
+            ports = ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(self.tls[0]),
+                     "--tls-key-file", str(self.tls[1]), "--tls-auth-clients", "no"]
         self._proc.spawn([
-            self.binary, "--port", str(self.port), "--bind", LOOPBACK, "--save", "", "--appendonly", "no",
+            self.binary, *ports, "--bind", LOOPBACK, "--save", "", "--appendonly", "no",
             "--dir", str(self.workdir), "--daemonize", "no", *self.args,
         ])
         self.wait_ready()
@@ -171,10 +200,14 @@ class RedisServer:
 
     def _answers_ping(self) -> bool:
         try:
-            with socket.create_connection((LOOPBACK, self.port), timeout=1.0) as s:
+            with socket.create_connection((LOOPBACK, self.port), timeout=1.0) as raw:
+                s = raw
+                if self.tls:
+                    ctx = ssl.create_default_context(cafile=str(self.tls[0]))
+                    s = ctx.wrap_socket(raw, server_hostname=LOOPBACK)
                 s.sendall(b"PING\r\n")
                 reply = s.recv(64)
-        except OSError:
+        except OSError:  # ssl.SSLError is an OSError too
             return False
         return bool(reply) and not reply.startswith(b"-LOADING")
 
@@ -195,14 +228,15 @@ def pg_bin_dir() -> Path | None:
 class PostgresServer:
     """A throwaway PostgreSQL cluster: initdb'd in `workdir`, trust auth, superuser `postgres`.
 
-    `max_connections` is small (20 by default) so saturation tests need only a few
+    `max_connections` is small (PG_MAX_CONNECTIONS = 20 by default) so saturation tests need only a few
     connections; superuser_reserved_connections stays at its default (3), so ordinary
     roles get max_connections - 3 and the superuser `postgres` all of them. Durability is
     off (fsync, full_page_writes): a kill() is a process crash, not an OS crash, and crash
     recovery on the next start() still works.
     """
 
-    def __init__(self, workdir: Path, *, port: int | None = None, max_connections: int = 20) -> None:
+    def __init__(self, workdir: Path, *, port: int | None = None,
+                 max_connections: int = PG_MAX_CONNECTIONS) -> None:
         bindir = pg_bin_dir()
         if bindir is None:
             raise FileNotFoundError("no PostgreSQL server binaries under /usr/lib/postgresql/*/bin")
