@@ -33,6 +33,7 @@ once: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/bench_scheduler.py
 	$(PY) bench/bench_logfile.py
+	$(PY) bench/bench_detection.py
 
 clean:
 	rm -rf $(VENV) state .pytest_cache
