@@ -34,6 +34,7 @@ import structlog
 from asyncpg import exceptions as pgex
 from pydantic import field_validator
 
+from checks.watch import hold_and_watch, until_cancelled
 from monitor.model import CheckContext, CheckError, Sample
 from monitor.schema import CheckBase, Duration, SecretURL, redact_url, url_password
 
@@ -70,8 +71,6 @@ WHERE backend_type = 'client backend' AND state = 'active' AND pid <> pg_backend
 
 APPLICATION_NAME = "portal-monitor"
 WATCH_APPLICATION_NAME = "portal-monitor (watch)"
-WATCH_BACKOFF_INITIAL_S = 0.1
-WATCH_BACKOFF_MAX_S = 5.0
 
 
 class Config(CheckBase):
@@ -208,41 +207,23 @@ class PostgresCheck:
         dedicated session rather than the check's own keeps the two lifetimes apart: the
         check may drop its connection after a timeout without the watch noticing a "loss".
 
-        Reconnects back off from 0.1 s, doubling, to at most min(interval, 5 s); the delay
-        restarts only after a session held that long, so a server that accepts and drops at
-        once is retried at the capped pace, never in a tight loop. A silent network partition
-        is left to the interval and the timeout, and behind PgBouncer the session watched is
+        Reconnects follow `checks.watch.hold_and_watch`. A silent network partition is left
+        to the interval and the timeout, and behind PgBouncer the session watched is
         PgBouncer's, not the server's.
         """
         if not self.cfg.watch:
-            await asyncio.get_running_loop().create_future()  # nothing to watch: wait for cancellation
-        cap = max(WATCH_BACKOFF_INITIAL_S, min(self.interval_s, WATCH_BACKOFF_MAX_S))
-        delay = WATCH_BACKOFF_INITIAL_S
-        lost = False  # the server went away or never answered: the next session is a recovery
-        while True:  # ends by cancellation; every pass awaits the server, then self._sleep
-            try:
-                conn = await self._connect(WATCH_APPLICATION_NAME)
-                await self._keep_idle_session(conn)
-            except _ERRORS as e:
-                lost = True  # also when the server was down from the start: its arrival is news
-                log.debug("postgres_watch_connect_failed", check=self.name, target=self._target,
-                          reason=classify(e), error=self._scrub(str(e)), retry_in_s=delay)
-            else:
-                if lost:
-                    log.info("postgres_watch_restored", check=self.name, target=self._target)
-                    wake()
-                held_since = self._monotonic()
-                try:
-                    await self._hold(conn)
-                finally:
-                    conn.terminate()
-                log.warning("postgres_watch_lost", check=self.name, target=self._target)
-                lost = True
-                wake()
-                if self._monotonic() - held_since >= cap:  # a session that lasted: start the backoff over
-                    delay = WATCH_BACKOFF_INITIAL_S
-            await self._sleep(delay)
-            delay = min(delay * 2, cap)
+            await until_cancelled()
+        await hold_and_watch(
+            connect=self._open_watch_session, hold=self._hold, close=_terminate, errors=_ERRORS,
+            wake=wake, interval_s=self.interval_s, sleep=self._sleep, monotonic=self._monotonic,
+            on_connect_failed=self._log_connect_failed,
+            on_lost=lambda _exc: log.warning("postgres_watch_lost", check=self.name, target=self._target),
+            on_restored=lambda: log.info("postgres_watch_restored", check=self.name, target=self._target),
+        )
+
+    def _log_connect_failed(self, exc: BaseException, retry_in_s: float) -> None:
+        log.debug("postgres_watch_connect_failed", check=self.name, target=self._target,
+                  reason=classify(exc), error=self._scrub(str(exc)), retry_in_s=retry_in_s)
 
     @staticmethod
     async def _hold(conn: asyncpg.Connection) -> None:
@@ -252,9 +233,11 @@ class PostgresCheck:
         if not conn.is_closed():  # else it ended before the listener was in place
             await ended.wait()
 
-    async def _keep_idle_session(self, conn: asyncpg.Connection) -> None:
-        """Exempt the watch session from `idle_session_timeout` (PostgreSQL 14+), which would
-        otherwise end it, and wake us, every time it runs out. Older servers lack the setting."""
+    async def _open_watch_session(self) -> asyncpg.Connection:
+        """A session of its own, exempt from `idle_session_timeout` (PostgreSQL 14+), which
+        would otherwise end it, and wake us, every time it runs out. Older servers lack the
+        setting. Terminated again if the SET fails."""
+        conn = await self._connect(WATCH_APPLICATION_NAME)
         try:
             await conn.execute("SET idle_session_timeout = 0")
         except pgex.UndefinedObjectError:
@@ -262,6 +245,7 @@ class PostgresCheck:
         except BaseException:
             conn.terminate()
             raise
+        return conn
 
     async def aclose(self) -> None:
         conn, self._conn = self._conn, None
@@ -270,3 +254,7 @@ class PostgresCheck:
                 await conn.close(timeout=self.timeout_s)
             except _ERRORS:
                 pass  # close() has already aborted the connection
+
+
+async def _terminate(conn: asyncpg.Connection) -> None:
+    conn.terminate()  # a polite close could wait for a dead server

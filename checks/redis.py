@@ -32,6 +32,7 @@ from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from checks.watch import hold_and_watch, until_cancelled
 from monitor.model import CheckContext, CheckError, Sample
 from monitor.schema import CheckBase, SecretURL, redact_url, url_password
 
@@ -55,8 +56,6 @@ KEY_METRICS = ("portal_redis_ping_seconds", "portal_redis_memory_used_ratio", "p
 
 SCAN_COUNT = 1000  # COUNT hint per SCAN call: keys the server looks at, not keys it returns
 MGET_CHUNK = 500  # keys per MGET, so one reply stays small
-WATCH_BACKOFF_INITIAL_S = 0.1
-WATCH_BACKOFF_MAX_S = 5.0
 
 
 class Config(CheckBase):
@@ -291,59 +290,47 @@ class RedisCheck:
         blocked_clients. If ACLs refuse the channel, the connection stays idle instead and
         still sees EOF. TLS and AUTH come from redis-py's own connection class for the URL.
 
-        Reconnects back off from 0.1 s, doubling, to at most min(interval, 5 s); the delay
-        restarts only after a connection held that long, so a server that accepts and
-        drops at once is retried at the capped pace, never in a tight loop. A silent
-        network partition is not seen here (TCP keepalive aside): the interval and the
-        timeout cover it.
+        Reconnects follow `checks.watch.hold_and_watch`. A silent network partition is not
+        seen here (TCP keepalive aside): the interval and the timeout cover it.
         """
         if not self.cfg.watch:
-            await asyncio.get_running_loop().create_future()  # nothing to watch: wait for cancellation
+            await until_cancelled()
         tcp = {} if self.cfg.url.startswith("unix://") else {"socket_keepalive": True}
         pool = ConnectionPool.from_url(
             self.cfg.url, protocol=2, socket_timeout=None, socket_connect_timeout=self.timeout_s,
             retry=Retry(NoBackoff(), 0), **tcp,
         )
-        cap = max(WATCH_BACKOFF_INITIAL_S, min(self.interval_s, WATCH_BACKOFF_MAX_S))
-        delay = WATCH_BACKOFF_INITIAL_S
-        lost = False  # the server went away or never answered: the next connection is a recovery
-        while True:  # ends by cancellation; every pass awaits the server, then self._sleep
-            conn = pool.make_connection()  # type: ignore[no-untyped-call]
-            held_s: float | None = None  # how long the connection was held; None: never connected
-            try:
-                await self._subscribe(conn)
-                if lost:
-                    log.info("redis_watch_restored", check=self.name, target=self._target)
-                    wake()
-                held_since = self._monotonic()
-                try:
-                    await self._hold(conn)
-                except _ERRORS as e:
-                    log.warning("redis_watch_lost", check=self.name, target=self._target, reason=classify(e),
-                                error=self._scrub(str(e)))
-                held_s = self._monotonic() - held_since
-            except _ERRORS as e:
-                lost = True  # also when the server was down from the start: its arrival is news
-                log.debug("redis_watch_connect_failed", check=self.name, target=self._target,
-                          reason=classify(e), error=self._scrub(str(e)), retry_in_s=delay)
-            finally:
-                await conn.disconnect(nowait=True)
-            if held_s is not None:
-                lost = True
-                wake()
-                if held_s >= cap:  # a connection that lasted: start the backoff over
-                    delay = WATCH_BACKOFF_INITIAL_S
-            await self._sleep(delay)
-            delay = min(delay * 2, cap)
+        await hold_and_watch(
+            connect=lambda: self._subscribed(pool), hold=self._hold, close=_disconnect, errors=_ERRORS,
+            wake=wake, interval_s=self.interval_s, sleep=self._sleep, monotonic=self._monotonic,
+            on_connect_failed=self._log_connect_failed, on_lost=self._log_lost,
+            on_restored=lambda: log.info("redis_watch_restored", check=self.name, target=self._target),
+        )
 
-    async def _subscribe(self, conn: AbstractConnection) -> None:
-        async with asyncio.timeout(self.timeout_s):  # connect + AUTH + SUBSCRIBE, no read timeout otherwise
-            await conn.connect()  # type: ignore[no-untyped-call]
-            await conn.send_command("SUBSCRIBE", f"portal-monitor:watch:{uuid.uuid4().hex}")
-            try:
-                await conn.read_response(disconnect_on_error=False)
-            except rex.ResponseError as e:  # NOPERM on channels: stay connected, idle
-                log.info("redis_watch_unsubscribed", check=self.name, target=self._target, error=str(e))
+    def _log_connect_failed(self, exc: BaseException, retry_in_s: float) -> None:
+        log.debug("redis_watch_connect_failed", check=self.name, target=self._target, reason=classify(exc),
+                  error=self._scrub(str(exc)), retry_in_s=retry_in_s)
+
+    def _log_lost(self, exc: BaseException | None) -> None:
+        why = {} if exc is None else {"reason": classify(exc), "error": self._scrub(str(exc))}
+        log.warning("redis_watch_lost", check=self.name, target=self._target, **why)
+
+    async def _subscribed(self, pool: ConnectionPool) -> AbstractConnection:
+        """A new connection, SUBSCRIBEd to a fresh channel; disconnected again if that fails.
+        connect + AUTH + SUBSCRIBE run under the timeout; the connection has no read timeout."""
+        conn: AbstractConnection = pool.make_connection()  # type: ignore[no-untyped-call]
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                await conn.connect()  # type: ignore[no-untyped-call]
+                await conn.send_command("SUBSCRIBE", f"portal-monitor:watch:{uuid.uuid4().hex}")
+                try:
+                    await conn.read_response(disconnect_on_error=False)
+                except rex.ResponseError as e:  # NOPERM on channels: stay connected, idle
+                    log.info("redis_watch_unsubscribed", check=self.name, target=self._target, error=str(e))
+        except BaseException:
+            await _disconnect(conn)
+            raise
+        return conn
 
     async def _hold(self, conn: AbstractConnection) -> None:
         """Read until the connection ends (raises). A message on our channel is ignored."""
@@ -352,6 +339,10 @@ class RedisCheck:
 
     async def aclose(self) -> None:
         await self._drop_client()
+
+
+async def _disconnect(conn: AbstractConnection) -> None:
+    await conn.disconnect(nowait=True)
 
 
 def _text(raw: bytes | str) -> str:

@@ -9,6 +9,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+from structlog.testing import capture_logs
 
 from checks.postgres import STATES, WATCH_APPLICATION_NAME, Config, PostgresCheck
 from monitor.model import Check, CheckContext, CheckError, MemoryState, Sample, Watcher
@@ -486,6 +487,44 @@ async def test_watch_cancellation_closes_its_session(postgres_up: PostgresServer
     admin = await open_conns()
     await _until(admin, "SELECT count(*) = 0 FROM pg_stat_activity WHERE application_name = $1",
                  WATCH_APPLICATION_NAME)
+
+
+async def test_watch_logs_loss_failed_retry_and_restore(postgres_up: PostgresServer) -> None:
+    """The watch's log events keep their names; a failed attempt gives its reason and next delay."""
+    called: asyncio.Queue[float] = asyncio.Queue()
+    steps = asyncio.Semaphore(0)
+
+    async def sleep(delay: float) -> None:
+        called.put_nowait(delay)
+        await steps.acquire()
+
+    woke = asyncio.Event()
+    check = make_check(postgres_up.dsn, sleep=sleep)
+    with capture_logs() as logs:
+        task = asyncio.create_task(check.watch(woke.set))
+        try:
+            await _until_watching(postgres_up.dsn)
+            postgres_up.kill()
+            await asyncio.wait_for(woke.wait(), 1.0)
+            assert await asyncio.wait_for(called.get(), 1.0) == 0.1
+            steps.release()  # retry while the server is still down
+            assert await asyncio.wait_for(called.get(), 2.0) == 0.2
+            woke.clear()
+            postgres_up.start()
+            steps.release()
+            await asyncio.wait_for(woke.wait(), 2.0)
+        finally:
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+    watch_logs = [e for e in logs if e["event"].startswith("postgres_watch")]
+    assert [(e["event"], e["log_level"], e.get("reason")) for e in watch_logs] == [
+        ("postgres_watch_lost", "warning", None),
+        ("postgres_watch_connect_failed", "debug", "connect"),
+        ("postgres_watch_restored", "info", None),
+    ]
+    assert watch_logs[1]["retry_in_s"] == 0.2
+    assert {(e["check"], e["target"]) for e in watch_logs} == {("db", postgres_up.dsn)}
 
 
 async def test_watch_disabled_only_waits_for_cancellation() -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from structlog.testing import capture_logs
 
 from checks.redis import Config, RedisCheck, literal_prefix, parse_replay_id
 from monitor.model import Check, CheckContext, CheckError, MemoryState, Sample, StateStore, Watcher
@@ -492,6 +493,57 @@ async def test_watch_authenticates(redis_with_password: RedisServer) -> None:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+
+
+class SteppedSleep:
+    """An injected sleep that reports each delay on a queue and returns only when the test
+    lets one sleep through (`step()`)."""
+
+    def __init__(self) -> None:
+        self.called: asyncio.Queue[float] = asyncio.Queue()
+        self._steps = asyncio.Semaphore(0)
+
+    async def __call__(self, delay: float) -> None:
+        self.called.put_nowait(delay)
+        await self._steps.acquire()
+
+    def step(self) -> None:
+        self._steps.release()
+
+
+async def test_watch_logs_loss_failed_retry_and_restore_without_the_password(
+        redis_with_password: RedisServer) -> None:
+    """The watch's log events keep their names, give a reason, and show the target redacted."""
+    url = f"redis://:s3cret-pw@127.0.0.1:{redis_with_password.port}/0"
+    sleep, woke = SteppedSleep(), asyncio.Event()
+    check = make_check(url, sleep=sleep)
+    with capture_logs() as logs:
+        task = asyncio.create_task(check.watch(woke.set))
+        try:
+            await _until_subscribed(url)
+            redis_with_password.kill()
+            await asyncio.wait_for(woke.wait(), 1.0)
+            assert await asyncio.wait_for(sleep.called.get(), 1.0) == 0.1
+            sleep.step()  # retry while the server is still down
+            assert await asyncio.wait_for(sleep.called.get(), 2.0) == 0.2
+            woke.clear()
+            redis_with_password.start()
+            sleep.step()
+            await asyncio.wait_for(woke.wait(), 2.0)
+        finally:
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+    watch_logs = [e for e in logs if e["event"].startswith("redis_watch")]
+    assert [(e["event"], e["log_level"], e.get("reason")) for e in watch_logs] == [
+        ("redis_watch_lost", "warning", "connect"),
+        ("redis_watch_connect_failed", "debug", "connect"),
+        ("redis_watch_restored", "info", None),
+    ]
+    assert watch_logs[1]["retry_in_s"] == 0.2
+    assert {e["target"] for e in watch_logs} == {f"redis://:***@127.0.0.1:{redis_with_password.port}/0"}
+    assert all(e["check"] == "cache" for e in watch_logs)
+    assert "s3cret-pw" not in repr(logs)
 
 
 async def test_watch_disabled_only_waits_for_cancellation() -> None:

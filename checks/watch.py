@@ -1,0 +1,110 @@
+"""The watch loop shared by the redis and postgres checks: hold one connection, wake the
+scheduler when it ends and again when one is back, and back off in between.
+
+Why one loop: the two checks hold different connections (a SUBSCRIBEd redis-py connection;
+an idle asyncpg session with a termination listener), but must react to losing them in the
+same way, and the reconnect rules are where the subtle cases live:
+
+- `wake()` when a held connection ends, so the next run does not wait for the interval;
+- `wake()` again on the first connection that works after a loss or a failed attempt,
+  including when the server was already down when the watch began: its arrival is news;
+- reconnects back off from 0.1 s, doubling, to at most min(interval, 5 s). The delay starts
+  over only after a connection was held that long, so a server that accepts and drops at
+  once is retried at the capped pace, never in a tight loop: every pass ends in `sleep`;
+- cancellation (the only way out) closes the connection held at the time.
+
+A check passes its own `connect`, `hold` and `close`, and logs through the `on_*` callbacks,
+so its log events keep its own names (`redis_watch_lost`, `postgres_watch_lost`, ...).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, NoReturn, TypeVar
+
+BACKOFF_INITIAL_S = 0.1
+BACKOFF_MAX_S = 5.0
+
+C = TypeVar("C")
+
+
+def backoff_cap(interval_s: float) -> float:
+    """The longest reconnect delay: the check's interval, but at most 5 s and at least 0.1 s.
+
+    A watch never retries less often than the check itself runs, and never waits so long
+    that a recovery is seen much later than a loss."""
+    return max(BACKOFF_INITIAL_S, min(interval_s, BACKOFF_MAX_S))
+
+
+def _ignore(*_args: object) -> None:
+    return None
+
+
+async def hold_and_watch(
+    *,
+    connect: Callable[[], Awaitable[C]],
+    hold: Callable[[C], Awaitable[object]],
+    close: Callable[[C], Awaitable[None]],
+    errors: tuple[type[BaseException], ...],
+    wake: Callable[[], None],
+    interval_s: float,
+    sleep: Callable[[float], Awaitable[Any]],
+    monotonic: Callable[[], float],
+    on_connect_failed: Callable[[BaseException, float], None] = _ignore,
+    on_lost: Callable[[BaseException | None], None] = _ignore,
+    on_restored: Callable[[], None] = _ignore,
+) -> NoReturn:
+    """Hold a connection from `connect()` until it ends, forever; returns only by raising.
+
+    `connect()` returns an open connection or raises; on raising it has closed whatever it
+    opened. `hold(conn)` returns or raises one of `errors` when the connection ends.
+    `close(conn)` releases it without waiting for the server and must not raise. Exceptions
+    outside `errors` (a bug, CancelledError) leave the loop, after `close`.
+
+    The callbacks are for logging: `on_connect_failed(exc, retry_in_s)` after an attempt
+    that failed, `on_lost(exc or None)` when a held connection ended (before `wake()`), and
+    `on_restored()` before the `wake()` for a connection that works again.
+    """
+    cap = backoff_cap(interval_s)
+    delay = BACKOFF_INITIAL_S
+    lost = False  # the server went away or never answered: the next connection is a recovery
+    while True:  # ends by cancellation; every pass awaits connect (and hold), then sleep
+        try:
+            conn = await connect()
+        except errors as e:
+            lost = True  # also when the server was down from the start: its arrival is news
+            on_connect_failed(e, delay)
+        else:
+            if lost:
+                on_restored()
+                wake()
+            held_since = monotonic()
+            try:
+                ended = await _until_lost(hold, conn, errors)
+                held_s = monotonic() - held_since
+            finally:
+                await close(conn)
+            on_lost(ended)
+            lost = True
+            wake()
+            if held_s >= cap:  # a connection that lasted: start the backoff over
+                delay = BACKOFF_INITIAL_S
+        await sleep(delay)
+        delay = min(delay * 2, cap)
+
+
+async def _until_lost(hold: Callable[[C], Awaitable[object]], conn: C,
+                      errors: tuple[type[BaseException], ...]) -> BaseException | None:
+    """Run `hold(conn)`; the error that ended the connection, or None if it just returned."""
+    try:
+        await hold(conn)
+    except errors as e:
+        return e
+    return None
+
+
+async def until_cancelled() -> NoReturn:
+    """Wait for cancellation: the watch of a check configured with `watch: false`."""
+    await asyncio.get_running_loop().create_future()
+    raise AssertionError("unreachable: the future is never set")
