@@ -27,16 +27,17 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import asyncpg
 import structlog
-from asyncpg import exceptions as pgex
 from pydantic import field_validator
 
 from checks.watch import hold_and_watch, until_cancelled
 from monitor.model import CheckContext, CheckError, Sample
 from monitor.schema import CheckBase, Duration, SecretURL, redact_url, url_password
+
+if TYPE_CHECKING:
+    import asyncpg
 
 log = structlog.get_logger()
 
@@ -89,6 +90,7 @@ class Config(CheckBase):
 
 def classify(exc: BaseException) -> str:
     """The CheckError reason of an asyncpg or socket error."""
+    from asyncpg import exceptions as pgex
     if isinstance(exc, (pgex.InvalidPasswordError, pgex.InvalidAuthorizationSpecificationError)):
         return "auth"
     if isinstance(exc, pgex.TooManyConnectionsError):
@@ -103,7 +105,12 @@ def classify(exc: BaseException) -> str:
     return "bad_reply"
 
 
-_ERRORS = (pgex.PostgresError, pgex.InterfaceError, pgex.InternalClientError, OSError, TimeoutError)
+def _errors() -> tuple[type[BaseException], ...]:
+    """What an asyncpg call may raise. asyncpg is imported when the first PostgreSQL check is
+    built, not with this module: a daemon without one does not carry it."""
+    from asyncpg import exceptions as pgex
+
+    return (pgex.PostgresError, pgex.InterfaceError, pgex.InternalClientError, OSError, TimeoutError)
 
 
 class PostgresCheck:
@@ -128,6 +135,7 @@ class PostgresCheck:
         self._target = redact_url(cfg.dsn)
         self._password = url_password(cfg.dsn)
         self._conn: asyncpg.Connection | None = None
+        _errors()  # import asyncpg now, not inside the first run's timeout
 
     async def collect(self) -> list[Sample]:
         try:
@@ -137,7 +145,7 @@ class PostgresCheck:
             ping_s = time.perf_counter() - started
             by_state = await conn.fetch(CONNECTIONS_SQL)
             limits = await conn.fetchrow(LIMITS_SQL)
-        except _ERRORS as e:
+        except _errors() as e:
             raise await self._failed(e) from e
         except asyncio.CancelledError:  # the scheduler's timeout cut a query off mid-way
             self._drop_connection()
@@ -170,6 +178,8 @@ class PostgresCheck:
 
     async def _connect(self, application_name: str) -> asyncpg.Connection:
         """application_name tells the sessions apart in pg_stat_activity (PgBouncer passes it on)."""
+        import asyncpg
+
         return await asyncpg.connect(self.cfg.dsn, timeout=self.timeout_s, command_timeout=self.timeout_s,
                                      server_settings={"application_name": application_name})
 
@@ -183,6 +193,8 @@ class PostgresCheck:
         reason = classify(exc)
         if reason == "bad_reply" and self._conn is not None and self._conn.is_closed():
             reason = "connect"  # the session died under the query; asyncpg words that in several ways
+        from asyncpg import exceptions as pgex
+
         if reason != "bad_reply" or isinstance(exc, (pgex.InterfaceError, pgex.InternalClientError)):
             self._drop_connection()  # client-side errors leave the session in an unknown state
         return CheckError(reason, f"{self._target}: {self._scrub(f'{type(exc).__name__}: {exc}')}")
@@ -214,7 +226,7 @@ class PostgresCheck:
         if not self.cfg.watch:
             await until_cancelled()
         await hold_and_watch(
-            connect=self._open_watch_session, hold=self._hold, close=_terminate, errors=_ERRORS,
+            connect=self._open_watch_session, hold=self._hold, close=_terminate, errors=_errors(),
             wake=wake, interval_s=self.interval_s, sleep=self._sleep, monotonic=self._monotonic,
             on_connect_failed=self._log_connect_failed,
             on_lost=lambda _exc: log.warning("postgres_watch_lost", check=self.name, target=self._target),
@@ -237,10 +249,12 @@ class PostgresCheck:
         """A session of its own, exempt from `idle_session_timeout` (PostgreSQL 14+), which
         would otherwise end it, and wake us, every time it runs out. Older servers lack the
         setting. Terminated again if the SET fails."""
+        from asyncpg.exceptions import UndefinedObjectError
+
         conn = await self._connect(WATCH_APPLICATION_NAME)
         try:
             await conn.execute("SET idle_session_timeout = 0")
-        except pgex.UndefinedObjectError:
+        except UndefinedObjectError:
             pass
         except BaseException:
             conn.terminate()
@@ -252,7 +266,7 @@ class PostgresCheck:
         if conn is not None and not conn.is_closed():
             try:
                 await conn.close(timeout=self.timeout_s)
-            except _ERRORS:
+            except _errors():
                 pass  # close() has already aborted the connection
 
 

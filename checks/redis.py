@@ -22,19 +22,18 @@ import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
 from pydantic import Field, field_validator
-from redis import exceptions as rex
-from redis.asyncio import ConnectionPool, Redis
-from redis.asyncio.connection import AbstractConnection
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
 from checks.watch import hold_and_watch, until_cancelled
 from monitor.model import CheckContext, CheckError, Sample
 from monitor.schema import CheckBase, SecretURL, redact_url, url_password
+
+if TYPE_CHECKING:
+    from redis.asyncio import ConnectionPool, Redis
+    from redis.asyncio.connection import AbstractConnection
 
 log = structlog.get_logger()
 
@@ -103,6 +102,7 @@ def parse_replay_id(text: str) -> float | None:
 def classify(exc: BaseException) -> str:
     """The CheckError reason of a redis-py or socket error. Order matters: redis-py derives
     auth and LOADING errors from ConnectionError."""
+    from redis import exceptions as rex
     if isinstance(exc, (rex.AuthenticationError, rex.AuthorizationError,
                         rex.AuthenticationWrongNumberOfArgsError, rex.NoPermissionError)):
         return "auth"
@@ -117,7 +117,13 @@ def classify(exc: BaseException) -> str:
     return "bad_reply"
 
 
-_ERRORS = (rex.RedisError, OSError, TimeoutError)
+def _errors() -> tuple[type[BaseException], ...]:
+    """What a Redis call may raise. redis-py is imported when the first Redis check is built,
+    not with this module: a daemon without Redis checks (1000 http checks, say) saves its
+    ~7 MB of memory."""
+    from redis import exceptions as rex
+
+    return (rex.RedisError, OSError, TimeoutError)
 
 
 class RedisCheck:
@@ -145,6 +151,7 @@ class RedisCheck:
         self._prefix = literal_prefix(cfg.replay_pattern)
         self._namespace = f"redis:{cfg.name}"
         self._client: Redis | None = None
+        _errors()  # import redis-py now, not inside the first run's timeout
         self._seen = self._load_seen()  # key -> (last value, when it last changed)
 
     # ------------------------------------------------------------------ collect
@@ -162,7 +169,7 @@ class RedisCheck:
             ping_s = time.perf_counter() - started
             keys, complete = await self._scan(client)
             values = await self._mget(client, keys)
-        except _ERRORS as e:
+        except _errors() as e:
             raise await self._failed(e) from e
         samples = [
             Sample("portal_redis_ping_seconds", {}, ping_s),
@@ -173,6 +180,10 @@ class RedisCheck:
         return samples
 
     def _connect(self) -> Redis:
+        from redis.asyncio import Redis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+
         if self._client is None:
             self._client = Redis.from_url(
                 self.cfg.url, protocol=2, socket_timeout=self.timeout_s,
@@ -194,7 +205,7 @@ class RedisCheck:
         if client is not None:
             try:
                 await client.aclose()
-            except _ERRORS:
+            except _errors():
                 pass  # the connection is already gone; nothing else holds resources
 
     def _info_samples(self, memory: dict[str, Any], stats: dict[str, Any],
@@ -293,6 +304,10 @@ class RedisCheck:
         Reconnects follow `checks.watch.hold_and_watch`. A silent network partition is not
         seen here (TCP keepalive aside): the interval and the timeout cover it.
         """
+        from redis.asyncio import ConnectionPool
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+
         if not self.cfg.watch:
             await until_cancelled()
         tcp = {} if self.cfg.url.startswith("unix://") else {"socket_keepalive": True}
@@ -301,7 +316,7 @@ class RedisCheck:
             retry=Retry(NoBackoff(), 0), **tcp,
         )
         await hold_and_watch(
-            connect=lambda: self._subscribed(pool), hold=self._hold, close=_disconnect, errors=_ERRORS,
+            connect=lambda: self._subscribed(pool), hold=self._hold, close=_disconnect, errors=_errors(),
             wake=wake, interval_s=self.interval_s, sleep=self._sleep, monotonic=self._monotonic,
             on_connect_failed=self._log_connect_failed, on_lost=self._log_lost,
             on_restored=lambda: log.info("redis_watch_restored", check=self.name, target=self._target),
@@ -318,6 +333,8 @@ class RedisCheck:
     async def _subscribed(self, pool: ConnectionPool) -> AbstractConnection:
         """A new connection, SUBSCRIBEd to a fresh channel; disconnected again if that fails.
         connect + AUTH + SUBSCRIBE run under the timeout; the connection has no read timeout."""
+        from redis import exceptions as rex
+
         conn: AbstractConnection = pool.make_connection()  # type: ignore[no-untyped-call]
         try:
             async with asyncio.timeout(self.timeout_s):

@@ -23,7 +23,8 @@ log = structlog.get_logger()
 
 METRICS: dict[str, tuple[str, str]] = {
     "portal_monitor_loop_lag_seconds": ("gauge", "how late the event loop woke up for a 250 ms timer, last second's max"),
-    "portal_monitor_schedule_delay_seconds": ("gauge", "p99 of how late checks started against their schedule, last 1000 runs"),
+    "portal_monitor_schedule_delay_seconds": (
+        "gauge", "how late checks started against their schedule: quantiles 0.5, 0.99 and 1 (max) of the last 1000 runs"),
     "portal_monitor_checks_skipped_total": ("counter", "scheduled runs skipped because the previous run overran"),
 }
 
@@ -208,8 +209,9 @@ class Scheduler:
         ]
         if self.delays:
             ordered = sorted(self.delays)
-            out.append(Sample("portal_monitor_schedule_delay_seconds", {},
-                              ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]))
+            for q in (0.5, 0.99, 1.0):
+                out.append(Sample("portal_monitor_schedule_delay_seconds", {"quantile": str(q)},
+                                  ordered[min(len(ordered) - 1, int(len(ordered) * q))]))
         return out
 
 
