@@ -17,6 +17,7 @@ from monitor.config import Config, ConfigError, config_path, load_config
 from monitor.logs import configure_logging
 from monitor.model import CheckResult, MemoryState
 from monitor.schema import format_duration, redact_url
+from monitor.statuspage import format_value
 
 
 def _add_config(p: argparse.ArgumentParser) -> None:
@@ -128,19 +129,6 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
 # ------------------------------------------------------------------ once
 
 
-def _format_value(name: str, value: float) -> str:
-    if name.endswith("_seconds"):
-        return f"{value * 1000:.1f}ms" if value < 1 else f"{value:.1f}s"
-    if name.endswith("_ratio"):
-        return f"{value * 100:.1f}%"
-    if name.endswith("_bytes"):
-        for unit in ("B", "KiB", "MiB", "GiB"):
-            if value < 1024 or unit == "GiB":
-                return f"{value:.0f}{unit}" if unit == "B" else f"{value:.1f}{unit}"
-            value /= 1024
-    return f"{value:g}"
-
-
 def _key_values(result: CheckResult) -> dict[str, float]:
     wanted = checks.KEY_METRICS.get(result.type, ())
     out: dict[str, float] = {}
@@ -165,7 +153,49 @@ async def _run_once(cfg: Config) -> list[CheckResult]:
                 pass
 
 
+def _once_remote(args: argparse.Namespace) -> int:
+    """`once --url`: the running daemon's latest results, printed as the local `once` does."""
+    from monitor import client
+
+    try:
+        doc = client.call(args.url, "GET", "/api/v1/checks")
+    except client.ApiError as e:
+        print(f"portal-monitor once: {e}", file=sys.stderr)
+        return 2
+    entries = doc["checks"]
+    ran = [c for c in entries if c["state"] in ("up", "down")]
+    if args.json:
+        out = []
+        for c in entries:
+            if c["state"] in ("up", "down"):
+                out.append({k: c[k] for k in ("check", "type", "up", "reason", "error", "duration_seconds",
+                                              "values", "samples")})
+            elif c["state"] == "disabled":
+                out.append({"check": c["check"], "type": c["type"], "up": None, "disabled": c["disabled"]})
+            else:
+                out.append({"check": c["check"], "type": c["type"], "up": None, "pending": "not run yet"})
+        sys.stdout.buffer.write(orjson.dumps({"ok": doc["ok"], "checks": out}, option=orjson.OPT_INDENT_2) + b"\n")
+    else:
+        rows = []
+        for c in entries:
+            kv = "  ".join(f"{k.removeprefix('portal_')}={format_value(k, v)}" for k, v in c["values"].items()
+                           if v is not None)
+            state = {"up": "UP", "down": "DOWN"}.get(c["state"], c["state"])
+            why = c["disabled"] if c["state"] == "disabled" else "not run yet" if c["state"] == "pending" else \
+                "" if c["up"] else f"{c['reason']}: {c['error']}"[:120]
+            rows.append((c["check"], c["type"], state, kv, why))
+        _table(("check", "type", "state", "values", "error"), rows)
+        s = doc["summary"]
+        pending = f", {s['pending']} not run yet" if s["pending"] else ""
+        age = max((c["age_seconds"] for c in ran), default=0.0)
+        print(f"\n{s['up']} up, {s['down']} down, {s['disabled']} disabled{pending} "
+              f"(from {client.base_url(args.url)}, results up to {age:.0f}s old)")
+    return 0 if doc["ok"] else 1
+
+
 def cmd_once(args: argparse.Namespace) -> int:
+    if args.url:
+        return _once_remote(args)
     cfg = _load(args)
     configure_logging(json=True, level="error", stream=sys.stderr, secrets=cfg.secrets)
     t0 = time.perf_counter()
@@ -188,7 +218,7 @@ def cmd_once(args: argparse.Namespace) -> int:
     else:
         rows = []
         for r in results:
-            kv = "  ".join(f"{k.removeprefix('portal_')}={_format_value(k, v)}" for k, v in _key_values(r).items())
+            kv = "  ".join(f"{k.removeprefix('portal_')}={format_value(k, v)}" for k, v in _key_values(r).items())
             rows.append((r.check, r.type, "UP" if r.up else "DOWN", kv,
                          "" if r.up else f"{r.reason}: {_redact(cfg, r.error)}"[:120]))
         rows += [(n, t, "disabled", "", why) for n, t, why in disabled]
@@ -255,6 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("once", help="run every check once and print a table (exit 1 if any is down)")
     _add_config(p)
     p.add_argument("--json", action="store_true", help="print one JSON document instead of a table")
+    p.add_argument("--url", metavar="URL", help="ask a running daemon (http://host:9820) for its latest "
+                   "results instead of running the checks here")
     p.set_defaults(func=cmd_once)
 
     p = sub.add_parser("test-rules", help="run rule unit tests (promtool's test-file format)")

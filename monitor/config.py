@@ -19,10 +19,12 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from checks import CHECK_TYPES, CheckConfig
+from monitor.heartbeat import HeartbeatConfig
 from monitor.notify import RECEIVER_TYPES, ReceiverConfig
 from monitor.schema import (
     CHECK_NAME,
     Duration,
+    Secret,
     SecretMarker,
     StrictModel,
     URLSecretMarker,
@@ -33,6 +35,8 @@ from monitor.schema import (
 DEFAULT_CONFIG = "alert_rules.yaml"
 DEFAULT_LISTEN = "127.0.0.1:9820"
 DEFAULT_STATE_DIR = "./state"
+API_TOKEN_VAR = "MONITOR_API_TOKEN"
+MIN_TOKEN_LENGTH = 16
 
 Severity = Literal["P1", "P2", "P3", "P4"]
 SEVERITIES: tuple[str, ...] = get_args(Severity)
@@ -111,6 +115,34 @@ class Renotify(StrictModel):
     P4: Duration = 24 * 3600.0
 
 
+class BasicAuth(StrictModel):
+    username: str = Field(min_length=1)
+    password: Secret = Field(min_length=1)
+
+
+class MetricsAuth(StrictModel):
+    """Who may scrape /metrics: a bearer token, HTTP basic credentials, or either."""
+
+    bearer: Secret = ""
+    basic: BasicAuth | None = None
+
+
+class ApiConfig(StrictModel):
+    """The HTTP API. `token` guards every mutating call (ack, resolve, silences, reload); it
+    defaults to $MONITOR_API_TOKEN, and while it is empty those calls are refused."""
+
+    token: Secret = ""
+    metrics_auth: MetricsAuth | None = None
+
+    @field_validator("token")
+    @classmethod
+    def _token_is_long(cls, v: str) -> str:
+        if v and len(v) < MIN_TOKEN_LENGTH:
+            raise ValueError(f"the API token (${API_TOKEN_VAR} unless api.token names another variable) must be "
+                             f"at least {MIN_TOKEN_LENGTH} characters (e.g. `openssl rand -hex 32`)")
+        return v
+
+
 class RootConfig(StrictModel):
     listen: str = DEFAULT_LISTEN
     state_dir: str = DEFAULT_STATE_DIR
@@ -121,6 +153,8 @@ class RootConfig(StrictModel):
     escalation: list[EscalationStep] = Field(default_factory=lambda: list(DEFAULT_ESCALATION))
     renotify: Renotify = Field(default_factory=Renotify)
     inhibit: list[InhibitRule] = Field(default_factory=list)
+    api: ApiConfig = Field(default_factory=ApiConfig)
+    heartbeat: HeartbeatConfig = Field(default_factory=HeartbeatConfig)
 
     @field_validator("listen")
     @classmethod
@@ -363,6 +397,12 @@ def _secrets_of(model: BaseModel) -> set[str]:
     return found
 
 
+def api_token(env: Mapping[str, str] | None = None) -> str:
+    """$MONITOR_API_TOKEN, for the CLI's remote mode (`--url`); '' when unset."""
+    env = os.environ if env is None else env
+    return env.get(API_TOKEN_VAR, "").strip()
+
+
 def config_path(explicit: str | None = None, env: Mapping[str, str] | None = None) -> Path:
     env = os.environ if env is None else env
     return Path(explicit or env.get("PORTAL_MONITOR_CONFIG") or DEFAULT_CONFIG)
@@ -407,9 +447,14 @@ def load_config_text(text: str, *, name: str = DEFAULT_CONFIG, path: Path | None
         raise ConfigError([f"{name}:1:1: the file must be a mapping of keys (listen, checks, rules, ...)"])
 
     # `rules:` with every rule deleted (YAML null) means no rules, not an error.
-    for section in ("checks", "rules", "receivers", "inhibit", "escalation", "defaults", "renotify"):
+    for section in ("checks", "rules", "receivers", "inhibit", "escalation", "defaults", "renotify", "heartbeat"):
         if section in data and data[section] is None:
             del data[section]
+
+    # The API token is $MONITOR_API_TOKEN unless the file names another source.
+    api = data.get("api")
+    if api is None or (isinstance(api, dict) and "token" not in api):
+        data["api"] = {**(api or {}), "token": "${" + API_TOKEN_VAR + ":-}"}
 
     errors: list[tuple[tuple[int, int], str]] = []
 

@@ -29,9 +29,12 @@ from monitor import outbox as outbox_mod
 from monitor import scheduler as scheduler_mod
 from monitor import store as store_mod
 from monitor.alerting import Alerting
+from monitor.api import Api
+from monitor import heartbeat as heartbeat_mod
 from monitor.config import Config, ConfigError, load_config
+from monitor.heartbeat import Heartbeat, progressing
 from monitor.logs import REDACTOR
-from monitor.metrics import build_registry
+from monitor.metrics import make_metrics_handler
 from monitor.model import Check, CheckContext, CheckResult, Sample, StateStore
 from monitor.rules import compile_rules
 from monitor.scheduler import Scheduler
@@ -80,6 +83,7 @@ class Daemon:
         self.port: int | None = None
         self.reload_ok = True
         self.reloaded_at = time.time()
+        self.reload_errors: list[str] = []  # of the last failed reload, for POST /-/reload
         self._state: StateStore | None = None
         self._stop = asyncio.Event()
         self._first_round: set[str] = set()
@@ -121,14 +125,15 @@ class Daemon:
         conn = open_db(root.state_dir)
         self._state = SqliteState(conn)
         self.scheduler = Scheduler(self.store, on_result=self._on_result)
+        self.heartbeat = Heartbeat(root.heartbeat)
         self.store.add_source(self.scheduler.samples)
         self.store.add_source(self._config_samples)
+        self.store.add_source(self.heartbeat.samples)
         for check, labels in build_checks(self.config, self._state):
             self.scheduler.add(check, labels)
         info = {**checks.METRICS, **store_mod.METRICS, **scheduler_mod.METRICS, **alerting_mod.METRICS,
-                **incidents_mod.METRICS, **outbox_mod.METRICS, **METRICS}
-        registry = build_registry(self.store.samples, info)
-        app = build_app(registry, ready=self.ready)
+                **incidents_mod.METRICS, **outbox_mod.METRICS, **heartbeat_mod.METRICS, **METRICS}
+        app = build_app(make_metrics_handler(self.store.samples, info), ready=self.ready, api=Api(self))
         self.runner = await start_server(app, root.listen)
         try:
             self.port = bound_port(self.runner)
@@ -162,6 +167,8 @@ class Daemon:
                     group.create_task(self.alerting.outbox.run(self.alerting.outbox_wake), name="outbox"),
                     group.create_task(watchdog_loop(self.notifier, lambda: scheduler.ticks), name="watchdog"),
                     group.create_task(status_loop(self.notifier, self.status_line), name="status"),
+                    group.create_task(self.heartbeat.run(progressing(lambda: scheduler.ticks, self.ready)),
+                                      name="heartbeat"),
                 ]
                 self.notifier.ready()  # config loaded, HTTP listening, signal handlers in place
                 await self._stop.wait()
@@ -212,6 +219,7 @@ class Daemon:
             compile_rules(new)
         except ConfigError as e:
             self.reload_ok = False
+            self.reload_errors = list(e.errors)
             for line in e.errors:
                 log.error("config_error", error=line)
             log.error("reload_failed", errors=len(e.errors), kept="the previous configuration")
@@ -235,9 +243,11 @@ class Daemon:
         for name in changed + added:
             self.scheduler.add(build_check(new, after[name], self._state), dict(after[name].labels))
         self.config = new
+        self.heartbeat.cfg = new.root.heartbeat  # the running loop reads it at the next beat
         await self.alerting.set_config(new)
         self._resolve_orphans()
         self.reload_ok = True
+        self.reload_errors = []
         log.info("reloaded", added=added, changed=changed, removed=removed, rules=len(self.alerting.rules))
         return True
 

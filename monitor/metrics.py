@@ -6,8 +6,12 @@ texts come from the `METRICS` tables of the modules that emit the series.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterable, Mapping
 
+from aiohttp import hdrs, web
+from aiohttp.typedefs import Handler
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import CollectorRegistry
 
@@ -52,7 +56,19 @@ class SampleCollector:
         return families.values()
 
 
-def build_registry(samples: Callable[[], Iterable[Sample]], info: MetricInfo) -> CollectorRegistry:
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(SampleCollector(samples, info))
-    return registry
+def make_metrics_handler(samples: Callable[[], Iterable[Sample]], info: MetricInfo) -> Handler:
+    """The /metrics handler: the sample list is taken on the event loop (a consistent
+    snapshot, cheap: the store caches it), then encoded in a worker thread, so rendering
+    thousands of series never holds the loop (and the checks' schedule) for more than the
+    interpreter's switch interval. Text or OpenMetrics, as the scraper's Accept asks."""
+    async def handler(request: web.Request) -> web.Response:
+        snapshot = list(samples())
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(SampleCollector(lambda: snapshot, info))
+        encoder, content_type = choose_encoder(",".join(request.headers.getall(hdrs.ACCEPT, [])))
+        body = await asyncio.to_thread(encoder, registry)
+        response = web.Response(body=body, headers={"Content-Type": content_type})
+        response.enable_compression()
+        return response
+
+    return handler

@@ -1,12 +1,16 @@
-"""The HTTP side: /metrics, /-/healthy, /-/ready. Started inside our own loop (AppRunner)."""
+"""The HTTP side: /metrics, /-/healthy, /-/ready, and (with an `Api`) the status page, the JSON
+API and /-/reload. Started inside our own loop (AppRunner)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from aiohttp import web
-from prometheus_client.aiohttp import make_aiohttp_handler
-from prometheus_client.registry import CollectorRegistry
+from aiohttp.typedefs import Handler
+
+if TYPE_CHECKING:
+    from monitor.api import Api
 
 
 def split_listen(listen: str) -> tuple[str, int]:
@@ -16,9 +20,10 @@ def split_listen(listen: str) -> tuple[str, int]:
     return (host or "0.0.0.0"), int(port)
 
 
-def build_app(registry: CollectorRegistry, *, ready: Callable[[], bool] = lambda: True) -> web.Application:
+def build_app(metrics: Handler, *, ready: Callable[[], bool] = lambda: True,
+              api: Api | None = None) -> web.Application:
+    """The app; `api` adds `/`, `/api/v1/*`, `/-/reload` and the auth middleware (also for /metrics)."""
     app = web.Application()
-    metrics = make_aiohttp_handler(registry)
 
     async def healthy(request: web.Request) -> web.Response:
         return web.Response(text="portal-monitor is healthy\n")
@@ -31,6 +36,8 @@ def build_app(registry: CollectorRegistry, *, ready: Callable[[], bool] = lambda
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/-/healthy", healthy)
     app.router.add_get("/-/ready", is_ready)
+    if api is not None:
+        api.install(app)
     return app
 
 

@@ -32,7 +32,7 @@ import yaml
 from aiohttp import web
 
 from monitor.config import DEFAULT_LISTEN
-from monitor.metrics import build_registry
+from monitor.metrics import make_metrics_handler
 from monitor.server import build_app, split_listen
 
 REPO = Path(__file__).resolve().parent.parent
@@ -240,7 +240,7 @@ def test_dockerignore_keeps_the_context_small_but_complete(stages: list[Stage]) 
 @pytest.fixture
 async def healthy_daemon_app() -> AsyncIterator[int]:
     """The daemon's real HTTP app (its /-/healthy handler) on a free loopback port."""
-    app = build_app(build_registry(list, {}))
+    app = build_app(make_metrics_handler(list, {}))
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

@@ -8,7 +8,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import checks
 from monitor import store as store_mod
-from monitor.metrics import build_registry
+from monitor.metrics import make_metrics_handler
 from monitor.model import CheckResult, Sample
 from monitor.server import bound_port, build_app, split_listen, start_server
 from monitor.store import Store
@@ -37,7 +37,7 @@ def filled_store() -> Store:
 
 
 async def serve(store: Store, ready: bool = True):
-    app = build_app(build_registry(store.samples, INFO), ready=lambda: ready)
+    app = build_app(make_metrics_handler(store.samples, INFO), ready=lambda: ready)
     runner = await start_server(app, "127.0.0.1:0")
     return runner, f"http://127.0.0.1:{bound_port(runner)}"
 
