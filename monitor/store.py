@@ -42,13 +42,15 @@ class Store:
 
     def put(self, result: CheckResult, extra_labels: dict[str, str] | None = None) -> None:
         labels = {"check": result.check, **(extra_labels or {})}
-        out = [Sample(s.name, {**s.labels, **labels}, s.value) for s in result.samples]
+        # Samples without labels of their own share one dict: a thousand checks hold
+        # thousands of series, and their label dicts are most of the store's memory.
+        out = [Sample(s.name, {**s.labels, **labels} if s.labels else labels, s.value) for s in result.samples]
         up = 1.0 if result.up else 0.0
-        typ = {"type": result.type}
+        typed = {**labels, "type": result.type}
         out.append(Sample(f"portal_{result.type}_up", labels, up))
-        out.append(Sample("portal_check_up", {**labels, **typ}, up))
-        out.append(Sample("portal_check_duration_seconds", {**labels, **typ}, result.duration_s))
-        out.append(Sample("portal_check_last_run_timestamp_seconds", {**labels, **typ}, result.started_at))
+        out.append(Sample("portal_check_up", typed, up))
+        out.append(Sample("portal_check_duration_seconds", typed, result.duration_s))
+        out.append(Sample("portal_check_last_run_timestamp_seconds", typed, result.started_at))
         self._runs[(result.check, result.type)] += 1
         if not result.up:
             self._errors[(result.check, result.type, result.reason)] += 1
