@@ -60,7 +60,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = _load(args)
     configure_logging(json=args.log_format == "json" if args.log_format else None,
                       level=args.log_level, secrets=cfg.secrets)
-    daemon = Daemon(cfg, loader=config_loader(cfg.path, _overrides(args)))
+    daemon = Daemon(cfg, loader=config_loader(cfg.path, _overrides(args)), watch_file=args.watch)
     try:
         asyncio.run(daemon.serve())
     except OSError as e:
@@ -276,6 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state-dir", metavar="DIR", help="override `state_dir` from the config")
     p.add_argument("--log-format", choices=("json", "console"), help="default: json without a TTY")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    p.add_argument("--watch", action="store_true", help="reload the config file when it changes")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("check-config", help="validate the config; print a summary or every error")

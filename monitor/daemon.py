@@ -72,8 +72,9 @@ class Daemon:
     """One monitoring daemon. `serve()` runs it; `stop()` and `reload()` steer it."""
 
     def __init__(self, config: Config, *, loader: Callable[[], Config] | None = None,
-                 notifier: Notifier | None = None) -> None:
+                 notifier: Notifier | None = None, watch_file: bool = False) -> None:
         self.config = config
+        self.watch_file = watch_file
         self._loader = loader or (lambda: load_config(config.path))
         self.notifier = notifier or Notifier()
         self.store = Store()
@@ -170,6 +171,8 @@ class Daemon:
                     group.create_task(self.heartbeat.run(progressing(lambda: scheduler.ticks, self.ready)),
                                       name="heartbeat"),
                 ]
+                if self.watch_file:
+                    tasks.append(group.create_task(self._watch_config(), name="watch-config"))
                 self.notifier.ready()  # config loaded, HTTP listening, signal handlers in place
                 await self._stop.wait()
                 self.notifier.stopping()
@@ -200,6 +203,27 @@ class Daemon:
         names = {r.alert for r in self.config.root.rules}
         if self.alerting.incidents.resolve_orphans(names, alerting_mod.utc_now()):
             self.alerting.outbox_wake.set()
+
+    async def _watch_config(self, every_s: float = 2.0) -> None:
+        """`run --watch`: reload when the config file changes (mtime, size or inode), checked
+        every `every_s`; a file being rewritten is read once it has settled."""
+        path = self.config.path
+
+        def stamp() -> tuple[int, int, int] | None:
+            try:
+                st = path.stat()
+            except OSError:
+                return None  # being replaced (editors rename over it): look again next time
+            return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+        last = stamp()
+        while True:  # ends by cancellation; one stat() per pass
+            await asyncio.sleep(every_s)
+            now = stamp()
+            if now is not None and now != last:
+                last = now
+                log.info("config_changed", path=str(path))
+                await self.reload()
 
     async def reload(self) -> bool:
         """Re-read the config file. Invalid: nothing changes, every error is logged with its

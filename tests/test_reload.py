@@ -97,3 +97,20 @@ async def test_an_incident_whose_rule_vanished_resolves_with_a_note(tmp_path, re
     assert incident["state"] == "resolved"
     notes = [e["detail"] for e in incident["timeline"]]
     assert any("rule 'RedisDown' no longer exists" in n for n in notes), notes
+
+
+async def test_run_watch_reloads_when_the_file_changes(tmp_path, redis_up, postgres_up) -> None:
+    async with FakePagerDuty() as pd:
+        path = config(tmp_path, redis_up.url, pd.url, "")
+        d = await DaemonProcess.start(path, "--watch")
+        try:
+            await d.wait_metric("portal_redis_up", 1, check="cache")
+            db = f'  - {{name: db, type: postgres, dsn: "{postgres_up.dsn}", interval: 1s}}'
+            text = path.read_text().replace("rules:", db + "\nrules:", 1)
+            path.write_text(text)
+            await d.wait_event("config_changed")
+            done = await d.wait_event("reloaded")
+            assert done["added"] == ["db"]
+            await d.wait_metric("portal_postgres_up", 1, check="db")
+        finally:
+            assert await d.stop() == 0
