@@ -203,9 +203,11 @@ def cmd_once(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - t0
     disabled = cfg.disabled_checks()
     down = [r for r in results if not r.up]
+    alerts = _alerts_now(cfg, results)
     if args.json:
         doc = {
             "ok": not down,
+            "alerts": alerts,
             "checks": [
                 {"check": r.check, "type": r.type, "up": r.up, "reason": r.reason or None,
                  "error": _redact(cfg, r.error) or None, "duration_seconds": round(r.duration_s, 6),
@@ -225,7 +227,30 @@ def cmd_once(args: argparse.Namespace) -> int:
         _table(("check", "type", "state", "values", "error"), rows)
         print(f"\n{len(results) - len(down)} up, {len(down)} down, {len(disabled)} disabled "
               f"({elapsed:.2f}s)")
+        if alerts:
+            print("\nrules whose condition holds now (pending: paged if it still holds after `for`):")
+            _table(("severity", "alert", "state", "summary"),
+                   [(a["severity"], a["alertname"], a["state"], _redact(cfg, a["summary"])[:100]) for a in alerts])
     return 1 if down else 0
+
+
+def _alerts_now(cfg: Config, results: list[CheckResult]) -> list[dict[str, Any]]:
+    """The rules evaluated once over these results, from a clean state: `firing` for rules
+    without `for`, `pending` for the others. Nothing is paged."""
+    from datetime import UTC, datetime
+
+    from monitor.rules import AlertStates, compile_rules, evaluate
+    from monitor.store import Store
+
+    store = Store()
+    for r in results:
+        store.put(r)
+    state, _ = evaluate(compile_rules(cfg), store.samples(), AlertStates(), datetime.now(UTC))
+    order = {"P1": 0, "P2": 1, "P3": 2, "P4": 3}
+    found = [{"alertname": st.alert.name, "severity": st.alert.severity, "state": st.state,
+              "summary": st.alert.annotations.get("summary", ""), "labels": dict(st.alert.labels),
+              "runbook": st.alert.annotations.get("runbook", "")} for st in state.alerts.values()]
+    return sorted(found, key=lambda a: (order.get(a["severity"], 9), a["alertname"]))
 
 
 def _redact(cfg: Config, text: str) -> str:
