@@ -6,13 +6,13 @@ from typing import Annotated, Any, Union, get_args
 
 from pydantic import Field
 
-from checks import http, postgres, process, redis, whmcs
+from checks import http, logfile, postgres, process, redis, whmcs
 from monitor.model import Check, CheckContext
 
-_MODULES = (redis, postgres, whmcs, http, process)
+_MODULES = (redis, postgres, whmcs, http, logfile, process)
 
 CheckConfig = Annotated[
-    Union[redis.Config, postgres.Config, whmcs.Config, http.Config, process.Config],
+    Union[redis.Config, postgres.Config, whmcs.Config, http.Config, logfile.Config, process.Config],
     Field(discriminator="type"),
 ]
 CHECK_TYPES: tuple[str, ...] = tuple(get_args(m.Config.model_fields["type"].annotation)[0] for m in _MODULES)
@@ -34,6 +34,8 @@ def build_check(cfg: Any, ctx: CheckContext) -> Check:
             return whmcs.WhmcsCheck(cfg, ctx)
         case "http":
             return http.HttpCheck(cfg, ctx)
+        case "logfile":
+            return logfile.LogfileCheck(cfg, ctx)
         case "process":
             return process.ProcessCheck(cfg, ctx)
     raise ValueError(f"unknown check type {cfg.type!r}")

@@ -369,6 +369,9 @@ class _Parser:
 
     def matcher(self) -> Matcher:
         name = self.tok
+        # `nan` and `inf` read as numbers elsewhere, but are ordinary label names here.
+        if name.kind == "number" and name.text.isalpha():
+            name = Token("ident", name.text, name.pos, name.text)
         if name.kind != "ident" or not _LABEL.fullmatch(name.text):
             raise self.fail(name, 'a matcher is label="value" (also !=, =~, !~)')
         if name.text == "__name__":

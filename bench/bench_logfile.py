@@ -1,0 +1,377 @@
+"""Benchmark: the `logfile` check's throughput, and the scheduler's punctuality during a burst.
+
+Part 1, lines per second over 2,000,000 generated winston lines and pino lines (written to
+a temp dir), all measured in the same run:
+
+- `iterate`: a Python loop over the file's lines (`for line in f`), doing nothing;
+- `orjson.loads`: the same loop calling `orjson.loads(line)` (the issue's reference);
+- `general`: the check with `fast_path: false` (line by line, every failure classified);
+- `fast`: the check as configured by default (whole chunks decoded at once);
+- `fast, line time`: the same with `time_source: line` (times parsed per distinct second);
+- `fast, +patterns`: the default check plus two named patterns.
+
+Each check row is a full `collect()` from the start of the file: reading, parsing,
+counting, window and samples included.
+
+Part 2: a writer process appends 100,000 lines/s to a log while the real scheduler runs the
+logfile check and a dummy check at 1 s; reports the dummy check's scheduling delay p50/p99
+(how late it started against its schedule), the logfile check's run times, and whether the
+check kept up (unread bytes at the end).
+
+    .venv/bin/python bench/bench_logfile.py [--lines 2000000] [--seconds 20] [--rate 100000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import os
+import random
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+
+import msgspec
+import orjson
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from checks.logfile import SLICE_BYTES, Config, LogfileCheck  # noqa: E402
+from monitor.model import CheckContext, MemoryState, Sample  # noqa: E402
+from monitor.scheduler import Scheduler  # noqa: E402
+from monitor.store import Store  # noqa: E402
+
+PATHS = [
+    "/api/invoices",
+    "/api/invoices/{id}",
+    "/api/services",
+    "/api/tickets/{id}",
+    "/api/auth/login",
+    "/api/auth/refresh",
+    "/api/orders/{id}/provision",
+    "/health",
+]
+STATUSES = [200] * 85 + [201, 204, 301, 304, 400, 401, 401, 403, 404, 404, 500, 502, 503]
+UA = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0"
+T0_MS = 1_714_564_800_000  # 2024-05-01T12:00:00Z
+
+
+def _iso(ms: int) -> str:
+    s, ms = divmod(ms, 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(s)) + f".{ms:03d}Z"
+
+
+def winston_line(i: int, rng: random.Random) -> bytes:
+    """One line as the BFF's winston logger writes it: mostly request lines, some app events."""
+    ms = T0_MS + i
+    r = rng.random()
+    if r < 0.85:
+        status = rng.choice(STATUSES)
+        path = rng.choice(PATHS).replace("{id}", str(rng.randint(1, 99999)))
+        duration = int(rng.lognormvariate(4.5, 1.0))
+        level = "error" if status >= 500 else "warn" if status >= 400 else "info"
+        doc = {
+            "level": level,
+            "message": f"GET {path} {status} {duration}ms",
+            "method": "GET",
+            "url": path,
+            "statusCode": status,
+            "duration": duration,
+            "ip": f"203.0.113.{rng.randint(1, 254)}",
+            "userAgent": UA,
+            "requestId": f"{rng.getrandbits(64):016x}",
+            "timestamp": _iso(ms),
+        }
+    elif r < 0.95:
+        doc = {
+            "level": "info",
+            "message": "Platform Event received",
+            "channel": "/event/Order_Provisioned__e",
+            "replayId": 1000 + i,
+            "timestamp": _iso(ms),
+        }
+    elif r < 0.98:
+        doc = {
+            "level": "debug",
+            "message": "WHMCS GetClientsProducts",
+            "service": "whmcs",
+            "duration": int(rng.lognormvariate(5, 0.7)),
+            "timestamp": _iso(ms),
+        }
+    else:
+        doc = {
+            "level": "error",
+            "message": "WHMCS API error: Invalid IP 198.51.100.4",
+            "service": "whmcs",
+            "error": {"code": "ip_denied", "result": "error"},
+            "timestamp": _iso(ms),
+        }
+    return orjson.dumps(doc)
+
+
+def pino_line(i: int, rng: random.Random) -> bytes:
+    """One line as pino + pino-http write it (numeric level, req/res objects, headers)."""
+    ms = T0_MS + i
+    r = rng.random()
+    base = {"level": 30, "time": ms, "pid": 4242, "hostname": "bff-1"}
+    if r < 0.85:
+        status = rng.choice(STATUSES)
+        path = rng.choice(PATHS).replace("{id}", str(rng.randint(1, 99999)))
+        base["level"] = 50 if status >= 500 else 40 if status >= 400 else 30
+        doc = {
+            **base,
+            "req": {
+                "id": i,
+                "method": "GET",
+                "url": path,
+                "headers": {"host": "portal.example", "user-agent": UA},
+                "remoteAddress": f"203.0.113.{rng.randint(1, 254)}",
+                "remotePort": 40000 + i % 20000,
+            },
+            "res": {"statusCode": status},
+            "responseTime": int(rng.lognormvariate(4.5, 1.0)),
+            "msg": "request completed",
+        }
+    elif r < 0.97:
+        doc = {
+            **base,
+            "channel": "/event/Order_Provisioned__e",
+            "replayId": 1000 + i,
+            "msg": "Platform Event received",
+        }
+    else:
+        doc = {
+            **base,
+            "level": 50,
+            "err": {"type": "Error", "message": "WHMCS timeout", "stack": "Error: x\n    at y"},
+            "msg": "WHMCS API error",
+        }
+    return orjson.dumps(doc)
+
+
+def write_log(path: str, make: Callable[[int, random.Random], bytes], n: int, seed: int = 1) -> None:
+    rng = random.Random(seed)
+    with open(path, "wb") as f:
+        for start in range(0, n, 100_000):
+            f.write(b"".join(make(i, rng) + b"\n" for i in range(start, min(n, start + 100_000))))
+
+
+def _ctx(now: Callable[[], float] = time.time, timeout_s: float = 10_000.0) -> CheckContext:
+    return CheckContext(interval_s=1.0, timeout_s=timeout_s, state=MemoryState(), now=now)
+
+
+def rate_iterate(path: str) -> float:
+    t = time.perf_counter()
+    n = 0
+    with open(path, "rb") as f:
+        for _line in f:
+            n += 1
+    return n / (time.perf_counter() - t)
+
+
+def rate_orjson(path: str) -> float:
+    loads = orjson.loads
+    t = time.perf_counter()
+    n = 0
+    with open(path, "rb") as f:
+        for line in f:
+            loads(line)
+            n += 1
+    return n / (time.perf_counter() - t)
+
+
+def rate_check(path: str, n: int, **options: object) -> tuple[float, list[Sample]]:
+    cfg = Config.model_validate(
+        {"name": "bench", "type": "logfile", "paths": [path], "from": "start", **options}
+    )
+    check = LogfileCheck(cfg, _ctx(now=lambda: T0_MS / 1000 + 60))
+
+    async def run() -> list[Sample]:
+        try:
+            return await check.collect()
+        finally:
+            await check.aclose()
+
+    t = time.perf_counter()
+    samples = asyncio.run(run())
+    rate = n / (time.perf_counter() - t)
+    lines = sum(s.value for s in samples if s.name == "portal_log_lines_total")
+    errors = sum(s.value for s in samples if s.name == "portal_log_parse_errors_total")
+    assert lines + errors == n, f"{path}: counted {lines} lines and {errors} errors of {n}"
+    return rate, samples
+
+
+def _same_counts(a: list[Sample], b: list[Sample]) -> bool:
+    def key(samples: list[Sample]) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): round(s.value, 6)
+            for s in samples
+            if s.name != "portal_log_requests_per_second"
+        }
+
+    return key(a) == key(b)
+
+
+def part1(n: int, tmp: str, repeat: int) -> list[str]:
+    """Each rate is the best of `repeat` runs (other load on the machine only slows a run)."""
+    rows = [
+        "| log | iterate | orjson.loads | general | fast | fast, line time | fast, +patterns "
+        "| fast / orjson | general / orjson |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    variants: dict[str, dict[str, object]] = {
+        "general": {"fast_path": False},
+        "fast": {},
+        "line time": {"time_source": "line"},
+        "patterns": {"patterns": {"platform_event": "Platform Event", "whmcs": "WHMCS"}},
+    }
+    for name, make, preset in (("winston", winston_line, "winston"), ("pino", pino_line, "pino")):
+        path = os.path.join(tmp, f"{name}.log")
+        t = time.perf_counter()
+        write_log(path, make, n)
+        size = os.path.getsize(path)
+        print(
+            f"{name}: wrote {n:,} lines, {size / 2**20:.0f} MiB, in {time.perf_counter() - t:.1f}s",
+            file=sys.stderr,
+        )
+        best: dict[str, float] = {}
+        samples: dict[str, list[Sample]] = {}
+        for _ in range(repeat):
+            best["iterate"] = max(best.get("iterate", 0.0), rate_iterate(path))
+            best["orjson"] = max(best.get("orjson", 0.0), rate_orjson(path))
+            for variant, options in variants.items():
+                rate, samples[variant] = rate_check(path, n, preset=preset, **options)
+                best[variant] = max(best.get(variant, 0.0), rate)
+        assert _same_counts(samples["general"], samples["fast"]), (
+            f"{name}: the fast path counted differently from the general path"
+        )
+        b = best
+        rows.append(
+            f"| {name} ({size / n:.0f} B/line) | {b['iterate']:,.0f} | {b['orjson']:,.0f} "
+            f"| {b['general']:,.0f} "
+            f"| {b['fast']:,.0f} | {b['line time']:,.0f} | {b['patterns']:,.0f} "
+            f"| {b['fast'] / b['orjson']:.2f} | {b['general'] / b['orjson']:.2f} |"
+        )
+        os.unlink(path)
+    return rows
+
+
+# --- part 2: scheduling delay during a burst -------------------------------------------------
+
+
+def _writer(path: str, rate: int, seconds: float, ready: multiprocessing.Event) -> None:  # type: ignore[valid-type]
+    rng = random.Random(2)
+    block = [winston_line(i, rng) + b"\n" for i in range(rate // 10)]
+    batch = b"".join(block)  # a tenth of a second of lines
+    with open(path, "ab", buffering=0) as f:
+        ready.set()
+        start = time.monotonic()
+        k = 0
+        while (elapsed := time.monotonic() - start) < seconds:
+            due = int(elapsed * 10) + 1
+            while k < due:
+                f.write(batch)
+                k += 1
+            time.sleep(0.01)
+
+
+class _Dummy:
+    """A 1 s check that does nothing: its start delay is what we measure."""
+
+    type = "dummy"
+    name = "dummy"
+    interval_s = 1.0
+    timeout_s = 1.0
+
+    def __init__(self) -> None:
+        self.starts: list[float] = []
+
+    async def collect(self) -> list[Sample]:
+        self.starts.append(time.monotonic())
+        return []
+
+    async def aclose(self) -> None:
+        return None
+
+
+def part2(rate: int, seconds: float, tmp: str) -> list[str]:
+    path = os.path.join(tmp, "burst.log")
+    open(path, "wb").close()
+    ready = multiprocessing.Event()
+    writer = multiprocessing.Process(target=_writer, args=(path, rate, seconds + 2, ready), daemon=True)
+    writer.start()
+    ready.wait(30)
+
+    async def run() -> tuple[list[float], list[float], list[float], float, float]:
+        store = Store()
+        durations: list[float] = []
+        sched = Scheduler(
+            store,
+            rng=random.Random(3),
+            on_result=lambda r: durations.append(r.duration_s) if r.check == "burst" else None,
+        )
+        cfg = Config.model_validate({"name": "burst", "type": "logfile", "paths": [path]})
+        check = LogfileCheck(cfg, _ctx(timeout_s=1.0))
+        dummy = _Dummy()
+        sched.add(check)
+        sched.add(dummy)
+        task = asyncio.create_task(sched.run())
+        await asyncio.sleep(seconds)
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        await sched.aclose()
+        first = dummy.starts[0]  # the dummy's own lateness against its first start + k seconds
+        dummy_delays = sorted(max(0.0, s - first - round(s - first)) for s in dummy.starts)
+        unread = next((s.value for s in store.samples() if s.name == "portal_log_unread_bytes"), 0.0)
+        lines = sum(s.value for s in store.samples() if s.name == "portal_log_lines_total")
+        return sorted(sched.delays), dummy_delays, durations, unread, lines
+
+    delays, dummy_delays, durations, unread, lines = asyncio.run(run())
+    writer.join(10)
+
+    def ms(xs: list[float], q: float) -> str:
+        return f"{xs[min(len(xs) - 1, int(len(xs) * q))] * 1000:.1f} ms" if xs else "-"
+
+    return [
+        "| writer rate | run | scheduled runs | delay p50 | delay p99 | delay max | dummy p99 "
+        "| logfile run p50 / max | lines counted | unread at end |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| {rate:,} lines/s | {seconds:.0f} s | {len(delays)} | {ms(delays, 0.5)} | {ms(delays, 0.99)} "
+        f"| {ms(delays, 1.0)} | {ms(dummy_delays, 0.99)} "
+        f"| {statistics.median(durations) * 1000:.0f} / {max(durations) * 1000:.0f} ms "
+        f"| {lines:,.0f} | {unread / 2**20:.1f} MiB |",
+    ]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--lines", type=int, default=2_000_000)
+    ap.add_argument("--repeat", type=int, default=3, help="best of this many runs per rate")
+    ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--rate", type=int, default=100_000)
+    ap.add_argument("--skip-burst", action="store_true")
+    args = ap.parse_args()
+    cmd = " ".join([".venv/bin/python bench/bench_logfile.py", *sys.argv[1:]])
+    with tempfile.TemporaryDirectory(prefix="bench-logfile-") as tmp:
+        python = sys.version.split()[0]
+        print(f"`{cmd}` ({os.cpu_count()} CPUs, Python {python}, msgspec {msgspec.__version__})\n")
+        print(f"Lines per second, best of {args.repeat}:\n")
+        print("\n".join(part1(args.lines, tmp, args.repeat)))
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(
+            f"\nPeak RSS of the bench process (checks read {SLICE_BYTES >> 20} MiB at a time): {peak:.0f} MiB"
+        )
+        if not args.skip_burst:
+            print("\nScheduling during a burst (writer in another process; checks at 1 s):\n")
+            print("\n".join(part2(args.rate, args.seconds, tmp)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,284 @@
+"""Parsing chunks of log lines: JSON (winston, pino, any dotted field paths) or a regex.
+
+A parser turns a chunk of whole lines into a `Parsed` (one record per line it could
+parse) and counts the others by reason; `logtally.Normalizer` reads the records.
+
+Two JSON paths give the same result (tested on tricky lines):
+
+- the general path (`JsonParser.parse_general`) decodes line by line and classifies every
+  failure: `invalid_utf8`, `not_json`, `not_object`;
+- the fast path (`JsonParser.parse_fast`) decodes the whole chunk with C-level `map`s and
+  raises on the first line it cannot take; the caller then re-runs that chunk on the
+  general path. Real logs are almost all well-formed, so almost every chunk goes fast.
+
+Both decode with msgspec into a Struct generated from the configured paths: the whole line
+is validated as JSON, but only the fields we need become Python objects, which is what
+makes it faster than `orjson.loads`, which must build every key and value of every line.
+The fields only auth rules need (ip, path, message) are decoded from the few candidate
+lines only.
+
+Blank lines are skipped: they are neither lines nor parse errors.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from operator import attrgetter, itemgetter
+from typing import Any, Union
+
+import msgspec
+
+from checks.logtally import FIELDS, Parsed
+
+PRESETS: dict[str, dict[str, tuple[str, ...]]] = {
+    # winston's json() format: level as a word; morgan-style request lines add these fields.
+    "winston": {
+        "time": ("timestamp",),
+        "level": ("level",),
+        "status": ("statusCode", "status"),
+        "duration": ("duration", "responseTime"),
+        "ip": ("ip", "remoteAddr"),
+        "path": ("url", "path"),
+        "message": ("message",),
+    },
+    # pino + pino-http: numeric level, epoch-ms time, req/res serializers.
+    "pino": {
+        "time": ("time",),
+        "level": ("level",),
+        "status": ("res.statusCode",),
+        "duration": ("responseTime",),
+        "ip": ("req.remoteAddress",),
+        "path": ("req.url",),
+        "message": ("msg",),
+    },
+}
+
+
+# --- JSON ---------------------------------------------------------------------------------
+
+
+_CONTAINER_OTHERS = (str, int, float, bool, list, None)
+
+
+def _struct_for(tree: dict[str, Any], name: str) -> type[msgspec.Struct]:
+    """A Struct with one field per key of `tree`: Any for a leaf, a nested Struct for a
+    subtree. A subtree also accepts any non-object value, so that an unexpected type is
+    a missing field, not an error."""
+    fields: list[tuple[str, Any, Any]] = []
+    rename: dict[str, str] = {}
+    for i, (key, sub) in enumerate(tree.items()):
+        attr = f"f{i}"
+        rename[attr] = key
+        if sub is None:
+            fields.append((attr, Any, None))
+        else:
+            inner = _struct_for(sub, f"{name}_{i}")
+            fields.append((attr, Union[(inner, *_CONTAINER_OTHERS)], msgspec.field(default_factory=inner)))
+    return msgspec.defstruct(name, fields, rename=rename, gc=False, omit_defaults=False)
+
+
+class _Shape:
+    """A Struct type for some fields' JSON paths, and how to read each path from it."""
+
+    def __init__(self, paths: Mapping[str, Sequence[str]], fields: Iterable[str], name: str) -> None:
+        tree: dict[str, Any] = {}
+        slot_paths: list[str] = []
+        self.layout: dict[str, tuple[int, ...]] = {}
+        for f in fields:
+            idx = []
+            for path in paths.get(f, ()):
+                if path not in slot_paths:
+                    _add_path(tree, path)
+                    slot_paths.append(path)
+                idx.append(slot_paths.index(path))
+            self.layout[f] = tuple(idx)
+        self.decode = msgspec.json.Decoder(_struct_for(tree, name)).decode
+        attrs = [_attr_path(tree, p) for p in slot_paths]
+        self.getters = [attrgetter(a) for a in attrs]
+        self.attrs = [a.split(".") for a in attrs]
+
+    def value(self, obj: Any, slot: int) -> Any:
+        for name in self.attrs[slot]:
+            obj = getattr(obj, name, None)
+        return obj
+
+
+def _add_path(tree: dict[str, Any], path: str) -> None:
+    keys = path.split(".")
+    node = tree
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if node is None:
+            raise ValueError(f"{path!r}: {key!r} is also read as a value")
+    if node.get(keys[-1]) is not None:
+        raise ValueError(f"{path!r} is also read as an object")
+    node.setdefault(keys[-1], None)
+
+
+def _attr_path(tree: dict[str, Any], path: str) -> str:
+    names, node = [], tree
+    for key in path.split("."):
+        names.append(f"f{list(node).index(key)}")
+        node = node[key]
+    return ".".join(names)
+
+
+MAIN_FIELDS = ("time", "level", "status", "duration")
+DETAIL_FIELDS = ("ip", "path", "message")
+
+
+class JsonParser:
+    """Decodes JSON lines into Structs holding only the fields counted on every line;
+    the few auth candidates are decoded again for their ip, path and message."""
+
+    reasons = ("invalid_utf8", "not_json", "not_object")  # why a line was not parsed
+
+    def __init__(self, paths: Mapping[str, Sequence[str]], needed: Iterable[str]) -> None:
+        needed = list(needed)
+        self._main = _Shape(paths, [f for f in needed if f in MAIN_FIELDS], "LogLine")
+        self._detail = _Shape(paths, [f for f in needed if f in DETAIL_FIELDS], "LogDetail")
+        self.layout = self._main.layout
+        self.detail_layout = self._detail.layout
+        self._decode = self._main.decode
+
+    def parse_fast(self, chunk: bytes) -> Parsed:
+        """A chunk of whole lines, parsed; raises on the first line it cannot take.
+
+        No Python code runs per line: `split`, `filter` and `map` over the decoder are C.
+        (Decoding the chunk as one stream of documents would save the split, but a stream
+        decoder lets a document span lines, and proving it did not costs as much.)
+        """
+        if not chunk.isascii():
+            chunk.decode()  # skipped strings are not checked by msgspec: check here
+        lines = list(filter(None, chunk.split(b"\n")))
+        return Parsed(list(map(self._decode, lines)), lines)
+
+    def parse_general(self, chunk: bytes, errors: Counter[str]) -> Parsed:
+        """A chunk of whole lines, parsed line by line; failures counted in `errors`."""
+        check_utf8 = False
+        if not chunk.isascii():
+            try:
+                chunk.decode()
+            except UnicodeDecodeError:
+                check_utf8 = True
+        records: list[Any] = []
+        lines: list[bytes] = []
+        append, keep, decode = records.append, lines.append, self._decode
+        for line in chunk.split(b"\n"):
+            if check_utf8 and not line.isascii():
+                try:
+                    line.decode()
+                except UnicodeDecodeError:
+                    errors["invalid_utf8"] += 1
+                    continue
+            try:
+                append(decode(line))
+            except msgspec.ValidationError as e:  # not an object, or a number out of range
+                errors["not_object" if str(e).startswith("Expected `object`") else "not_json"] += 1
+                continue
+            except msgspec.DecodeError:
+                if line.strip():
+                    errors["not_json"] += 1
+                continue
+            except UnicodeDecodeError:
+                errors["invalid_utf8"] += 1
+                continue
+            keep(line)
+        return Parsed(records, lines)
+
+    def column(self, records: Sequence[Any], slot: int) -> list[Any]:
+        try:
+            return list(map(self._main.getters[slot], records))
+        except AttributeError:  # some line holds a non-object where an object was expected
+            return [self._main.value(r, slot) for r in records]
+
+    def details(self, parsed: Parsed, idx: list[int]) -> list[Any]:
+        return list(map(self._detail.decode, map(parsed.lines.__getitem__, idx)))
+
+    def detail_column(self, details: list[Any], slot: int) -> list[Any]:
+        try:
+            return list(map(self._detail.getters[slot], details))
+        except AttributeError:  # some line holds a non-object where an object was expected
+            return [self._detail.value(d, slot) for d in details]
+
+
+# --- regex -----------------------------------------------------------------------------------
+
+
+REGEX_GROUPS = frozenset(FIELDS)
+
+
+class RegexParser:
+    """Plain-text lines through one regex with named groups (`level`, `status`,
+    `duration`, `path`, `ip`, `time`, `message`); a line it does not match is `no_match`.
+    Without a `message` group the whole line is the message (for auth rules)."""
+
+    reasons = ("invalid_utf8", "no_match")
+
+    def __init__(self, pattern: str) -> None:
+        self._rx = re.compile(pattern)
+        groups = self._rx.groupindex
+        names = [f for f in FIELDS if f in groups]
+        self._whole_message = "message" not in groups
+        self.layout = {f: (i,) for i, f in enumerate(names)}
+        if self._whole_message:
+            self.layout["message"] = (len(names),)
+        self.detail_layout = self.layout
+        self._names = names
+
+    def parse_general(self, chunk: bytes, errors: Counter[str]) -> Parsed:
+        out: list[tuple[Any, ...]] = []
+        search, names, whole = self._rx.search, self._names, self._whole_message
+        for raw in chunk.split(b"\n"):
+            try:
+                line = raw.decode()
+            except UnicodeDecodeError:
+                errors["invalid_utf8"] += 1
+                continue
+            line = line.rstrip("\r")
+            if not line.strip():
+                continue
+            m = search(line)
+            if m is None:
+                errors["no_match"] += 1
+                continue
+            rec = m.group(*names) if len(names) > 1 else (m.group(names[0]),) if names else ()
+            out.append(rec + (line,) if whole else rec)
+        return Parsed(out, [])
+
+    def column(self, records: Sequence[Any], slot: int) -> list[Any]:
+        return list(map(itemgetter(slot), records))
+
+    def details(self, parsed: Parsed, idx: list[int]) -> list[Any]:
+        return [parsed.records[i] for i in idx]
+
+    def detail_column(self, details: list[Any], slot: int) -> list[Any]:
+        return list(map(itemgetter(slot), details))
+
+
+# --- named patterns --------------------------------------------------------------------------
+
+
+def count_pattern_lines(chunk: bytes, patterns: Mapping[str, re.Pattern[bytes]]) -> Counter[str]:
+    """How many lines of the chunk each pattern matches (like `grep -c`), parsed or not.
+
+    Searches the whole chunk (the regex engine skips ahead to a literal prefix quickly) and
+    moves to the next line after each hit, so several matches in one line count once.
+    Compile the patterns with re.MULTILINE so that `^` and `$` anchor at lines.
+    """
+    out: Counter[str] = Counter()
+    for name, rx in patterns.items():
+        n, pos, search, size = 0, 0, rx.search, len(chunk)
+        while pos < size:  # bounded: pos moves past a newline on every match
+            m = search(chunk, pos)
+            if m is None:
+                break
+            n += 1
+            pos = chunk.find(b"\n", m.start()) + 1
+            if pos == 0:
+                break
+        if n:
+            out[name] = n
+    return out

@@ -1,0 +1,242 @@
+"""The sliding window over log events: error ratio, response times, request rate, auth failures.
+
+Memory does not depend on the line rate: the window is a ring of at most `MAX_BUCKETS`
+time buckets (one per second for the default 5 minutes; wider buckets for longer windows),
+each holding a few counters, a fixed-size log-bucketed duration histogram (`SKETCH_SIZE`
+= 462 counts, 3.7 KB) and at most `max_sources` client IPs: at most about 2.2 MB plus
+600 x max_sources IP strings per check, whatever the traffic. At each `advance(now)` the
+buckets that fell out of the window are subtracted from the running totals and reused.
+
+Which events are in the window: those whose bucket number `floor(t / bucket_s)` is one of
+the last `n_buckets` up to the current one (the current bucket is still filling). An event
+from the future counts in the current bucket; one older than the window is ignored.
+
+Percentiles come from a log-bucketed histogram (as DDSketch does): a duration x falls in
+bucket i = ceil(log_g(x)) with g = (1 + a) / (1 - a), and bucket i reports 2 g^i / (g + 1),
+which is within a = 2% of every value in the bucket. So the p95 we report is within 2% of
+the true nearest-rank p95 (the value at rank ceil(0.95 n)), for durations between
+`SKETCH_MIN_S` and `SKETCH_MAX_S`; shorter ones count as `SKETCH_MIN_S`, longer as the max.
+
+Brute force from one IP (the most failures from any single source) is counted per bucket
+with Space-Saving (Metwally et al. 2005): at most `max_sources` IPs per bucket; when a new
+IP arrives at a full bucket it takes over the entry with the smallest count and adds to it.
+The result is exact while a bucket sees at most `max_sources` distinct failing IPs; beyond
+that an IP's count may be over-estimated by at most that bucket's smallest count, which is
+at most failures / max_sources of the bucket, and an IP with more than that share is never
+lost.
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+MAX_BUCKETS = 600
+SKETCH_ALPHA = 0.02
+_GAMMA = (1 + SKETCH_ALPHA) / (1 - SKETCH_ALPHA)
+_LOG_GAMMA = math.log(_GAMMA)
+SKETCH_MIN_S = 1e-4
+SKETCH_MAX_S = 1e4
+_I_MIN = math.ceil(math.log(SKETCH_MIN_S) / _LOG_GAMMA)
+_I_MAX = math.ceil(math.log(SKETCH_MAX_S) / _LOG_GAMMA)
+SKETCH_SIZE = _I_MAX - _I_MIN + 1
+
+
+def sketch_index(seconds: float) -> int:
+    """The histogram slot of a duration (clamped to the sketch's range)."""
+    if seconds <= SKETCH_MIN_S:
+        return 0
+    if seconds >= SKETCH_MAX_S:
+        return SKETCH_SIZE - 1
+    return math.ceil(math.log(seconds) / _LOG_GAMMA) - _I_MIN
+
+
+def sketch_value(slot: int) -> float:
+    """The value a histogram slot reports: within SKETCH_ALPHA of everything in it."""
+    return 2 * _GAMMA ** (slot + _I_MIN) / (_GAMMA + 1)
+
+
+@dataclass(frozen=True, slots=True)
+class WindowStats:
+    lines: int
+    requests: int
+    error_ratio: float
+    response_seconds_avg: float
+    response_seconds_p95: float
+    requests_per_second: float
+    auth_failures: int
+    auth_failures_max_per_source: int
+
+
+class _Bucket:
+    __slots__ = (
+        "number",
+        "lines",
+        "errors",
+        "requests",
+        "error_requests",
+        "dur_count",
+        "dur_sum",
+        "hist",
+        "auth",
+        "sources",
+    )
+
+    def __init__(self) -> None:
+        self.number = -1
+        self.clear()
+
+    def clear(self) -> None:
+        self.lines = self.errors = self.requests = self.error_requests = 0
+        self.dur_count, self.dur_sum = 0, 0.0
+        self.hist: array[int] | None = None  # SKETCH_SIZE counts, made on first use
+        self.auth = 0
+        self.sources: dict[str, int] = {}
+
+
+class Window:
+    """Events of the last `window_s` seconds, in fixed-size time buckets."""
+
+    def __init__(self, window_s: float, *, max_sources: int = 100, start: float = 0.0) -> None:
+        self.bucket_s = max(1, math.ceil(window_s / MAX_BUCKETS))
+        self.n_buckets = max(1, math.ceil(window_s / self.bucket_s))
+        self.window_s = float(self.n_buckets * self.bucket_s)
+        self.max_sources = max_sources
+        self._ring = [_Bucket() for _ in range(self.n_buckets)]
+        self._hist_total = array("q", bytes(8 * SKETCH_SIZE))
+        self._sources_total: dict[str, int] = {}
+        self._current = math.floor(start / self.bucket_s)
+        self.since = start  # the window covers less than window_s until this is old enough
+
+    # --- adding ----------------------------------------------------------------------------
+
+    def add_lines(self, t: float, lines: int, errors: int, requests: int, error_requests: int) -> None:
+        b = self._bucket(t)
+        if b is not None:
+            b.lines += lines
+            b.errors += errors
+            b.requests += requests
+            b.error_requests += error_requests
+
+    def add_durations(self, t: float, count: int, total_s: float, slots: Mapping[int, int]) -> None:
+        """`count` durations summing to `total_s`, as counts per `sketch_index` slot."""
+        b = self._bucket(t)
+        if b is None:
+            return
+        b.dur_count += count
+        b.dur_sum += total_s
+        if b.hist is None:
+            b.hist = array("q", bytes(8 * SKETCH_SIZE))
+        hist, total = b.hist, self._hist_total
+        for slot, n in slots.items():
+            hist[slot] += n
+            total[slot] += n
+
+    def add_auth(self, t: float, source: str | None, n: int) -> None:
+        b = self._bucket(t)
+        if b is None:
+            return
+        b.auth += n
+        if source is None:
+            return
+        src, total = b.sources, self._sources_total
+        if source not in src and len(src) >= self.max_sources:  # Space-Saving: evict the min
+            victim = min(src, key=src.__getitem__)
+            floor = src.pop(victim)
+            self._drop_source(victim, floor)
+            src[source] = floor
+            total[source] = total.get(source, 0) + floor
+        src[source] = src.get(source, 0) + n
+        total[source] = total.get(source, 0) + n
+
+    # --- time ------------------------------------------------------------------------------
+
+    def advance(self, now: float) -> None:
+        """Move the window to `now`: buckets that fell out are subtracted and emptied."""
+        current = math.floor(now / self.bucket_s)
+        if current <= self._current:
+            return  # the clock went back or stayed: keep what we have
+        self._current = current
+        oldest = current - self.n_buckets + 1
+        for b in self._ring:
+            if 0 <= b.number < oldest:
+                self._expire(b)
+
+    def _bucket(self, t: float) -> _Bucket | None:
+        number = min(math.floor(t / self.bucket_s), self._current)
+        if number <= self._current - self.n_buckets:
+            return None
+        b = self._ring[number % self.n_buckets]
+        if b.number != number:
+            self._expire(b)
+            b.number = number
+        if t < self.since:
+            self.since = t
+        return b
+
+    def _expire(self, b: _Bucket) -> None:
+        if b.hist is not None:
+            total = self._hist_total
+            for slot, n in enumerate(b.hist):
+                if n:
+                    total[slot] -= n
+        for source, n in b.sources.items():
+            self._drop_source(source, n)
+        b.number = -1
+        b.clear()
+
+    def _drop_source(self, source: str, n: int) -> None:
+        left = self._sources_total[source] - n
+        if left > 0:
+            self._sources_total[source] = left
+        else:
+            del self._sources_total[source]
+
+    # --- reading ---------------------------------------------------------------------------
+
+    def stats(self, now: float) -> WindowStats:
+        """The window's figures at `now` (call `advance(now)` first).
+
+        Error ratio: failed requests / requests (a request is a line with an HTTP status; it
+        failed with status >= 500 or level error/fatal) when the window holds requests,
+        else error lines / lines, so a log of nothing but errors still reads 1.
+        Requests per second: over the window, or over the time since the first event or
+        the start, whichever is shorter (never less than one bucket).
+        """
+        self.advance(now)
+        live = [b for b in self._ring if b.number >= 0]
+        lines = sum(b.lines for b in live)
+        requests = sum(b.requests for b in live)
+        if requests:
+            ratio = sum(b.error_requests for b in live) / requests
+        else:
+            ratio = sum(b.errors for b in live) / lines if lines else 0.0
+        count = sum(b.dur_count for b in live)
+        avg = sum(b.dur_sum for b in live) / count if count else 0.0
+        span = min(self.window_s, max(float(self.bucket_s), now - self.since))
+        return WindowStats(
+            lines=lines,
+            requests=requests,
+            error_ratio=ratio,
+            response_seconds_avg=avg,
+            response_seconds_p95=self.quantile(0.95) if count else 0.0,
+            requests_per_second=requests / span,
+            auth_failures=sum(b.auth for b in live),
+            auth_failures_max_per_source=max(self._sources_total.values(), default=0),
+        )
+
+    def quantile(self, q: float) -> float:
+        """The nearest-rank q-quantile of the durations in the window (within SKETCH_ALPHA)."""
+        total = self._hist_total
+        count = sum(total)
+        if not count:
+            return 0.0
+        rank = max(1, math.ceil(q * count))
+        seen = 0
+        for slot, n in enumerate(total):
+            seen += n
+            if seen >= rank:
+                return sketch_value(slot)
+        return sketch_value(SKETCH_SIZE - 1)
