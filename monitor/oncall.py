@@ -202,22 +202,34 @@ def cmd_silence(args: argparse.Namespace, cfg: Config | None = None) -> int:
             return 0
         print(f"silence {args.args[0]}: not found or already expired", file=sys.stderr)
         return 1
+    matchers = _add_matchers(args)
+    if matchers is None:
+        return 2
     try:
-        matchers = parse_matchers(args.args)
-        if not matchers:
-            raise ValueError("give at least one matcher, e.g. alertname=RedisDown")
         starts = parse_time(args.start, now) if args.start else None
         ends = parse_time(args.duration, starts or now)  # a duration counts from the start, as --url does
     except ValueError as e:
         print(f"portal-monitor silence add: {e}", file=sys.stderr)
         return 2
-    if not args.comment:
-        print("portal-monitor silence add: --comment is required (why, and for how long)", file=sys.stderr)
-        return 2
     sid = inc.add_silence(matchers, ends_at=ends, author=_who(args), comment=args.comment, now=now,
                           starts_at=starts)
     print(f"silence {sid} added until {ends:%Y-%m-%d %H:%M:%S} UTC")
     return 0
+
+
+def _add_matchers(args: argparse.Namespace) -> dict[str, str | list[str]] | None:
+    """`silence add`'s matchers, or None after saying what is wrong (also a missing --comment)."""
+    try:
+        matchers = parse_matchers(args.args)
+        if not matchers:
+            raise ValueError("give at least one matcher, e.g. alertname=RedisDown")
+    except ValueError as e:
+        print(f"portal-monitor silence add: {e}", file=sys.stderr)
+        return None
+    if not args.comment:
+        print("portal-monitor silence add: --comment is required (why, and for how long)", file=sys.stderr)
+        return None
+    return matchers
 
 
 def _silence_remote(args: argparse.Namespace, url: str) -> int:
@@ -237,15 +249,8 @@ def _silence_remote(args: argparse.Namespace, url: str) -> int:
             return 0
         print(f"silence {sid}: already expired", file=sys.stderr)
         return 1
-    try:
-        matchers = parse_matchers(args.args)
-        if not matchers:
-            raise ValueError("give at least one matcher, e.g. alertname=RedisDown")
-    except ValueError as e:
-        print(f"portal-monitor silence add: {e}", file=sys.stderr)
-        return 2
-    if not args.comment:
-        print("portal-monitor silence add: --comment is required (why, and for how long)", file=sys.stderr)
+    matchers = _add_matchers(args)
+    if matchers is None:
         return 2
     # A duration is sent as such, so the daemon's clock (not this host's) decides the end.
     try:
