@@ -21,6 +21,8 @@ from typing import Any
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.servers import _die_with_parent
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -47,7 +49,8 @@ class DaemonProcess:
                     timeout: float = 20.0) -> DaemonProcess:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "monitor", "run", "-c", str(config), "--log-format", "json", *extra_args,
-            cwd=ROOT, env=env or clean_env(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            cwd=ROOT, env=env or clean_env(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            start_new_session=True, preexec_fn=_die_with_parent)  # no daemon outlives a killed pytest
         d = cls(proc)
         d._reader = asyncio.create_task(d._read())
         try:
