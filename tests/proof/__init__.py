@@ -1,0 +1,1 @@
+"""Proofs of issue 6: a simulated day (signal, not noise), two replicas, delivery under faults."""
