@@ -308,9 +308,11 @@ class Outbox:
     def _retry(self, row: OutboxRow, error: str, retry_after: float | None) -> None:
         now = self._now()
         attempts = row.attempts + 1
-        delay = self.backoff(attempts)
-        if retry_after is not None:
-            delay = max(delay, retry_after)
+        # The peer's Retry-After is its word on when it can take the message again: use it
+        # rather than an exponential backoff that may have grown past it (after a long 500
+        # outage, max() of the two delayed the first page by a minute after recovery). At
+        # least base_backoff, so a peer saying "0" cannot make us hammer it.
+        delay = max(retry_after, self._base) if retry_after is not None else self.backoff(attempts)
         self._conn.execute(
             "UPDATE outbox SET attempts = ?, next_attempt_at = ?, last_error = ?"
             " WHERE id = ? AND state = 'pending'",

@@ -547,3 +547,17 @@ async def test_our_own_rate_limit_waits_without_counting_a_failure(conn: sqlite3
     assert sample(outbox, "portal_monitor_notifications_total", receiver="oncall", result="retried") == 0.0
     (row,) = list_rows(conn)
     assert row.attempts == 1
+
+
+async def test_retry_after_wins_over_a_grown_backoff(conn: sqlite3.Connection) -> None:
+    """After many 500s the backoff is minutes long; a 429 saying Retry-After: 5 is tried again
+    after 5 s, not after the grown backoff."""
+    clock = Clock()
+    plan: list[BaseException | None] = [DeliveryError("500", retry_after=None) for _ in range(8)]
+    plan.append(DeliveryError("429", retry_after=5))
+    rx = FakeReceiver("oncall", clock, plan=plan)
+    put(conn, notification())
+    await Outbox(conn, {"oncall": rx}, now=clock.now, sleep=clock.sleep, rng=random.Random(3)).drain()
+    assert rx.attempts[-1] - rx.attempts[-2] == timedelta(seconds=5)
+    assert rx.attempts[-2] - rx.attempts[-3] > timedelta(seconds=60)  # the backoff had grown
+    assert len(rx.got) == 1
