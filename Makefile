@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test bench bench-logfile check-config once clean
+.PHONY: run test bench check-config once clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
