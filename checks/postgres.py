@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import structlog
 from pydantic import field_validator
 
-from checks.watch import hold_and_watch, until_cancelled
+from checks.watch import Rearm, hold_and_watch, until_cancelled
 from monitor.model import CheckContext, CheckError, Sample
 from monitor.schema import CheckBase, Duration, SecretURL, redact_url, url_password
 
@@ -131,6 +131,7 @@ class PostgresCheck:
         self.timeout_s = ctx.timeout_s
         self.cfg = cfg
         self._sleep = sleep
+        self._rearm = Rearm(sleep)  # a successful run cuts the watch's reconnect pause short
         self._monotonic = monotonic
         self._target = redact_url(cfg.dsn)
         self._password = url_password(cfg.dsn)
@@ -150,6 +151,7 @@ class PostgresCheck:
         except asyncio.CancelledError:  # the scheduler's timeout cut a query off mid-way
             self._drop_connection()
             raise
+        self._rearm.seen()
         counts = dict.fromkeys(STATES, 0)
         for row in by_state:
             state = row["state"] or UNKNOWN_STATE
@@ -227,7 +229,7 @@ class PostgresCheck:
             await until_cancelled()
         await hold_and_watch(
             connect=self._open_watch_session, hold=self._hold, close=_terminate, errors=_errors(),
-            wake=wake, interval_s=self.interval_s, sleep=self._sleep, monotonic=self._monotonic,
+            wake=wake, interval_s=self.interval_s, sleep=self._rearm.pause, monotonic=self._monotonic,
             on_connect_failed=self._log_connect_failed,
             on_lost=lambda _exc: log.warning("postgres_watch_lost", check=self.name, target=self._target),
             on_restored=lambda: log.info("postgres_watch_restored", check=self.name, target=self._target),

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import structlog
 from pydantic import Field, field_validator
 
-from checks.watch import hold_and_watch, until_cancelled
+from checks.watch import Rearm, hold_and_watch, until_cancelled
 from monitor.model import CheckContext, CheckError, Sample
 from monitor.schema import CheckBase, SecretURL, redact_url, url_password
 
@@ -145,6 +145,7 @@ class RedisCheck:
         self.cfg = cfg
         self._ctx = ctx
         self._sleep = sleep
+        self._rearm = Rearm(sleep)  # a successful run cuts the watch's reconnect pause short
         self._monotonic = monotonic
         self._target = redact_url(cfg.url)
         self._password = url_password(cfg.url)
@@ -177,6 +178,7 @@ class RedisCheck:
             Sample("portal_sf_replay_keys", {}, float(len(keys))),
         ]
         samples.extend(self._track(values, complete, now))
+        self._rearm.seen()
         return samples
 
     def _connect(self) -> Redis:
@@ -317,7 +319,7 @@ class RedisCheck:
         )
         await hold_and_watch(
             connect=lambda: self._subscribed(pool), hold=self._hold, close=_disconnect, errors=_errors(),
-            wake=wake, interval_s=self.interval_s, sleep=self._sleep, monotonic=self._monotonic,
+            wake=wake, interval_s=self.interval_s, sleep=self._rearm.pause, monotonic=self._monotonic,
             on_connect_failed=self._log_connect_failed, on_lost=self._log_lost,
             on_restored=lambda: log.info("redis_watch_restored", check=self.name, target=self._target),
         )

@@ -108,3 +108,31 @@ async def until_cancelled() -> NoReturn:
     """Wait for cancellation: the watch of a check configured with `watch: false`."""
     await asyncio.get_running_loop().create_future()
     raise AssertionError("unreachable: the future is never set")
+
+
+class Rearm:
+    """A reconnect pause that ends early when a check run has just reached the server.
+
+    The watch backs off while its server is down (up to 5 s). When the server comes back, the
+    check's own run may see it before the watch's next attempt; without this, a crash in that
+    gap would be seen only at the next interval. `seen()` (called by a successful run) ends
+    the current pause, so the watch is holding a connection again at once.
+    """
+
+    def __init__(self, sleep: Callable[[float], Awaitable[Any]]) -> None:
+        self._sleep = sleep
+        self._seen = asyncio.Event()
+
+    def seen(self) -> None:
+        self._seen.set()
+
+    async def pause(self, seconds: float) -> None:
+        self._seen.clear()
+        sleeper = asyncio.ensure_future(self._sleep(seconds))
+        waiter = asyncio.ensure_future(self._seen.wait())
+        try:
+            await asyncio.wait({sleeper, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (sleeper, waiter):
+                task.cancel()
+            await asyncio.gather(sleeper, waiter, return_exceptions=True)

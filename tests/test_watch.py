@@ -329,3 +329,28 @@ async def test_until_cancelled_waits_for_cancellation() -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+async def test_rearm_cuts_a_reconnect_pause_short_when_a_run_reached_the_server() -> None:
+    from checks.watch import Rearm
+
+    never = asyncio.Event()
+    slept: list[float] = []
+
+    async def long_sleep(seconds: float) -> None:
+        slept.append(seconds)
+        await never.wait()  # a pause that would outlast the test
+
+    rearm = Rearm(long_sleep)
+    pause = asyncio.create_task(rearm.pause(5.0))
+    await asyncio.sleep(0)
+    assert not pause.done()
+    rearm.seen()
+    await asyncio.wait_for(pause, 1.0)
+    assert slept == [5.0]
+    # A `seen()` before the pause began does not end the next pause.
+    rearm.seen()
+    pause = asyncio.create_task(rearm.pause(5.0))
+    await asyncio.sleep(0)
+    assert not pause.done()
+    pause.cancel()
