@@ -44,7 +44,7 @@ import time
 from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 import structlog
@@ -55,7 +55,7 @@ from checks.logtail import Follower
 from checks.logtally import ERROR_LEVELS, FIELDS, AuthRule, Normalizer, Tally
 from checks.logwindow import Window, sketch_index
 from monitor.model import CheckContext, CheckError, Sample
-from monitor.schema import CheckBase, Duration, StrictModel
+from monitor.schema import CheckBase, Duration, StrictModel, compile_regex
 
 log = structlog.get_logger()
 
@@ -138,14 +138,16 @@ class AuthFailure(StrictModel):
         )
 
 
-def _compile(pattern: str | None, what: str) -> None:
+def _compile(pattern: str | None, what: str, *, as_bytes: bool = False) -> None:
+    """Refuse a pattern that does not compile (as the check will compile it: text, or bytes
+    for `patterns`, which search raw chunks) or that matches the empty string."""
     if pattern is None:
         return
     try:
-        rx = re.compile(pattern)
-    except re.error as e:
+        rx: re.Pattern[Any] = compile_regex(pattern.encode(), re.MULTILINE) if as_bytes else compile_regex(pattern)
+    except ValueError as e:
         raise ValueError(f"{what}: {pattern!r} is not a regex: {e}") from None
-    if rx.search("") is not None:
+    if rx.search(b"" if as_bytes else "") is not None:
         raise ValueError(f"{what}: {pattern!r} matches the empty string, so it matches every line")
 
 
@@ -183,7 +185,7 @@ class Config(CheckBase):
         for name, pattern in v.items():
             if not _LABEL_NAME.match(name):
                 raise ValueError(f"pattern name {name!r}: use letters, digits and _")
-            _compile(pattern, f"patterns.{name}")
+            _compile(pattern, f"patterns.{name}", as_bytes=True)
         return v
 
     @model_validator(mode="after")
@@ -311,7 +313,7 @@ class LogfileCheck:
         if self._fast and isinstance(parser, JsonParser):
             try:
                 parsed = parser.parse_fast(chunk)
-            except (msgspec.DecodeError, UnicodeDecodeError):
+            except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):  # RecursionError: deep arrays
                 parsed = parser.parse_general(chunk, errors)
         else:
             parsed = parser.parse_general(chunk, errors)

@@ -6,7 +6,8 @@ parse) and counts the others by reason; `logtally.Normalizer` reads the records.
 Two JSON paths give the same result (tested on tricky lines):
 
 - the general path (`JsonParser.parse_general`) decodes line by line and classifies every
-  failure: `invalid_utf8`, `not_json`, `not_object`;
+  failure: `invalid_utf8`, `not_json` (also a number beyond float range in a counted field,
+  and arrays or objects nested past msgspec's limit of about a thousand), `not_object`;
 - the fast path (`JsonParser.parse_fast`) decodes the whole chunk with C-level `map`s and
   raises on the first line it cannot take; the caller then re-runs that chunk on the
   general path. Real logs are almost all well-formed, so almost every chunk goes fast.
@@ -94,7 +95,8 @@ class _Shape:
                     slot_paths.append(path)
                 idx.append(slot_paths.index(path))
             self.layout[f] = tuple(idx)
-        self.decode = msgspec.json.Decoder(_struct_for(tree, name)).decode
+        self.struct = _struct_for(tree, name)
+        self.decode = msgspec.json.Decoder(self.struct).decode
         attrs = [_attr_path(tree, p) for p in slot_paths]
         self.getters = [attrgetter(a) for a in attrs]
         self.attrs = [a.split(".") for a in attrs]
@@ -142,6 +144,10 @@ class JsonParser:
         self.layout = self._main.layout
         self.detail_layout = self._detail.layout
         self._decode = self._main.decode
+        # For the rare candidate whose details fail to decode: a float beyond range becomes inf
+        # (where the main decode counted the line, only the fields it skipped can hold one).
+        self._detail_lenient = msgspec.json.Decoder(self._detail.struct, float_hook=float).decode
+        self._empty_detail = self._detail.decode(b"{}")  # every detail field absent
 
     def parse_fast(self, chunk: bytes) -> Parsed:
         """A chunk of whole lines, parsed; raises on the first line it cannot take.
@@ -182,6 +188,9 @@ class JsonParser:
                 if line.strip():
                     errors["not_json"] += 1
                 continue
+            except RecursionError:  # msgspec's nesting limit (~1000), even inside a skipped field
+                errors["not_json"] += 1
+                continue
             except UnicodeDecodeError:
                 errors["invalid_utf8"] += 1
                 continue
@@ -195,7 +204,22 @@ class JsonParser:
             return [self._main.value(r, slot) for r in records]
 
     def details(self, parsed: Parsed, idx: list[int]) -> list[Any]:
-        return list(map(self._detail.decode, map(parsed.lines.__getitem__, idx)))
+        """The ip, path and message of the lines at `idx`, decoded again.
+
+        The first decode skipped these fields, so only now can a number beyond float range
+        turn up in one (`"ip":1e999`): that line's details are decoded leniently (the number
+        as inf) and, should that fail too, are absent. The line is already counted, once."""
+        lines = list(map(parsed.lines.__getitem__, idx))
+        try:
+            return list(map(self._detail.decode, lines))
+        except (msgspec.DecodeError, RecursionError):  # ValidationError is a DecodeError
+            return [self._detail_of(line) for line in lines]
+
+    def _detail_of(self, line: bytes) -> Any:
+        try:
+            return self._detail_lenient(line)
+        except (msgspec.DecodeError, RecursionError):
+            return self._empty_detail
 
     def detail_column(self, details: list[Any], slot: int) -> list[Any]:
         try:

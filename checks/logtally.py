@@ -60,7 +60,7 @@ def norm_level(v: Any) -> str:
         return "unknown"
     if isinstance(v, str):
         word = v.strip().lower()
-        if word.isdigit():
+        if _is_number_text(word):
             v = int(word)
         else:
             word = _LEVEL_ALIASES.get(word, word)
@@ -74,10 +74,10 @@ def norm_level(v: Any) -> str:
 
 
 def norm_status(v: Any) -> int | None:
-    """An HTTP status 100..599 from a number or a numeric string; None otherwise."""
+    """An HTTP status 100..599 from a number or a string of ASCII digits; None otherwise."""
     if isinstance(v, str):
         v = v.strip()
-        if not v.isdigit():
+        if not _is_number_text(v):
             return None
         v = int(v)
     if isinstance(v, (int, float)) and 100 <= v < 600 and v == int(v):
@@ -85,18 +85,38 @@ def norm_status(v: Any) -> int | None:
     return None
 
 
+_MAX_DIGITS = 18  # a level or status written with more digits is not one (and int() has a limit)
+
+
+def _is_number_text(text: str) -> bool:
+    """ASCII digits only, and few of them: `str.isdigit()` also accepts "²" and "٣", which
+    `int()` refuses or reads as another number."""
+    return 0 < len(text) <= _MAX_DIGITS and text.isascii() and text.isdigit()
+
+
 def norm_number(v: Any) -> float | None:
-    """A finite, non-negative number from a number or numeric string; None otherwise."""
+    """A finite, non-negative number from a number or an ASCII numeric string; None otherwise
+    (an integer beyond float range too)."""
     if isinstance(v, str):
+        if not v.isascii():  # float() also reads "٣" as 3
+            return None
         try:
             v = float(v)
         except ValueError:
             return None
     if isinstance(v, (int, float)):
-        x = float(v)
+        x = _as_float(v)
         if math.isfinite(x) and x >= 0:
             return x
     return None
+
+
+def _as_float(v: int | float) -> float:
+    """float(v), with an integer beyond float range (JSON allows any number of digits) as ±inf."""
+    try:
+        return float(v)
+    except OverflowError:
+        return math.inf if v > 0 else -math.inf
 
 
 def norm_time(v: Any) -> float | None:
@@ -117,7 +137,7 @@ def norm_time(v: Any) -> float | None:
             return None
         return float(math.floor(dt.timestamp()))
     if isinstance(v, (int, float)) and v > 0:
-        x = float(v)
+        x = _as_float(v)
         for limit, scale in ((1e17, 1e9), (1e14, 1e6), (1e11, 1e3)):
             if x > limit:
                 x /= scale

@@ -36,7 +36,7 @@ import psutil
 from pydantic import field_validator
 
 from monitor.model import CheckContext, CheckError, Sample
-from monitor.schema import CheckBase
+from monitor.schema import CheckBase, compile_regex
 
 METRICS: dict[str, tuple[str, str]] = {
     "portal_process_up": ("gauge", "1 when a process matching the pattern runs"),
@@ -57,8 +57,8 @@ class Config(CheckBase):
     @classmethod
     def _compiles(cls, value: str) -> str:
         try:
-            re.compile(value)
-        except re.error as e:
+            compile_regex(value)
+        except ValueError as e:
             raise ValueError(f"{value!r} is not a regular expression: {e}") from None
         return value
 

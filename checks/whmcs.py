@@ -24,8 +24,9 @@ Failure reasons (`CheckError.reason`), each with a different owner and fix:
                because the BFF fails the same way on all of them; the message says which.
 
 Messages name the redacted URL and quote WHMCS (at most ~200 characters); the identifier,
-secret, access key and URL password are scrubbed from them in case WHMCS, a proxy or aiohttp
-(InvalidURL quotes the URL) echoes them.
+secret, access key and URL password are scrubbed from them, as written and URL-, form-, HTML-
+and JSON-encoded (`schema.secret_forms`), in case WHMCS, a proxy (an error page quoting the
+posted form) or aiohttp (InvalidURL quotes the URL) echoes them.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from pydantic import Field, field_validator
 
 from checks.http import MAX_BODY, describe_error, http_url, read_body, snippet
 from monitor.model import CheckContext, CheckError, Sample
-from monitor.schema import CheckBase, Secret, redact_url, url_password
+from monitor.schema import CheckBase, Secret, redact_url, secret_forms, url_password
 
 METRICS: dict[str, tuple[str, str]] = {
     "portal_whmcs_up": ("gauge", "1 when WHMCS answered result: success"),
@@ -144,9 +145,12 @@ class WhmcsCheck:
         }
         if cfg.accesskey:
             self._form["accesskey"] = cfg.accesskey
-        # Longest first, so a secret containing the identifier is scrubbed whole.
-        secrets = {s for s in (cfg.identifier, cfg.secret, cfg.accesskey, url_password(cfg.url)) if s}
+        # Longest first, so a secret containing the identifier is scrubbed whole; each also
+        # form-encoded, since an error page may quote the request body we posted.
+        raw = (cfg.identifier, cfg.secret, cfg.accesskey, url_password(cfg.url))
+        secrets = {form for s in raw if s for form in secret_forms(s)}
         self._secrets = sorted(secrets, key=len, reverse=True)
+        self._secret_bytes = [s.encode() for s in self._secrets]
         self._session: aiohttp.ClientSession | None = None
 
     def _client(self) -> aiohttp.ClientSession:
@@ -178,6 +182,10 @@ class WhmcsCheck:
         except (aiohttp.ClientError, OSError) as e:
             raise self._fail("connect", describe_error(e)) from None
         samples = [Sample("portal_whmcs_response_seconds", {}, self._clock() - start)]
+        # Scrubbed before it is quoted: a cut at MESSAGE_LIMIT or repr's escapes must not
+        # leave part of a secret, or a form the scrubbing of the message would not know.
+        for secret in self._secret_bytes:
+            body = body.replace(secret, b"***")
         verdict = classify_reply(status, content_type, body)
         if not verdict.ok:
             raise self._fail(verdict.reason or "bad_reply", verdict.detail, samples)

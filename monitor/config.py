@@ -2,14 +2,17 @@
 
 The only module that reads YAML or the environment. Every error names the file, line,
 column and key path (`alert_rules.yaml:14:5: checks[2].interval: '10 s' is not a duration`),
-and one load reports every error it can find, not only the first.
+and one load reports every error it can find, not only the first. Whatever the text, the
+result is a Config or a ConfigError of such lines: PyYAML's own failures (a scalar its
+constructors refuse, a character YAML forbids, a recursive alias, nesting past MAX_DEPTH)
+included, and control characters in quoted keys or values escaped.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import UnionType
@@ -29,7 +32,9 @@ from monitor.schema import (
     StrictModel,
     URLSecretMarker,
     format_duration,
+    secret_forms,
     url_password,
+    url_port_problem,
 )
 
 DEFAULT_CONFIG = "alert_rules.yaml"
@@ -168,10 +173,21 @@ class RootConfig(StrictModel):
 # ---------------------------------------------------------------- result
 
 
+def one_line(text: str) -> str:
+    """`text` with line breaks and other unprintable characters escaped as Python writes them
+    (`\\r`, `\\x00`, `\\u2028`): a key or value quoted in an error can hold any character,
+    and one error must stay one line."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 class ConfigError(Exception):
-    """The file could not be loaded; `errors` holds every problem, one line each."""
+    """The file could not be loaded; `errors` holds every problem, one line each
+    (control characters in quoted keys or values are escaped, see `one_line`)."""
 
     def __init__(self, errors: list[str]) -> None:
+        errors = [one_line(e) for e in errors]
         super().__init__("\n".join(errors))
         self.errors = errors
 
@@ -224,29 +240,99 @@ class Config:
 Path_ = tuple[str | int, ...]
 
 
+MAX_DEPTH = 64  # nesting levels; a real config uses about six
+MAX_VALUES = 100_000  # values after aliases are expanded (a "billion laughs" file stops here)
+
+
 class _Loader(yaml.SafeLoader):
-    pass
+    """SafeLoader that refuses nesting deeper than MAX_DEPTH while composing: PyYAML's
+    composer recurses once per level, and would otherwise end in a RecursionError."""
+
+    _depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        if self._depth >= MAX_DEPTH:
+            mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+            raise yaml.composer.ComposerError(None, None, f"nesting too deep (more than {MAX_DEPTH} levels)", mark)
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
 
-def _construct(loader: _Loader, node: yaml.Node, path: Path_, pos: dict[Path_, tuple[int, int]],
-               keypos: dict[Path_, tuple[int, int]], errors: list[tuple[Path_, str]]) -> Any:
-    pos[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
-    if isinstance(node, yaml.MappingNode):
-        loader.flatten_mapping(node)
-        out: dict[Any, Any] = {}
-        for knode, vnode in node.value:
-            key = loader.construct_object(knode, deep=True)
-            if not isinstance(key, (str, int)):
-                key = str(key)
-            kpath = (*path, key)
-            keypos[kpath] = (knode.start_mark.line + 1, knode.start_mark.column + 1)
-            if key in out:
-                errors.append((kpath, f"duplicate key {key!r}"))
-            out[key] = _construct(loader, vnode, kpath, pos, keypos, errors)
-        return out
-    if isinstance(node, yaml.SequenceNode):
-        return [_construct(loader, v, (*path, i), pos, keypos, errors) for i, v in enumerate(node.value)]
-    return loader.construct_object(node, deep=True)
+def _mark(node: yaml.Node) -> tuple[int, int]:
+    return node.start_mark.line + 1, node.start_mark.column + 1
+
+
+@dataclass
+class _Tree:
+    """Builds plain Python values from YAML nodes, recording each path's position and every
+    problem found on the way (duplicate keys, scalars PyYAML cannot construct, recursive
+    aliases), so that one load reports them all with their key paths."""
+
+    loader: _Loader
+    pos: dict[Path_, tuple[int, int]] = field(default_factory=dict)
+    keypos: dict[Path_, tuple[int, int]] = field(default_factory=dict)
+    errors: list[tuple[Path_, str, tuple[int, int]]] = field(default_factory=list)  # (path, message, line:col)
+    unreadable: set[Path_] = field(default_factory=set)  # values replaced after an error (not re-reported)
+    values: int = 0
+    _open: set[int] = field(default_factory=set)  # the collection nodes being built (ancestors)
+
+    def build(self, node: yaml.Node, path: Path_) -> Any:
+        self.pos[path] = _mark(node)
+        self.values += 1
+        if self.values > MAX_VALUES:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"more than {MAX_VALUES} values once aliases are expanded", node.start_mark)
+        if not isinstance(node, (yaml.MappingNode, yaml.SequenceNode)):
+            return self.scalar(node, path)
+        if id(node) in self._open:
+            return self._fail(node, path, "recursive alias: an anchor is used inside its own value", None)
+        if len(path) > MAX_DEPTH:
+            return self._fail(node, path, f"nesting too deep (more than {MAX_DEPTH} levels)", None)
+        self._open.add(id(node))
+        try:
+            if isinstance(node, yaml.SequenceNode):
+                return [self.build(v, (*path, i)) for i, v in enumerate(node.value)]
+            self.loader.flatten_mapping(node)
+            out: dict[Any, Any] = {}
+            for knode, vnode in node.value:
+                key = self.scalar(knode, path, at_key=True)
+                if not isinstance(key, (str, int)):
+                    key = str(key)
+                kpath = (*path, key)
+                self.keypos[kpath] = _mark(knode)
+                if key in out:
+                    self.errors.append((kpath, f"duplicate key {key!r}", _mark(knode)))
+                out[key] = self.build(vnode, kpath)
+            return out
+        finally:
+            self._open.discard(id(node))
+
+    def scalar(self, node: yaml.Node, path: Path_, at_key: bool = False) -> Any:
+        """A scalar (or a complex key) as PyYAML constructs it; on failure the error is
+        recorded at `path` (the node's own position) and the text as written stands in."""
+        try:
+            return self.loader.construct_object(node, deep=True)
+        except RecursionError:
+            raise
+        except yaml.MarkedYAMLError as e:
+            problem = e.problem or e.context or "cannot be read"
+        except Exception as e:  # PyYAML's constructors raise ValueError, KeyError, AttributeError...
+            problem = str(e) or type(e).__name__
+        text = node.value if isinstance(node.value, str) else ""
+        shown = repr(text[:40] + ("…" if len(text) > 40 else ""))
+        kind = node.tag.rpartition(":")[2] if node.tag.startswith("tag:yaml.org,2002:") else node.tag
+        if at_key:
+            self.errors.append((path, f"key {shown} is not a valid {kind} ({problem})", _mark(node)))
+            return text
+        return self._fail(node, path, f"{shown} is not a valid {kind} ({problem})", text)
+
+    def _fail(self, node: yaml.Node, path: Path_, message: str, stand_in: Any) -> Any:
+        self.errors.append((path, message, _mark(node)))
+        self.unreadable.add(path)
+        return stand_in
 
 
 _VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -308,17 +394,48 @@ def format_path(path: Path_) -> str:
 
 
 
+_NOT_A_KEY = re.compile(r"[^A-Za-z0-9_]")  # `list[str]`, "literal['auto']", `function-after[...]`
+_TYPE_NAMES = frozenset({"str", "int", "float", "bool", "none", "dict", "list"})
+
+
+def _is_union_tag(part: str | int, node: Any) -> bool:
+    """Whether `part` of a pydantic `loc` names a union member (`AuthFailure`, `list[...]`,
+    `function-after[_check(), AuthFailure]`, `str`) rather than a key of the YAML `node`."""
+    if not isinstance(part, str):
+        return False
+    if isinstance(node, (list, str, int, float)):  # a list or a scalar has no keys
+        return True
+    if isinstance(node, dict) and part in node:
+        return False
+    return _NOT_A_KEY.search(part) is not None or part in _TYPE_NAMES or part[:1].isupper()
+
+
+# A union member refusing an input of another shape (`auth_failure` as a list: "should be a
+# mapping") says nothing new next to the member that takes that shape: shown only if alone.
+_OTHER_SHAPE: dict[str, tuple[type, ...]] = {
+    "list_type": (dict, str), "model_type": (list, str), "dict_type": (list, str), "string_type": (dict, list),
+    "int_type": (dict, list), "float_type": (dict, list), "bool_type": (dict, list)}
+
+
+_OWN_MESSAGE = frozenset({"extra_forbidden", "missing", "union_tag_invalid", "union_tag_not_found", "value_error"})
+
+
 def _pydantic_errors(exc: ValidationError, data: Any) -> list[tuple[Path_, str, bool]]:
-    """(path, message, at_key) per error; the union tag is dropped from the path."""
-    out = []
+    """(path, message, at_key) per error; union tags and member names are dropped from the path."""
+    found: list[tuple[Path_, str, bool, bool]] = []  # (path, message, at_key, other member's shape)
     for err in exc.errors():
         loc = list(err["loc"])
-        # Discriminated unions insert the tag ('checks', 2, 'redis', 'interval'): drop it.
+        # Discriminated unions insert the tag ('checks', 2, 'redis', 'interval'), other unions
+        # the member's type ('auth_failure', 'list[function-after[_check(), AuthFailure]]', 0): drop them.
         clean: list[str | int] = []
         node: Any = data
+        member = False  # the error is a union member's, about the value at `path` itself
         for part in loc:
             if isinstance(node, dict) and part not in node and isinstance(part, str) and "type" in node \
                     and part == node.get("type"):
+                continue
+            member = _is_union_tag(part, node)
+            if member:
                 continue
             clean.append(part)
             if isinstance(node, dict):
@@ -344,11 +461,19 @@ def _pydantic_errors(exc: ValidationError, data: Any) -> list[tuple[Path_, str, 
             msg = "required key 'type' is missing"
         elif kind == "value_error":
             msg = msg.removeprefix("Value error, ")
-        elif kind in ("literal_error", "enum"):
+        elif kind == "model_type":  # "... or instance of AuthFailure": a class name means nothing here
+            msg = "Input should be a mapping (key: value)"
+        if kind in ("literal_error", "enum") or (kind not in _OWN_MESSAGE and value is not None
+                                                 and not isinstance(value, (dict, list))):
             msg = f"{value!r}: {msg[0].lower()}{msg[1:]}"
-        elif value is not None and not isinstance(value, (dict, list)):
-            msg = f"{value!r}: {msg[0].lower()}{msg[1:]}"
-        out.append((path, msg, at_key))
+        other = member and isinstance(value, _OTHER_SHAPE.get(kind, ()))
+        found.append((path, msg, at_key, other))
+    out: list[tuple[Path_, str, bool]] = []
+    for path, msg, at_key, other in found:
+        if other and any(p[:len(path)] == path and not o for p, _, _, o in found):
+            continue
+        if (path, msg, at_key) not in out:  # union members often say the same thing
+            out.append((path, msg, at_key))
     return out
 
 
@@ -397,6 +522,28 @@ def _secrets_of(model: BaseModel) -> set[str]:
     return found
 
 
+URL_FIELDS = ("url", "urls", "dsn")
+
+
+def _urls(data: dict[Any, Any], skip: list[Path_]) -> Iterator[tuple[Path_, str]]:
+    """(key path, value) of every URL of the checks, receivers and heartbeat (`url`, `urls`,
+    `dsn`), read from the document so that they are checked even when another key is wrong."""
+    items: list[tuple[Path_, Any]] = [(("heartbeat",), data.get("heartbeat"))]
+    if isinstance(data.get("checks"), list):
+        items += [(("checks", i), c) for i, c in enumerate(data["checks"])]
+    if isinstance(data.get("receivers"), dict):
+        items += [(("receivers", k), r) for k, r in data["receivers"].items()]
+    for ipath, item in items:
+        if not isinstance(item, dict) or ipath in skip:
+            continue
+        for key in URL_FIELDS:
+            value = item.get(key)
+            values = list(enumerate(value)) if isinstance(value, list) else [(None, value)]
+            for i, v in values:
+                if isinstance(v, str) and v:
+                    yield ((*ipath, key) if i is None else (*ipath, key, i)), v
+
+
 def api_token(env: Mapping[str, str] | None = None) -> str:
     """$MONITOR_API_TOKEN, for the CLI's remote mode (`--url`); '' when unset."""
     env = os.environ if env is None else env
@@ -422,29 +569,61 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Confi
     return load_config_text(text, name=name, path=path, env=env)
 
 
+def _read_yaml(text: str, name: str) -> tuple[_Tree, Any]:
+    """The document's values with their positions; ConfigError when it is not YAML.
+
+    Every failure of PyYAML becomes a positioned error: syntax (MarkedYAMLError), a
+    character YAML does not allow (ReaderError, raised by the reader as it goes), nesting
+    beyond MAX_DEPTH (raised by `_Loader`; RecursionError stays a backstop)."""
+    loader: _Loader | None = None
+    try:
+        loader = _Loader(text)
+        tree = _Tree(loader)
+        node = loader.get_single_node()
+        return tree, None if node is None else tree.build(node, ())
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f"{name}:{mark.line + 1}:{mark.column + 1}" if mark else f"{name}:1:1"
+        raise ConfigError([f"{where}: invalid YAML: {e.problem or e.context}"]) from e
+    except yaml.reader.ReaderError as e:
+        line = text.count("\n", 0, e.position) + 1
+        col = e.position - (text.rfind("\n", 0, e.position) + 1) + 1
+        char = chr(e.character) if isinstance(e.character, int) else str(e.character)
+        raise ConfigError([f"{name}:{line}:{col}: invalid YAML: character {char!r} (U+{ord(char[:1] or ' '):04X}) "
+                           "is not allowed in YAML text"]) from e
+    except RecursionError:
+        mark = loader.get_mark() if loader is not None else None
+        where = f"{name}:{mark.line + 1}:{mark.column + 1}" if mark else f"{name}:1:1"
+        raise ConfigError([f"{where}: invalid YAML: nesting too deep"]) from None
+    except yaml.YAMLError as e:
+        raise ConfigError([f"{name}:1:1: invalid YAML: {e}"]) from e
+    finally:
+        if loader is not None:
+            loader.dispose()
+
+
+def load_yaml_text(text: str, name: str) -> Any:
+    """Any YAML document (a rule test file) as plain values, read as the config is: every
+    PyYAML failure, duplicate key and unreadable scalar is a ConfigError of positioned lines."""
+    tree, data = _read_yaml(text, name)
+    if tree.errors:
+        found = sorted((where, f"{format_path(p)}: {msg}") for p, msg, where in tree.errors)
+        raise ConfigError([f"{name}:{line}:{col}: {msg}" for (line, col), msg in found])
+    return data
+
+
 def load_config_text(text: str, *, name: str = DEFAULT_CONFIG, path: Path | None = None,
                      env: Mapping[str, str] | None = None) -> Config:
     env = os.environ if env is None else env
     path = path or Path(name)
-    pos: dict[Path_, tuple[int, int]] = {}
-    keypos: dict[Path_, tuple[int, int]] = {}
-    structural: list[tuple[Path_, str]] = []
-    loader = _Loader(text)
-    try:
-        node = loader.get_single_node()
-        data = {} if node is None else _construct(loader, node, (), pos, keypos, structural)
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        where = f"{name}:{mark.line + 1}:{mark.column + 1}" if mark else name
-        raise ConfigError([f"{where}: invalid YAML: {e.problem or e.context}"]) from e
-    except yaml.YAMLError as e:
-        raise ConfigError([f"{name}: invalid YAML: {e}"]) from e
-    finally:
-        loader.dispose()
+    tree, data = _read_yaml(text, name)
+    pos, keypos = tree.pos, tree.keypos
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError([f"{name}:1:1: the file must be a mapping of keys (listen, checks, rules, ...)"])
+        line, col = pos.get((), (1, 1))
+        raise ConfigError([f"{name}:{line}:{col}: {format_path(())}: the file must be a mapping of keys "
+                           "(listen, checks, rules, ...)"])
 
     # `rules:` with every rule deleted (YAML null) means no rules, not an error.
     for section in ("checks", "rules", "receivers", "inhibit", "escalation", "defaults", "renotify", "heartbeat"):
@@ -462,8 +641,8 @@ def load_config_text(text: str, *, name: str = DEFAULT_CONFIG, path: Path | None
         where = keypos.get(path_) if at_key else None
         errors.append((where or _nearest(pos, path_), f"{format_path(path_)}: {msg}"))
 
-    for p, msg in structural:
-        add(p, msg, at_key=True)
+    for p, msg, where in tree.errors:
+        errors.append((where, f"{format_path(p)}: {msg}"))
 
     missing: dict[Path_, list[str]] = {}
     data = _interpolate_tree(data, (), env, missing)
@@ -531,6 +710,7 @@ def load_config_text(text: str, *, name: str = DEFAULT_CONFIG, path: Path | None
             seen.setdefault(check_name, i)
 
     root: RootConfig | None = None
+    refused: set[Path_] = set()
     try:
         root = RootConfig.model_validate(valid_data)
     except ValidationError as e:
@@ -539,7 +719,15 @@ def load_config_text(text: str, *, name: str = DEFAULT_CONFIG, path: Path | None
                 p = ("checks", index_of[p[1]], *p[2:])
             if p in missing:
                 continue  # already reported as the missing variable
+            if any(p[:len(b)] == b for b in tree.unreadable):
+                continue  # already reported: the YAML value itself could not be read
+            refused.add(p)
             add(p, msg, at_key)
+
+    # urlsplit() checks a port only when it is read (when a check or receiver starts): here.
+    for p, url in _urls(data, skip):
+        if p not in refused and (problem := url_port_problem(url)) is not None:
+            add(p, problem)
 
     if root is not None:
         for rname in root.receivers:
@@ -574,6 +762,8 @@ def load_config_text(text: str, *, name: str = DEFAULT_CONFIG, path: Path | None
         errors.sort(key=lambda e: e[0])
         raise ConfigError([f"{name}:{line}:{col}: {msg}" for (line, col), msg in errors])
     assert root is not None
-    secrets = frozenset(s for s in _secrets_of(root) if len(s) >= 4)
+    # Each secret also in the forms a peer may quote it back in (form-encoded, HTML, JSON):
+    # the log, API and CLI redactors all read this one set.
+    secrets = frozenset(f for s in _secrets_of(root) if len(s) >= 4 for f in secret_forms(s))
     return Config(root=root, path=path, positions=pos, disabled=disabled, secrets=secrets,
                   skipped_types=skipped_types)

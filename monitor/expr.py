@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from monitor.model import Sample
+from monitor.schema import compile_regex
 
 Labels = dict[str, str]
 SampleIndex = Mapping[str, Sequence[Sample]]
@@ -155,7 +156,11 @@ def iter_tokens(text: str) -> Iterator[Token]:
                 word = text[i:tail.end()]
                 raise ExprError(i, word, f"invalid number {word!r}")
             word = m.group(0)
-            value = float(int(word, 16)) if word[:2] in ("0x", "0X") else float(word)
+            try:
+                value = float(int(word, 16)) if word[:2] in ("0x", "0X") else float(word)
+            except OverflowError:  # a hex number past 1.8e308 (a decimal one reads as Inf)
+                shown = word if len(word) <= 20 else word[:20] + "…"
+                raise ExprError(i, word, f"number {shown} is too large (beyond ±1.8e308)") from None
             yield Token("number", word, i, value)
             i = m.end()
         elif m := _IDENT.match(text, i):
@@ -416,8 +421,8 @@ def _compile_regex(tok: Token) -> re.Pattern[str]:
                                     "Prometheus uses RE2 syntax")
         i += 1
     try:
-        return re.compile(pattern, re.DOTALL)
-    except re.error as e:
+        return compile_regex(pattern, re.DOTALL)
+    except ValueError as e:
         raise ExprError(tok.pos, tok.text, f"invalid regex {pattern!r}: {e}") from None
 
 

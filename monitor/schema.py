@@ -6,9 +6,12 @@ The check modules build their own models from these (a check's config sits besid
 
 from __future__ import annotations
 
+import html
+import json
 import re
-from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit, urlunsplit
+import warnings
+from typing import Annotated, Any, AnyStr, Literal
+from urllib.parse import quote, quote_plus, urlsplit, urlunsplit
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
@@ -69,20 +72,31 @@ Secret = Annotated[str, SecretMarker()]
 SecretURL = Annotated[str, URLSecretMarker()]
 
 
+def secret_forms(secret: str) -> set[str]:
+    """The secret and the encodings it takes when a peer quotes it back: in a URL or a form
+    body (`quote`, `quote_plus`), in HTML and in a JSON string. A WHMCS or proxy error page
+    that echoes the form-encoded request body shows `whmcsSecret%2BV9xR%2Fcd%3D`, not the
+    secret as written, so every redactor must know these forms too."""
+    if not secret:
+        return set()
+    return {secret, quote(secret, safe=""), quote(secret), quote_plus(secret), html.escape(secret),
+            html.escape(secret, quote=False), json.dumps(secret)[1:-1]}
+
+
 def redact_url(url: str) -> str:
-    """The URL with any password replaced by `***`, for messages and labels."""
+    """The URL with any password replaced by `***`, for messages and labels.
+
+    Total: never raises. The host and port are kept as written (a port that is not a number
+    stays visible, since that is usually the mistake being reported)."""
     try:
         parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        userinfo, _, hostport = parts.netloc.rpartition("@")
+        user = userinfo.partition(":")[0]
+        return urlunsplit((parts.scheme, f"{user}:***@{hostport}", parts.path, parts.query, parts.fragment))
     except ValueError:
         return "<unparseable url>"
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    netloc = f"{user}:***@{host}" if user else f":***@{host}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 def url_password(url: str) -> str | None:
@@ -90,6 +104,49 @@ def url_password(url: str) -> str | None:
         return urlsplit(url).password
     except ValueError:
         return None
+
+
+def url_port_problem(url: str) -> str | None:
+    """Why the port of `url` is unusable (not a number, beyond 65535), or None when it is
+    fine or absent. urlsplit() only finds out when `.port` is read, long after loading."""
+    try:
+        parts = urlsplit(url)
+    except ValueError as e:
+        return str(e)
+    if not parts.scheme or not parts.netloc:
+        return None
+    try:
+        _ = parts.port  # the only place urlsplit() checks it
+    except ValueError:
+        hostport = parts.netloc.rpartition("@")[2]
+        port = (hostport.rpartition("]")[2] if hostport.startswith("[") else hostport).partition(":")[2]
+        return f"port {port!r} is not a number from 0 to 65535"
+    return None
+
+
+def compile_regex(pattern: AnyStr, flags: int = 0) -> re.Pattern[AnyStr]:
+    """`re.compile` for a pattern from the config: every way it can fail is a ValueError
+    that says why (without the pattern: the caller names the field and quotes it).
+
+    `re.compile` raises more than `re.error`: OverflowError for a repeat count past 2**32,
+    RecursionError for groups nested about a thousand deep; and it only warns
+    (FutureWarning) about a set that a later Python will read differently, such as `[[a]`
+    or `[a--b]`. That warning becomes an error here, so the meaning of a rule never changes
+    under an upgrade.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            return re.compile(pattern, flags)
+    except re.error as e:
+        raise ValueError(str(e)) from None
+    except OverflowError:
+        raise ValueError("a repeat count is too large (at most 4294967295)") from None
+    except RecursionError:
+        raise ValueError("groups are nested too deeply") from None
+    except Warning as w:
+        raise ValueError(f"{w} (escape the character with a backslash: Python may read it "
+                         "differently in a future version)") from None
 
 
 class StrictModel(BaseModel):

@@ -184,6 +184,11 @@ def test_config_defaults_and_registration() -> None:
         ({"auth_failure": {}}, "at least one of"),
         ({"window": "500ms"}, "at least 1s"),
         ({"from": "middle"}, "from"),
+        ({"patterns": {"x": "a{4294967296}"}}, "a repeat count is too large"),
+        ({"patterns": {"x": "(?u)x"}}, "cannot use 'u' flag with a bytes pattern"),  # searched as bytes
+        ({"format": "regex", "regex": "(" * 1000 + "(?P<status>x)" + ")" * 1000}, "nested too deeply"),
+        ({"auth_failure": {"path": "a{4294967296}"}}, "a repeat count is too large"),
+        ({"auth_failure": {"message": "[[a]"}}, "Possible nested set"),
     ],
 )
 def test_config_errors_say_what_is_wrong(options: dict[str, Any], error: str) -> None:
@@ -257,6 +262,7 @@ GARBAGE = [
     (b"[1,2,3]", "not_object"),
     (b'"just a string"', "not_object"),
     (b"null", "not_object"),
+    (b'{"x":' + b"[" * 2000 + b"]" * 2000 + b"}", "not_json"),  # past msgspec's nesting limit, though skipped
 ]
 
 TRICKY = [  # valid JSON that a naive scanner would get wrong
@@ -404,6 +410,29 @@ async def test_fast_and_general_agree_on_generated_logs_with_tricky_lines(
         d.mkdir()
         fast, general = await _ingest_both(d, b"".join(out), preset=preset, time_source=time_source)
         assert values(fast) == values(general)
+
+
+async def test_values_int_and_float_refuse_are_no_value_not_a_crash(tmp_path: Path) -> None:
+    """Each such line is one line, at level `other` (or its own), with no status or duration;
+    a login failure whose ip is a number beyond float range still counts."""
+    data = ('{"level":"²","statusCode":"²","duration":"٣"}\n'.encode()  # isdigit() says yes, int() no
+            + b'{"level":"' + b"9" * 4301 + b'","statusCode":"' + b"9" * 4301 + b'"}\n'  # int()'s limit
+            + b'{"level":"info","duration":1' + b"0" * 400 + b',"timestamp":1' + b"0" * 400 + b"}\n"
+            + b'{"url":"/auth/login","statusCode":401,"ip":1e999,"level":"warn"}\n'  # only details hold it
+            + b'{"x":' + b"[" * 2000 + b"]" * 2000 + b"}\n"  # msgspec's nesting limit: not_json
+            + b'{"level":"error","statusCode":500}\n')
+    for time_source in ("read", "line"):
+        d = tmp_path / time_source
+        d.mkdir()
+        fast, general = await _ingest_both(d, data, time_source=time_source)
+        assert values(fast) == values(general)
+        assert get(fast, "portal_log_lines_total", level="other") == 2
+        assert get(fast, "portal_log_lines_total", level="info") == 1
+        assert get(fast, "portal_log_lines_total", level="warn") == 1
+        assert get(fast, "portal_log_lines_total", level="error") == 1
+        assert get(fast, "portal_log_parse_errors_total", reason="not_json") == 1
+        assert get(fast, "portal_log_request_duration_seconds_count") == 0
+        assert get(fast, "portal_log_auth_failures") == 1
 
 
 async def test_pattern_lines_count_like_grep(tmp_path: Path) -> None:

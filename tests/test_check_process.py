@@ -192,6 +192,16 @@ def test_invalid_pattern_is_refused_at_load() -> None:
         process.Config(name="p", type="process", cmdline="node(")
 
 
+@pytest.mark.parametrize(("cmdline", "why"), [
+    ("a{4294967296}", "a repeat count is too large"),  # re.compile raises OverflowError
+    ("(" * 1000 + ")" * 1000, "groups are nested too deeply"),  # ... and RecursionError
+    ("node [[a]", "Possible nested set"),  # ... and only warns (FutureWarning) here
+])
+def test_patterns_re_compile_cannot_take_are_refused_with_the_reason(cmdline: str, why: str) -> None:
+    with pytest.raises(pydantic.ValidationError, match=f"is not a regular expression: {re.escape(why)}"):
+        process.Config(name="p", type="process", cmdline=cmdline)
+
+
 # --- cpu_ratio: the pure arithmetic ------------------------------------------------------------
 
 def snap(pid: int, started: float, cpu: float) -> ProcessSnapshot:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import html
 import time
 from collections.abc import AsyncIterator
+from urllib.parse import quote, quote_plus
 
 import pydantic
 import pytest
@@ -169,6 +171,22 @@ async def test_secret_echoed_by_whmcs_is_scrubbed(fake: FakeWhmcs) -> None:
     err = await failure(make_check(fake.url))
     assert err.reason == "auth"
     assert "***:***" in str(err)
+
+
+async def test_form_encoded_credentials_quoted_by_an_error_page_are_scrubbed() -> None:
+    """A proxy's 500 page quoting the posted body shows `secret=S3cr%2Bt%2Fx%3D`: scrubbed too,
+    before the body is cut to its first 200 characters (no prefix of a secret is left)."""
+    ident, secret = "Xid+7f/3a=", "S3cr3t+do/not=leak&91b2"
+    async with FakeWhmcs(identifier=ident, secret=secret) as fake:
+        body = f"identifier={quote_plus(ident)}&secret={quote_plus(secret)}&action=GetClients"
+        fake.answer(500, f"<html><pre>{'x' * 120} POST /includes/api.php {body} "
+                         f"{quote(secret, safe='')} {html.escape(secret)}</pre></html>")
+        err = await failure(make_check(fake.url, identifier=ident, secret=secret))
+    assert err.reason == "http_5xx"
+    for form in (quote_plus(ident), quote_plus(secret), quote(secret, safe=""), html.escape(secret),
+                 quote_plus(secret)[:9]):
+        assert form not in str(err), str(err)
+    assert "identifier=***&secret=***" in str(err)
 
 
 async def test_password_in_url_is_redacted(fake: FakeWhmcs) -> None:

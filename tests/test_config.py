@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
+import warnings
+
 import pytest
 
-from monitor.config import ConfigError, interpolate, load_config, load_config_text
-from monitor.schema import format_duration, parse_duration, redact_url
+from monitor.config import ConfigError, interpolate, load_config, load_config_text, load_yaml_text
+from monitor.schema import compile_regex, format_duration, parse_duration, redact_url, secret_forms
 
 
 def errors_of(text: str, env: dict[str, str] | None = None) -> list[str]:
@@ -182,3 +185,123 @@ receivers:
 def test_an_emptied_section_is_empty_not_an_error() -> None:
     cfg = load_config_text("checks:\nrules:\ninhibit:\n", env={})
     assert cfg.root.checks == [] and cfg.root.rules == [] and cfg.root.inhibit == []
+
+
+# ---------------------------------------------------------------- bad input never escapes as a traceback
+
+_ONE_ERROR_LINE = r"alert_rules\.yaml:\d+:\d+: [^:\n]+: [^\n]+"
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("listen: 2024-13-01\n", "alert_rules.yaml:1:9: listen: '2024-13-01' is not a valid timestamp (month must be"),
+    ("a: !!int x\n", "alert_rules.yaml:1:4: a: 'x' is not a valid int"),
+    ("a: !!float x\n", "alert_rules.yaml:1:4: a: 'x' is not a valid float"),
+    ("a: !!bool x\n", "alert_rules.yaml:1:4: a: 'x' is not a valid bool"),
+    ("a: !!timestamp x\n", "alert_rules.yaml:1:4: a: 'x' is not a valid timestamp"),
+    ("x: 1" + "0" * 4300 + "\n", "alert_rules.yaml:1:4: x: '1000000000000000000000000000000000000000…' is not a "
+                                 "valid int (Exceeds the limit (4300 digits)"),
+    ("a: \x00\n", "alert_rules.yaml:1:4: invalid YAML: character '\\x00' (U+0000) is not allowed in YAML text"),
+    ("a: b\nc: [\x07]\n", "alert_rules.yaml:2:5: invalid YAML: character '\\x07' (U+0007)"),
+    ("a: &x [*x]\n", "alert_rules.yaml:1:4: a[0]: recursive alias: an anchor is used inside its own value"),
+    ("a: &x {b: *x}\n", "alert_rules.yaml:1:4: a.b: recursive alias"),
+    ("[" * 3000 + "]" * 3000, "alert_rules.yaml:1:65: invalid YAML: nesting too deep (more than 64 levels)"),
+    ("0", "alert_rules.yaml:1:1: (top): the file must be a mapping of keys"),
+    ("- a\n", "alert_rules.yaml:1:1: (top): the file must be a mapping of keys"),
+])
+def test_yaml_the_loader_cannot_read_is_a_positioned_error(text: str, expected: str) -> None:
+    """PyYAML raises ValueError, AttributeError, KeyError, ReaderError, RecursionError on
+    some inputs; each becomes one `file:line:col: path: message` line."""
+    errs = errors_of(text)
+    assert any(e.startswith(expected) for e in errs), errs
+    assert all(re.fullmatch(_ONE_ERROR_LINE, e) for e in errs), errs
+
+
+def test_aliases_that_expand_to_too_many_values_are_refused() -> None:
+    """A "billion laughs" file stops at MAX_VALUES instead of filling the memory."""
+    text = "a: &a [" + ",".join(["x"] * 50) + "]\n"
+    for name, prev in zip("bcde", "abcd", strict=True):
+        text += f"{name}: &{name} [" + ",".join([f"*{prev}"] * 50) + "]\n"
+    errs = errors_of(text)
+    assert len(errs) == 1 and "more than 100000 values once aliases are expanded" in errs[0], errs
+
+
+def test_a_line_break_in_a_key_or_value_is_escaped_in_its_error() -> None:
+    errs = errors_of('checks:\n- {name: h, type: http, url: "\\r"}\n"a\\u2028b": 1\n')
+    assert "alert_rules.yaml:2:30: checks[0].url: \\r is not an http:// or https:// URL with a host" in errs
+    assert "alert_rules.yaml:3:1: a\\u2028b: unknown key (not allowed here)" in errs
+    assert all("\r" not in e and "\u2028" not in e for e in errs)
+
+
+def test_union_members_do_not_show_in_the_key_path() -> None:
+    """`auth_failure` is a mapping or a list of them: the error names the key, not pydantic's
+    `list[function-after[_check(), AuthFailure]]`, and not the member that does not apply."""
+    base = "checks:\n- {name: l, type: logfile, paths: [/x], auth_failure: %s}\n"
+    assert errors_of(base % "{}") == [
+        "alert_rules.yaml:2:55: checks[0].auth_failure: give at least one of status, path, message"]
+    assert errors_of(base % "[{status: x}]") == [
+        "alert_rules.yaml:2:65: checks[0].auth_failure[0].status: 'x': input should be a valid list"]
+    assert errors_of(base % "5") == [
+        "alert_rules.yaml:2:55: checks[0].auth_failure: 5: input should be a mapping (key: value)",
+        "alert_rules.yaml:2:55: checks[0].auth_failure: 5: input should be a valid list"]
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("checks:\n- {name: r, type: redis, url: 'redis://u:pw@h:abc/0'}\n",
+     "alert_rules.yaml:2:31: checks[0].url: port 'abc' is not a number from 0 to 65535"),
+    ("checks:\n- {name: p, type: postgres, dsn: 'postgresql://u:pw@h:99999/db'}\n",
+     "alert_rules.yaml:2:34: checks[0].dsn: port '99999' is not a number from 0 to 65535"),
+    ("receivers:\n  pd: {type: pagerduty, routing_key: 0123456789abcdef0123456789abcdef, url: 'http://u:pw@h:x/'}\n",
+     "alert_rules.yaml:2:77: receivers.pd.url: port 'x' is not a number from 0 to 65535"),
+    ("receivers:\n  am: {type: alertmanager, urls: ['http://h/', 'http://h:9x/']}\n",
+     "alert_rules.yaml:2:48: receivers.am.urls[1]: port '9x' is not a number from 0 to 65535"),
+])
+def test_a_port_that_is_not_a_number_is_refused_at_load(text: str, expected: str) -> None:
+    """urlsplit() only raises when `.port` is read, which used to be at start-up (redact_url)."""
+    assert errors_of(text) == [expected]
+
+
+def test_a_bad_port_is_reported_with_the_other_errors() -> None:
+    errs = errors_of("listen: nowhere\nchecks:\n- {name: r, type: redis, url: 'redis://h:x/0'}\n"
+                     "- {name: h, type: http, url: 'http://h:x/'}\n")
+    assert errs == ["alert_rules.yaml:1:9: listen: 'nowhere' is not host:port (e.g. 127.0.0.1:9820)",
+                    "alert_rules.yaml:3:31: checks[0].url: port 'x' is not a number from 0 to 65535",
+                    "alert_rules.yaml:4:30: checks[1].url: http://h:x/ is not an http:// or https:// URL with a host"]
+
+
+def test_redact_url_never_raises() -> None:
+    assert redact_url("redis://u:pw@h:abc/0") == "redis://u:***@h:abc/0"
+    assert redact_url("http://u:pw@[::1]:8080/x?y=1") == "http://u:***@[::1]:8080/x?y=1"
+    assert redact_url("http://[::1/x") == "<unparseable url>"
+
+
+@pytest.mark.parametrize(("pattern", "why"), [
+    ("a{4294967296}", "a repeat count is too large"),
+    ("(" * 1000 + ")" * 1000, "groups are nested too deeply"),
+    ("[[a]", "Possible nested set at position 1"),
+])
+def test_user_regexes_fail_with_a_reason(pattern: str, why: str) -> None:
+    """re.compile raises OverflowError and RecursionError too, and only warns about `[[`."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing is printed at load
+        with pytest.raises(ValueError, match=re.escape(why)):
+            compile_regex(pattern)
+
+
+def test_secrets_include_their_encoded_forms() -> None:
+    """A peer quoting a form-encoded request shows `s3cret%2Bv%2F1%3D`: the redactors know it."""
+    cfg = load_config_text("checks:\n- {name: w, type: whmcs, url: 'https://h/api.php', identifier: 'id+ab/1=', "
+                           "secret: 's3cret+v/1=&x'}\n", env={})
+    assert {"s3cret+v/1=&x", "s3cret%2Bv%2F1%3D%26x", "s3cret%2Bv/1%3D%26x", "s3cret+v/1=&amp;x",
+            "id%2Bab%2F1%3D"} <= cfg.secrets
+    assert secret_forms("a b") >= {"a b", "a%20b", "a+b"}
+
+
+def test_other_yaml_files_are_read_with_the_same_guards() -> None:
+    """`load_yaml_text` (for rule test files) turns PyYAML's failures into positioned lines too."""
+    assert load_yaml_text("a: [1, x]\n", "t.yaml") == {"a": [1, "x"]}
+    for text, expected in (("a: !!int x\n", "t.yaml:1:4: a: 'x' is not a valid int"),
+                           ("[" * 3000, "t.yaml:1:65: invalid YAML: nesting too deep"),
+                           ("a: \x00\n", "t.yaml:1:4: invalid YAML: character '\\x00'")):
+        with pytest.raises(ConfigError) as info:
+            load_yaml_text(text, "t.yaml")
+        assert info.value.errors[0].startswith(expected), info.value.errors

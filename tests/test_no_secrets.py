@@ -352,20 +352,13 @@ async def test_no_secret_in_any_output(tmp_path: Path, secured_redis: RedisServe
 # ---------------------------------------------------------------- known leaks, reported, not fixed yet
 
 # (secret, encoded?) pairs found leaking and not fixed yet; the daemon test reports them
-# instead of failing, and the strict xfail below replays the smallest case (delete both when fixed).
-# checks/whmcs.py WhmcsCheck._fail scrubs the identifier, secret and access key only as written:
-# a WHMCS (or proxy) error page that quotes the form-encoded request body
-# (`identifier=whmcsIdent%2BQ7kZ%2Fab%3D&secret=...`) reaches the check's error, so
-# /api/v1/checks, the status page, `once`, and the `check_failed` log line. Scrubbing
-# quote_plus(s) and quote(s, safe="") as well (or adding those forms to Config.secrets, which
-# the log and API redactors use) fixes it.
-KNOWN_LEAKS = {("WHMCS_API_IDENTIFIER", True), ("WHMCS_API_SECRET", True), ("WHMCS_API_ACCESS_KEY", True)}
+# instead of failing (add a strict xfail replaying the smallest case with each; delete both when fixed).
+KNOWN_LEAKS: set[tuple[str, bool]] = set()
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="known leak: the WHMCS check quotes form-encoded credentials from an error page "
-                          "(checks/whmcs.py _fail); when this XPASSes, empty KNOWN_LEAKS")
 async def test_whmcs_error_never_quotes_the_form_encoded_credentials() -> None:
+    """A WHMCS or proxy error page quoting the posted form body (`secret=whmcsSecret%2BV9xR...`)
+    reaches the check's error with every form of the credentials scrubbed."""
     from checks.whmcs import Config, WhmcsCheck
     from monitor.model import CheckContext, CheckError, MemoryState
 

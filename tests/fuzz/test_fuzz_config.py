@@ -41,53 +41,14 @@ from tests.fuzz.test_fuzz_rules import REGEX_PIECES, TEMPLATES, near_miss_expres
 NAME = "fuzz.yaml"
 _ERROR_LINE = re.compile(r"fuzz\.yaml:(\d+):(\d+): (.+?): (.+)")
 
-KNOWN_BUGS: tuple[KnownBug, ...] = (
-    KnownBug("yaml_bad_scalar", ValueError,
-             r"must be in \d|out of range|could not convert string to float|invalid literal for int",
-             "listen: 2024-13-01\n",
-             "monitor/config.py load_config_text: YAML constructor errors other than MarkedYAMLError",
-             in_file=r"yaml"),
-    KnownBug("yaml_int_digits", ValueError, r"Exceeds the limit \(4300 digits\)", "x: 1" + "0" * 4300 + "\n",
-             "monitor/config.py load_config_text: PyYAML int() of a > 4300-digit scalar"),
-    KnownBug("yaml_timestamp_tag", AttributeError, "groupdict", "a: !!timestamp x\n",
-             "monitor/config.py load_config_text: explicit !!timestamp tag on a non-date"),
-    KnownBug("yaml_reader", yaml.YAMLError, "unacceptable character", "a: \x00\n",
-             "monitor/config.py load_config_text: _Loader(text) is built outside the try"),
-    KnownBug("yaml_self_alias", RecursionError, "maximum recursion depth", "a: &x [*x]\n",
-             "monitor/config.py _construct: a recursive alias recurses forever", in_file=r"monitor/config\.py"),
-    KnownBug("yaml_deep_nesting", RecursionError, "maximum recursion depth", "[" * 3000 + "]" * 3000,
-             "monitor/config.py load_config_text: RecursionError from the YAML composer"),
-    KnownBug("regex_repeat_overflow", OverflowError, "repetition number is too large",
-             "checks:\n- {name: p, type: process, cmdline: 'a{4294967296}'}\n",
-             "checks/process.py, checks/logfile.py _compile, monitor/expr.py: re.compile raises OverflowError"),
-    KnownBug("regex_recursion", RecursionError, "maximum recursion depth",
-             "checks:\n- {name: p, type: process, cmdline: '" + "(" * 1000 + ")" * 1000 + "'}\n",
-             "checks/process.py, checks/logfile.py _compile, monitor/expr.py: re.compile recursion"),
-    KnownBug("expr_hex_overflow", OverflowError, "int too large to convert to float",
-             "rules:\n- {alert: A, expr: 'm > 0x" + "f" * 300 + "', severity: P1}\n",
-             "monitor/expr.py iter_tokens: float(int(word, 16))"),
-    KnownBug("url_bad_port", ValueError, r"Port could not be cast|Port out of range",
-             "checks:\n- {name: r, type: redis, url: 'redis://u:pw@h:abc/0'}\n",
-             "monitor/schema.py redact_url: urlsplit().port raises ValueError (config loads, then "
-             "check-config and the daemon's build_checks crash)"),
-)
+KNOWN_BUGS: tuple[KnownBug, ...] = ()  # none open: add one here when the fuzzer finds a crash
 
 # ---------------------------------------------------------------- the property
 
 
 # Errors that break the one-line `file:line:col: path: message` form, reported and not fixed
 # yet: key -> (regex on the whole error, a minimal input). Counted as known:<key> while listed.
-KNOWN_FORMAT_BUGS: dict[str, tuple[str, str]] = {
-    # monitor/config.py load_config_text: no key path; `(top): ` (format_path(())) would fit.
-    "top_not_mapping": (r"fuzz\.yaml:1:1: the file must be a mapping of keys \(listen, checks, rules, \.\.\.\)",
-                        "0"),
-    # monitor/config.py load_config_text (format_path, and messages such as checks/http.py
-    # http_url's): key names and values are written raw, so a line break in a YAML key or a
-    # URL splits the error over several lines. Escaping control characters when the error
-    # lines are assembled (or quoting odd keys with repr) keeps one error on one line.
-    "line_break": (r"fuzz\.yaml:\d+:\d+: .*[\r\n\x0b\x0c\x1c-\x1e\x85\u2028\u2029].*",
-                   "checks:\n- {name: h, type: http, url: \"\\r\"}\n"),
-}
+KNOWN_FORMAT_BUGS: dict[str, tuple[str, str]] = {}  # none open
 
 
 def _assert_error_lines(e: ConfigError, text: str, known: list[str] | None = None) -> None:
