@@ -42,9 +42,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import yaml
 
-from monitor.config import ConfigError, load_config
+from monitor.config import ConfigError, load_config, load_yaml_text
 from monitor.expr import ExprError, parse_series
 from monitor.model import Alert, Sample
 from monitor.rules import AlertStates, Rule, compile_rules, evaluate, firing
@@ -134,11 +133,11 @@ def run_rule_tests(path: str | Path, env: Mapping[str, str] | None = None) -> Ru
     """Run every alert_rule_test of a promtool-format test file against our rule engine."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml_text(path.read_text(encoding="utf-8"), str(path))
     except (OSError, UnicodeDecodeError) as e:
         return RuleTestReport(failed=1, failures=(f"{path}: cannot read test file: {e}",))
-    except yaml.YAMLError as e:
-        return RuleTestReport(failed=1, failures=(f"{path}: invalid YAML: {e}",))
+    except ConfigError as e:  # positioned, like the config's own errors
+        return RuleTestReport(failed=1, failures=tuple(e.errors))
     try:
         if not isinstance(data, dict):
             raise BadTestFile("the test file must be a mapping with rule_files and tests")

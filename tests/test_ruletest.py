@@ -281,3 +281,13 @@ def test_promtool_agrees_with_our_templates(tmp_path: Path) -> None:
         kept += len(cases)
     assert kept >= 9
     _promtool_test(tmp_path, prometheus_rules(load_config(SHIPPED, env={})), data)
+
+
+def test_a_broken_test_file_is_a_positioned_error_not_a_crash(tmp_path) -> None:
+    from monitor.ruletest import run_rule_tests
+
+    bad = tmp_path / "t.yaml"
+    bad.write_text("rule_files: [alert_rules.yaml]\ntests: !!int x\n")
+    report = run_rule_tests(bad)
+    assert not report.ok
+    assert report.failures == (f"{bad}:2:8: tests: 'x' is not a valid int (invalid literal for int() with base 10: 'x')",)
