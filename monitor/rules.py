@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from monitor.config import Config, ConfigError, RuleConfig, format_path
+from monitor.yamlpos import nearest
 from monitor.expr import (
     Expr,
     ExprError,
@@ -157,16 +158,11 @@ def compile_rules(cfg: Config) -> list[Rule]:
 
 def _error_at(cfg: Config, lines: list[str], path: tuple[str, int, str], rc: RuleConfig, err: Exception
               ) -> tuple[tuple[int, int], str]:
-    line, col = _nearest(cfg, path)
+    line, col = nearest(cfg.positions, path)
     if isinstance(err, ExprError) and path in cfg.positions:
         text = rc.expr if path[2] == "expr" else getattr(rc, path[2])
         line, col = locate(lines, line, col, text, err.position)
     return (line, col), f"{cfg.path.name}:{line}:{col}: {format_path(path)}: {err}"
-
-
-def _nearest(cfg: Config, path: tuple[str | int, ...]) -> tuple[int, int]:
-    _, line, col = cfg.where(*path).rsplit(":", 2)
-    return int(line), int(col)
 
 
 def _source_lines(path: Path) -> list[str]:
