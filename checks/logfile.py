@@ -24,7 +24,9 @@ Decisions, and why:
   above 1%", so `HighErrorRate: portal_log_error_ratio > 0.01` means that. Debug/info
   chatter does not dilute it and error.log lines without a status do not count twice.
   When the window has no requests at all, it is error lines / lines, so a BFF that only
-  logs errors (crashing on every request) reads 1, not 0.
+  logs errors (crashing on every request) reads 1, not 0. With `min_requests`, the ratio is
+  not exported while the window holds fewer requests (or, without requests, fewer lines): two
+  failed requests out of forty at night are not a 5% error rate worth a page.
 - **Durations** (histogram, average, p95) come from every line with a duration field,
   including the BFF's calls to Salesforce/WHMCS/Freebit (runbook scenario 5 greps them).
 - **Oversize lines** (longer than `max_line_bytes`) have their own counter: they were not
@@ -168,6 +170,7 @@ class Config(CheckBase):
     duration_unit: Literal["ms", "s"] = "ms"
     max_line_bytes: int = Field(65536, ge=256, le=16 << 20)
     max_sources: int = Field(100, ge=1, le=10_000)  # client IPs tracked per window bucket
+    min_requests: int = Field(0, ge=0, le=1_000_000)  # no error ratio below this many requests in the window
     fast_path: bool = True  # decode whole chunks at once (off only to compare, in tests and bench)
 
     @field_validator("window")
@@ -371,7 +374,8 @@ class LogfileCheck:
         add(Sample("portal_log_request_duration_seconds_sum", {}, self._dur_sum))
         add(Sample("portal_log_request_duration_seconds_count", {}, float(cumulative)))
         w = self._window.stats(now)
-        add(Sample("portal_log_error_ratio", {}, w.error_ratio))
+        if (w.requests or w.lines) >= self._cfg.min_requests:
+            add(Sample("portal_log_error_ratio", {}, w.error_ratio))
         add(Sample("portal_log_response_seconds_avg", {}, w.response_seconds_avg))
         add(Sample("portal_log_response_seconds_p95", {}, w.response_seconds_p95))
         add(Sample("portal_log_requests_per_second", {}, w.requests_per_second))

@@ -803,3 +803,18 @@ def test_memory_does_not_grow_with_the_backlog(tmp_path: Path) -> None:
         tracemalloc.stop()
     assert get(s, "portal_log_unread_bytes", path=str(log)) == 0
     assert peak < 12 << 20, f"peak {peak / 2**20:.1f} MiB while reading {log.stat().st_size / 2**20:.0f} MiB"
+
+
+async def test_min_requests_keeps_a_quiet_window_from_reporting_an_error_ratio(tmp_path: Path) -> None:
+    """Two failed requests among forty at night are not a 5% error rate to page on."""
+    log = tmp_path / "combined.log"
+    night = [Rec("info", 200, 20.0, "10.0.0.1", "/api/invoices", T0) for _ in range(38)]
+    night += [Rec("error", 500, 20.0, "10.0.0.1", "/api/invoices", T0) for _ in range(2)]
+    write(log, b"".join(winston(r) for r in night))
+    quiet = make(tmp_path, min_requests=50)
+    samples = await quiet.collect()
+    assert not [s for s in samples if s.name == "portal_log_error_ratio"]
+    assert get(samples, "portal_log_requests_total", status_class="5xx") == 2  # counted all the same
+    assert get(await make(tmp_path).collect(), "portal_log_error_ratio") == 0.05  # default: no minimum
+    write(log, b"".join(winston(r) for r in night[:10]))  # 50 requests now
+    assert get(await quiet.collect(), "portal_log_error_ratio") == 0.04

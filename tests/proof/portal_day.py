@@ -274,9 +274,13 @@ async def simulate(episodes: Sequence[Episode], cfg: Config, workdir: Path, *, s
     traffic = Traffic(seed)
     log_path = workdir / "combined.log"
     log_path.touch()
+    # The config's own bff_logs check (window, min_requests, auth_failure, patterns), reading
+    # the generated day by the lines' own times.
+    shipped = next((c for c in cfg.root.checks if c.type == "logfile"), None) or LogfileConfig.model_validate(
+        {"name": "bff_logs", "type": "logfile", "paths": ["-"], "window": "5m"})
     logs = LogfileCheck(
-        LogfileConfig.model_validate({"name": "bff_logs", "type": "logfile", "paths": [str(log_path)],
-                                      "time_source": "line", "window": "5m"}),
+        shipped.model_copy(update={"name": "bff_logs", "paths": [str(log_path)], "time_source": "line",
+                                   "from_": "start"}),
         CheckContext(STEP_S, STEP_S, MemoryState(), clock.epoch),
     )
     stand_ins = [StandIn(n, t, world, clock, day0) for n, t in

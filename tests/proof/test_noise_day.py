@@ -70,8 +70,6 @@ FAULTS = [  # the fault matrix's faults, each with the alert that must page it, 
 SHIPPED_NOISE_NORMAL_DAY = {
     # > 1800 s stalled for 5m: a 1 h lull pages at 01:27 (P2) and escalates to the lead (L2) at 01:57
     ("PlatformEventsStalled", "nightly Platform Events lull (1 h)"),
-    # 2 of ~45 requests in the 5 min window is 4% > 1%, and the window keeps it true for 5m15s
-    ("HighErrorRate", "a user's request fails twice, 15 s apart, at night"),
     # for: 0s: a 10 s restart pages P1 (and resolves 70 s later)
     ("RedisDown", "unattended-upgrades restarts Redis (10 s)"),
 }
@@ -89,9 +87,9 @@ AMENDMENTS = [
 ]
 NIGHTLY_SILENCE = ({"alertname": "PlatformEventsStalled"}, hm(0, 30), hm(2, 30),
                    "nightly Platform Events lull (a daily `portal-monitor silence add` timer)")
-AMENDED_NOISE = {  # not fixable by configuration: the rule language has no `and` to require traffic
-    ("HighErrorRate", "a user's request fails twice, 15 s apart, at night"),
-}
+# Gone from the shipped file's pages: two failed requests among ~45 at night (4% > 1%) paged
+# HighErrorRate until the log check got `min_requests` (shipped: 50 per window).
+AMENDED_NOISE: set[tuple[str, str]] = set()
 
 
 def shipped() -> Config:
@@ -175,9 +173,9 @@ async def amended_faults(tmp_path_factory: pytest.TempPathFactory) -> DayReport:
                          silences=[NIGHTLY_SILENCE])
 
 
-@pytest.mark.xfail(strict=True, reason="the shipped alert_rules.yaml pages 3 times on a normal day "
-                   "(nightly Platform Events lull, 10 s Redis restart, two 500s at night): "
-                   "SHIPPED_NOISE_NORMAL_DAY, reported with issue 6")
+@pytest.mark.xfail(strict=True, reason="the shipped alert_rules.yaml pages twice on a normal day "
+                   "(nightly Platform Events lull, 10 s Redis restart): SHIPPED_NOISE_NORMAL_DAY, "
+                   "reported with issue 6")
 def test_normal_day_pages_nothing(shipped_normal: DayReport) -> None:
     assert shipped_normal.pages == []
 
