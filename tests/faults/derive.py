@@ -1,0 +1,172 @@
+"""The fault matrix's config: the shipped `alert_rules.yaml` with every timer shrunk by `SCALE`.
+
+The matrix tests what a user of the shipped file gets, so the test config is derived from it
+at run time, never copied: same checks, rules, receivers, escalation, renotify and inhibit
+rules. Only what cannot run in a test changes:
+
+- **Time, by one factor.** `SCALE = 600`: one hour of the shipped file is 6 s of test, 30 min
+  (L2) 3 s, 5 min 0.5 s, 1 min 0.1 s. Every `for`, `keep_firing_for`, escalation `after`,
+  `renotify` cadence and heartbeat interval is divided by it, and so is the threshold of a
+  rule over a metric that *is* elapsed wall time (`ELAPSED_METRICS`: a replay id stalled for
+  1800 s becomes 3 s, a query running for 300 s becomes 0.5 s), because the monitored
+  systems live in real time. A rule over any other `*_seconds` metric (a response time) keeps
+  its threshold; a new one that is in neither list stops the derivation until someone says
+  which it is. Why 600: the longest wait of a row is the L3 step (1 h → 6 s), so the matrix
+  stays near two minutes; and the steps stay well apart compared with how precisely the
+  daemon keeps time (it evaluates after every check, i.e. every `INTERVAL_FLOOR_S`, 30 s of
+  shipped time): L1 < L2 (3 s) < L3 (6 s) < the first re-notification (P1: 30 min after L3).
+- **Three floors, where dividing would measure the test machine instead of the rules.**
+  Check intervals (10 s → 17 ms) are at least `INTERVAL_FLOOR_S` (50 ms), so six checks do not
+  keep two cores busy. The logfile `window` (5 min → 0.5 s) is at least `WINDOW_FLOOR_S` (2 s):
+  the window counts whole 1 s buckets (`checks/logwindow.py`), and with one bucket a steady
+  burst would read as an empty window at every second boundary. (So a log burst stays in the
+  window 20 min of shipped time instead of 5, and log alerts resolve that much later: the
+  log rows allow for it.) Check timeouts are
+  `CHECK_TIMEOUT_S` (1 s), not divided: they guard against a peer that never answers, and a
+  17 ms timeout would fail healthy checks on a busy machine and page for nothing.
+- **Where things are.** PagerDuty receivers get the fake's `url:`; every other address comes
+  from the environment the shipped file already reads (`REDIS_URL`, `DATABASE_URL`,
+  `WHMCS_API_*`, `BFF_HEALTH_URL`, `BFF_LOG_DIR`, `PAGERDUTY_*_ROUTING_KEY`, `*_WEBHOOK_URL`,
+  ...), so the `${VAR}` interpolation and `enabled: auto` are exercised as a user's would be.
+  A logfile path that does not go through `${BFF_LOG_DIR}` moves into the test's log
+  directory (same file name).
+- **The BFF log check, should the shipped file lose it.** The log rules (HighErrorRate,
+  SlowResponses, LoginFailureSpike) read `portal_log_*` series that only a `logfile` check
+  produces; `LOGFILE_CHECK` (the shipped `bff_logs`, minus its grep patterns) is added when
+  the shipped file has no check of that type, and `derive()` says so in its notes.
+- **Proposals.** `extra_rules` appends rules (shrunk like the others): only for a test that
+  shows a rule proposed for the shipped file would work.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from monitor.schema import format_duration, parse_duration
+
+ROOT = Path(__file__).resolve().parents[2]
+SHIPPED = ROOT / "alert_rules.yaml"
+
+SCALE = 600.0
+INTERVAL_FLOOR_S = 0.05
+WINDOW_FLOOR_S = 2.0
+CHECK_TIMEOUT_S = 1.0
+
+# Metrics whose value is wall-clock time elapsed in the monitored system: thresholds shrink.
+ELAPSED_METRICS = frozenset({"portal_sf_replay_stalled_seconds", "portal_postgres_longest_query_seconds"})
+# `*_seconds` metrics that are not elapsed time (durations of one request, timestamps): kept.
+OTHER_SECONDS_METRICS = frozenset({
+    "portal_log_response_seconds_avg", "portal_log_response_seconds_p95", "portal_redis_ping_seconds",
+    "portal_postgres_ping_seconds", "portal_http_response_seconds", "portal_whmcs_response_seconds",
+    "portal_sf_replay_last_advance_timestamp_seconds", "portal_monitor_loop_lag_seconds",
+    "portal_monitor_schedule_delay_seconds", "portal_monitor_config_last_reload_timestamp_seconds",
+})
+
+# The check the shipped file should have (runbook 5 and 6): the BFF's winston JSON logs.
+LOGFILE_CHECK: dict[str, Any] = {
+    "name": "bff_logs",
+    "type": "logfile",
+    "paths": ["${BFF_LOG_DIR:-/var/log/bff}/combined.log"],
+    "preset": "winston",
+    "window": "5m",
+    "interval": "5s",
+    "auth_failure": {"status": [401, 403], "path": "/auth/login"},
+}
+
+_COMPARISON = re.compile(
+    r"^(?P<selector>.*?)\s*(?P<op>>=|<=|==|!=|>|<)\s*(?P<number>[+-]?[0-9.]+(?:[eE][+-]?\d+)?)\s*$")
+_METRIC = re.compile(r"^\s*([A-Za-z_:][A-Za-z0-9_:]*)")
+
+
+def shrunk(shipped: float | str) -> float:
+    """A duration of the shipped file (seconds or `30m`) in test seconds."""
+    seconds = parse_duration(shipped) if isinstance(shipped, str) else float(shipped)
+    return seconds / SCALE
+
+
+def _shrink(value: Any, floor: float = 0.0) -> str:
+    return format_duration(max(parse_duration(value) / SCALE, floor))
+
+
+def scale_expr(expr: str) -> str:
+    """The rule expression with the threshold of an elapsed-time metric divided by SCALE.
+
+    Raises ValueError for a `*_seconds` metric that is in neither list: someone has to decide."""
+    m = _METRIC.match(expr)
+    metric = m.group(1) if m else ""
+    if metric == "absent" or not metric.endswith("_seconds") or metric in OTHER_SECONDS_METRICS:
+        return expr
+    if metric not in ELAPSED_METRICS:
+        raise ValueError(f"rule expression {expr!r}: is {metric} elapsed wall time (add it to "
+                         "ELAPSED_METRICS, its threshold shrinks) or not (OTHER_SECONDS_METRICS)?")
+    cmp = _COMPARISON.match(expr)
+    if cmp is None:
+        return expr  # a bare selector: no threshold
+    number = float(cmp.group("number")) / SCALE
+    return f"{cmp.group('selector')} {cmp.group('op')} {number:g}"
+
+
+def derive(shipped: Mapping[str, Any], *, pagerduty_url: str, log_dir: Path,
+           extra_rules: Sequence[Mapping[str, Any]] = ()) -> tuple[dict[str, Any], list[str]]:
+    """The test config (a dict to dump as YAML) and notes on what had to be added.
+
+    `extra_rules` (shipped-file time, shrunk like the others) are appended: only for a test of
+    a rule proposed for the shipped file."""
+    cfg: dict[str, Any] = copy.deepcopy(dict(shipped))
+    notes: list[str] = []
+    if extra_rules:
+        cfg["rules"] = [*cfg.get("rules", []), *copy.deepcopy(list(extra_rules))]
+        notes.append("extra rules: " + ", ".join(r["alert"] for r in extra_rules))
+    defaults = cfg.setdefault("defaults", {})
+    default_interval = defaults.get("interval", "10s")
+    defaults["interval"] = _shrink(default_interval, INTERVAL_FLOOR_S)
+    defaults["timeout"] = format_duration(CHECK_TIMEOUT_S)
+
+    checks = cfg.setdefault("checks", [])
+    if not any(c.get("type") == "logfile" for c in checks):
+        checks.append(copy.deepcopy(LOGFILE_CHECK))
+        notes.append("the shipped file has no logfile check: added LOGFILE_CHECK (bff_logs) for the log rules")
+    for check in checks:
+        check["interval"] = _shrink(check.get("interval", default_interval), INTERVAL_FLOOR_S)
+        check["timeout"] = format_duration(CHECK_TIMEOUT_S)
+        if check.get("type") == "logfile":
+            check["window"] = _shrink(check.get("window", "5m"), WINDOW_FLOOR_S)
+            check["paths"] = [p if "${BFF_LOG_DIR" in p else str(log_dir / Path(p).name) for p in check["paths"]]
+
+    for rule in cfg.get("rules", []):
+        for key in ("for", "keep_firing_for"):
+            if key in rule:
+                rule[key] = _shrink(rule[key])
+        rule["expr"] = scale_expr(rule["expr"])
+
+    for step in cfg.get("escalation", []):
+        step["after"] = _shrink(step.get("after", "0s"))
+    cfg["renotify"] = {sev: _shrink(v) for sev, v in (cfg.get("renotify") or {}).items()}
+    if "heartbeat" in cfg and "interval" in cfg["heartbeat"]:
+        cfg["heartbeat"]["interval"] = _shrink(cfg["heartbeat"]["interval"])
+
+    for receiver in (cfg.get("receivers") or {}).values():
+        if receiver.get("type") == "pagerduty":
+            receiver["url"] = pagerduty_url
+    return cfg, notes
+
+
+def load_shipped(path: Path = SHIPPED) -> dict[str, Any]:
+    """The shipped file as plain data (anchors resolved, `${VAR}` left for the daemon)."""
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    assert isinstance(data, dict), f"{path}: not a mapping"
+    return data
+
+
+def write_config(path: Path, *, pagerduty_url: str, log_dir: Path,
+                 extra_rules: Sequence[Mapping[str, Any]] = ()) -> list[str]:
+    """Derive from the shipped file and write the test config to `path`; return the notes."""
+    cfg, notes = derive(load_shipped(), pagerduty_url=pagerduty_url, log_dir=log_dir, extra_rules=extra_rules)
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    return notes

@@ -1,0 +1,95 @@
+"""Fault rows on the Redis server (runbook 3): stopped (alone, and with the BFF's /health
+following it), at maxmemory with evictions. The Platform Event rows are in
+`test_platform_event_faults.py`.
+
+Time is the derived config's (`tests/faults/derive.py`, SCALE 600): 30 min is 3 s, 1 h 6 s.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.faults.derive import shrunk
+from tests.faults.harness import L2_AFTER, L3_AFTER, PAGE_TIMEOUT, Rig
+from tests.faults.pages import KnownDefect, known_defect
+
+
+async def test_redis_stopped_pages_redis_down_p1_up_to_l3_and_resolves(rig: Rig) -> None:
+    """The BFF's /health stays healthy here (the fake does not depend on Redis): its
+    reaction to the outage is `test_redis_stopped_with_the_bff_following_it...` below."""
+    rig.redis.stop()
+    l1 = await rig.trigger("RedisDown", "oncall")
+    assert (l1.severity, l1.level, l1.labels["check"]) == ("P1", "L1", "cache")
+    await rig.trigger("RedisDown", "lead", timeout=L2_AFTER + PAGE_TIMEOUT)
+    await rig.trigger("RedisDown", "management", timeout=L3_AFTER + PAGE_TIMEOUT)
+    rig.redis.start()
+    await rig.resolved(l1.dedup_key)
+    rig.check(l1, {("oncall", "L1"), ("lead", "L2"), ("management", "L3")})
+    assert rig.incidents() == {
+        "RedisDown{check=cache}": ["opened", "resolved"],
+        # the check's own failure alert (5 min), held back by the inhibit rule
+        "MonitorCheckFailing{check=cache}": ["opened", "held: inhibited by RedisDown", "resolved"],
+    }, rig.story()
+
+
+@pytest.mark.xfail(strict=True, raises=KnownDefect, reason=(
+    "a held alert still in its keep_firing_for is released and paged when its source resolves: "
+    "IntegrationDegraded (cache) pages on-call after every Redis outage the BFF recovers from "
+    "after Redis does"))
+async def test_redis_stopped_with_the_bff_following_it_pages_redis_down_only(rig: Rig) -> None:
+    """The BFF needs Redis: while Redis is down its /health answers 503 with `cache` failing
+    (the shipped inhibit rules expect that), and it recovers once it has reconnected, 30 s
+    after the Redis check sees Redis again. One fault, one page: during the outage that
+    holds (PortalUnreachable, IntegrationDegraded and both MonitorCheckFailing are held
+    back). After it, it does not: RedisDown resolves 2 min after Redis is back, while
+    IntegrationDegraded (keep_firing_for 2 min from the BFF's recovery, 30 s later) still
+    counts as firing, so it is released and pages on-call, then resolves. (PortalUnreachable,
+    keep_firing_for 1 min, is released too when the BFF is back more than a minute after
+    Redis: then L1, L2 and L3 are paged at once, its escalation clock having run while held.)"""
+    rig.redis.stop()
+    rig.bff.component_down("cache", status=503)
+    l1 = await rig.trigger("RedisDown", "oncall")
+    await rig.hold(l1.at, shrunk("10m"), margin=0)  # a 10-minute outage
+    assert rig.incidents() == {
+        "RedisDown{check=cache}": ["opened"],
+        "PortalUnreachable{check=bff_health}": ["opened", "held: inhibited by RedisDown"],
+        "IntegrationDegraded{check=bff_health,component=cache}": ["opened", "held: inhibited by RedisDown"],
+        "MonitorCheckFailing{check=cache}": ["opened", "held: inhibited by RedisDown"],
+        "MonitorCheckFailing{check=bff_health}": ["opened", "held: inhibited by PortalUnreachable"],
+    }, rig.story()
+    assert {p.dedup_key for p in rig.pages()} == {l1.dedup_key}, rig.story()
+    rig.redis.start()
+    await rig.wait_metric("portal_redis_up", 1.0, check="cache")
+    await rig.hold(time.perf_counter(), shrunk("30s"), margin=0)  # the BFF reconnects
+    rig.bff.healthy()
+    await rig.resolved(l1.dedup_key)
+    await rig.wait(lambda: all(v[-1] == "resolved" for v in rig.incidents().values()), "every incident resolved")
+    with known_defect("after the outage, held alerts that had stopped firing were paged"):
+        rig.check(l1, {("oncall", "L1")})
+
+
+async def test_redis_at_maxmemory_with_evictions_pages_memory_high_p3_to_oncall_only(rig: Rig) -> None:
+    async with rig.redis_client() as r:
+        used = int((await r.info("memory"))["used_memory"])
+        await r.config_set("maxmemory-policy", "allkeys-lru")
+        await r.config_set("maxmemory", used + 2 * 1024 * 1024)
+        value = b"x" * 1024
+        for batch in range(8):  # 8 MB of cache entries into 2 MB of room: LRU evicts
+            async with r.pipeline(transaction=False) as pipe:
+                for i in range(1000):
+                    pipe.set(f"cache:invoice:{batch}:{i}", value)
+                await pipe.execute()
+        evicted = int((await r.info("stats"))["evicted_keys"])
+        assert evicted > 0
+        l1 = await rig.trigger("RedisMemoryHigh", "oncall")
+        assert (l1.severity, l1.level) == ("P3", "L1") and l1.value is not None and l1.value > 0.9
+        assert (await rig.metric("portal_redis_evicted_keys_total", check="cache") or 0) > 0
+        await rig.hold(l1.at, L2_AFTER)  # P3 never reaches the lead
+        await r.config_set("maxmemory", 0)
+        await r.config_set("maxmemory-policy", "noeviction")
+        await r.flushall()
+    await rig.resolved(l1.dedup_key)
+    rig.check(l1, {("oncall", "L1")})
+    assert rig.incidents() == {"RedisMemoryHigh{check=cache}": ["opened", "resolved"]}, rig.story()
