@@ -85,8 +85,9 @@ class Alerting:
         self.evaluations += 1
         save = bool(transitions) or self._saved_at is None \
             or (now - self._saved_at).total_seconds() >= self._save_every_s
+        quiet = {fp for fp, st in self.state.alerts.items() if st.keep_firing_since is not None}
         queued = self.incidents.update(firing(self.state), transitions, now,
-                                       alert_states=self.state.to_json() if save else None)
+                                       alert_states=self.state.to_json() if save else None, quiet=quiet)
         if save:
             self._saved_at = now
         for t in transitions:

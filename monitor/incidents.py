@@ -104,8 +104,11 @@ class Incidents:
     # ---------------------------------------------------------------- the evaluation hook
 
     def update(self, firing: Sequence[Alert], transitions: Sequence[Transition], now: datetime, *,
-               alert_states: str | Mapping[str, Any] | None = None) -> int:
+               alert_states: str | Mapping[str, Any] | None = None, quiet: Collection[str] = ()) -> int:
         """Apply one rule evaluation; return the number of notifications queued.
+
+        `quiet`: fingerprints of alerts whose condition is false but that `keep_firing_for`
+        still keeps firing (see `_route`).
 
         `alert_states` (the engine's `AlertStates.to_json()`) is saved in the same transaction,
         so the engine's `for` timers and the incidents can never disagree after a crash.
@@ -127,7 +130,7 @@ class Incidents:
             for key, alert in live.items():  # a firing alert without incident (e.g. lost transition)
                 if key not in holds:
                     self._open(alert, now, now)
-            queued += self._route(live, now)
+            queued += self._route(live, now, quiet)
             if alert_states is not None:
                 self._save_states(alert_states, now)
         return queued
@@ -157,8 +160,12 @@ class Incidents:
 
     # ---------------------------------------------------------------- routing
 
-    def _route(self, live: dict[str, Alert], now: datetime) -> int:
-        """Due escalation steps and re-notifications of every open incident, unless held back."""
+    def _route(self, live: dict[str, Alert], now: datetime, quiet: Collection[str] = ()) -> int:
+        """Due escalation steps and re-notifications of every open incident, unless held back.
+
+        An incident never paged (held by an inhibition or a silence that has just ended) whose
+        alert is `quiet` (condition already false, only `keep_firing_for` keeps it firing) is not
+        paged now, for a fault that is over: it resolves when keep_firing_for runs out."""
         incidents = self._select("state = 'open' ORDER BY id")
         if not incidents:
             return 0
@@ -174,6 +181,8 @@ class Incidents:
                              f"notifications held: {held}" if held else "notifications no longer held")
                 log.info("incident_held" if held else "incident_released", incident_id=inc.id, reason=held)
             if held:
+                continue
+            if inc.dedup_key in quiet and not self._sent(inc.id):
                 continue
             n = self._escalate(inc, alert, now) + self._renotify(inc, alert, now)
             if n and inc.dedup_key in live and alert != inc.alert:

@@ -155,6 +155,11 @@ class Scheduler:
                 if not woken or now >= next_at:
                     self.delays.append(max(0.0, now - next_at))
                 await self._run_and_store(check)
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    # A client library swallowed our cancellation (redis-py can, mid-command):
+                    # honour it here, or SIGTERM would wait for a run that never ends.
+                    raise asyncio.CancelledError
                 if now >= next_at:
                     next_at += interval
                     after = self._clock()

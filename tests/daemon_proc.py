@@ -116,8 +116,12 @@ class DaemonProcess:
     async def stop(self) -> int:
         if self.proc.returncode is None:
             self.proc.send_signal(signal.SIGTERM)
-        async with asyncio.timeout(20):
-            rc = await self.proc.wait()
+        try:
+            async with asyncio.timeout(20):
+                rc = await self.proc.wait()
+        except TimeoutError:
+            await self.kill()  # never leave a daemon behind
+            raise
         if self._reader is not None:
             await self._reader
         return rc

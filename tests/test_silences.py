@@ -282,3 +282,24 @@ def test_vendor_steps_need_a_vendor_and_listed_severities() -> None:
     assert not step_applies(l4, alert("RedisDown", "P1"))
     picky = l4.model_copy(update={"severities": ["P1"]})
     assert not step_applies(picky, alert("WhmcsUnavailable", "P2", vendor="WHMCS"))
+
+
+def test_a_held_target_only_kept_firing_is_not_paged_when_its_source_resolves(
+    inc: Incidents, conn: sqlite3.Connection
+) -> None:
+    """The target's condition is already false (keep_firing_for keeps it firing) when the
+    source resolves: paging it then would be a page for a fault that is over."""
+    src = alert("RedisDown", "P1", check="cache")
+    target = alert("PlatformEventsStalled", "P2", check="cache", channel="/event/Order__e")
+    inc.update([src, target], [fired(src), fired(target)], T0)
+    mark = last_id(conn)
+    quiet = {target.fingerprint}
+    assert inc.update([target], [resolved(src, at(12))], at(12), quiet=quiet) == 2  # RedisDown's resolves
+    assert [q[1] for q in queued(conn, mark)] == ["resolve", "resolve"]
+    assert inc.update([], [resolved(target, at(14))], at(14)) == 0  # never paged: nothing to resolve
+    # Still firing for real (not quiet) when released: it is paged, as before.
+    src2, target2 = alert("RedisDown", "P1", check="db2"), alert("PlatformEventsStalled", "P2", check="db2")
+    inc.update([src2, target2], [fired(src2), fired(target2)], at(20))
+    mark = last_id(conn)
+    inc.update([target2], [resolved(src2, at(22))], at(22))
+    assert ("oncall", "trigger", "L1") in queued(conn, mark)

@@ -52,10 +52,6 @@ async def test_postgres_stopped_pages_database_down_p1_up_to_l3_and_resolves(rig
     }, rig.story()
 
 
-@pytest.mark.xfail(strict=True, raises=KnownDefect, reason=(
-    "a held alert still in its keep_firing_for is released and paged when its source resolves: "
-    "IntegrationDegraded (database) pages on-call after every database outage the BFF recovers "
-    "from after PostgreSQL does"))
 async def test_postgres_stopped_with_the_bff_following_it_pages_database_down_only(rig: Rig) -> None:
     """As the Redis row of the same name: while PostgreSQL is down the BFF's /health answers
     503 with `database` failing; it recovers 30 s after the check sees PostgreSQL again.
@@ -79,8 +75,7 @@ async def test_postgres_stopped_with_the_bff_following_it_pages_database_down_on
     rig.bff.healthy()
     await rig.resolved(l1.dedup_key)
     await rig.wait(lambda: all(v[-1] == "resolved" for v in rig.incidents().values()), "every incident resolved")
-    with known_defect("after the outage, held alerts that had stopped firing were paged"):
-        rig.check(l1, {("oncall", "L1")})
+    rig.check(l1, {("oncall", "L1")})  # held alerts whose condition had ended are not paged
 
 
 async def test_connections_at_85_percent_page_connections_high_p3_only(rig: Rig) -> None:

@@ -34,20 +34,15 @@ async def test_redis_stopped_pages_redis_down_p1_up_to_l3_and_resolves(rig: Rig)
     }, rig.story()
 
 
-@pytest.mark.xfail(strict=True, raises=KnownDefect, reason=(
-    "a held alert still in its keep_firing_for is released and paged when its source resolves: "
-    "IntegrationDegraded (cache) pages on-call after every Redis outage the BFF recovers from "
-    "after Redis does"))
 async def test_redis_stopped_with_the_bff_following_it_pages_redis_down_only(rig: Rig) -> None:
     """The BFF needs Redis: while Redis is down its /health answers 503 with `cache` failing
     (the shipped inhibit rules expect that), and it recovers once it has reconnected, 30 s
     after the Redis check sees Redis again. One fault, one page: during the outage that
     holds (PortalUnreachable, IntegrationDegraded and both MonitorCheckFailing are held
-    back). After it, it does not: RedisDown resolves 2 min after Redis is back, while
-    IntegrationDegraded (keep_firing_for 2 min from the BFF's recovery, 30 s later) still
-    counts as firing, so it is released and pages on-call, then resolves. (PortalUnreachable,
-    keep_firing_for 1 min, is released too when the BFF is back more than a minute after
-    Redis: then L1, L2 and L3 are paged at once, its escalation clock having run while held.)"""
+    back). After it, RedisDown resolves 2 min after Redis is back, while IntegrationDegraded
+    (keep_firing_for 2 min from the BFF's recovery, 30 s later) still counts as firing: it is
+    released, but its condition has ended, so it is not paged (nor is PortalUnreachable, in
+    the same case when the BFF lags behind Redis)."""
     rig.redis.stop()
     rig.bff.component_down("cache", status=503)
     l1 = await rig.trigger("RedisDown", "oncall")
@@ -66,8 +61,7 @@ async def test_redis_stopped_with_the_bff_following_it_pages_redis_down_only(rig
     rig.bff.healthy()
     await rig.resolved(l1.dedup_key)
     await rig.wait(lambda: all(v[-1] == "resolved" for v in rig.incidents().values()), "every incident resolved")
-    with known_defect("after the outage, held alerts that had stopped firing were paged"):
-        rig.check(l1, {("oncall", "L1")})
+    rig.check(l1, {("oncall", "L1")})  # held alerts whose condition had ended are not paged
 
 
 async def test_redis_at_maxmemory_with_evictions_pages_memory_high_p3_to_oncall_only(rig: Rig) -> None:
