@@ -17,7 +17,6 @@ import pytest
 
 from tests.faults.derive import shrunk
 from tests.faults.harness import L2_AFTER, L3_AFTER, PAGE_TIMEOUT, Rig
-from tests.faults.pages import KnownDefect, known_defect
 from tests.servers import PG_MAX_CONNECTIONS
 
 DAEMON_SESSIONS = 2  # the check's session and the watch's

@@ -13,7 +13,6 @@ import pytest
 
 from tests.faults.derive import shrunk
 from tests.faults.harness import L2_AFTER, L3_AFTER, PAGE_TIMEOUT, Rig
-from tests.faults.pages import KnownDefect, known_defect
 
 
 async def test_redis_stopped_pages_redis_down_p1_up_to_l3_and_resolves(rig: Rig) -> None:
