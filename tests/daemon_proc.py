@@ -39,6 +39,7 @@ class DaemonProcess:
     def __init__(self, proc: asyncio.subprocess.Process) -> None:
         self.proc = proc
         self.events: list[dict[str, Any]] = []
+        self.raw: list[bytes] = []  # every stdout line as written (JSON or not)
         self.port = 0
         self._reader: asyncio.Task[None] | None = None
         self._started = asyncio.Event()
@@ -64,6 +65,7 @@ class DaemonProcess:
     async def _read(self) -> None:
         assert self.proc.stdout is not None
         while line := await self.proc.stdout.readline():
+            self.raw.append(line)
             try:
                 event = json.loads(line)
             except ValueError:
@@ -74,6 +76,15 @@ class DaemonProcess:
                 self._started.set()
         assert self.proc.stderr is not None
         self.stderr = await self.proc.stderr.read()
+
+    async def wait_ready(self, timeout: float = 15.0) -> None:
+        """Until /-/ready answers 200: config loaded and every check has run once."""
+        async with asyncio.timeout(timeout), aiohttp.ClientSession() as s:
+            while True:
+                async with s.get(f"{self.base}/-/ready", timeout=aiohttp.ClientTimeout(total=2)) as r:
+                    if r.status == 200:
+                        return
+                await asyncio.sleep(0.05)  # polling the daemon's readiness, bounded above
 
     @property
     def base(self) -> str:

@@ -489,13 +489,6 @@ escalation:
     return path
 
 
-async def wait_ready(d: DaemonProcess) -> None:
-    async with asyncio.timeout(15), aiohttp.ClientSession() as s:
-        while True:
-            async with s.get(f"{d.base}/-/ready") as r:
-                if r.status == 200:
-                    return
-            await asyncio.sleep(0.05)  # polling the daemon's readiness, bounded above
 
 
 async def api(d: DaemonProcess, method: str, path: str, *, token: str | None = TOKEN, body: Any = None
@@ -523,7 +516,7 @@ async def pagerduty() -> Any:
 
 async def start(path: Path, **env: str) -> DaemonProcess:
     d = await DaemonProcess.start(path, env=clean_env(**env))
-    await wait_ready(d)
+    await d.wait_ready()
     return d
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import aiohttp
 import pytest
 
 from tests.daemon_proc import DaemonProcess
@@ -41,15 +40,6 @@ escalation:
     return path
 
 
-async def wait_ready(d: DaemonProcess) -> None:
-    import asyncio
-
-    async with asyncio.timeout(15), aiohttp.ClientSession() as s:
-        while True:
-            async with s.get(f"{d.base}/-/ready") as r:
-                if r.status == 200:
-                    return
-            await asyncio.sleep(0.05)  # polling the daemon's readiness, bounded above
 
 
 @pytest.fixture
@@ -61,7 +51,7 @@ async def pagerduty():
 async def test_redis_down_pages_once_and_recovery_resolves(tmp_path, redis_up, pagerduty) -> None:
     d = await DaemonProcess.start(write_config(tmp_path, redis_up.url, pagerduty.url))
     try:
-        await wait_ready(d)
+        await d.wait_ready()
         redis_up.kill()
         await pagerduty.wait_until(lambda: len(pagerduty.triggers()) == 1, timeout=10)
         (trigger,) = pagerduty.triggers()
@@ -82,7 +72,7 @@ async def test_redis_down_pages_once_and_recovery_resolves(tmp_path, redis_up, p
 async def test_pagerduty_outage_delays_the_page_but_sends_it_once(tmp_path, redis_up, pagerduty) -> None:
     d = await DaemonProcess.start(write_config(tmp_path, redis_up.url, pagerduty.url))
     try:
-        await wait_ready(d)
+        await d.wait_ready()
         pagerduty.answer(500)
         redis_up.kill()
         await pagerduty.wait_for(3, timeout=15)  # three refused attempts, backing off
@@ -101,7 +91,7 @@ async def test_pagerduty_outage_delays_the_page_but_sends_it_once(tmp_path, redi
 async def test_kill_9_mid_incident_neither_repages_nor_forgets_the_resolve(tmp_path, redis_up, pagerduty) -> None:
     config = write_config(tmp_path, redis_up.url, pagerduty.url)
     d = await DaemonProcess.start(config)
-    await wait_ready(d)
+    await d.wait_ready()
     redis_up.kill()
     await pagerduty.wait_until(lambda: len(pagerduty.triggers()) == 1, timeout=10)
     # Once the daemon has recorded the delivery. (Killed between PagerDuty's 202 and that
@@ -111,7 +101,7 @@ async def test_kill_9_mid_incident_neither_repages_nor_forgets_the_resolve(tmp_p
     await d.kill()  # SIGKILL while the incident is open
     d = await DaemonProcess.start(config)
     try:
-        await wait_ready(d)
+        await d.wait_ready()
         await d.wait_metric("portal_incidents_open", 1, severity="P1")
         await d.wait_metric("portal_alerts", 1, alertname="RedisDown", severity="P1", state="firing")
         redis_up.start()

@@ -209,26 +209,6 @@ escalation:
     return path
 
 
-class RecordingDaemon(DaemonProcess):
-    """`DaemonProcess` that also keeps every raw stdout line, JSON or not."""
-
-    raw: list[bytes]
-
-    async def _read(self) -> None:
-        self.raw = []
-        assert self.proc.stdout is not None
-        while line := await self.proc.stdout.readline():
-            self.raw.append(line)
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            self.events.append(event)
-            if event.get("event") == "started":
-                self.port = int(event["port"])
-                self._started.set()
-        assert self.proc.stderr is not None
-        self.stderr = await self.proc.stderr.read()
 
 
 async def cli(env: dict[str, str], *args: str) -> str:
@@ -255,7 +235,7 @@ async def test_no_secret_in_any_output(tmp_path: Path, secured_redis: RedisServe
     config = write_config(tmp_path, secured_redis, secured_postgres, fakes)
     env = clean_env(**json.loads((tmp_path / "env.json").read_text()))
     outputs: dict[str, str] = {}
-    d = await RecordingDaemon.start(config, env=env)
+    d = await DaemonProcess.start(config, env=env)
     try:
         # Every failure path ran: refused logins, the echoing WHMCS (both replies), PagerDuty's
         # 400, Slack's 404, the heartbeat's 500, a delivered signed webhook and Alertmanager post.

@@ -12,7 +12,6 @@ import asyncio
 import time
 from pathlib import Path
 
-import aiohttp
 import pytest
 
 from tests.daemon_proc import DaemonProcess
@@ -43,13 +42,6 @@ escalation:
     return path
 
 
-async def wait_ready(d: DaemonProcess) -> None:
-    async with asyncio.timeout(15), aiohttp.ClientSession() as s:
-        while True:
-            async with s.get(f"{d.base}/-/ready", timeout=aiohttp.ClientTimeout(total=2)) as r:
-                if r.status == 200:
-                    return
-            await asyncio.sleep(0.05)  # polling the daemon's readiness, bounded above
 
 
 @pytest.fixture
@@ -70,7 +62,7 @@ async def test_two_replicas_page_one_alert_and_the_survivor_resolves_it(
         raise next(e for e in started if isinstance(e, BaseException))
     a, b = daemons
     try:
-        await asyncio.gather(wait_ready(a), wait_ready(b))
+        await asyncio.gather(a.wait_ready(), b.wait_ready())
         assert a.port != b.port
         killed_at = time.perf_counter()
         redis_up.kill()
