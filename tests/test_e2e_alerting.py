@@ -18,11 +18,13 @@ ROUTING_KEY = "R0UT1NGKEY0123456789abcdefABCDEF"
 RUNBOOK = "https://wiki.example/runbooks/incident-response#3-redis-connection-failures"
 
 
-def write_config(tmp_path: Path, redis_url: str, pd_url: str) -> Path:
-    path = tmp_path / "alert_rules.yaml"
+def write_config(tmp_path: Path, redis_url: str, pd_url: str, *, name: str = "alert_rules.yaml",
+                 state: str = "state") -> Path:
+    """RedisDown to one PagerDuty receiver; `name`/`state` let several daemons share a directory."""
+    path = tmp_path / name
     path.write_text(f"""\
 listen: 127.0.0.1:0
-state_dir: {tmp_path / 'state'}
+state_dir: {tmp_path / state}
 checks:
   - {{name: cache, type: redis, url: "{redis_url}", interval: 1s, timeout: 500ms}}
 rules:
@@ -38,8 +40,6 @@ escalation:
   - {{level: L1, after: 0s, severities: [P1, P2, P3, P4], receivers: [oncall]}}
 """)
     return path
-
-
 
 
 @pytest.fixture

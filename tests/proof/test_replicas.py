@@ -17,31 +17,7 @@ import pytest
 from tests.daemon_proc import DaemonProcess
 from tests.fake_receivers import FakePagerDuty
 from tests.servers import RedisServer
-
-ROUTING_KEY = "Rep1icaR0ut1ngKey0123456789abcde"
-
-
-def write_config(path: Path, state_dir: Path, redis_url: str, pd_url: str) -> Path:
-    """The replicas' config: identical but for the state directory (listen is 127.0.0.1:0)."""
-    path.write_text(f"""\
-listen: 127.0.0.1:0
-state_dir: {state_dir}
-checks:
-  - {{name: cache, type: redis, url: "{redis_url}", interval: 1s, timeout: 500ms}}
-rules:
-  - alert: RedisDown
-    expr: portal_redis_up == 0
-    severity: P1
-    summary: "Redis {{{{ $labels.check }}}} is down"
-    runbook: "https://wiki.example/runbooks/incident-response#3-redis-connection-failures"
-receivers:
-  oncall: {{type: pagerduty, routing_key: "{ROUTING_KEY}", url: "{pd_url}", timeout: 2s}}
-escalation:
-  - {{level: L1, after: 0s, severities: [P1, P2, P3, P4], receivers: [oncall]}}
-""")
-    return path
-
-
+from tests.test_e2e_alerting import write_config
 
 
 @pytest.fixture
@@ -52,8 +28,9 @@ async def pagerduty():
 
 async def test_two_replicas_page_one_alert_and_the_survivor_resolves_it(
         tmp_path: Path, redis_up: RedisServer, pagerduty: FakePagerDuty, record_property) -> None:
-    a_cfg = write_config(tmp_path / "a.yaml", tmp_path / "state-a", redis_up.url, pagerduty.url)
-    b_cfg = write_config(tmp_path / "b.yaml", tmp_path / "state-b", redis_up.url, pagerduty.url)
+    # The same config but for the state directory (listen is 127.0.0.1:0).
+    a_cfg = write_config(tmp_path, redis_up.url, pagerduty.url, name="a.yaml", state="state-a")
+    b_cfg = write_config(tmp_path, redis_up.url, pagerduty.url, name="b.yaml", state="state-b")
     started = await asyncio.gather(DaemonProcess.start(a_cfg), DaemonProcess.start(b_cfg), return_exceptions=True)
     daemons = [d for d in started if isinstance(d, DaemonProcess)]
     if len(daemons) < 2:  # one did not start: stop the other, say why
