@@ -32,6 +32,7 @@ from monitor.yamlpos import (  # noqa: F401 (ConfigError and friends are part of
     read_yaml,
 )
 from monitor.notify import RECEIVER_TYPES, ReceiverConfig
+from monitor.timeintervals import NamedTimeInterval
 from monitor.schema import (
     CHECK_NAME,
     Duration,
@@ -77,6 +78,9 @@ class RuleConfig(StrictModel):
     description: str = ""
     runbook: str = ""
     vendor: str | None = None
+    # Names from the top-level `time_intervals`: inside one, this rule's incidents are held
+    # back as by a silence (opened, shown as held, paged when it ends if still firing).
+    mute_time_intervals: list[str] = Field(default_factory=list)
 
 
 Matcher = dict[str, str | list[str]]
@@ -166,6 +170,7 @@ class RootConfig(StrictModel):
     escalation: list[EscalationStep] = Field(default_factory=lambda: list(DEFAULT_ESCALATION))
     renotify: Renotify = Field(default_factory=Renotify)
     inhibit: list[InhibitRule] = Field(default_factory=list)
+    time_intervals: list[NamedTimeInterval] = Field(default_factory=list)
     api: ApiConfig = Field(default_factory=ApiConfig)
     heartbeat: HeartbeatConfig = Field(default_factory=HeartbeatConfig)
 
@@ -453,7 +458,8 @@ def load_config_text(text: str, *, name: str = DEFAULT_CONFIG, path: Path | None
                            "(listen, checks, rules, ...)"])
 
     # `rules:` with every rule deleted (YAML null) means no rules, not an error.
-    for section in ("checks", "rules", "receivers", "inhibit", "escalation", "defaults", "renotify", "heartbeat"):
+    for section in ("checks", "rules", "receivers", "inhibit", "escalation", "defaults", "renotify", "heartbeat",
+                    "time_intervals"):
         if section in data and data[section] is None:
             del data[section]
 
@@ -569,12 +575,22 @@ def load_config_text(text: str, *, name: str = DEFAULT_CONFIG, path: Path | None
                             + (", ".join(sorted(known)) or "none defined") + ")")
             if step.severities is None and not step.vendor:
                 add(("escalation", i), "needs `severities: [...]` or `vendor: true`")
+        interval_at: dict[str, int] = {}
+        for i, ti in enumerate(root.time_intervals):
+            if ti.name in interval_at:
+                add(("time_intervals", i, "name"),
+                    f"duplicate time interval name {ti.name!r} (first at time_intervals[{interval_at[ti.name]}])")
+            interval_at.setdefault(ti.name, i)
         rule_names: dict[tuple[str, str], int] = {}
         for i, r in enumerate(root.rules):
             key = (r.alert, r.expr)
             if key in rule_names:
                 add(("rules", i, "alert"), f"rule {r.alert!r} with the same expr as rules[{rule_names[key]}]")
             rule_names.setdefault(key, i)
+            for j, ti_name in enumerate(r.mute_time_intervals):
+                if ti_name not in interval_at:
+                    add(("rules", i, "mute_time_intervals", j), f"unknown time interval {ti_name!r} (time_intervals: "
+                        + (", ".join(sorted(interval_at)) or "none defined") + ")")
         for j, c in enumerate(root.checks):
             i = index_of[j] if j < len(index_of) else j
             if c.name in disabled:

@@ -251,6 +251,9 @@ class Incidents:
         silenced = self.silences.matching(routing.alert_labels(alert), now, active)
         if silenced:
             reasons.append("; ".join(s.describe() for s in silenced))
+        muted = routing.muted_by(alert, self._cfg, now)
+        if muted:
+            reasons.append("muted by time interval " + "; ".join(muted))
         return "; ".join(reasons)
 
     def _sent(self, iid: int) -> set[tuple[str, str]]:

@@ -8,11 +8,12 @@ clock or the database, so every rule of the escalation matrix is a plain functio
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from monitor.config import Config, EscalationStep, InhibitRule
 from monitor.model import Alert
 from monitor.silences import matches
+from monitor.timeintervals import active
 
 
 def alert_labels(alert: Alert) -> dict[str, str]:
@@ -87,3 +88,12 @@ def inhibitors(target: Alert, firing: Sequence[Alert], rules: Sequence[InhibitRu
             if all(sl.get(name, "") == tl.get(name, "") for name in rule.equal):
                 found.append(src.name)
     return list(dict.fromkeys(found))
+
+
+def muted_by(alert: Alert, cfg: Config, now: datetime) -> list[str]:
+    """The `mute_time_intervals` of the alert's rules that contain `now`, described."""
+    names = [n for r in cfg.root.rules if r.alert == alert.name for n in r.mute_time_intervals]
+    if not names:
+        return []
+    named = {ti.name: ti for ti in cfg.root.time_intervals}
+    return [ti.describe() for ti in active(named, dict.fromkeys(names), now)]

@@ -288,8 +288,15 @@ def alert_samples(state: AlertStates) -> list[Sample]:
 
 def evaluate(rules: Sequence[Rule], samples: Sequence[Sample], state: AlertStates, now: datetime,
              *, outage_tolerance: timedelta = OUTAGE_TOLERANCE) -> tuple[AlertStates, list[Transition]]:
-    """Evaluate every rule against `samples` at `now`; return the new state and what changed."""
+    """Evaluate every rule against `samples` at `now`; return the new state and what changed.
+
+    An alert of a check whose last run failed (`portal_check_up{check} 0`) whose series went
+    with it is unknown, not over: it keeps its state (firing stays firing, pending keeps its
+    timer) until the check answers again. Otherwise a stall paged before Redis stopped would
+    be "resolved" to on-call and the vendor while no event has arrived, and paged again after.
+    """
     index = index_samples(samples)
+    failing = {s.labels.get("check") for s in index.get("portal_check_up", ()) if s.value == 0}
     found: dict[str, tuple[Rule, Alert]] = {}
     for rule in rules:
         for labels, value in rule.expr.evaluate(index):
@@ -312,6 +319,8 @@ def evaluate(rules: Sequence[Rule], samples: Sequence[Sample], state: AlertState
                 st = replace(st, state=FIRING, fired_at=now)
                 transitions.append(Transition(alert, FIRING, now, st.active_since))
             out[fp] = st
+        elif st.alert.labels.get("check") in failing and st.alert.name in rule_of:
+            out[fp] = st  # unknown while its check fails: neither resolved nor advanced
         elif st.state == FIRING:
             keep = rule_of[st.alert.name].keep_firing_for_s if st.alert.name in rule_of else 0.0
             since = st.keep_firing_since or now

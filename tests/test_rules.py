@@ -80,6 +80,44 @@ def test_a_series_that_disappears_resolves() -> None:
     assert seen == [(0, "firing", "cache"), (10, "resolved", "cache")]
 
 
+STALL = "portal_sf_replay_stalled_seconds > 1800"
+
+
+def stalled(seconds: float, *, check_up: float = 1) -> list[Sample]:
+    return [Sample("portal_sf_replay_stalled_seconds", {"check": "cache", "channel": "orders"}, seconds),
+            Sample("portal_check_up", {"check": "cache", "type": "redis"}, check_up)]
+
+
+def check_down() -> list[Sample]:
+    """What a failed redis check leaves: `up` 0, and none of its other series."""
+    return [Sample("portal_check_up", {"check": "cache", "type": "redis"}, 0)]
+
+
+def test_a_firing_alert_of_a_failed_check_stays_firing_until_the_check_answers() -> None:
+    r = rule(STALL, alert="PlatformEventsStalled", severity="P2")
+    _, seen = run([r], [(0, stalled(1900)), (10, check_down()), (600, check_down()), (610, stalled(2500)),
+                        (620, stalled(0))])
+    assert seen == [(0, "firing", "cache"), (620, "resolved", "cache")]
+
+
+def test_a_pending_alert_of_a_failed_check_keeps_its_timer_and_fires_once_seen_again() -> None:
+    r = rule(STALL, alert="PlatformEventsStalled", severity="P2", for_="5m")
+    state, seen = run([r], [(0, stalled(1900)), (60, check_down()), (400, check_down())])
+    assert seen == [(0, "pending", "cache")] and pending(state)  # not fired blind
+    _, seen = run([r], [(410, stalled(2300))], state)
+    assert seen == [(410, "firing", "cache")]
+
+
+def test_a_failed_check_does_not_hold_other_checks_alerts_or_a_deleted_rules() -> None:
+    r = rule(STALL, alert="PlatformEventsStalled", severity="P2")
+    other = [Sample("portal_check_up", {"check": "db", "type": "postgres"}, 0)]
+    _, seen = run([r], [(0, stalled(1900)), (10, other)])  # the cache check answered: its series are gone
+    assert seen == [(0, "firing", "cache"), (10, "resolved", "cache")]
+    state, _ = run([r], [(0, stalled(1900))])
+    _, seen = run([], [(10, check_down())], state)  # the rule was deleted by a reload
+    assert seen == [(10, "resolved", "cache")]
+
+
 def test_keep_firing_for_counts_from_the_first_false_evaluation() -> None:
     """As Prometheus: kept while now - first_false < keep_firing_for."""
     _, seen = run([rule(keep="1m")], [(0, up(0)), (10, up(1)), (40, up(1)), (69, up(1)), (70, up(1))])
@@ -296,7 +334,8 @@ def test_shipped_rules_compile_and_cover_the_runbook() -> None:
     severities = {r.alert: r.severity for r in rules}
     assert severities == {
         "PortalUnreachable": "P1", "DatabaseDown": "P1", "RedisDown": "P1", "LoginFailureSpike": "P1",
-        "PlatformEventsStalled": "P2", "WhmcsUnavailable": "P2", "DatabaseConnectionsSaturated": "P2",
+        "PlatformEventsStalled": "P2", "PlatformEventsReplayKeysMissing": "P2", "WhmcsUnavailable": "P2",
+        "DatabaseConnectionsSaturated": "P2",
         "HighErrorRate": "P3", "SlowResponses": "P3", "RedisMemoryHigh": "P3", "LongRunningQuery": "P3",
         "IntegrationDegraded": "P3", "DatabaseConnectionsHigh": "P3",
         "MonitorCheckFailing": "P4", "NotificationDeliveryFailing": "P4", "ConfigReloadFailed": "P4",
@@ -314,7 +353,8 @@ def test_shipped_rules_compile_and_cover_the_runbook() -> None:
         assert r.annotations["summary"].text, r.alert
         assert "\n1. " in r.annotations["description"].text, r.alert  # the runbook's first steps
     vendors = {r.alert: r.vendor for r in rules if r.vendor}
-    assert vendors == {"PlatformEventsStalled": "Salesforce", "WhmcsUnavailable": "WHMCS"}
+    assert vendors == {"PlatformEventsStalled": "Salesforce", "PlatformEventsReplayKeysMissing": "Salesforce",
+                       "WhmcsUnavailable": "WHMCS"}
     by_name = {r.alert: r for r in rules}
     assert by_name["PortalUnreachable"].for_s == 60
     assert by_name["PlatformEventsStalled"].for_s == 300

@@ -36,6 +36,13 @@ rules. Only what cannot run in a test changes:
   the shipped file has no check of that type, and `derive()` says so in its notes.
 - **Proposals.** `extra_rules` appends rules (shrunk like the others): only for a test that
   shows a rule proposed for the shipped file would work.
+- **Mute intervals are off.** `mute_time_intervals` are wall-clock hours (the nightly lull,
+  00:00-06:00 UTC by default), and a row runs at whatever hour CI does: they are removed, and
+  tested with an injected clock instead (tests/test_timeintervals.py, tests/proof/).
+- **Platform Events only where a row runs them.** The disposable Redis holds no replay key,
+  which PlatformEventsReplayKeysMissing would page after 35 min (3.5 s): as on a portal
+  without Platform Events, the rules of `NEEDS_REPLAY_KEYS` are removed unless the row writes
+  replay ids (`platform_events=True`, tests/faults/test_platform_event_faults.py).
 """
 
 from __future__ import annotations
@@ -54,6 +61,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "alert_rules.yaml"
 
 SCALE = 600.0
+NEEDS_REPLAY_KEYS = frozenset({"PlatformEventsReplayKeysMissing"})
 INTERVAL_FLOOR_S = 0.05
 WINDOW_FLOOR_S = 2.0
 CHECK_TIMEOUT_S = 1.0
@@ -113,13 +121,23 @@ def scale_expr(expr: str) -> str:
 
 
 def derive(shipped: Mapping[str, Any], *, pagerduty_url: str, log_dir: Path,
-           extra_rules: Sequence[Mapping[str, Any]] = ()) -> tuple[dict[str, Any], list[str]]:
-    """The test config (a dict to dump as YAML) and notes on what had to be added.
+           extra_rules: Sequence[Mapping[str, Any]] = (), platform_events: bool = False
+           ) -> tuple[dict[str, Any], list[str]]:
+    """The test config (a dict to dump as YAML) and notes on what had to be added or removed.
 
     `extra_rules` (shipped-file time, shrunk like the others) are appended: only for a test of
-    a rule proposed for the shipped file."""
+    a rule proposed for the shipped file. `platform_events`: the row writes replay ids, so the
+    rules that need them stay."""
     cfg: dict[str, Any] = copy.deepcopy(dict(shipped))
     notes: list[str] = []
+    if not platform_events:
+        dropped = [r["alert"] for r in cfg.get("rules", []) if r.get("alert") in NEEDS_REPLAY_KEYS]
+        cfg["rules"] = [r for r in cfg.get("rules", []) if r.get("alert") not in NEEDS_REPLAY_KEYS]
+        if dropped:
+            notes.append("no Platform Events in this row: removed " + ", ".join(dropped))
+    for rule in cfg.get("rules", []):
+        rule.pop("mute_time_intervals", None)
+    cfg.pop("time_intervals", None)
     if extra_rules:
         cfg["rules"] = [*cfg.get("rules", []), *copy.deepcopy(list(extra_rules))]
         notes.append("extra rules: " + ", ".join(r["alert"] for r in extra_rules))
@@ -165,8 +183,9 @@ def load_shipped(path: Path = SHIPPED) -> dict[str, Any]:
 
 
 def write_config(path: Path, *, pagerduty_url: str, log_dir: Path,
-                 extra_rules: Sequence[Mapping[str, Any]] = ()) -> list[str]:
+                 extra_rules: Sequence[Mapping[str, Any]] = (), platform_events: bool = False) -> list[str]:
     """Derive from the shipped file and write the test config to `path`; return the notes."""
-    cfg, notes = derive(load_shipped(), pagerduty_url=pagerduty_url, log_dir=log_dir, extra_rules=extra_rules)
+    cfg, notes = derive(load_shipped(), pagerduty_url=pagerduty_url, log_dir=log_dir, extra_rules=extra_rules,
+                        platform_events=platform_events)
     path.write_text(yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True), encoding="utf-8")
     return notes

@@ -17,10 +17,7 @@ the daemon needs. `rig.incidents()` reads what the daemon did with each alert (o
 and why, released, resolved) from its log; `rig.story()` is pages + incidents + check
 failures, the message of every failed assertion.
 
-A behaviour the matrix shows to be wrong is asserted as it should be, inside
-`with known_defect("..."):`, in a test marked `xfail(strict=True, raises=KnownDefect)`: any
-other failure still fails, and the fix turns the test into an XPASS failure until the marker
-goes. A daemon that ignores SIGTERM gives a `DaemonDidNotStop` warning with its tasks' stacks.
+A daemon that ignores SIGTERM gives a `DaemonDidNotStop` warning with its tasks' stacks.
 """
 
 from __future__ import annotations
@@ -70,7 +67,8 @@ class Rig:
     """Fakes + derived config + daemon for one row (see the module docstring)."""
 
     def __init__(self, workdir: Path, *, redis: RedisServer, postgres: PostgresServer,
-                 process_pattern: str, extra_rules: Sequence[Mapping[str, Any]] = ()) -> None:
+                 process_pattern: str, extra_rules: Sequence[Mapping[str, Any]] = (),
+                 platform_events: bool = False) -> None:
         assert len(ONCALL_KEY) == len(LEAD_KEY) == 32
         self.workdir = workdir
         self.redis = redis
@@ -84,6 +82,7 @@ class Rig:
         self.log = BffLog(workdir / "bff-logs")
         self.config_path = workdir / "alert_rules.test.yaml"
         self.extra_rules = list(extra_rules)
+        self.platform_events = platform_events  # the row writes replay ids: their rules stay on
         self.notes: list[str] = []
         self._daemon: DaemonProcess | None = None
         self._closed = False
@@ -133,7 +132,7 @@ class Rig:
         for fake in (self.pd, self.management, self.vendors, self.whmcs, self.bff):
             await fake.start()
         self.notes = write_config(self.config_path, pagerduty_url=self.pd.url, log_dir=self.log.dir,
-                                  extra_rules=self.extra_rules)
+                                  extra_rules=self.extra_rules, platform_events=self.platform_events)
         self._daemon = await DaemonProcess.start(self.config_path, env=self.env())
         await self.wait(self._ready, "the daemon to be ready (every check run once)")
         alerts = await self.alerts()

@@ -6,13 +6,11 @@ own routing key, so the key says who was paged; `management` (L3) and `vendors` 
 three fakes into a `Page` in arrival order, and `check_incident()` asserts the whole story of
 one incident: who got a trigger at which level and severity, not before its escalation time,
 that each of them got the resolve afterwards, and that nobody got anything else.
-`known_defect()` wraps the assertions of a behaviour reported as wrong (see `KnownDefect`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -112,20 +110,3 @@ def check_incident(pages: list[Page], key: str, *, alertname: str, severity: str
     for receiver, _level in triggers:
         mine = [p for p in pages if p.receiver == receiver]
         assert [p.action for p in mine] == ["trigger", "resolve"], f"{receiver}:\n{story}"
-
-
-class KnownDefect(AssertionError):
-    """A check of the desired behaviour that fails because of a reported defect. The test is a
-    strict `xfail(raises=KnownDefect)`: it fails for real on any other assertion, and turns
-    into a failure (XPASS) the day the defect is fixed, so the marker is removed then."""
-
-
-@contextmanager
-def known_defect(what: str) -> Iterator[None]:
-    """Turn the AssertionError of the block into a KnownDefect saying `what` is wrong."""
-    try:
-        yield
-    except KnownDefect:
-        raise
-    except AssertionError as e:
-        raise KnownDefect(f"{what}\n{e}") from e

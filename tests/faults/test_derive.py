@@ -12,6 +12,7 @@ from tests.faults.derive import (
     CHECK_TIMEOUT_S,
     ELAPSED_METRICS,
     INTERVAL_FLOOR_S,
+    NEEDS_REPLAY_KEYS,
     SCALE,
     WINDOW_FLOOR_S,
     derive,
@@ -34,10 +35,12 @@ def load(data: dict) -> object:  # type: ignore[type-arg]
 
 def test_every_timer_of_the_shipped_file_is_divided_by_the_scale(tmp_path: Path) -> None:
     shipped_data = load_shipped()
-    derived_data, _notes = derive(shipped_data, pagerduty_url="http://127.0.0.1:1/v2/enqueue", log_dir=tmp_path)
+    derived_data, _notes = derive(shipped_data, pagerduty_url="http://127.0.0.1:1/v2/enqueue", log_dir=tmp_path,
+                                  platform_events=True)
     shipped, derived = load(shipped_data).root, load(derived_data).root  # type: ignore[attr-defined]
     assert [r.alert for r in derived.rules] == [r.alert for r in shipped.rules]
     for s, d in zip(shipped.rules, derived.rules, strict=True):
+        assert d.mute_time_intervals == [], s.alert  # wall-clock hours: off in the matrix
         assert d.for_ == pytest.approx(s.for_ / SCALE, abs=0.001), s.alert
         assert d.keep_firing_for == pytest.approx(s.keep_firing_for / SCALE, abs=0.001), s.alert
         assert (d.severity, d.vendor, d.labels, d.summary, d.description) == \
@@ -77,3 +80,13 @@ def test_a_shipped_file_without_a_logfile_check_gets_the_proposed_one(tmp_path: 
     derived, notes = derive(data, pagerduty_url="http://127.0.0.1:1/v2/enqueue", log_dir=tmp_path)
     assert any("logfile" in n for n in notes)
     assert [c["name"] for c in derived["checks"] if c["type"] == "logfile"] == ["bff_logs"]
+
+
+def test_rows_without_platform_events_lose_only_the_rules_that_need_replay_keys(tmp_path: Path) -> None:
+    shipped = load_shipped()
+    derived, notes = derive(shipped, pagerduty_url="http://127.0.0.1:1/v2/enqueue", log_dir=tmp_path)
+    assert [r["alert"] for r in derived["rules"]] == \
+        [r["alert"] for r in shipped["rules"] if r["alert"] not in NEEDS_REPLAY_KEYS]
+    assert NEEDS_REPLAY_KEYS <= {r["alert"] for r in shipped["rules"]}  # the list names shipped rules
+    assert "no Platform Events in this row: removed PlatformEventsReplayKeysMissing" in notes
+    assert "time_intervals" not in derived and "time_intervals" in shipped

@@ -1,6 +1,9 @@
 """Fault rows on the Salesforce Platform Event replay ids in Redis (runbook 1): a frozen key,
-deleted keys (a gap of the shipped rules, with the proposed rule), and Redis down together
-with a stall in both orders (the inhibit rule RedisDown -> PlatformEventsStalled's case).
+deleted keys, and Redis down together with a stall in both orders (the inhibit rule
+RedisDown -> PlatformEventsStalled's case).
+
+Every row here runs a portal with Platform Events: the replay key of ORDERS exists before the
+daemon starts, and the rules that need replay keys stay on (`platform_events=True`).
 
 Time is the derived config's (`tests/faults/derive.py`, SCALE 600): 30 min is 3 s, the stall
 threshold of 1800 s is 3 s, and a stall pages 35 min (3.5 s) after the id stopped.
@@ -18,7 +21,6 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from tests.faults.derive import shrunk
 from tests.faults.harness import L2_AFTER, PAGE_TIMEOUT, Rig
-from tests.faults.pages import KnownDefect, known_defect
 
 ORDERS = "/event/OrderProvisionRequested__e"
 STATUS = "/event/OrderStatusChanged__e"
@@ -27,6 +29,16 @@ STALL = shrunk("30m") + shrunk("5m")  # PlatformEventsStalled: stalled > 1800 s,
 
 def replay_key(channel: str) -> str:
     return f"sf:pe:replay:{channel}"
+
+
+@pytest.fixture
+async def rig(make_rig: Callable[..., Rig]) -> Rig:
+    """A started row of a portal that has received Platform Events: ORDERS' replay key is there."""
+    r = make_rig(platform_events=True)
+    async with r.redis_client() as c:
+        await c.set(replay_key(ORDERS), 1000)
+    await r.start()
+    return r
 
 
 class PlatformEvents:
@@ -113,10 +125,9 @@ async def test_replay_key_frozen_pages_platform_events_stalled_p2_with_salesforc
         f"PlatformEventsStalled{{check=cache,channel={ORDERS}}}": ["opened", "resolved"]}, rig.story()
 
 
-async def test_replay_keys_deleted_page_nothing_a_gap_of_the_shipped_rules(rig: Rig) -> None:
-    """A deleted key's series disappear, and no shipped rule looks at the key count: the
-    Platform Event clock is gone and nobody is paged (reported as a gap, with a proposed
-    rule on `portal_sf_replay_keys == 0`)."""
+async def test_replay_keys_deleted_page_replay_keys_missing_p2_with_salesforce_l4(rig: Rig) -> None:
+    """A deleted key's series (and its stall clock) disappear with it; no replay key at all for
+    35 min pages PlatformEventsReplayKeysMissing, which resolves when an event writes one again."""
     async with PlatformEvents(rig, (ORDERS, STATUS)) as events:
         await seen(rig, ORDERS, STATUS)
         events.freeze(ORDERS)
@@ -124,50 +135,16 @@ async def test_replay_keys_deleted_page_nothing_a_gap_of_the_shipped_rules(rig: 
         async with rig.redis_client() as r:
             assert await r.delete(replay_key(ORDERS), replay_key(STATUS)) == 2
             gone_at = time.perf_counter()
-    await rig.wait_metric("portal_sf_replay_keys", 0.0, check="cache")
-    assert await rig.metric("portal_sf_replay_stalled_seconds", channel=ORDERS, check="cache") is None
-    await rig.hold(gone_at, STALL)  # a frozen key would have paged by now
-    assert rig.pages() == [], rig.story()
-    assert rig.incidents() == {}, rig.story()
-    assert await rig.alerts() == []
-
-
-# Proposed for the shipped file (the gap above): no replay key at all for as long as a stall
-# takes to page. The BFF writes a channel's key on every event, so a key missing that long
-# also means no event that long. (It pages on a portal that does not use Platform Events:
-# delete the rule there.) While Redis is down the series is gone, so it stays quiet.
-REPLAY_KEYS_MISSING = {
-    "alert": "PlatformEventsReplayKeysMissing",
-    "expr": "portal_sf_replay_keys == 0",
-    "for": "35m",
-    "severity": "P2",
-    "vendor": "Salesforce",
-    "summary": "No Salesforce Platform Event replay key (sf:pe:replay:*) in Redis {{ $labels.check }} for 35 minutes",
-    "description": "The replay ids are gone (FLUSHDB, evicted under allkeys-lru, or the BFF stopped writing them)"
-                   " and no event has recreated them.\n1. redis-cli --scan --pattern 'sf:pe:replay:*'\n"
-                   "2. redis-cli INFO stats | grep evicted_keys; redis-cli CONFIG GET maxmemory-policy\n"
-                   "3. grep \"Platform Event\" /var/log/bff/combined.log | tail -50",
-    "runbook": "https://wiki.example/runbooks/incident-response#1-salesforce-platform-events-not-receiving",
-}
-
-
-async def test_proposed_replay_keys_missing_rule_pages_the_deleted_keys(make_rig: Callable[..., Rig]) -> None:
-    """Not the shipped rules: the shipped ones plus REPLAY_KEYS_MISSING, to show the proposal
-    closes the gap of the row above (the keys exist before the daemon starts: with none at
-    all the rule is pending from the start)."""
-    rig = make_rig(extra_rules=[REPLAY_KEYS_MISSING])
-    async with rig.redis_client() as r:
-        await r.set(replay_key(ORDERS), 1000)
-    await rig.start()
-    async with rig.redis_client() as r:
-        assert await r.delete(replay_key(ORDERS)) == 1
-    l1 = await rig.trigger("PlatformEventsReplayKeysMissing", "oncall", timeout=STALL + PAGE_TIMEOUT)
-    assert (l1.severity, l1.labels["vendor"]) == ("P2", "Salesforce")
-    await rig.trigger("PlatformEventsReplayKeysMissing", "vendors")
-    async with rig.redis_client() as r:
-        await r.set(replay_key(ORDERS), 1001)  # an event arrives and writes the key again
-    await rig.resolved(l1.dedup_key)
+        await rig.wait_metric("portal_sf_replay_keys", 0.0, check="cache")
+        assert await rig.metric("portal_sf_replay_stalled_seconds", channel=ORDERS, check="cache") is None
+        l1 = await rig.trigger("PlatformEventsReplayKeysMissing", "oncall", timeout=STALL + PAGE_TIMEOUT)
+        assert l1.at - gone_at >= STALL * 0.95, rig.story()
+        assert (l1.severity, l1.level, l1.labels["vendor"], l1.labels["check"]) == ("P2", "L1", "Salesforce", "cache")
+        await rig.trigger("PlatformEventsReplayKeysMissing", "vendors")
+        events.resume(ORDERS)  # an event arrives and writes the key again
+        await rig.resolved(l1.dedup_key)
     rig.check(l1, {("oncall", "L1"), ("vendors", "L4")})
+    assert rig.incidents() == {"PlatformEventsReplayKeysMissing{check=cache}": ["opened", "resolved"]}, rig.story()
 
 
 async def test_redis_down_with_a_stall_pages_redis_down_then_the_stall_once_redis_is_back(rig: Rig) -> None:
@@ -198,18 +175,12 @@ async def test_redis_down_with_a_stall_pages_redis_down_then_the_stall_once_redi
     }, rig.story()
 
 
-@pytest.mark.xfail(strict=True, raises=KnownDefect, reason=(
-    "a failed check makes its alerts' series vanish, so a firing PlatformEventsStalled resolves "
-    "when Redis goes down (a false 'resolved' to on-call and the vendor) and pages again after"))
 async def test_redis_down_during_a_paged_stall_keeps_the_stall_page_open(rig: Rig) -> None:
     """The other order of the two faults: the stall has paged, then Redis stops for 10 min.
-    Nothing says the stall is over, so its page should stay open (RedisDown, paged, explains
-    why it cannot be measured) and resolve once the id moves again: one incident, one page.
-    Today its series disappear with the failed check and PlatformEventsStalled (no
-    keep_firing_for) resolves at once: on-call and the Salesforce vendor hear "resolved"
-    while no event has arrived, and with Redis back it fires again 5 min later, a second page
-    and a second PagerDuty alert for one stall. The inhibit rule RedisDown ->
-    PlatformEventsStalled never comes into play."""
+    Nothing says the stall is over, so its page stays open (RedisDown, paged, explains why it
+    cannot be measured: the engine keeps the alerts of a failed check as they were) and
+    resolves once the id moves again: one incident, one page, no "resolved" while no event has
+    arrived. While Redis is down the inhibit rule RedisDown -> PlatformEventsStalled holds it."""
     async with PlatformEvents(rig, (ORDERS,)) as events:
         await seen(rig, ORDERS)
         events.freeze(ORDERS)
@@ -218,9 +189,8 @@ async def test_redis_down_during_a_paged_stall_keeps_the_stall_page_open(rig: Ri
         async with restarted_from_rdb(rig):
             down = await rig.trigger("RedisDown", "oncall")
             await rig.hold(down.at, shrunk("10m"), margin=0)
-            with known_defect("the stall's page was resolved while Redis was down and no event had arrived"):
-                assert [p for p in rig.pages() if p.dedup_key == stall.dedup_key and p.action == "resolve"] == [], \
-                    rig.story()
+            assert [p for p in rig.pages() if p.dedup_key == stall.dedup_key and p.action == "resolve"] == [], \
+                rig.story()
             rig.redis.start()
             await rig.resolved(down.dedup_key)
         events.resume(ORDERS)
