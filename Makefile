@@ -35,8 +35,8 @@ bench: $(STAMP)
 	$(PY) bench/bench_logfile.py
 	$(PY) bench/bench_detection.py
 
-## bench-compare: side by side with Prometheus + Alertmanager + exporters + mtail (~8 min, loopback only;
-## installs the Debian packages when missing, as root); writes bench/compare/RESULTS.md. Options: ARGS="--runs 20"
+## bench-compare: side by side with Prometheus + Alertmanager + exporters + mtail (~15 min, loopback only;
+## installs the Debian packages when missing, as root); writes bench/compare/RESULTS.md. Options: ARGS="--runs 10"
 .PHONY: bench-compare
 bench-compare: $(STAMP)
 	BENCH_COMPARE_MAKE=1 $(PY) bench/compare/run.py $(ARGS)

@@ -6,6 +6,9 @@ USS at the end, user + system CPU seconds from start to end.
 
 Why one function for both stacks: the reference's five processes and portal-monitor's one
 are measured by the same code over the same seconds, so neither gets a kinder clock.
+
+`import_floor()` shows where portal-monitor's share comes from: the RSS of a fresh interpreter
+after each group of the libraries it is built on, then after its own modules.
 """
 
 from __future__ import annotations
@@ -94,3 +97,38 @@ async def measure_footprints(groups: dict[str, list[int]], window_s: float, step
         out[name] = Footprint(sum(rss.values()), max(peak[name], sum(rss.values())),
                               _cpu(procs) - cpu0[name], elapsed, rss, _uss(procs))
     return out
+
+
+# Where a Python daemon's memory goes before it does anything: RSS after each group of imports,
+# in a fresh interpreter, in the order they stack up. The last stage is the project's own code.
+IMPORT_STAGES: tuple[tuple[str, str], ...] = (
+    ("Python 3 interpreter", ""),
+    ("asyncio (with ssl, concurrent.futures)", "import asyncio, ssl"),
+    ("aiohttp: client and server", "import aiohttp, aiohttp.web"),
+    ("pydantic (config only; BaseModel loads most of it)", "from pydantic import BaseModel, Field, ValidationError"),
+    ("prometheus-client", "import prometheus_client"),
+    ("structlog, PyYAML, orjson, msgspec, psutil", "import structlog, yaml, orjson, msgspec, psutil"),
+    ("redis-py (asyncio, hiredis), asyncpg", "import redis.asyncio, asyncpg"),
+    ("portal-monitor's own modules and check models", "import monitor.daemon, checks"),
+)
+
+_STAGE_SCRIPT = """
+import json, sys, psutil
+p = psutil.Process()
+out = []
+for label, stmt in json.loads(sys.argv[1]):
+    exec(stmt)
+    out.append([label, p.memory_info().rss])
+print(json.dumps(out))
+"""
+
+
+def import_floor(python: str, cwd: str) -> list[tuple[str, float]]:
+    """(stage, RSS in bytes after it) for IMPORT_STAGES in a fresh `python` (psutil is loaded
+    first to measure, and counted in the first stage)."""
+    import json
+    import subprocess
+
+    done = subprocess.run([python, "-c", _STAGE_SCRIPT, json.dumps(IMPORT_STAGES)], cwd=cwd, capture_output=True,
+                          text=True, timeout=120, check=True)
+    return [(label, float(rss)) for label, rss in json.loads(done.stdout)]
