@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import calendar
 import re
-from datetime import datetime, timezone
+from datetime import datetime, timezone, tzinfo
+from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -139,13 +140,13 @@ class TimeInterval(StrictModel):
     def _location(cls, v: str | None) -> str | None:
         if v is not None:
             try:
-                ZoneInfo(v)
+                zone(v)
             except (ZoneInfoNotFoundError, ValueError):
                 raise ValueError(f"{v!r} is not a time zone of the IANA database (e.g. Europe/London, UTC)") from None
         return v
 
     def contains(self, now: datetime) -> bool:
-        local = now.astimezone(ZoneInfo(self.location) if self.location else timezone.utc)
+        local = now.astimezone(zone(self.location))
         if self.times is not None:
             minute = local.hour * 60 + local.minute
             if not any(start <= minute < end for start, end in (t.minutes() for t in self.times)):
@@ -172,6 +173,15 @@ class TimeInterval(StrictModel):
                 parts.append(f"{key} {', '.join(str(x) for x in value)}")
         parts.append(self.location or "UTC")
         return " ".join(parts)
+
+
+@lru_cache(maxsize=64)
+def zone(name: str | None) -> tzinfo:
+    """UTC without a time zone database (a slim container may have none; the `tzdata` package
+    is the fallback for every other name)."""
+    if name in (None, "UTC", "Etc/UTC"):
+        return timezone.utc
+    return ZoneInfo(name)
 
 
 def _in(value: int, ranges: list[Range]) -> bool:

@@ -168,3 +168,19 @@ def test_outside_the_interval_it_pages_at_once_and_other_rules_are_never_muted(c
     before = last_id(conn)
     assert inc.update([STALL, other], [fired(other, night)], night) > 0
     assert ("oncall", "trigger", "L1") in queued(conn, before)
+
+
+def test_zones_resolve_without_a_system_time_zone_database() -> None:
+    """A slim container may lack /usr/share/zoneinfo: UTC needs no database, others come from
+    the `tzdata` package (a dependency)."""
+    import zoneinfo
+
+    from monitor.timeintervals import zone
+
+    zoneinfo.reset_tzpath(to=[])
+    try:
+        assert zone("UTC") is UTC and zone(None) is UTC
+        london = zoneinfo.ZoneInfo.no_cache("Europe/London")
+        assert utc(2026, 7, 15, 5, 30).astimezone(london).hour == 6
+    finally:
+        zoneinfo.reset_tzpath()
