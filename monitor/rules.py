@@ -319,7 +319,8 @@ def evaluate(rules: Sequence[Rule], samples: Sequence[Sample], state: AlertState
                 st = replace(st, state=FIRING, fired_at=now)
                 transitions.append(Transition(alert, FIRING, now, st.active_since))
             out[fp] = st
-        elif st.alert.labels.get("check") in failing and st.alert.name in rule_of:
+        elif st.alert.labels.get("check") in failing and st.alert.name in rule_of \
+                and not _series_present(rule_of[st.alert.name], st.alert, index):
             out[fp] = st  # unknown while its check fails: neither resolved nor advanced
         elif st.state == FIRING:
             keep = rule_of[st.alert.name].keep_firing_for_s if st.alert.name in rule_of else 0.0
@@ -339,3 +340,12 @@ def evaluate(rules: Sequence[Rule], samples: Sequence[Sample], state: AlertState
             out[fp] = AlertState(alert, PENDING, now)
             transitions.append(Transition(alert, PENDING, now, now))
     return AlertStates(out, now), transitions
+
+
+def _series_present(rule: Rule, alert: Alert, index: Mapping[str, Sequence[Sample]]) -> bool:
+    """Whether a series the alert came from is still reported (a failed check may still say a
+    component is fine: then the condition is known to be false, not unknown)."""
+    if rule.expr.absent:
+        return True  # absent() fires on a missing series: a missing series is no news for it
+    return any(all(alert.labels.get(k) == v for k, v in s.labels.items())
+               for s in rule.expr.selector.select(index))

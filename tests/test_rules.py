@@ -108,6 +108,18 @@ def test_a_pending_alert_of_a_failed_check_keeps_its_timer_and_fires_once_seen_a
     assert seen == [(410, "firing", "cache")]
 
 
+def test_a_failed_check_that_still_reports_the_series_resolves_it() -> None:
+    """A /health answering 503 for the database still says the cache is fine again."""
+    r = rule('portal_http_component_up == 0', alert="IntegrationDegraded", severity="P3")
+
+    def health(cache: float) -> list[Sample]:
+        return [Sample("portal_http_component_up", {"check": "bff", "component": "cache"}, cache),
+                Sample("portal_http_component_up", {"check": "bff", "component": "database"}, 0),
+                Sample("portal_check_up", {"check": "bff", "type": "http"}, 0)]
+    _, seen = run([r], [(0, health(0)), (10, health(1))])
+    assert [(t, s) for t, s, _ in seen] == [(0, "firing"), (0, "firing"), (10, "resolved")]
+
+
 def test_a_failed_check_does_not_hold_other_checks_alerts_or_a_deleted_rules() -> None:
     r = rule(STALL, alert="PlatformEventsStalled", severity="P2")
     other = [Sample("portal_check_up", {"check": "db", "type": "postgres"}, 0)]
