@@ -36,6 +36,12 @@ Decisions, and why:
   slices of `SLICE_BYTES` with `await asyncio.sleep(0)` between them, so other checks keep
   their schedule, and stops after half the check's timeout; the rest waits for the next run
   (`portal_log_unread_bytes` shows it).
+- **Counting at read time** (the default) is batched (`logtally.Normalizer.add`/`flush`):
+  a slice (as `Follower.read_pieces` reads it, out of a buffer kept while there is a
+  backlog) is parsed and counted in pieces of `PIECE_BYTES`, as whole records in C (small
+  pieces stay in the CPU cache: a few % faster); the batch is normalized once at the end of the run
+  (`samples()` flushes), or earlier when it grows past `logtally.BATCH_MAX`. Login failures
+  are still matched per slice, so Space-Saving sees what it saw before batching.
 """
 
 from __future__ import annotations
@@ -45,7 +51,7 @@ import re
 import time
 from bisect import bisect_left
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
 import msgspec
@@ -54,7 +60,7 @@ from pydantic import Field, field_validator, model_validator
 
 from checks.logparse import PRESETS, REGEX_GROUPS, JsonParser, RegexParser, count_pattern_lines
 from checks.logtail import Follower
-from checks.logtally import ERROR_LEVELS, FIELDS, AuthRule, Normalizer, Tally
+from checks.logtally import ERROR_LEVELS, FIELDS, AuthRule, Normalizer, Parsed, Tally
 from checks.logwindow import Window, sketch_index
 from monitor.model import CheckContext, CheckError, Sample
 from monitor.schema import CheckBase, Duration, StrictModel, compile_regex
@@ -95,12 +101,25 @@ KEY_METRICS = (
 
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 SLICE_BYTES = 1 << 20  # about 3,000 lines: a few ms of parsing between two yields to the loop
+PIECE_BYTES = 1 << 17  # a slice is parsed and counted in pieces this big (see the docstring)
 _LE = tuple(repr(b) for b in DURATION_BUCKETS) + ("+Inf",)
 _SHOWN_LEVELS = ("fatal", "error", "warn", "info", "debug")
 _CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
 _LABEL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 Paths = str | list[str] | None
+
+
+def _pieces(chunk: bytes, size: int) -> Iterator[bytes]:
+    """The chunk cut after a newline about every `size` bytes (the whole when smaller), as
+    `Follower.read_pieces` cuts what it reads."""
+    start, n = 0, len(chunk)
+    while start < n:
+        end = n if n - start <= size else chunk.rfind(b"\n", start, start + size) + 1
+        if end <= start:  # a line longer than `size`
+            end = chunk.find(b"\n", start + size) + 1 or n
+        yield chunk if end - start == n else chunk[start:end]
+        start = end
 
 
 class Fields(StrictModel):
@@ -284,17 +303,19 @@ class LogfileCheck:
         self._pattern_lines: Counter[str] = Counter()
         self._hist = [0] * (len(DURATION_BUCKETS) + 1)
         self._dur_sum = 0.0
+        self._batch_now: float | None = None  # the read time of the pending batch (the last batch's)
 
     async def collect(self) -> list[Sample]:
+        self._flush()
         now = self._now()
         self._window.advance(now)
         deadline = self._clock() + self._budget_s
         active = list(self._followers)
         while active:  # round robin, a slice each, so one busy file does not starve the others
             for f in list(active):
-                chunk = f.read(SLICE_BYTES)
-                if chunk:
-                    self.ingest(chunk, now)
+                pieces = f.read_pieces(SLICE_BYTES, PIECE_BYTES)
+                if pieces:
+                    self._ingest_pieces(pieces, now)
                 if not f.more:
                     active.remove(f)
                 await asyncio.sleep(0)
@@ -310,21 +331,44 @@ class LogfileCheck:
             f.close()
 
     def ingest(self, chunk: bytes, now: float) -> None:
-        """Count a chunk of whole lines read at `now`."""
+        """Count a chunk of whole lines read at `now` (at read time, into the pending batch:
+        `samples()` includes it)."""
+        self._ingest_pieces(list(_pieces(chunk, PIECE_BYTES)) if self._norm.batching else [chunk], now)
+
+    def _ingest_pieces(self, pieces: list[bytes], now: float) -> None:
+        """Count one slice of whole lines, cut into pieces at newlines."""
         errors: Counter[str] = Counter()
+        if self._patterns:  # on the whole slice, as a pattern may span a newline
+            chunk = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+            self._pattern_lines.update(count_pattern_lines(chunk, self._patterns))
+        if not self._norm.batching:
+            chunk = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+            self._add(self._norm.tally(self._parse(chunk, errors)), now)
+        else:
+            if self._batch_now != now:
+                self._flush()
+            self._batch_now = now
+            for piece in pieces:
+                if self._norm.add(self._parse(piece, errors)):
+                    self._flush()
+            for (_, source), n in self._norm.take_auth().items():  # per slice: see the docstring
+                self._window.add_auth(now, source, n)
+        self._errors.update(errors)
+
+    def _parse(self, chunk: bytes, errors: Counter[str]) -> Parsed:
         parser = self._parser
         if self._fast and isinstance(parser, JsonParser):
             try:
-                parsed = parser.parse_fast(chunk)
+                return parser.parse_fast(chunk)
             except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):  # RecursionError: deep arrays
-                parsed = parser.parse_general(chunk, errors)
-        else:
-            parsed = parser.parse_general(chunk, errors)
-        tally = self._norm.tally(parsed)
-        self._errors.update(errors)
-        if self._patterns:
-            self._pattern_lines.update(count_pattern_lines(chunk, self._patterns))
-        self._add(tally, now)
+                pass
+        return parser.parse_general(chunk, errors)
+
+    def _flush(self) -> None:
+        """Add the pending batch to the counters and the window, at its read time."""
+        if self._batch_now is not None:
+            for tally in self._norm.flush():
+                self._add(tally, self._batch_now)
 
     def _add(self, tally: Tally, now: float) -> None:
         window = self._window
@@ -353,6 +397,7 @@ class LogfileCheck:
 
     def samples(self, now: float) -> list[Sample]:
         """Every series' current value."""
+        self._flush()
         out: list[Sample] = []
         add = out.append
         for f in self._followers:

@@ -16,7 +16,14 @@ Both decode with msgspec into a Struct generated from the configured paths: the 
 is validated as JSON, but only the fields we need become Python objects, which is what
 makes it faster than `orjson.loads`, which must build every key and value of every line.
 The fields only auth rules need (ip, path, message) are decoded from the few candidate
-lines only.
+lines only. The Structs are frozen, so hashable: `logtally` counts whole records at once.
+
+The fast path first tries a *strict* Struct that takes only the usual shape of a line: a
+level from the known words (or pino's numbers), a status that is an integer HTTP status,
+and no alternative path present (`status` where `statusCode` is the first path). Its
+values are msgspec's interned literals, so no string is built per line and records compare
+by identity, which makes counting them about a third cheaper. A chunk it refuses is decoded
+again with the lenient Struct (every value as is), and the strict one rests for a while.
 
 Blank lines are skipped: they are neither lines nor parse errors.
 """
@@ -25,13 +32,13 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from operator import attrgetter, itemgetter
-from typing import Any, Union
+from typing import Any, Literal, Union
 
 import msgspec
 
-from checks.logtally import FIELDS, Parsed
+from checks.logtally import FIELDS, LEVEL_ALIASES, LEVELS, Parsed
 
 PRESETS: dict[str, dict[str, tuple[str, ...]]] = {
     # winston's json() format: level as a word; morgan-style request lines add these fields.
@@ -62,34 +69,68 @@ PRESETS: dict[str, dict[str, tuple[str, ...]]] = {
 
 _CONTAINER_OTHERS = (str, int, float, bool, list, None)
 
+# What the strict Struct takes (see the module docstring); anything else is a lenient chunk.
+_STRICT_LEVEL = Union[Literal[(*LEVELS, *LEVEL_ALIASES, 10, 20, 30, 40, 50, 60)], None]
+_STRICT_STATUS = Union[Literal[tuple(range(100, 600))], None]
+STRICT_REST = 64  # chunks decoded leniently after the strict Struct refused one
 
-def _struct_for(tree: dict[str, Any], name: str) -> type[msgspec.Struct]:
-    """A Struct with one field per key of `tree`: Any for a leaf, a nested Struct for a
-    subtree. A subtree also accepts any non-object value, so that an unexpected type is
-    a missing field, not an error."""
+
+def _struct_for(
+    tree: dict[str, Any], name: str, leaf_type: Callable[[str], Any] = lambda path: Any, prefix: str = ""
+) -> type[msgspec.Struct]:
+    """A frozen Struct with one field per key of `tree`: `leaf_type(path)` (Any unless
+    strict) for a leaf, a nested Struct for a subtree. A subtree also accepts any non-object
+    value, so that an unexpected type is a missing field, not an error."""
     fields: list[tuple[str, Any, Any]] = []
     rename: dict[str, str] = {}
     for i, (key, sub) in enumerate(tree.items()):
         attr = f"f{i}"
         rename[attr] = key
         if sub is None:
-            fields.append((attr, Any, None))
+            fields.append((attr, leaf_type(prefix + key), None))
         else:
-            inner = _struct_for(sub, f"{name}_{i}")
+            inner = _struct_for(sub, f"{name}_{i}", leaf_type, f"{prefix}{key}.")
             fields.append((attr, Union[(inner, *_CONTAINER_OTHERS)], msgspec.field(default_factory=inner)))
-    return msgspec.defstruct(name, fields, rename=rename, gc=False, omit_defaults=False)
+    return msgspec.defstruct(name, fields, rename=rename, gc=False, omit_defaults=False, frozen=True)
+
+
+def _strict_leaf_types(layout_paths: Mapping[str, Sequence[str]]) -> Callable[[str], Any]:
+    """The strict type of each path: an alternative path (not the first of its field) must
+    be absent; the first level path a known level; the first status path an HTTP status.
+    A path that two fields share stays Any."""
+    roles: dict[str, set[tuple[str, bool]]] = {}
+    for field_name, paths in layout_paths.items():
+        for i, path in enumerate(paths):
+            roles.setdefault(path, set()).add((field_name, i == 0))
+
+    def leaf_type(path: str) -> Any:
+        r = roles.get(path, set())
+        if r and all(not first for _, first in r):
+            return None
+        if r == {("level", True)}:
+            return _STRICT_LEVEL
+        if r == {("status", True)}:
+            return _STRICT_STATUS
+        return Any
+
+    return leaf_type
 
 
 class _Shape:
-    """A Struct type for some fields' JSON paths, and how to read each path from it."""
+    """A Struct type for some fields' JSON paths, and how to read each path from it
+    (`strict`: also the strict Struct of the same layout, see the module docstring)."""
 
-    def __init__(self, paths: Mapping[str, Sequence[str]], fields: Iterable[str], name: str) -> None:
+    def __init__(
+        self, paths: Mapping[str, Sequence[str]], fields: Iterable[str], name: str, *, strict: bool = False
+    ) -> None:
         tree: dict[str, Any] = {}
         slot_paths: list[str] = []
         self.layout: dict[str, tuple[int, ...]] = {}
+        used: dict[str, Sequence[str]] = {}
         for f in fields:
             idx = []
-            for path in paths.get(f, ()):
+            used[f] = paths.get(f, ())
+            for path in used[f]:
                 if path not in slot_paths:
                     _add_path(tree, path)
                     slot_paths.append(path)
@@ -97,6 +138,10 @@ class _Shape:
             self.layout[f] = tuple(idx)
         self.struct = _struct_for(tree, name)
         self.decode = msgspec.json.Decoder(self.struct).decode
+        self.decode_strict = None
+        if strict:
+            strict_struct = _struct_for(tree, f"{name}Strict", _strict_leaf_types(used))
+            self.decode_strict = msgspec.json.Decoder(strict_struct).decode
         attrs = [_attr_path(tree, p) for p in slot_paths]
         self.getters = [attrgetter(a) for a in attrs]
         self.attrs = [a.split(".") for a in attrs]
@@ -136,10 +181,13 @@ class JsonParser:
     the few auth candidates are decoded again for their ip, path and message."""
 
     reasons = ("invalid_utf8", "not_json", "not_object")  # why a line was not parsed
+    batchable = True  # records hold only the fields counted on every line: see logtally.Normalizer
 
     def __init__(self, paths: Mapping[str, Sequence[str]], needed: Iterable[str]) -> None:
         needed = list(needed)
-        self._main = _Shape(paths, [f for f in needed if f in MAIN_FIELDS], "LogLine")
+        self._main = _Shape(paths, [f for f in needed if f in MAIN_FIELDS], "LogLine", strict=True)
+        self._decode_strict = self._main.decode_strict
+        self._strict_rest = 0  # chunks left before the strict Struct is tried again
         self._detail = _Shape(paths, [f for f in needed if f in DETAIL_FIELDS], "LogDetail")
         self.layout = self._main.layout
         self.detail_layout = self._detail.layout
@@ -152,13 +200,27 @@ class JsonParser:
     def parse_fast(self, chunk: bytes) -> Parsed:
         """A chunk of whole lines, parsed; raises on the first line it cannot take.
 
-        No Python code runs per line: `split`, `filter` and `map` over the decoder are C.
-        (Decoding the chunk as one stream of documents would save the split, but a stream
-        decoder lets a document span lines, and proving it did not costs as much.)
+        No Python code runs per line: `split` and `map` over the decoder are C. The strict
+        Struct goes first (see the module docstring); a blank line or a line it refuses
+        sends the chunk to the lenient Struct. (Decoding the chunk as one stream of
+        documents would save the split, but a stream decoder lets a document span lines,
+        and proving it did not costs as much.)
         """
         if not chunk.isascii():
             chunk.decode()  # skipped strings are not checked by msgspec: check here
-        lines = list(filter(None, chunk.split(b"\n")))
+        lines = chunk.split(b"\n")
+        if not lines[-1]:
+            lines.pop()  # after the last newline
+        if self._strict_rest:
+            self._strict_rest -= 1
+        elif self._decode_strict is not None:
+            try:
+                return Parsed(list(map(self._decode_strict, lines)), lines, strict=True)
+            except msgspec.ValidationError:  # an unusual level or status, an alternative path
+                self._strict_rest = STRICT_REST
+            except msgspec.DecodeError:  # a blank line, or a line the lenient Struct refuses too
+                pass
+        lines = list(filter(None, lines))
         return Parsed(list(map(self._decode, lines)), lines)
 
     def parse_general(self, chunk: bytes, errors: Counter[str]) -> Parsed:
@@ -240,6 +302,7 @@ class RegexParser:
     Without a `message` group the whole line is the message (for auth rules)."""
 
     reasons = ("invalid_utf8", "no_match")
+    batchable = False  # records may hold the whole line (message): nearly every one distinct
 
     def __init__(self, pattern: str) -> None:
         self._rx = re.compile(pattern)

@@ -9,6 +9,16 @@ Why grouping first: a chunk of a few thousand lines has few distinct (level, sta
 and durations, so `collections.Counter` (C) does the per-line work and the Python code
 below (normalizing, rules) runs once per distinct value, not once per line.
 
+Batches (lines placed at their read time, JSON records): all the chunks of one run share
+one time, so `Normalizer.add()` only counts each chunk's whole records into one pending
+`Counter` (one C-level pass per chunk; the records are frozen Structs holding the level,
+status and duration) and `flush()` normalizes each distinct record once per batch. The
+per-chunk Python work is then the auth candidates only, and chunks can be small enough to
+stay in the CPU cache. Durations are summed in the order their values first appear in the
+batch, so a sum may differ in its last bits from one summed chunk by chunk; every count is
+the same. Lines placed at their own time, and regex records (which may hold the whole
+line, so nearly all distinct), are grouped chunk by chunk by `tally()`.
+
 Raw values are normalized the same whatever their JSON type: a level word, a pino number
 or an alias; a status as number or numeric string; a duration as number or numeric string.
 An object or array where a scalar was expected counts as "no usable value". Booleans are
@@ -20,7 +30,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import compress, repeat
@@ -30,7 +40,7 @@ from typing import Any, Protocol
 FIELDS = ("time", "level", "status", "duration", "ip", "path", "message")
 LEVELS = ("fatal", "error", "warn", "info", "http", "verbose", "debug", "trace", "silly", "other", "unknown")
 ERROR_LEVELS = frozenset({"error", "fatal"})
-_LEVEL_ALIASES = {
+LEVEL_ALIASES = {
     "warning": "warn",
     "err": "error",
     "critical": "fatal",
@@ -45,6 +55,7 @@ _LEVEL_ALIASES = {
 _PINO_LEVELS = ((60, "fatal"), (50, "error"), (40, "warn"), (30, "info"), (20, "debug"))
 _ISO_SECOND = re.compile(r"(\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d)(?:[.,]\d+)?(Z|[+-]\d\d(?::?\d\d)?)?$")
 _CACHE_MAX = 4096  # distinct raw values remembered per normalizer (bounded memory)
+BATCH_MAX = 25_000  # distinct records pending before the batch must be flushed (bounded memory)
 
 
 # --- normalizing raw values (one call per distinct value, cached) --------------------------
@@ -63,7 +74,7 @@ def norm_level(v: Any) -> str:
         if _is_number_text(word):
             v = int(word)
         else:
-            word = _LEVEL_ALIASES.get(word, word)
+            word = LEVEL_ALIASES.get(word, word)
             return word if word in LEVELS else "other"
     if isinstance(v, (int, float)):  # bools are numbers, as Counter sees them (True == 1)
         for floor, name in _PINO_LEVELS:
@@ -195,6 +206,50 @@ class AuthRule:
         return self.message is None or (message is not None and self.message.search(message) is not None)
 
 
+def _column_matchable(rule: AuthRule) -> bool:
+    """Whether `_matching` gives what `rule.matches` gives line by line: a regex that
+    matches the empty string would match a missing value there (config refuses those)."""
+    return all(rx is None or rx.search("") is None for rx in (rule.path, rule.message))
+
+
+def _matching(
+    rule: AuthRule,
+    statuses: list[Any],
+    norm_status: Callable[[Any], int | None],
+    path: list[str | None],
+    message: list[str | None],
+    ip: list[str | None],
+) -> list[str | None]:
+    """The client IPs of the lines that `rule` matches, in line order: each condition
+    narrows whole columns (C-level `map` of the regex, `compress`), not line by line.
+    A missing path or message is searched as "", which such a rule never matches."""
+    columns = (ip, path, message)
+    if rule.statuses is not None:
+        ok = {raw: norm_status(raw) in rule.statuses for raw in set(statuses)}
+        columns = _narrow(list(map(ok.__getitem__, statuses)), columns)
+    for rx, i in ((rule.path, 1), (rule.message, 2)):
+        if rx is not None:
+            columns = _narrow(list(map(rx.search, [v if v is not None else "" for v in columns[i]])), columns)
+    return columns[0]
+
+
+def _narrow(keep: list[Any], columns: tuple[list[Any], ...]) -> tuple[list[Any], ...]:
+    return tuple(list(compress(c, keep)) for c in columns)
+
+
+def _positions(values: list[Any], wanted: Iterable[Any]) -> list[int]:
+    """Where `values` holds one of `wanted` (==), in order. `list.count` and `list.index`
+    scan in C; Python runs once per hit, and hits (login candidates) are few."""
+    idx: list[int] = []
+    for v in wanted:
+        i = -1
+        for _ in range(values.count(v)):
+            i = values.index(v, i + 1)
+            idx.append(i)
+    idx.sort()
+    return idx
+
+
 # --- the result of one chunk -----------------------------------------------------------------
 
 
@@ -219,10 +274,13 @@ class Tally:
 
 @dataclass(frozen=True, slots=True)
 class Parsed:
-    """A parsed chunk: one record per parsed line, and the lines themselves (same order)."""
+    """A parsed chunk: one record per parsed line, and the lines themselves (same order).
+    `strict`: every record came from the parser's strict Struct (logparse): no alternative
+    path present, every status an int HTTP status or None."""
 
     records: list[Any]
     lines: list[bytes]
+    strict: bool = False
 
 
 class Reader(Protocol):
@@ -235,6 +293,11 @@ class Reader(Protocol):
 
     @property
     def detail_layout(self) -> Mapping[str, tuple[int, ...]]: ...
+
+    @property
+    def batchable(self) -> bool:
+        """Records are hashable and hold only the fields counted on every line."""
+        ...
 
     def column(self, records: Sequence[Any], slot: int) -> list[Any]: ...
 
@@ -275,6 +338,123 @@ class Normalizer:
         self._auth_statuses: frozenset[int] | None = None
         if statuses and all(s is not None for s in statuses):
             self._auth_statuses = frozenset(code for s in statuses if s is not None for code in s)
+        # batches: see the module docstring
+        self.batching = not self.use_time and bool(getattr(reader, "batchable", False))
+        self._pending: Counter[Any] = Counter()  # record -> lines, since the last flush
+        self._done: list[Tally] = []  # chunks that could not be batched, counted on their own
+        self._cand_lines: list[bytes] = []  # auth candidates since the last take_auth()
+        self._cand_status: list[Any] = []  # their raw statuses
+        # One rule whose conditions are regexes on strings (the default rule is one) is
+        # matched on whole columns; several rules go line by line, as in the per-chunk path.
+        self._column_rule = self.auth[0] if len(self.auth) == 1 and _column_matchable(self.auth[0]) else None
+
+    # --- batches (read time) ---------------------------------------------------------------
+
+    def add(self, parsed: Parsed) -> bool:
+        """Count a chunk into the pending batch (`batching` only) and keep its auth
+        candidates for `take_auth()`. True when the batch holds so many distinct records
+        that it should be flushed now."""
+        records = parsed.records
+        if not records:
+            return False
+        try:
+            self._pending.update(records)  # C: hashes each record once
+        except TypeError:  # an object or array where a scalar was expected: unhashable
+            self._unpend(records)
+            self._done.append(self._count(parsed, safe=True, auth=False))
+            if self.auth:
+                self._keep_candidates(parsed, self._column(records, self.layout.get("status", ()), safe=True))
+            return False
+        if self.auth:
+            slots = self.layout.get("status", ())
+            if parsed.strict and slots:  # statuses are ints or None, in the first path only
+                self._keep_candidates(parsed, self.reader.column(records, slots[0]), strict=True)
+            else:
+                self._keep_candidates(parsed, self._column(records, slots, safe=False))
+        return len(self._pending) >= BATCH_MAX
+
+    def flush(self) -> list[Tally]:
+        """The line and duration counts since the last flush (and empties the batch)."""
+        out, self._done = self._done, []
+        if self._pending:
+            out.append(self._tally_pending())
+            self._pending = Counter()
+        return out
+
+    def take_auth(self) -> Counter[tuple[float | None, str | None]]:
+        """The login failures among the candidates kept since the last call, by (None, client
+        IP), in the order they were first seen: the check calls it once per slice it reads,
+        so that Space-Saving in the window sees the same sequence as with `tally()`."""
+        auth: Counter[tuple[float | None, str | None]] = Counter()
+        lines, statuses = self._cand_lines, self._cand_status
+        if lines:
+            self._cand_lines, self._cand_status = [], []
+            details = self.reader.details(Parsed([], lines), list(range(len(lines))))
+            self._match(statuses, details, None, auth)
+        return auth
+
+    def _keep_candidates(self, parsed: Parsed, status: list[Any], *, strict: bool = False) -> None:
+        """Keep the lines (and raw statuses) that may be login failures: with a status one of
+        the rules names, or every line when a rule names none. In a strict chunk a raw
+        status is its value; otherwise each distinct raw status is normalized first ("401"
+        is one too)."""
+        wanted: Iterable[Any] | None = self._auth_statuses
+        if wanted is None:
+            self._cand_lines += parsed.lines
+            self._cand_status += status
+            return
+        if not strict:
+            wanted = [raw for raw in set(status) if self._status(raw) in self._auth_statuses]
+        idx = _positions(status, wanted)
+        if idx:
+            self._cand_lines += map(parsed.lines.__getitem__, idx)
+            self._cand_status += map(status.__getitem__, idx)
+
+    def _unpend(self, records: list[Any]) -> None:
+        """Take back what `Counter.update` counted before it met an unhashable record, so
+        the batch is as before (a record first seen in this chunk is removed again)."""
+        pending = self._pending
+        for r in records:
+            try:
+                n = pending[r] - 1
+            except TypeError:
+                return
+            if n:
+                pending[r] = n
+            else:
+                del pending[r]
+
+    def _tally_pending(self) -> Tally:
+        """The pending batch as a Tally: each distinct record's raw (level, status) and
+        duration are summed, then each distinct raw value normalized once."""
+        records = list(self._pending)
+        counts = list(self._pending.values())
+        col = self._columns(records, safe=False)
+        pairs: dict[tuple[Any, Any], int] = {}
+        for pair, n in zip(zip(col("level"), col("status")), counts):
+            pairs[pair] = pairs.get(pair, 0) + n
+        durations: dict[Any, int] = {}  # first appearance order, as Counter(durations) of the lines
+        for du, n in zip(col("duration"), counts):
+            durations[du] = durations.get(du, 0) + n
+        out = Tally()
+        nl, ns, groups = self._level, self._status, out.groups
+        for (lv, st), n in pairs.items():
+            groups[(None, nl(lv), ns(st))] += n
+        self._sum_durations(durations, out)
+        return out
+
+    def _sum_durations(self, counts: Mapping[Any, int], out: Tally) -> None:
+        """Durations placed at read time: count, sum and classes, once per distinct value."""
+        nd = self._duration
+        acc = Durations()
+        classes, known = acc.classes, nd.cache
+        for du, n in counts.items():
+            if (d := known[du] if du in known else nd(du)) is not None:
+                acc.count += n
+                acc.total_s += d[0] * n
+                classes[d[1]] += n
+        if acc.count:
+            out.durations[None] = acc
 
     def tally(self, parsed: Parsed) -> Tally:
         """The records' counts, grouped by distinct values (C-level Counters)."""
@@ -285,7 +465,7 @@ class Normalizer:
         except TypeError:  # an object or array where a scalar was expected: unhashable
             return self._count(parsed, safe=True)
 
-    def _count(self, parsed: Parsed, *, safe: bool) -> Tally:
+    def _count(self, parsed: Parsed, *, safe: bool, auth: bool = True) -> Tally:
         out = Tally()
         col = self._columns(parsed.records, safe)
         level, status, duration = col("level"), col("status"), col("duration")
@@ -311,17 +491,9 @@ class Normalizer:
             pairs = Counter(zip(level, status, strict=True))
             for (lv, st), n in pairs.items():
                 groups[(None, nl(lv), ns(st))] += n
-            acc = Durations()
-            classes, known = acc.classes, nd.cache
-            for du, n in Counter(duration).items():
-                if (d := known[du] if du in known else nd(du)) is not None:
-                    acc.count += n
-                    acc.total_s += d[0] * n
-                    classes[d[1]] += n
-            if acc.count:
-                durations[None] = acc
+            self._sum_durations(Counter(duration), out)
             distinct_status = {k[1] for k in pairs}
-        if self.auth:
+        if self.auth and auth:
             self._count_auth(parsed, status, distinct_status, tcol, out)
         return out
 
@@ -342,32 +514,40 @@ class Normalizer:
         self,
         parsed: Parsed,
         status: list[Any],
-        distinct_status: set[Any],
+        distinct_status: Iterable[Any],
         tcol: list[float | None] | None,
         out: Tally,
     ) -> None:
         ns = self._status
         if self._auth_statuses is not None:
-            idx: list[int] = []
-            for raw in distinct_status:
-                if ns(raw) in self._auth_statuses:  # list.index scans in C; we loop per hit
-                    i = -1
-                    for _ in range(status.count(raw)):
-                        i = status.index(raw, i + 1)
-                        idx.append(i)
-            idx.sort()
+            idx = _positions(status, [raw for raw in distinct_status if ns(raw) in self._auth_statuses])
         else:
             idx = list(range(len(parsed.records)))
         if not idx:
             return
         details = self.reader.details(parsed, idx)  # decoded again, for the candidates only
+        times = [tcol[i] for i in idx] if tcol is not None else None
+        self._match([status[i] for i in idx], details, times, out.auth)
+
+    def _match(
+        self,
+        statuses: list[Any],
+        details: list[Any],
+        times: list[float | None] | None,
+        auth: Counter[tuple[float | None, str | None]],
+    ) -> None:
+        """Count the candidates that match a rule into `auth`, by (time, client IP), in
+        line order."""
         path, message, ip = (self._detail_strings(details, f) for f in ("path", "message", "ip"))
-        times = [tcol[i] for i in idx] if tcol is not None else [None] * len(idx)
-        rules, auth = self.auth, out.auth
-        for i, t, p, m, source in zip(idx, times, path, message, ip, strict=True):
-            st = ns(status[i])
-            for rule in rules:
-                if rule.matches(st, p, m):
+        rule = self._column_rule
+        if rule is not None and times is None:
+            auth.update(zip(repeat(None), _matching(rule, statuses, self._status, path, message, ip)))
+            return
+        ns, rules = self._status, self.auth
+        for t, raw, p, m, source in zip(times or repeat(None), statuses, path, message, ip):
+            st = ns(raw)
+            for r in rules:
+                if r.matches(st, p, m):
                     auth[(t, source)] += 1
                     break
 

@@ -1,0 +1,198 @@
+"""The batched read-time path of the logfile check against the per-chunk path it replaced.
+
+At read time (the default) JSON lines are parsed in pieces, counted as whole records into a
+pending batch and normalized once per batch (`logtally.Normalizer.add`/`flush`), the
+parser first trying a strict Struct (`logparse`), and the follower hands out pieces of a
+slice (`logtail.Follower.read_pieces`). The per-chunk path (`Normalizer.tally`, still used
+for line time and regex logs) is the reference: every count must be the same on tricky
+input (invalid UTF-8, non-JSON, non-objects, blank lines, huge numbers, objects where a
+scalar was expected, alternative paths, unusual levels); sums of durations may differ in
+their last bits only (they are summed per batch rather than per chunk).
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from bench.bench_logfile import winston_line
+from checks import logtally
+from checks.logfile import LogfileCheck
+from checks.logparse import PRESETS, JsonParser
+from checks.logtail import Follower
+from monitor.model import Sample
+from tests.test_check_logfile import GARBAGE, PINO_TRICKY, T0, TRICKY, make, pino, random_rec, values, winston, write
+
+FLOAT_SUMS = ("portal_log_request_duration_seconds_sum", "portal_log_response_seconds_avg")
+HUGE = [
+    b'{"level":"info","statusCode":200,"duration":1' + b"0" * 400 + b"}",  # an int beyond float range
+    b'{"level":"info","statusCode":1' + b"0" * 30 + b',"duration":3}',
+    b'{"level":"' + b"9" * 30 + b'","statusCode":401,"url":"/api/auth/login","ip":"203.0.113.7"}',
+    b'{"level":"error","statusCode":500,"duration":1e308}',
+]
+ODD = [  # what the strict Struct refuses: the chunk goes to the lenient one
+    b'{"level":"INFO","statusCode":200,"duration":4}',
+    b'{"level":"info","statusCode":"401","url":"/api/auth/login","ip":"203.0.113.8"}',
+    b'{"level":"info","statusCode":200.0,"duration":4}',
+    b'{"level":"info","status":503,"duration":4}',
+    b'{"level":"info","statusCode":200,"responseTime":9}',
+    b'{"level":"info","statusCode":99,"duration":4}',
+]
+
+
+def same_counts(a: list[Sample], b: list[Sample]) -> None:
+    """Every value the same; float sums equal up to rounding."""
+    va, vb = values(a), values(b)
+    assert va.keys() == vb.keys()
+    for key, x in va.items():
+        if key[0] in FLOAT_SUMS:
+            assert x == pytest.approx(vb[key], rel=1e-12), key
+        else:
+            assert x == vb[key], key
+
+
+def per_chunk(check: LogfileCheck) -> LogfileCheck:
+    """The same check counting each chunk on its own (the path before batching)."""
+    check._norm.batching = False
+    return check
+
+
+def tricky_log(rng: random.Random, n: int, fmt: Any) -> list[bytes]:
+    pool = TRICKY + PINO_TRICKY + HUGE + ODD + [g for g, _ in GARBAGE] + [b"", b"   ", b"\r"]
+    return [rng.choice(pool) + b"\n" if rng.random() < 0.05 else fmt(random_rec(rng, T0 + i)) for i in range(n)]
+
+
+def ingest_all(check: LogfileCheck, lines: list[bytes], chunk_lines: int) -> list[Sample]:
+    for i in range(0, len(lines), chunk_lines):
+        check.ingest(b"".join(lines[i : i + chunk_lines]), T0)
+    return check.samples(T0)
+
+
+@pytest.mark.parametrize("fast_path", [True, False])
+@pytest.mark.parametrize("preset", ["winston", "pino"])
+def test_batches_count_like_chunks_and_like_single_lines(preset: str, fast_path: bool) -> None:
+    lines = tricky_log(random.Random(5), 6000, winston if preset == "winston" else pino)
+    options = {"preset": preset, "fast_path": fast_path, "patterns": {"login": "auth/login"}}
+    nowhere = Path("/nonexistent")
+    batched = ingest_all(make(nowhere, **options), lines, 2500)  # pieces of 128 KiB and less
+    chunked = ingest_all(per_chunk(make(nowhere, **options)), lines, 2500)
+    one_by_one = ingest_all(per_chunk(make(nowhere, **options)), lines, 1)
+    same_counts(batched, chunked)
+    same_counts(batched, one_by_one)
+    parsed = sum(s.value for s in batched if s.name == "portal_log_lines_total")
+    errors = sum(s.value for s in batched if s.name == "portal_log_parse_errors_total")
+    assert parsed + errors == sum(1 for line in lines if line.strip())
+
+
+def test_strict_struct_reads_what_the_lenient_one_reads() -> None:
+    """Where the strict Struct takes a line, every counted value is the lenient one's, of
+    the same type; it refuses the unusual shapes, which then go to the lenient Struct."""
+    parser = JsonParser(PRESETS["winston"], ["time", "level", "status", "duration"])
+    strict, lenient = parser._main.decode_strict, parser._main.decode
+    assert strict is not None
+    rng = random.Random(2)
+    lines = [winston(random_rec(rng, T0 + i)).rstrip(b"\n") for i in range(300)] + TRICKY + HUGE + ODD
+    taken = 0
+    for line in lines:
+        try:
+            expected = [(type(v), v) for v in map(lambda g: g(lenient(line)), parser._main.getters)]
+        except (msgspec.DecodeError, RecursionError):
+            continue
+        try:
+            got = [(type(v), v) for v in map(lambda g: g(strict(line)), parser._main.getters)]
+        except msgspec.ValidationError:
+            continue
+        taken += 1
+        assert got == expected, line
+    assert taken > 300
+    for line in ODD:
+        with pytest.raises(msgspec.ValidationError):
+            strict(line)
+
+
+def test_a_refused_chunk_rests_the_strict_struct_and_counts_the_same() -> None:
+    parser = JsonParser(PRESETS["winston"], ["level", "status", "duration"])
+    good = b'{"level":"info","statusCode":200,"duration":4}\n' * 3
+    assert parser.parse_fast(good).strict
+    refused = parser.parse_fast(good + ODD[0] + b"\n")
+    assert not refused.strict and len(refused.records) == 4
+    assert not parser.parse_fast(good).strict  # resting: lenient for a while
+    for _ in range(100):
+        parser.parse_fast(good)
+    assert parser.parse_fast(good).strict
+    with_blank = parser.parse_fast(b"\n" + good + b"\n\n")
+    assert len(with_blank.records) == 3 and len(with_blank.lines) == 3
+
+
+def test_an_unhashable_record_leaves_the_batch_as_it_was() -> None:
+    """`Counter.update` stops at an object where a scalar was expected; what it counted
+    of that chunk is taken back, and the chunk is counted on its own."""
+    check = make(Path("/nonexistent"))
+    first = b'{"level":"info","statusCode":200,"duration":4}\n'
+    new = b'{"level":"warn","statusCode":404,"duration":77}\n'
+    check.ingest(first, T0)
+    check.ingest(new + b'{"level":{"a":1},"statusCode":200}\n' + first, T0)
+    pending = check._norm._pending
+    assert list(pending.values()) == [1]  # the new record is gone again, nothing left at 0
+    check.ingest(new, T0)
+    reference = per_chunk(make(Path("/nonexistent")))
+    for chunk in (first, new + b'{"level":{"a":1},"statusCode":200}\n' + first, new):
+        reference.ingest(chunk, T0)
+    same_counts(check.samples(T0), reference.samples(T0))
+
+
+async def test_space_saving_sees_the_same_failures_in_the_same_order(tmp_path: Path) -> None:
+    """Login failures are matched per slice as before, so the approximate most-failures-
+    per-IP (Space-Saving, `max_sources` IPs per window bucket) is the same, not only close."""
+    rng = random.Random(9)
+    lines = []
+    for i in range(40_000):
+        ip = f"203.0.113.{rng.randint(1, 60)}"
+        status = rng.choice([200, 200, 401, 403])
+        lines.append(b'{"level":"warn","url":"/api/auth/login","statusCode":%d,"ip":"%s","duration":%d}\n'
+                     % (status, ip.encode(), i % 700))
+    out = []
+    for batching in (True, False):
+        d = tmp_path / str(batching)
+        d.mkdir()
+        write(d / "combined.log", b"".join(lines))
+        check = make(d, max_sources=5)
+        check._norm.batching = batching
+        out.append(await check.collect())
+    same_counts(out[0], out[1])
+
+
+async def test_a_full_batch_is_flushed_early_and_counts_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write(tmp_path / "combined.log", b"".join(winston_line(i, random.Random(i)) + b"\n" for i in range(20_000)))
+    reference = await make(tmp_path).collect()
+    monkeypatch.setattr(logtally, "BATCH_MAX", 50)
+    same_counts(await make(tmp_path).collect(), reference)
+
+
+@pytest.mark.parametrize("max_line_bytes", [256, 65536])
+def test_read_pieces_are_what_read_returns_cut_at_newlines(tmp_path: Path, max_line_bytes: int) -> None:
+    rng = random.Random(4)
+    data = b"".join(b"x" * rng.choice([10, 100, 300, 5000]) + b"\n" for _ in range(3000))
+    log = tmp_path / "a.log"
+    write(log, data)
+    whole = Follower(str(log), from_end=False, max_line_bytes=max_line_bytes)
+    cut = Follower(str(log), from_end=False, max_line_bytes=max_line_bytes)
+    while True:
+        expected = whole.read(20_000)
+        pieces = cut.read_pieces(20_000, 4096)
+        assert b"".join(pieces) == expected
+        assert (whole.more, whole.oversize) == (cut.more, cut.oversize)
+        for p in pieces:
+            assert p.endswith(b"\n")
+            assert len(p) <= 4096 or p.count(b"\n") == 1
+        if not whole.more:
+            break
+    assert cut._buf == bytearray()  # no backlog: no buffer held
+    assert whole.oversize == (sum(1 for line in data.split(b"\n") if len(line) >= max_line_bytes)
+                              if max_line_bytes == 256 else 0)
