@@ -49,12 +49,14 @@ KNOWN_BUGS: tuple[KnownBug, ...] = ()  # none open: add one here when the fuzzer
 # Errors that break the one-line `file:line:col: path: message` form, reported and not fixed
 # yet: key -> (regex on the whole error, a minimal input). Counted as known:<key> while listed.
 KNOWN_FORMAT_BUGS: dict[str, tuple[str, str]] = {}  # none open
+# Where YAML starts a new line (PyYAML's reader): positions count these, so must the test.
+_YAML_LINE_BREAK = re.compile("\r\n|[\r\n\x85\u2028\u2029]")
 
 
 def _assert_error_lines(e: ConfigError, text: str, known: list[str] | None = None) -> None:
     """Every error of `e` is one line, fuzz.yaml:LINE:COL: PATH: MESSAGE with LINE inside `text`;
     an error of a listed format bug is appended to `known` instead (when given)."""
-    n_lines = text.count("\n") + 1
+    n_lines = len(_YAML_LINE_BREAK.findall(text)) + 1
     assert e.errors, "a ConfigError without errors"
     for err in e.errors:
         m = _ERROR_LINE.fullmatch(err) if len(err.splitlines()) == 1 else None
@@ -482,3 +484,12 @@ def test_known_bug_minimal_input(bug: KnownBug, tmp_path: Path) -> None:
         _load_and_use(bug.example, {}, tmp_path / NAME)
     except ConfigError:
         pass
+
+
+def test_positions_count_every_line_break_yaml_knows() -> None:
+    """Found by the fuzzer: '\\r\\x850' is three lines to YAML (CR and NEL break lines), and
+    the error names line 3, where the scalar is."""
+    with pytest.raises(ConfigError) as e:
+        load_config_text("\r\x850", name=NAME, env={})
+    assert e.value.errors == [f"{NAME}:3:1: (top): the file must be a mapping of keys (listen, checks, rules, ...)"]
+    _assert_error_lines(e.value, "\r\x850")
