@@ -60,7 +60,8 @@ from pydantic import Field, field_validator, model_validator
 
 from checks.logparse import PRESETS, REGEX_GROUPS, JsonParser, RegexParser, count_pattern_lines
 from checks.logtail import Follower
-from checks.logtally import ERROR_LEVELS, FIELDS, AuthRule, Normalizer, Parsed, Tally
+from checks.lognorm import ERROR_LEVELS, FIELDS
+from checks.logtally import AuthRule, Normalizer, Parsed, Tally
 from checks.logwindow import Window, sketch_index
 from monitor.model import CheckContext, CheckError, Sample
 from monitor.schema import CheckBase, Duration, StrictModel, compile_regex

@@ -38,7 +38,8 @@ from typing import Any, Literal, Union
 
 import msgspec
 
-from checks.logtally import FIELDS, LEVEL_ALIASES, LEVELS, Parsed
+from checks.lognorm import FIELDS, LEVEL_ALIASES, LEVELS
+from checks.logtally import Parsed
 
 PRESETS: dict[str, dict[str, tuple[str, ...]]] = {
     # winston's json() format: level as a word; morgan-style request lines add these fields.

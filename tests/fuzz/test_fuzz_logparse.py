@@ -3,7 +3,7 @@
 Property, for any chunk of byte lines fed to `LogfileCheck.ingest` then `samples`:
 - nothing raises: every line is either counted (`portal_log_lines_total`) or a counted parse
   error (`portal_log_parse_errors_total{reason}`), and parsed + errors = the non-blank lines;
-- label values stay bounded (levels from `logtally.LEVELS`, reasons from the parser's list),
+- label values stay bounded (levels from `lognorm.LEVELS`, reasons from the parser's list),
   and every value is finite and non-negative;
 - the fast path (whole-chunk decoding) gives exactly what the line-by-line path gives.
 
@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from checks.logfile import Config, LogfileCheck
 from checks.logparse import JsonParser, RegexParser
-from checks.logtally import LEVELS
+from checks.lognorm import LEVELS
 from monitor.model import CheckContext, MemoryState, Sample
 from tests.fuzz import KnownBug, Outcomes, known_bug_cases
 
