@@ -115,9 +115,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         for s in root.escalation))
     if root.inhibit:
         print(f"inhibit rules: {len(root.inhibit)}")
-        for ti in root.time_intervals:
-            muted = [r.alert for r in root.rules if ti.name in r.mute_time_intervals]
-            print(f"time interval {ti.describe()}: mutes " + (", ".join(dict.fromkeys(muted)) or "nothing"))
+    for ti in root.time_intervals:
+        muted = [r.alert for r in root.rules if ti.name in r.mute_time_intervals]
+        print(f"time interval {ti.describe()}: mutes " + (", ".join(dict.fromkeys(muted)) or "nothing"))
     return 0
 
 

@@ -27,12 +27,13 @@ from __future__ import annotations
 
 import calendar
 import re
+from collections.abc import Iterable
 from datetime import datetime, timezone, tzinfo
 from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from monitor.schema import StrictModel
 
@@ -95,7 +96,8 @@ class TimeRange(StrictModel):
 
 
 class TimeInterval(StrictModel):
-    """One recurring interval: every given field must match."""
+    """One recurring interval: every given field must match. The fields keep what the file
+    says (for `describe()`); the ranges are parsed once, after validation, for `contains()`."""
 
     times: list[TimeRange] | None = None
     weekdays: list[str] | None = None
@@ -103,6 +105,19 @@ class TimeInterval(StrictModel):
     months: list[str | int] | None = None
     years: list[str | int] | None = None
     location: str | None = None
+    _parsed: dict[str, list[Range] | None] = PrivateAttr(default_factory=dict)
+
+    def model_post_init(self, context: Any, /) -> None:
+        def parse(items: list[Any] | None, names: dict[str, int], lo: int, hi: int,
+                  negative: bool = False) -> list[Range] | None:
+            return None if items is None else _ranges(list(items), "", names, lo, hi, negative)
+        self._parsed = {
+            "times": None if self.times is None else [t.minutes() for t in self.times],
+            "weekdays": parse(self.weekdays, WEEKDAYS, 0, 6),
+            "days_of_month": parse(self.days_of_month, {}, 1, 31, negative=True),
+            "months": parse(self.months, MONTHS, 1, 12),
+            "years": parse(self.years, {}, 1, 9999),
+        }
 
     @field_validator("weekdays")
     @classmethod
@@ -147,21 +162,19 @@ class TimeInterval(StrictModel):
 
     def contains(self, now: datetime) -> bool:
         local = now.astimezone(zone(self.location))
-        if self.times is not None:
-            minute = local.hour * 60 + local.minute
-            if not any(start <= minute < end for start, end in (t.minutes() for t in self.times)):
-                return False
-        if self.weekdays is not None and not _in(local.weekday(), _ranges(list(self.weekdays), "", WEEKDAYS, 0, 6)):
+        p = self._parsed
+        if p["times"] is not None and not any(a <= local.hour * 60 + local.minute < b for a, b in p["times"]):
             return False
-        if self.days_of_month is not None:
+        if p["weekdays"] is not None and not _in(local.weekday(), p["weekdays"]):
+            return False
+        if p["days_of_month"] is not None:
             last_day = calendar.monthrange(local.year, local.month)[1]
-            days = [(a + last_day + 1 if a < 0 else a, b + last_day + 1 if b < 0 else b)
-                    for a, b in _ranges(list(self.days_of_month), "", {}, 1, 31, negative=True)]
+            days = [(a + last_day + 1 if a < 0 else a, b + last_day + 1 if b < 0 else b) for a, b in p["days_of_month"]]
             if not _in(local.day, days):
                 return False
-        if self.months is not None and not _in(local.month, _ranges(list(self.months), "", MONTHS, 1, 12)):
+        if p["months"] is not None and not _in(local.month, p["months"]):
             return False
-        return self.years is None or _in(local.year, _ranges(list(self.years), "", {}, 1, 9999))
+        return p["years"] is None or _in(local.year, p["years"])
 
     def describe(self) -> str:
         parts = []
@@ -199,6 +212,6 @@ class NamedTimeInterval(StrictModel):
         return f"{self.name} (" + "; ".join(i.describe() for i in self.time_intervals) + ")"
 
 
-def active(intervals: dict[str, NamedTimeInterval], names: Any, now: datetime) -> list[NamedTimeInterval]:
+def active(intervals: dict[str, NamedTimeInterval], names: Iterable[str], now: datetime) -> list[NamedTimeInterval]:
     """The named intervals among `names` that contain `now` (unknown names are the loader's error)."""
     return [intervals[n] for n in names if n in intervals and intervals[n].contains(now)]

@@ -55,6 +55,17 @@ def test_check_config_on_the_shipped_file_with_no_environment() -> None:
         in r.stdout
 
 
+def test_check_config_lists_time_intervals_and_what_they_mute(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"  # no inhibit rules: the intervals are listed all the same
+    cfg.write_text("time_intervals:\n  - {name: night, time_intervals: [{times: [{start_time: '00:00', "
+                   "end_time: '06:00'}], location: Europe/London}]}\n  - {name: spare, time_intervals: [{}]}\n"
+                   "rules:\n  - {alert: A, expr: 'x > 1', severity: P3, mute_time_intervals: [night]}\n")
+    r = cli("check-config", "-c", str(cfg))
+    assert r.returncode == 0, r.stderr
+    assert "time interval night (00:00-06:00 Europe/London): mutes A\n" in r.stdout
+    assert "time interval spare (UTC): mutes nothing\n" in r.stdout
+
+
 def test_check_config_prints_every_error_and_exits_1(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("checks:\n  - {name: a, type: redis, interval: 10 s}\n  - {name: b, type: smtp}\n")

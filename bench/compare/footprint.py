@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import psutil
@@ -47,25 +48,28 @@ def _family(pids: list[int]) -> list[psutil.Process]:
     return procs
 
 
-def _cpu(procs: list[psutil.Process]) -> float:
+def _total(procs: list[psutil.Process], measure: Callable[[psutil.Process], float]) -> float:
+    """`measure` summed over the processes still alive."""
     total = 0.0
     for p in procs:
         try:
-            t = p.cpu_times()
-            total += t.user + t.system
+            total += measure(p)
         except psutil.NoSuchProcess:
             continue
     return total
+
+
+def _cpu_seconds(p: psutil.Process) -> float:
+    t = p.cpu_times()
+    return t.user + t.system
+
+
+def _cpu(procs: list[psutil.Process]) -> float:
+    return _total(procs, _cpu_seconds)
 
 
 def _uss(procs: list[psutil.Process]) -> float:
-    total = 0.0
-    for p in procs:
-        try:
-            total += float(p.memory_full_info().uss)
-        except psutil.NoSuchProcess:
-            continue
-    return total
+    return _total(procs, lambda p: float(p.memory_full_info().uss))
 
 
 def _rss(procs: list[psutil.Process]) -> dict[str, float]:
