@@ -40,7 +40,7 @@ import orjson
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from checks.logfile import SLICE_BYTES, Config, LogfileCheck  # noqa: E402
+from checks.logfile.check import SLICE_BYTES, Config, LogfileCheck  # noqa: E402
 from monitor.model import CheckContext, MemoryState, Sample  # noqa: E402
 from monitor.scheduler import Scheduler  # noqa: E402
 from monitor.store import Store  # noqa: E402

@@ -6,7 +6,8 @@ from typing import Annotated, Any, Union, get_args
 
 from pydantic import Field
 
-from checks import http, logfile, postgres, process, redis, whmcs
+from checks import http, postgres, process, redis, whmcs
+from checks.logfile import check as logfile
 from monitor.model import Check, CheckContext
 
 _MODULES = (redis, postgres, whmcs, http, logfile, process)

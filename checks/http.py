@@ -32,15 +32,14 @@ import orjson
 from pydantic import Field, field_validator, model_validator
 from yarl import URL
 
+from monitor.config.fields import CheckBase, SecretMarker, redact_url, url_password
 from monitor.model import CheckContext, CheckError, Sample
-from monitor.schema import CheckBase, SecretMarker, redact_url, url_password
 
 METRICS: dict[str, tuple[str, str]] = {
     "portal_http_up": ("gauge", "1 when the endpoint answered the expected status"),
     "portal_http_status_code": ("gauge", "HTTP status of the last reply"),
     "portal_http_response_seconds": ("gauge", "time to the full reply"),
-    "portal_http_component_up": (
-        "gauge", "1 when a component of the health reply is ok/pass/up/healthy/true"),
+    "portal_http_component_up": ("gauge", "1 when a component of the health reply is ok/pass/up/healthy/true"),
 }
 KEY_METRICS = ("portal_http_status_code", "portal_http_response_seconds")
 
@@ -193,9 +192,7 @@ class _SharedSession:
         key = (asyncio.get_running_loop(), tls_verify)
         entry = cls._sessions.get(key)
         if entry is None or entry[0].closed:
-            connector = aiohttp.TCPConnector(
-                limit=0, ssl=tls_verify, keepalive_timeout=KEEPALIVE_S
-            )
+            connector = aiohttp.TCPConnector(limit=0, ssl=tls_verify, keepalive_timeout=KEEPALIVE_S)
             session = aiohttp.ClientSession(
                 connector=connector,
                 cookie_jar=aiohttp.DummyCookieJar(),  # a probe keeps no cookies; saves work per reply
@@ -223,9 +220,7 @@ class HttpCheck:
 
     type = "http"
 
-    def __init__(
-        self, cfg: Config, ctx: CheckContext, *, clock: Callable[[], float] = time.perf_counter
-    ) -> None:
+    def __init__(self, cfg: Config, ctx: CheckContext, *, clock: Callable[[], float] = time.perf_counter) -> None:
         self.name = cfg.name
         self.interval_s = ctx.interval_s
         self.timeout_s = ctx.timeout_s
@@ -259,9 +254,7 @@ class HttpCheck:
                 status = resp.status
                 body, cut = await read_body(resp)
         except TimeoutError:
-            raise CheckError(
-                "timeout", f"{self._where}: no full reply within {self.timeout_s:g}s"
-            ) from None
+            raise CheckError("timeout", f"{self._where}: no full reply within {self.timeout_s:g}s") from None
         except (aiohttp.ClientError, OSError) as e:
             raise CheckError("connect", f"{self._where}: {self._scrub(describe_error(e))}") from None
         elapsed = self._clock() - start

@@ -33,8 +33,8 @@ import structlog
 from pydantic import field_validator
 
 from checks.watch import Rearm, hold_and_watch, until_cancelled
+from monitor.config.fields import CheckBase, Duration, SecretURL, redact_url, url_password
 from monitor.model import CheckContext, CheckError, Sample
-from monitor.schema import CheckBase, Duration, SecretURL, redact_url, url_password
 
 if TYPE_CHECKING:
     import asyncpg
@@ -49,12 +49,21 @@ METRICS: dict[str, tuple[str, str]] = {
     "portal_postgres_connections_used_ratio": ("gauge", "connections / max_connections"),
     "portal_postgres_longest_query_seconds": ("gauge", "age of the longest running active query"),
 }
-KEY_METRICS = ("portal_postgres_ping_seconds", "portal_postgres_connections_used_ratio",
-               "portal_postgres_longest_query_seconds")
+KEY_METRICS = (
+    "portal_postgres_ping_seconds",
+    "portal_postgres_connections_used_ratio",
+    "portal_postgres_longest_query_seconds",
+)
 
 # pg_stat_activity.state values, exported as 0 when no session is in them.
-STATES = ("active", "idle", "idle in transaction", "idle in transaction (aborted)", "fastpath function call",
-          "disabled")
+STATES = (
+    "active",
+    "idle",
+    "idle in transaction",
+    "idle in transaction (aborted)",
+    "fastpath function call",
+    "disabled",
+)
 UNKNOWN_STATE = "unknown"  # state is NULL: hidden by privileges, or still authenticating
 
 CONNECTIONS_SQL = """
@@ -91,14 +100,23 @@ class Config(CheckBase):
 def classify(exc: BaseException) -> str:
     """The CheckError reason of an asyncpg or socket error."""
     from asyncpg import exceptions as pgex
+
     if isinstance(exc, (pgex.InvalidPasswordError, pgex.InvalidAuthorizationSpecificationError)):
         return "auth"
     if isinstance(exc, pgex.TooManyConnectionsError):
         return "too_many_connections"
     if isinstance(exc, (TimeoutError, pgex.QueryCanceledError)):
         return "timeout"
-    if isinstance(exc, (OSError, pgex.ConnectionDoesNotExistError, pgex.PostgresConnectionError,
-                        pgex.CannotConnectNowError, pgex.OperatorInterventionError)):
+    if isinstance(
+        exc,
+        (
+            OSError,
+            pgex.ConnectionDoesNotExistError,
+            pgex.PostgresConnectionError,
+            pgex.CannotConnectNowError,
+            pgex.OperatorInterventionError,
+        ),
+    ):
         return "connect"
     if isinstance(exc, pgex.InterfaceError) and "connection is closed" in str(exc):
         return "connect"
@@ -162,8 +180,9 @@ class PostgresCheck:
             Sample("portal_postgres_ping_seconds", {}, ping_s),
             *(Sample("portal_postgres_connections", {"state": s}, float(n)) for s, n in counts.items()),
             Sample("portal_postgres_connections_max", {}, max_connections),
-            Sample("portal_postgres_connections_used_ratio", {},
-                   total / max_connections if max_connections > 0 else 0.0),
+            Sample(
+                "portal_postgres_connections_used_ratio", {}, total / max_connections if max_connections > 0 else 0.0
+            ),
             Sample("portal_postgres_longest_query_seconds", {}, max(0.0, float(limits["longest_s"]))),
         ]
 
@@ -182,8 +201,12 @@ class PostgresCheck:
         """application_name tells the sessions apart in pg_stat_activity (PgBouncer passes it on)."""
         import asyncpg
 
-        return await asyncpg.connect(self.cfg.dsn, timeout=self.timeout_s, command_timeout=self.timeout_s,
-                                     server_settings={"application_name": application_name})
+        return await asyncpg.connect(
+            self.cfg.dsn,
+            timeout=self.timeout_s,
+            command_timeout=self.timeout_s,
+            server_settings={"application_name": application_name},
+        )
 
     async def _connection(self) -> asyncpg.Connection:
         if self._conn is None or self._conn.is_closed():
@@ -228,16 +251,28 @@ class PostgresCheck:
         if not self.cfg.watch:
             await until_cancelled()
         await hold_and_watch(
-            connect=self._open_watch_session, hold=self._hold, close=_terminate, errors=_errors(),
-            wake=wake, interval_s=self.interval_s, sleep=self._rearm.pause, monotonic=self._monotonic,
+            connect=self._open_watch_session,
+            hold=self._hold,
+            close=_terminate,
+            errors=_errors(),
+            wake=wake,
+            interval_s=self.interval_s,
+            sleep=self._rearm.pause,
+            monotonic=self._monotonic,
             on_connect_failed=self._log_connect_failed,
             on_lost=lambda _exc: log.warning("postgres_watch_lost", check=self.name, target=self._target),
             on_restored=lambda: log.info("postgres_watch_restored", check=self.name, target=self._target),
         )
 
     def _log_connect_failed(self, exc: BaseException, retry_in_s: float) -> None:
-        log.debug("postgres_watch_connect_failed", check=self.name, target=self._target,
-                  reason=classify(exc), error=self._scrub(str(exc)), retry_in_s=retry_in_s)
+        log.debug(
+            "postgres_watch_connect_failed",
+            check=self.name,
+            target=self._target,
+            reason=classify(exc),
+            error=self._scrub(str(exc)),
+            retry_in_s=retry_in_s,
+        )
 
     @staticmethod
     async def _hold(conn: asyncpg.Connection) -> None:

@@ -35,8 +35,8 @@ from typing import Literal
 import psutil
 from pydantic import field_validator
 
+from monitor.config.fields import CheckBase, compile_regex
 from monitor.model import CheckContext, CheckError, Sample
-from monitor.schema import CheckBase, compile_regex
 
 METRICS: dict[str, tuple[str, str]] = {
     "portal_process_up": ("gauge", "1 when a process matching the pattern runs"),

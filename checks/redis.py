@@ -28,8 +28,8 @@ import structlog
 from pydantic import Field, field_validator
 
 from checks.watch import Rearm, hold_and_watch, until_cancelled
+from monitor.config.fields import CheckBase, SecretURL, redact_url, url_password
 from monitor.model import CheckContext, CheckError, Sample
-from monitor.schema import CheckBase, SecretURL, redact_url, url_password
 
 if TYPE_CHECKING:
     from redis.asyncio import ConnectionPool, Redis
@@ -49,7 +49,9 @@ METRICS: dict[str, tuple[str, str]] = {
     "portal_sf_replay_id": ("gauge", "the replay id stored under each replay key"),
     "portal_sf_replay_stalled_seconds": ("gauge", "seconds since the replay id of a channel last changed"),
     "portal_sf_replay_last_advance_timestamp_seconds": (
-        "gauge", "when the replay id of a channel last changed (Unix time)"),
+        "gauge",
+        "when the replay id of a channel last changed (Unix time)",
+    ),
 }
 KEY_METRICS = ("portal_redis_ping_seconds", "portal_redis_memory_used_ratio", "portal_sf_replay_keys")
 
@@ -103,8 +105,16 @@ def classify(exc: BaseException) -> str:
     """The CheckError reason of a redis-py or socket error. Order matters: redis-py derives
     auth and LOADING errors from ConnectionError."""
     from redis import exceptions as rex
-    if isinstance(exc, (rex.AuthenticationError, rex.AuthorizationError,
-                        rex.AuthenticationWrongNumberOfArgsError, rex.NoPermissionError)):
+
+    if isinstance(
+        exc,
+        (
+            rex.AuthenticationError,
+            rex.AuthorizationError,
+            rex.AuthenticationWrongNumberOfArgsError,
+            rex.NoPermissionError,
+        ),
+    ):
         return "auth"
     if isinstance(exc, rex.ResponseError) and str(exc).startswith(("NOAUTH", "WRONGPASS")):
         return "auth"
@@ -188,8 +198,11 @@ class RedisCheck:
 
         if self._client is None:
             self._client = Redis.from_url(
-                self.cfg.url, protocol=2, socket_timeout=self.timeout_s,
-                socket_connect_timeout=self.timeout_s, retry=Retry(NoBackoff(), 0),
+                self.cfg.url,
+                protocol=2,
+                socket_timeout=self.timeout_s,
+                socket_connect_timeout=self.timeout_s,
+                retry=Retry(NoBackoff(), 0),
             )
         return self._client
 
@@ -210,8 +223,7 @@ class RedisCheck:
             except _errors():
                 pass  # the connection is already gone; nothing else holds resources
 
-    def _info_samples(self, memory: dict[str, Any], stats: dict[str, Any],
-                      clients: dict[str, Any]) -> list[Sample]:
+    def _info_samples(self, memory: dict[str, Any], stats: dict[str, Any], clients: dict[str, Any]) -> list[Sample]:
         try:
             used = float(memory["used_memory"])
             maxmemory = float(memory.get("maxmemory", 0))  # absent before Redis 3.2: no limit
@@ -246,7 +258,7 @@ class RedisCheck:
     async def _mget(self, client: Redis, keys: list[bytes | str]) -> dict[str, str | None]:
         values: dict[str, str | None] = {}
         for start in range(0, len(keys), MGET_CHUNK):
-            chunk = keys[start:start + MGET_CHUNK]
+            chunk = keys[start : start + MGET_CHUNK]
             for key, raw in zip(chunk, await client.mget(chunk), strict=True):
                 values[_text(key)] = None if raw is None else _text(raw)
         return values
@@ -314,19 +326,36 @@ class RedisCheck:
             await until_cancelled()
         tcp = {} if self.cfg.url.startswith("unix://") else {"socket_keepalive": True}
         pool = ConnectionPool.from_url(
-            self.cfg.url, protocol=2, socket_timeout=None, socket_connect_timeout=self.timeout_s,
-            retry=Retry(NoBackoff(), 0), **tcp,
+            self.cfg.url,
+            protocol=2,
+            socket_timeout=None,
+            socket_connect_timeout=self.timeout_s,
+            retry=Retry(NoBackoff(), 0),
+            **tcp,
         )
         await hold_and_watch(
-            connect=lambda: self._subscribed(pool), hold=self._hold, close=_disconnect, errors=_errors(),
-            wake=wake, interval_s=self.interval_s, sleep=self._rearm.pause, monotonic=self._monotonic,
-            on_connect_failed=self._log_connect_failed, on_lost=self._log_lost,
+            connect=lambda: self._subscribed(pool),
+            hold=self._hold,
+            close=_disconnect,
+            errors=_errors(),
+            wake=wake,
+            interval_s=self.interval_s,
+            sleep=self._rearm.pause,
+            monotonic=self._monotonic,
+            on_connect_failed=self._log_connect_failed,
+            on_lost=self._log_lost,
             on_restored=lambda: log.info("redis_watch_restored", check=self.name, target=self._target),
         )
 
     def _log_connect_failed(self, exc: BaseException, retry_in_s: float) -> None:
-        log.debug("redis_watch_connect_failed", check=self.name, target=self._target, reason=classify(exc),
-                  error=self._scrub(str(exc)), retry_in_s=retry_in_s)
+        log.debug(
+            "redis_watch_connect_failed",
+            check=self.name,
+            target=self._target,
+            reason=classify(exc),
+            error=self._scrub(str(exc)),
+            retry_in_s=retry_in_s,
+        )
 
     def _log_lost(self, exc: BaseException | None) -> None:
         why = {} if exc is None else {"reason": classify(exc), "error": self._scrub(str(exc))}

@@ -94,8 +94,9 @@ async def hold_and_watch(
         delay = min(delay * 2, cap)
 
 
-async def _until_lost(hold: Callable[[C], Awaitable[object]], conn: C,
-                      errors: tuple[type[BaseException], ...]) -> BaseException | None:
+async def _until_lost(
+    hold: Callable[[C], Awaitable[object]], conn: C, errors: tuple[type[BaseException], ...]
+) -> BaseException | None:
     """Run `hold(conn)`; the error that ended the connection, or None if it just returned."""
     try:
         await hold(conn)

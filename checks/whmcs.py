@@ -41,8 +41,8 @@ import orjson
 from pydantic import Field, field_validator
 
 from checks.http import MAX_BODY, describe_error, http_url, read_body, snippet
+from monitor.config.fields import CheckBase, Secret, redact_url, secret_forms, url_password
 from monitor.model import CheckContext, CheckError, Sample
-from monitor.schema import CheckBase, Secret, redact_url, secret_forms, url_password
 
 METRICS: dict[str, tuple[str, str]] = {
     "portal_whmcs_up": ("gauge", "1 when WHMCS answered result: success"),
@@ -95,21 +95,25 @@ def classify_reply(status: int, content_type: str, body: bytes) -> Verdict:
             doc = None
         if isinstance(doc, dict):
             if "result" not in doc:
-                return Verdict(False, "http_5xx" if status >= 500 else "bad_reply",
-                               f"HTTP {status}, JSON without 'result': {snippet(body, MESSAGE_LIMIT)}")
+                return Verdict(
+                    False,
+                    "http_5xx" if status >= 500 else "bad_reply",
+                    f"HTTP {status}, JSON without 'result': {snippet(body, MESSAGE_LIMIT)}",
+                )
             result = str(doc["result"])
             raw = doc.get("message")
             message = raw if isinstance(raw, str) else None
     elif (m := _NVP.match(stripped)) is not None:
         result = m.group(1).decode("ascii", "replace")
-        fields = dict(
-            part.split("=", 1) for part in stripped.decode("utf-8", "replace").split(";") if "=" in part
-        )
+        fields = dict(part.split("=", 1) for part in stripped.decode("utf-8", "replace").split(";") if "=" in part)
         message = fields.get("message")
     if result is None:
         kind = (content_type.split(";")[0].strip() or "no content type") if body.strip() else "empty body"
-        return Verdict(False, "http_5xx" if status >= 500 else "bad_reply",
-                       f"HTTP {status} {kind}, not a WHMCS JSON reply: {snippet(body, MESSAGE_LIMIT)}")
+        return Verdict(
+            False,
+            "http_5xx" if status >= 500 else "bad_reply",
+            f"HTTP {status} {kind}, not a WHMCS JSON reply: {snippet(body, MESSAGE_LIMIT)}",
+        )
     if result.lower() == "success":
         return Verdict(True, None, f"HTTP {status} result: success")
     said = repr(message[:MESSAGE_LIMIT] + ("…" if len(message) > MESSAGE_LIMIT else "")) if message else None
@@ -127,9 +131,7 @@ class WhmcsCheck:
 
     type = "whmcs"
 
-    def __init__(
-        self, cfg: Config, ctx: CheckContext, *, clock: Callable[[], float] = time.perf_counter
-    ) -> None:
+    def __init__(self, cfg: Config, ctx: CheckContext, *, clock: Callable[[], float] = time.perf_counter) -> None:
         self.name = cfg.name
         self.interval_s = ctx.interval_s
         self.timeout_s = ctx.timeout_s

@@ -14,17 +14,17 @@ import asyncio
 import socket
 import sqlite3
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
-from typing import Any
+from datetime import datetime
 
 import structlog
 
-from monitor.config import Config
-from monitor.incidents import Incidents
+from monitor.clock import utc_now
+from monitor.config.loader import Config
+from monitor.delivery import build_receivers
+from monitor.delivery.outbox import Outbox
+from monitor.incidents.lifecycle import Incidents
 from monitor.model import Receiver, Sample
-from monitor.notify import build_receivers
-from monitor.outbox import Outbox
-from monitor.rules import AlertStates, Rule, alert_samples, compile_rules, evaluate, firing
+from monitor.rules.engine import AlertStates, Rule, alert_samples, compile_rules, evaluate, firing
 
 log = structlog.get_logger()
 
@@ -33,17 +33,21 @@ METRICS: dict[str, tuple[str, str]] = {
 }
 
 
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
 class Alerting:
     """Owns the rule state, the incidents and the outbox of one daemon."""
 
-    def __init__(self, conn: sqlite3.Connection, cfg: Config, samples: Callable[[], Sequence[Sample]], *,
-                 now: Callable[[], datetime] = utc_now, external_url: str | None = None,
-                 receivers: dict[str, Receiver] | None = None, min_gap_s: float = 0.02,
-                 save_every_s: float = 15.0) -> None:
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        cfg: Config,
+        samples: Callable[[], Sequence[Sample]],
+        *,
+        now: Callable[[], datetime] = utc_now,
+        external_url: str | None = None,
+        receivers: dict[str, Receiver] | None = None,
+        min_gap_s: float = 0.02,
+        save_every_s: float = 15.0,
+    ) -> None:
         self._samples = samples
         self._now = now
         self._min_gap_s = min_gap_s
@@ -61,8 +65,9 @@ class Alerting:
         self.evaluations = 0
 
     def _build_receivers(self, cfg: Config) -> dict[str, Receiver]:
-        return build_receivers(cfg.root.receivers, host=self.host, external_url=self.external_url,
-                               disabled=cfg.disabled)
+        return build_receivers(
+            cfg.root.receivers, host=self.host, external_url=self.external_url, disabled=cfg.disabled
+        )
 
     def _restore_state(self) -> AlertStates:
         saved = self.incidents.load_alert_states()
@@ -83,17 +88,24 @@ class Alerting:
         now = now or self._now()
         self.state, transitions = evaluate(self.rules, self._samples(), self.state, now)
         self.evaluations += 1
-        save = bool(transitions) or self._saved_at is None \
-            or (now - self._saved_at).total_seconds() >= self._save_every_s
+        save = (
+            bool(transitions) or self._saved_at is None or (now - self._saved_at).total_seconds() >= self._save_every_s
+        )
         quiet = {fp for fp, st in self.state.alerts.items() if st.keep_firing_since is not None}
-        queued = self.incidents.update(firing(self.state), transitions, now,
-                                       alert_states=self.state.to_json() if save else None, quiet=quiet)
+        queued = self.incidents.update(
+            firing(self.state), transitions, now, alert_states=self.state.to_json() if save else None, quiet=quiet
+        )
         if save:
             self._saved_at = now
         for t in transitions:
             if t.state != "pending":
-                log.info("alert_" + t.state, alertname=t.alert.name, severity=t.alert.severity,
-                         dedup_key=t.alert.fingerprint, labels=dict(t.alert.labels))
+                log.info(
+                    "alert_" + t.state,
+                    alertname=t.alert.name,
+                    severity=t.alert.severity,
+                    dedup_key=t.alert.fingerprint,
+                    labels=dict(t.alert.labels),
+                )
         if queued:
             self.outbox_wake.set()
         return queued

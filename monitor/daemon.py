@@ -24,24 +24,25 @@ from aiohttp import web
 
 import checks
 from monitor import alerting as alerting_mod
-from monitor import incidents as incidents_mod
-from monitor import outbox as outbox_mod
+from monitor import heartbeat as heartbeat_mod
 from monitor import scheduler as scheduler_mod
 from monitor import store as store_mod
 from monitor.alerting import Alerting
-from monitor.api import Api
-from monitor import heartbeat as heartbeat_mod
-from monitor.config import Config, ConfigError, load_config
+from monitor.clock import utc_now
+from monitor.config.loader import Config, ConfigError, load_config
+from monitor.delivery import outbox as outbox_mod
 from monitor.heartbeat import Heartbeat, progressing
+from monitor.incidents import lifecycle as incidents_mod
 from monitor.logs import REDACTOR
-from monitor.metrics import make_metrics_handler
 from monitor.model import Check, CheckContext, CheckResult, Sample, StateStore
-from monitor.rules import compile_rules
+from monitor.rules.engine import compile_rules
 from monitor.scheduler import Scheduler
-from monitor.server import bound_port, build_app, start_server
 from monitor.statedb import SqliteState, open_db
 from monitor.store import Store
 from monitor.systemd import Notifier, status_loop, status_summary, watchdog_loop
+from monitor.web.api import Api
+from monitor.web.metrics import make_metrics_handler
+from monitor.web.server import bound_port, build_app, start_server
 
 log = structlog.get_logger()
 
@@ -71,8 +72,14 @@ def _external_url(listen: str, port: int) -> str:
 class Daemon:
     """One monitoring daemon. `serve()` runs it; `stop()` and `reload()` steer it."""
 
-    def __init__(self, config: Config, *, loader: Callable[[], Config] | None = None,
-                 notifier: Notifier | None = None, watch_file: bool = False) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        loader: Callable[[], Config] | None = None,
+        notifier: Notifier | None = None,
+        watch_file: bool = False,
+    ) -> None:
         self.config = config
         self.watch_file = watch_file
         self._loader = loader or (lambda: load_config(config.path))
@@ -113,8 +120,13 @@ class Daemon:
         results = [r for r in self.store.results() if r.check in names]
         up = sum(1 for r in results if r.up)
         open_incidents = sum(self.alerting.incidents.open_counts_by_severity().values()) if self.alerting else 0
-        return status_summary(up, len(results) - up, open_incidents, pending=len(names) - len(results),
-                              disabled=len(self.config.disabled_checks()))
+        return status_summary(
+            up,
+            len(results) - up,
+            open_incidents,
+            pending=len(names) - len(results),
+            disabled=len(self.config.disabled_checks()),
+        )
 
     # -------------------------------------------------------------- life cycle
 
@@ -132,19 +144,34 @@ class Daemon:
         self.store.add_source(self.heartbeat.samples)
         for check, labels in build_checks(self.config, self._state):
             self.scheduler.add(check, labels)
-        info = {**checks.METRICS, **store_mod.METRICS, **scheduler_mod.METRICS, **alerting_mod.METRICS,
-                **incidents_mod.METRICS, **outbox_mod.METRICS, **heartbeat_mod.METRICS, **METRICS}
+        info = {
+            **checks.METRICS,
+            **store_mod.METRICS,
+            **scheduler_mod.METRICS,
+            **alerting_mod.METRICS,
+            **incidents_mod.METRICS,
+            **outbox_mod.METRICS,
+            **heartbeat_mod.METRICS,
+            **METRICS,
+        }
         app = build_app(make_metrics_handler(self.store.samples, info), ready=self.ready, api=Api(self))
         self.runner = await start_server(app, root.listen)
         try:
             self.port = bound_port(self.runner)
-            self.alerting = Alerting(conn, self.config, self.store.samples,
-                                     external_url=_external_url(root.listen, self.port))
+            self.alerting = Alerting(
+                conn, self.config, self.store.samples, external_url=_external_url(root.listen, self.port)
+            )
             self.store.add_source(self.alerting.samples)
             self._resolve_orphans()
-            log.info("started", listen=root.listen, port=self.port, state_dir=root.state_dir,
-                     checks=len(self.scheduler.checks), rules=len(self.alerting.rules),
-                     disabled=sorted(self.config.disabled))
+            log.info(
+                "started",
+                listen=root.listen,
+                port=self.port,
+                state_dir=root.state_dir,
+                checks=len(self.scheduler.checks),
+                rules=len(self.alerting.rules),
+                disabled=sorted(self.config.disabled),
+            )
             await self._run(conn)
         finally:
             await self._shutdown(conn)
@@ -152,8 +179,11 @@ class Daemon:
     async def _run(self, conn: sqlite3.Connection) -> None:
         assert self.scheduler is not None and self.alerting is not None
         loop = asyncio.get_running_loop()
-        handlers = {signal.SIGTERM: self.stop, signal.SIGINT: self.stop,
-                    signal.SIGHUP: lambda: asyncio.ensure_future(self.reload())}
+        handlers = {
+            signal.SIGTERM: self.stop,
+            signal.SIGINT: self.stop,
+            signal.SIGHUP: lambda: asyncio.ensure_future(self.reload()),
+        }
         for sig, handler in handlers.items():
             try:
                 loop.add_signal_handler(sig, handler)
@@ -168,8 +198,9 @@ class Daemon:
                     group.create_task(self.alerting.outbox.run(self.alerting.outbox_wake), name="outbox"),
                     group.create_task(watchdog_loop(self.notifier, lambda: scheduler.ticks), name="watchdog"),
                     group.create_task(status_loop(self.notifier, self.status_line), name="status"),
-                    group.create_task(self.heartbeat.run(progressing(lambda: scheduler.ticks, self.ready)),
-                                      name="heartbeat"),
+                    group.create_task(
+                        self.heartbeat.run(progressing(lambda: scheduler.ticks, self.ready)), name="heartbeat"
+                    ),
                 ]
                 if self.watch_file:
                     tasks.append(group.create_task(self._watch_config(), name="watch-config"))
@@ -201,7 +232,7 @@ class Daemon:
     def _resolve_orphans(self) -> None:
         assert self.alerting is not None
         names = {r.alert for r in self.config.root.rules}
-        if self.alerting.incidents.resolve_orphans(names, alerting_mod.utc_now()):
+        if self.alerting.incidents.resolve_orphans(names, utc_now()):
             self.alerting.outbox_wake.set()
 
     async def _watch_config(self, every_s: float = 2.0) -> None:
@@ -250,15 +281,27 @@ class Daemon:
             return False
         old = self.config
         if new.root.listen != old.root.listen or new.root.state_dir != old.root.state_dir:
-            log.warning("reload_needs_restart", keys="listen, state_dir",
-                        note="changed in the file; they apply at the next start")
-            new = replace(new, root=new.root.model_copy(update={"listen": old.root.listen,
-                                                                "state_dir": old.root.state_dir}))
+            log.warning(
+                "reload_needs_restart",
+                keys="listen, state_dir",
+                note="changed in the file; they apply at the next start",
+            )
+            new = replace(
+                new, root=new.root.model_copy(update={"listen": old.root.listen, "state_dir": old.root.state_dir})
+            )
         REDACTOR.update(new.secrets)
         before = {c.name: c for c in old.checks}
         after = {c.name: c for c in new.checks}
-        changed = [n for n in after if n in before and (after[n] != before[n]
-                   or new.interval(after[n]) != old.interval(before[n]) or new.timeout(after[n]) != old.timeout(before[n]))]
+        changed = [
+            n
+            for n in after
+            if n in before
+            and (
+                after[n] != before[n]
+                or new.interval(after[n]) != old.interval(before[n])
+                or new.timeout(after[n]) != old.timeout(before[n])
+            )
+        ]
         removed = [n for n in before if n not in after]
         added = [n for n in after if n not in before]
         for name in removed + changed:
@@ -278,7 +321,9 @@ class Daemon:
 
 def config_loader(path: Path, overrides: dict[str, Any]) -> Callable[[], Config]:
     """Load `path` again, with the command line's --listen/--state-dir applied."""
+
     def load() -> Config:
         cfg = load_config(path)
         return replace(cfg, root=cfg.root.model_copy(update=overrides)) if overrides else cfg
+
     return load

@@ -17,14 +17,16 @@ from urllib.parse import urlsplit
 import aiohttp
 import structlog
 
+from monitor.config.fields import Duration, SecretMarker, StrictModel
 from monitor.model import Sample
-from monitor.schema import Duration, SecretMarker, StrictModel
 
 log = structlog.get_logger()
 
 METRICS: dict[str, tuple[str, str]] = {
     "portal_monitor_heartbeat_last_success_timestamp_seconds": (
-        "gauge", "when the heartbeat URL last accepted a ping (0: never)"),
+        "gauge",
+        "when the heartbeat URL last accepted a ping (0: never)",
+    ),
     "portal_monitor_heartbeats_total": ("counter", "heartbeat pings by result (ok, failed, skipped)"),
 }
 
@@ -40,8 +42,13 @@ class HeartbeatConfig(StrictModel):
 class Heartbeat:
     """`run(healthy)` pings while `healthy()` says so; `samples()` for /metrics."""
 
-    def __init__(self, cfg: HeartbeatConfig, *, sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
-                 wall: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        cfg: HeartbeatConfig,
+        *,
+        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
         self.cfg = cfg
         self._sleep = sleep
         self._wall = wall
@@ -54,8 +61,9 @@ class Heartbeat:
         parts = urlsplit(self.cfg.url)
         target = f"{parts.scheme}://{parts.hostname}"  # the path is the secret token: never logged
         try:
-            async with session.request(self.cfg.method, self.cfg.url,
-                                       timeout=aiohttp.ClientTimeout(total=self.cfg.timeout)) as resp:
+            async with session.request(
+                self.cfg.method, self.cfg.url, timeout=aiohttp.ClientTimeout(total=self.cfg.timeout)
+            ) as resp:
                 await resp.read()
                 ok = 200 <= resp.status < 300
                 error = "" if ok else f"answered HTTP {resp.status}"
@@ -89,7 +97,8 @@ class Heartbeat:
         if not self.cfg.url:
             return []
         return [Sample("portal_monitor_heartbeat_last_success_timestamp_seconds", {}, self.last_success)] + [
-            Sample("portal_monitor_heartbeats_total", {"result": k}, float(v)) for k, v in self.counts.items()]
+            Sample("portal_monitor_heartbeats_total", {"result": k}, float(v)) for k, v in self.counts.items()
+        ]
 
 
 def progressing(progress: Callable[[], int], ready: Callable[[], bool]) -> Callable[[], bool]:

@@ -44,8 +44,9 @@ class Redactor:
 REDACTOR = Redactor()
 
 
-def configure_logging(*, json: bool | None = None, level: str = "info", stream: TextIO | None = None,
-                      secrets: Iterable[str] = ()) -> None:
+def configure_logging(
+    *, json: bool | None = None, level: str = "info", stream: TextIO | None = None, secrets: Iterable[str] = ()
+) -> None:
     """Configure structlog once for the process (from the CLI)."""
     stream = stream or sys.stdout
     if json is None:

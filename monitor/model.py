@@ -155,8 +155,9 @@ class DeliveryError(Exception):
     `permanent` when retrying cannot help (PagerDuty 400); `throttled` when our own rate
     limit held the message back (not a failure of the receiver: wait, don't count an attempt)."""
 
-    def __init__(self, message: str, *, retry_after: float | None = None, permanent: bool = False,
-                 throttled: bool = False) -> None:
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, permanent: bool = False, throttled: bool = False
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
         self.permanent = permanent

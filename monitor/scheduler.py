@@ -22,15 +22,21 @@ from monitor.store import Store
 log = structlog.get_logger()
 
 METRICS: dict[str, tuple[str, str]] = {
-    "portal_monitor_loop_lag_seconds": ("gauge", "how late the event loop woke up for a 250 ms timer, last second's max"),
+    "portal_monitor_loop_lag_seconds": (
+        "gauge",
+        "how late the event loop woke up for a 250 ms timer, last second's max",
+    ),
     "portal_monitor_schedule_delay_seconds": (
-        "gauge", "how late checks started against their schedule: quantiles 0.5, 0.99 and 1 (max) of the last 1000 runs"),
+        "gauge",
+        "how late checks started against their schedule: quantiles 0.5, 0.99 and 1 (max) of the last 1000 runs",
+    ),
     "portal_monitor_checks_skipped_total": ("counter", "scheduled runs skipped because the previous run overran"),
 }
 
 
-async def run_check(check: Check, *, clock: Callable[[], float] = time.perf_counter,
-                    wall: Callable[[], float] = time.time) -> CheckResult:
+async def run_check(
+    check: Check, *, clock: Callable[[], float] = time.perf_counter, wall: Callable[[], float] = time.time
+) -> CheckResult:
     """Run one check once under its timeout; whatever goes wrong becomes a failed result."""
     started_wall = wall()
     t0 = clock()
@@ -47,8 +53,16 @@ async def run_check(check: Check, *, clock: Callable[[], float] = time.perf_coun
     except Exception as e:  # a bug in a check must not stop the daemon; say where it happened
         up, reason, error = False, "internal", f"{type(e).__name__}: {e}"
         log.exception("check_crashed", check=check.name, type=check.type)
-    return CheckResult(check=check.name, type=check.type, up=up, samples=samples,
-                       started_at=started_wall, duration_s=clock() - t0, reason=reason, error=error)
+    return CheckResult(
+        check=check.name,
+        type=check.type,
+        up=up,
+        samples=samples,
+        started_at=started_wall,
+        duration_s=clock() - t0,
+        reason=reason,
+        error=error,
+    )
 
 
 class Scheduler:
@@ -215,8 +229,13 @@ class Scheduler:
         if self.delays:
             ordered = sorted(self.delays)
             for q in (0.5, 0.99, 1.0):
-                out.append(Sample("portal_monitor_schedule_delay_seconds", {"quantile": str(q)},
-                                  ordered[min(len(ordered) - 1, int(len(ordered) * q))]))
+                out.append(
+                    Sample(
+                        "portal_monitor_schedule_delay_seconds",
+                        {"quantile": str(q)},
+                        ordered[min(len(ordered) - 1, int(len(ordered) * q))],
+                    )
+                )
         return out
 
 

@@ -72,8 +72,11 @@ class Notifier:
         self._sock: socket.socket | None = None
         self.errors = 0  # failed sends since start; only the first is logged
         if self._raw and self._address is None:
-            log.warning("sd_notify_unsupported_socket", notify_socket=self._raw,
-                        hint="expected an absolute path or @abstract name")
+            log.warning(
+                "sd_notify_unsupported_socket",
+                notify_socket=self._raw,
+                hint="expected an absolute path or @abstract name",
+            )
 
     @property
     def enabled(self) -> bool:
@@ -138,8 +141,12 @@ class Notifier:
         except OSError as e:
             self.errors += 1
             if self.errors == 1:
-                log.warning("sd_notify_failed", notify_socket=self._raw, message=lines[0].split("=")[0],
-                            error=f"{type(e).__name__}: {e}")
+                log.warning(
+                    "sd_notify_failed",
+                    notify_socket=self._raw,
+                    message=lines[0].split("=")[0],
+                    error=f"{type(e).__name__}: {e}",
+                )
             return False
         return True
 
@@ -190,8 +197,12 @@ async def watchdog_loop(
                 withheld = False
         elif not withheld:
             withheld = True
-            log.error("watchdog_withheld", reason="scheduler made no progress",
-                      stalled_s=round(clock() - last_change, 3), watchdog_s=interval)
+            log.error(
+                "watchdog_withheld",
+                reason="scheduler made no progress",
+                stalled_s=round(clock() - last_change, 3),
+                watchdog_s=interval,
+            )
 
 
 def status_summary(up: int, down: int, open_incidents: int, *, pending: int = 0, disabled: int = 0) -> str:

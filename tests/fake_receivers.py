@@ -46,7 +46,7 @@ Without `answer(...)` each fake behaves like the real service:
   429 rate_limited, 5xx internal_error.
 - `FakeWebhook(secret=None)`: `url` is `/hook`. Needs a JSON body (else 400). With a secret,
   checks `X-Portal-Monitor-Timestamp` / `X-Portal-Monitor-Signature` with
-  `monitor.notify.webhook.verify_signature` and answers 401 when they do not verify. Valid:
+  `monitor.delivery.webhook.verify_signature` and answers 401 when they do not verify. Valid:
   200. `hook.payloads` holds accepted JSON bodies.
 - `FakeAlertmanager(prefix="")`: `/api/v2/alerts` (under `prefix`, e.g. "/am", if given:
   then `url` includes it). Validates like Alertmanager: a JSON array of alerts with non-empty
@@ -71,7 +71,7 @@ from typing import Any, Literal
 from aiohttp import web
 
 from monitor.model import Alert, Notification
-from monitor.notify.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_signature
+from monitor.delivery.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_signature
 
 Hang = Literal["hang"]
 

@@ -7,9 +7,9 @@ import hashlib
 import sqlite3
 from datetime import UTC, datetime, timedelta
 
-from monitor.config import Config, load_config_text
+from monitor.config.loader import Config, load_config_text
 from monitor.model import Alert, Transition
-from monitor.outbox import list_rows
+from monitor.delivery.outbox import list_rows
 
 T0 = datetime(2025, 12, 5, 9, 0, 0, tzinfo=UTC)
 KEY = "0123456789abcdef0123456789abcdef"

@@ -23,11 +23,11 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from monitor.alerting import Alerting
-from monitor.api import Api
-from monitor.config import Config, load_config_text
-from monitor.metrics import make_metrics_handler
+from monitor.web.api import Api
+from monitor.config.loader import Config, load_config_text
+from monitor.web.metrics import make_metrics_handler
 from monitor.model import CheckResult, Sample
-from monitor.server import build_app
+from monitor.web.server import build_app
 from monitor.statedb import open_db
 from monitor.store import Store
 from tests.daemon_proc import ROOT, DaemonProcess, clean_env
@@ -245,7 +245,7 @@ async def test_the_right_token_is_let_through(rig: ApiRig, method: str, path: st
 
 
 def test_a_short_token_is_a_config_error(tmp_path: Path) -> None:
-    from monitor.config import ConfigError
+    from monitor.config.loader import ConfigError
 
     with pytest.raises(ConfigError) as e:
         rig_config(tmp_path, token="short")

@@ -23,10 +23,10 @@ import pydantic
 import pytest
 
 from checks import build_check
-from checks.logfile import DURATION_BUCKETS, SLICE_BYTES, Config, LogfileCheck
-from checks.logparse import JsonParser
-from checks.logwindow import SKETCH_MAX_S, SKETCH_MIN_S, Window, sketch_index
-from monitor.config import ConfigError, load_config_text
+from checks.logfile.check import DURATION_BUCKETS, SLICE_BYTES, Config, LogfileCheck
+from checks.logfile.parse import JsonParser
+from checks.logfile.window import SKETCH_MAX_S, SKETCH_MIN_S, Window, sketch_index
+from monitor.config.loader import ConfigError, load_config_text
 from monitor.model import CheckContext, CheckError, MemoryState, Sample
 from monitor.scheduler import run_check
 

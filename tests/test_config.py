@@ -7,8 +7,8 @@ import warnings
 
 import pytest
 
-from monitor.config import ConfigError, interpolate, load_config, load_config_text, load_yaml_text
-from monitor.schema import compile_regex, format_duration, parse_duration, redact_url, secret_forms
+from monitor.config.loader import ConfigError, interpolate, load_config, load_config_text, load_yaml_text
+from monitor.config.fields import compile_regex, format_duration, parse_duration, redact_url, secret_forms
 
 
 def errors_of(text: str, env: dict[str, str] | None = None) -> list[str]:

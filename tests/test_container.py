@@ -31,9 +31,9 @@ import pytest
 import yaml
 from aiohttp import web
 
-from monitor.config import DEFAULT_LISTEN
-from monitor.metrics import make_metrics_handler
-from monitor.server import build_app, split_listen
+from monitor.config.loader import DEFAULT_LISTEN
+from monitor.web.metrics import make_metrics_handler
+from monitor.web.server import build_app, split_listen
 
 REPO = Path(__file__).resolve().parent.parent
 DOCKERFILE = REPO / "Dockerfile"

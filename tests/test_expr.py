@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from monitor.config import ConfigError, load_config_text
-from monitor.expr import (
+from monitor.config.loader import ConfigError, load_config_text
+from monitor.rules.expr import (
     ExprError,
     TemplateError,
     compile_template,
@@ -21,7 +21,7 @@ from monitor.expr import (
     render,
 )
 from monitor.model import Sample
-from monitor.rules import compile_rules
+from monitor.rules.engine import compile_rules
 
 # ---------------------------------------------------------------- parsing
 
@@ -249,7 +249,7 @@ def test_absent_drops_a_label_matched_twice() -> None:
 
 
 def test_evaluate_accepts_a_prebuilt_index() -> None:
-    from monitor.expr import index_samples
+    from monitor.rules.expr import index_samples
 
     samples = [_s("m", 3, a="x"), _s("n", 4)]
     expr = parse("m > 1")

@@ -7,7 +7,7 @@ import asyncio
 from aiohttp import web
 from structlog.testing import capture_logs
 
-from monitor.config import load_config_text
+from monitor.config.loader import load_config_text
 from monitor.heartbeat import Heartbeat, HeartbeatConfig, progressing
 
 

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from monitor.incidents import Incidents
-from monitor.outbox import list_rows
+from monitor.incidents.lifecycle import Incidents
+from monitor.delivery.outbox import list_rows
 from monitor.statedb import open_db
 from tests.incident_helpers import T0, alert, at, config, fingerprint, fired, last_id, queued, resolved
 
@@ -356,7 +356,7 @@ def test_restart_does_not_page_twice_and_still_resolves(tmp_path: Path) -> None:
 CRASH = """
 import os, signal, sys
 from datetime import timedelta
-import monitor.incidents as incidents
+import monitor.incidents.lifecycle as incidents
 from monitor.statedb import open_db
 from tests.incident_helpers import T0, alert, config, fired
 
@@ -473,7 +473,7 @@ def test_get_returns_the_timeline_and_deliveries_as_json(inc: Incidents, conn: s
 
 
 def test_the_engine_state_round_trips_through_update(tmp_path: Path) -> None:
-    from monitor.rules import AlertStates
+    from monitor.rules.engine import AlertStates
 
     c = open_db(tmp_path)
     inc = Incidents(c, config())
@@ -485,7 +485,7 @@ def test_the_engine_state_round_trips_through_update(tmp_path: Path) -> None:
 
 
 def test_the_review_template_reads_an_incident_view(inc: Incidents) -> None:
-    from monitor.messages import review_due, review_template
+    from monitor.incidents.messages import review_due, review_template
 
     a = alert("DatabaseDown", "P1", check="db")
     inc.update([a], [fired(a, T0, since=at(-1))], T0)

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import orjson
 
-from checks.logfile import Config, LogfileCheck
-from monitor.config import load_config
+from checks.logfile.check import Config, LogfileCheck
+from monitor.config.loader import load_config
 from monitor.model import CheckContext, MemoryState, Sample
-from monitor.rules import AlertStates, compile_rules, evaluate
+from monitor.rules.engine import AlertStates, compile_rules, evaluate
 
 RULES_FILE = Path(__file__).resolve().parent.parent / "alert_rules.yaml"
 LOG_ALERTS = {"HighErrorRate", "SlowResponses", "LoginFailureSpike"}

@@ -20,10 +20,10 @@ import msgspec
 import pytest
 
 from bench.bench_logfile import winston_line
-from checks import logtally
-from checks.logfile import LogfileCheck
-from checks.logparse import PRESETS, JsonParser
-from checks.logtail import Follower
+from checks.logfile import tally as logtally
+from checks.logfile.check import LogfileCheck
+from checks.logfile.parse import PRESETS, JsonParser
+from checks.logfile.tail import Follower
 from monitor.model import Sample
 from tests.test_check_logfile import GARBAGE, PINO_TRICKY, T0, TRICKY, make, pino, random_rec, values, winston, write
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from checks.logtail import Follower
+from checks.logfile.tail import Follower
 
 
 def lines(n: int, start: int = 0, tag: str = "l") -> bytes:

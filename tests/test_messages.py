@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
 
-from monitor.messages import (
+from monitor.incidents.messages import (
     customer_communication,
     incident_url,
     review_due,

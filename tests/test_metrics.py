@@ -8,9 +8,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import checks
 from monitor import store as store_mod
-from monitor.metrics import make_metrics_handler
+from monitor.web.metrics import make_metrics_handler
 from monitor.model import CheckResult, Sample
-from monitor.server import bound_port, build_app, split_listen, start_server
+from monitor.web.server import bound_port, build_app, split_listen, start_server
 from monitor.store import Store
 
 INFO = {**checks.METRICS, **store_mod.METRICS,

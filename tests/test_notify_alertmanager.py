@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 import structlog
 
-from monitor.config import ConfigError, load_config_text
+from monitor.config.loader import ConfigError, load_config_text
 from monitor.model import DeliveryError
-from monitor.notify import alertmanager, build_receiver
-from monitor.notify.alertmanager import AlertmanagerReceiver, endpoint
+from monitor.delivery import alertmanager, build_receiver
+from monitor.delivery.alertmanager import AlertmanagerReceiver, endpoint
 from tests.fake_receivers import T0, FakeAlertmanager, make_notification
 
 NOW = T0 + timedelta(seconds=5)

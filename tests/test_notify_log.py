@@ -6,8 +6,8 @@ import io
 
 import structlog
 
-from monitor.notify import build_receiver, log
-from monitor.notify.log import LogReceiver
+from monitor.delivery import build_receiver, log
+from monitor.delivery.log import LogReceiver
 from tests.fake_receivers import make_notification
 
 

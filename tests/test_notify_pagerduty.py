@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 import structlog
 
-from monitor.config import ConfigError, load_config_text
+from monitor.config.loader import ConfigError, load_config_text
 from monitor.model import DeliveryError
-from monitor.notify import build_receiver, build_receivers, pagerduty
-from monitor.notify.pagerduty import PagerDutyReceiver, SlidingWindowLimiter
+from monitor.delivery import build_receiver, build_receivers, pagerduty
+from monitor.delivery.pagerduty import PagerDutyReceiver, SlidingWindowLimiter
 from tests.fake_receivers import T0, FakePagerDuty, make_notification
 
 KEY = "R0UT1NGKEY0123456789abcdefABCDEF"  # 32 characters

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 import structlog
 
-from monitor.config import load_config_text
+from monitor.config.loader import load_config_text
 from monitor.model import DeliveryError
-from monitor.notify import build_receiver, slack
-from monitor.notify.slack import SlackReceiver
+from monitor.delivery import build_receiver, slack
+from monitor.delivery.slack import SlackReceiver
 from tests.fake_receivers import T0, FakeSlack, make_notification
 
 SLACK_SECRET_PATH = "/services/T000/B000/XXXX"

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 import structlog
 
-from monitor.config import load_config_text
+from monitor.config.loader import load_config_text
 from monitor.model import DeliveryError
-from monitor.notify import build_receiver, webhook
-from monitor.notify.webhook import (
+from monitor.delivery import build_receiver, webhook
+from monitor.delivery.webhook import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     WebhookReceiver,

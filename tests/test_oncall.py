@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from monitor.config import load_config
-from monitor.incidents import Incidents
+from monitor.config.loader import load_config
+from monitor.incidents.lifecycle import Incidents
 from monitor.model import Transition
-from monitor.outbox import list_rows
+from monitor.delivery.outbox import list_rows
 from monitor.statedb import open_db
 from tests.daemon_proc import ROOT, clean_env
 from tests.fake_receivers import FakePagerDuty

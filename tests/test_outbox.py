@@ -19,7 +19,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from monitor.model import Alert, DeliveryError, Notification
-from monitor.outbox import (
+from monitor.delivery.outbox import (
     Outbox,
     create_schema,
     enqueue,
@@ -28,7 +28,7 @@ from monitor.outbox import (
     notification_to_json,
     transaction,
 )
-from monitor.records import add_timeline
+from monitor.incidents.records import add_timeline
 from monitor.statedb import open_db
 
 T0 = datetime(2025, 12, 5, 9, 0, 0, tzinfo=UTC)
@@ -451,9 +451,9 @@ async def test_depth_and_oldest_age(conn: sqlite3.Connection) -> None:
 async def test_pagerduty_failing_500_gets_the_trigger_once_after_it_recovers(tmp_path: Path) -> None:
     """Incidents → outbox → the real receiver → a fake PagerDuty that answers 500 three times,
     then a restart while the incident is open, then the resolve: one trigger, one resolve."""
-    from monitor.incidents import Incidents
-    from monitor.notify.pagerduty import Config as PagerDutyConfig
-    from monitor.notify.pagerduty import PagerDutyReceiver
+    from monitor.incidents.lifecycle import Incidents
+    from monitor.delivery.pagerduty import Config as PagerDutyConfig
+    from monitor.delivery.pagerduty import PagerDutyReceiver
     from tests.fake_receivers import FakePagerDuty
     from tests.incident_helpers import KEY, alert, config, fired, resolved
 
@@ -499,8 +499,8 @@ async def test_pagerduty_failing_500_gets_the_trigger_once_after_it_recovers(tmp
 
 
 async def test_pagerduty_400_is_failed_at_once_and_kept_visible(conn: sqlite3.Connection) -> None:
-    from monitor.notify.pagerduty import Config as PagerDutyConfig
-    from monitor.notify.pagerduty import PagerDutyReceiver
+    from monitor.delivery.pagerduty import Config as PagerDutyConfig
+    from monitor.delivery.pagerduty import PagerDutyReceiver
     from tests.fake_receivers import FakePagerDuty
     from tests.incident_helpers import KEY
 

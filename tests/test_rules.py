@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from monitor.config import ConfigError, RuleConfig, load_config, load_config_text
+from monitor.config.loader import ConfigError, RuleConfig, load_config, load_config_text
 from monitor.model import Sample, Transition
-from monitor.rules import (
+from monitor.rules.engine import (
     AlertStates,
     Rule,
     alert_samples,

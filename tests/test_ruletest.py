@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from monitor.config import load_config, load_config_text
-from monitor.promexport import export_prometheus, prometheus_rules
-from monitor.ruletest import BadTestFile, parse_values, run_rule_tests, value_at
+from monitor.config.loader import load_config, load_config_text
+from monitor.rules.export import export_prometheus, prometheus_rules
+from monitor.rules.ruletest import BadTestFile, parse_values, run_rule_tests, value_at
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES_DIR = ROOT / "tests" / "rules"
@@ -227,7 +227,7 @@ rules:
 
 
 def test_export_refuses_invalid_rules() -> None:
-    from monitor.config import ConfigError
+    from monitor.config.loader import ConfigError
 
     cfg = load_config_text("rules:\n  - {alert: A, expr: 'sum(x)', severity: P3}\n", env={})
     with pytest.raises(ConfigError, match="unsupported aggregation 'sum'"):
@@ -287,7 +287,7 @@ def test_promtool_agrees_with_our_templates(tmp_path: Path) -> None:
 
 
 def test_a_broken_test_file_is_a_positioned_error_not_a_crash(tmp_path) -> None:
-    from monitor.ruletest import run_rule_tests
+    from monitor.rules.ruletest import run_rule_tests
 
     bad = tmp_path / "t.yaml"
     bad.write_text("rule_files: [alert_rules.yaml]\ntests: !!int x\n")

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from monitor.config import InhibitRule, Silence
-from monitor.incidents import Incidents
-from monitor.routing import inhibitors, step_applies
-from monitor.silences import Silences, matches, parse_matchers, parse_time
+from monitor.config.loader import InhibitRule, Silence
+from monitor.incidents.lifecycle import Incidents
+from monitor.incidents.routing import inhibitors, step_applies
+from monitor.incidents.silences import Silences, matches, parse_matchers, parse_time
 from monitor.statedb import open_db
 from tests.incident_helpers import CONFIG, T0, alert, at, config, fired, last_id, queued, resolved
 

@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from monitor.statuspage import format_age, format_value, render_page
+from monitor.web.statuspage import format_age, format_value, render_page
 from tests.daemon_proc import DaemonProcess, clean_env
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)

@@ -28,7 +28,7 @@ import yaml
 from structlog.testing import capture_logs
 
 import monitor.daemon
-from monitor.config import interpolate, load_config
+from monitor.config.loader import interpolate, load_config
 from monitor.systemd import (
     MAX_STATUS_CHARS,
     Notifier,

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from monitor.config import ConfigError
-from monitor.incidents import Incidents
-from monitor.promexport import export_prometheus
+from monitor.config.loader import ConfigError
+from monitor.incidents.lifecycle import Incidents
+from monitor.rules.export import export_prometheus
 from monitor.statedb import open_db
-from monitor.timeintervals import NamedTimeInterval, TimeInterval
+from monitor.rules.timeintervals import NamedTimeInterval, TimeInterval
 from tests.incident_helpers import CONFIG, alert, config, fired, last_id, queued, resolved
 
 
@@ -175,7 +175,7 @@ def test_zones_resolve_without_a_system_time_zone_database() -> None:
     the `tzdata` package (a dependency)."""
     import zoneinfo
 
-    from monitor.timeintervals import zone
+    from monitor.rules.timeintervals import zone
 
     zoneinfo.reset_tzpath(to=[])
     try:

@@ -55,7 +55,7 @@ from typing import Any
 
 import yaml
 
-from monitor.schema import format_duration, parse_duration
+from monitor.config.fields import format_duration, parse_duration
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "alert_rules.yaml"

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from monitor.config import load_config_text
+from monitor.config.loader import load_config_text
 from tests.faults.derive import (
     CHECK_TIMEOUT_S,
     ELAPSED_METRICS,

@@ -1,4 +1,4 @@
-"""Fuzzing the config loader (`monitor.config.load_config_text`) and what runs on its result.
+"""Fuzzing the config loader (`monitor.config.loader.load_config_text`) and what runs on its result.
 
 Property: any text loads into a `Config` or raises `ConfigError` whose every line reads
 `fuzz.yaml:LINE:COL: PATH: MESSAGE` with LINE inside the file. A config that loads then goes
@@ -28,13 +28,13 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from monitor import cli
-from monitor.config import ConfigError, load_config_text
+from monitor.cli import main as cli
+from monitor.config.loader import ConfigError, load_config_text
 from monitor.daemon import build_checks
 from monitor.model import MemoryState
-from monitor.notify import build_receivers
-from monitor.promexport import export_prometheus
-from monitor.rules import compile_rules
+from monitor.delivery import build_receivers
+from monitor.rules.export import export_prometheus
+from monitor.rules.engine import compile_rules
 from tests.fuzz import KnownBug, Outcomes, known_bug_cases
 from tests.fuzz.test_fuzz_rules import REGEX_PIECES, TEMPLATES, near_miss_expressions
 

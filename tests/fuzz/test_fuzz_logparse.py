@@ -24,9 +24,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from checks.logfile import Config, LogfileCheck
-from checks.logparse import JsonParser, RegexParser
-from checks.lognorm import LEVELS
+from checks.logfile.check import Config, LogfileCheck
+from checks.logfile.parse import JsonParser, RegexParser
+from checks.logfile.normalize import LEVELS
 from monitor.model import CheckContext, MemoryState, Sample
 from tests.fuzz import KnownBug, Outcomes, known_bug_cases
 

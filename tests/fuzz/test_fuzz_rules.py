@@ -1,4 +1,4 @@
-"""Fuzzing the rule expression parser and the annotation templates (`monitor.expr`).
+"""Fuzzing the rule expression parser and the annotation templates (`monitor.rules.expr`).
 
 Property: `parse(text)` returns an `Expr` that evaluates without error, or raises `ExprError`
 whose `position` lies inside the input and whose `token` is the text found there. Nothing
@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from monitor.expr import ExprError, TemplateError, compile_template, format_value, parse, render
+from monitor.rules.expr import ExprError, TemplateError, compile_template, format_value, parse, render
 from monitor.model import Sample
 from tests.fuzz import KnownBug, Outcomes, known_bug_cases
 

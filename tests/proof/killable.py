@@ -20,13 +20,13 @@ import os
 import sys
 from datetime import UTC, datetime, timedelta
 
-from monitor.config import load_config_text
-from monitor.incidents import Incidents
+from monitor.config.loader import load_config_text
+from monitor.incidents.lifecycle import Incidents
 from monitor.model import Alert, Notification, Transition
-from monitor.notify.pagerduty import Config as PagerDutyConfig
-from monitor.notify.pagerduty import PagerDutyReceiver
-from monitor.outbox import Outbox
-from monitor.rules import fingerprint
+from monitor.delivery.pagerduty import Config as PagerDutyConfig
+from monitor.delivery.pagerduty import PagerDutyReceiver
+from monitor.delivery.outbox import Outbox
+from monitor.rules.engine import fingerprint
 from monitor.statedb import open_db
 
 T0 = datetime(2025, 12, 5, 9, 0, 0, tzinfo=UTC)

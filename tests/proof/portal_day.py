@@ -6,7 +6,7 @@ the daemon's own path: each step runs the checks (`monitor.scheduler.run_check`)
 outbox, in the state database under `workdir`), then delivers the queued notifications to
 recording receivers through the real `Outbox`. Time is a fake clock; nothing sleeps.
 
-The checks: `bff_logs` is the real `checks.logfile.LogfileCheck` (time_source: line) over a
+The checks: `bff_logs` is the real `checks.logfile.check.LogfileCheck` (time_source: line) over a
 `combined.log` that `bff_traffic.Traffic` writes as the day goes; the others are stand-ins that
 return, or raise as `CheckError`, exactly the series their real check emits (DESIGN.md's
 metric names), computed from the world's state:
@@ -36,10 +36,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from checks.logfile import Config as LogfileConfig
-from checks.logfile import LogfileCheck
+from checks.logfile.check import Config as LogfileConfig
+from checks.logfile.check import LogfileCheck
 from monitor.alerting import Alerting
-from monitor.config import Config
+from monitor.config.loader import Config
 from monitor.model import CheckContext, CheckError, MemoryState, Notification, Sample
 from monitor.scheduler import run_check
 from monitor.statedb import open_db

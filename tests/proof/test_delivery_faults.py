@@ -31,12 +31,12 @@ import pytest
 from aiohttp import web
 from structlog.testing import capture_logs
 
-from monitor.config import Config, load_config_text
-from monitor.incidents import Incidents
+from monitor.config.loader import Config, load_config_text
+from monitor.incidents.lifecycle import Incidents
 from monitor.model import Alert, Notification, Transition
-from monitor.notify.pagerduty import PagerDutyReceiver
-from monitor.outbox import Outbox, list_rows
-from monitor.rules import fingerprint
+from monitor.delivery.pagerduty import PagerDutyReceiver
+from monitor.delivery.outbox import Outbox, list_rows
+from monitor.rules.engine import fingerprint
 from monitor.statedb import DB_NAME, open_db
 from tests.daemon_proc import ROOT, clean_env
 from tests.fake_receivers import FakePagerDuty

@@ -2,7 +2,7 @@
 replica killed mid-incident leaves the other to resolve it.
 
 Each daemon has its own state directory (replicas share nothing but the targets and the
-receiver); the dedup key is a hash of the alert's name and labels (`monitor.rules.fingerprint`),
+receiver); the dedup key is a hash of the alert's name and labels (`monitor.rules.engine.fingerprint`),
 the same on both, so PagerDuty merges their triggers into one alert.
 """
 

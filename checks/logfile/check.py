@@ -1,0 +1,426 @@
+"""The BFF's JSON logs as metrics: error ratio, response times, request rate, login failures.
+
+Runbook scenarios 5 (high error rate, > 2 s average responses: `tail error.log`, `grep
+duration combined.log`) and 6 (unusual login patterns), and the "grep the BFF logs" steps
+of scenarios 1 and 2 (`patterns`).
+
+Each run reads what was appended to each path since the last run (`logtail.Follower`:
+rotation, truncation, re-creation), parses it (`logparse`: JSON with winston or pino fields
+or any dotted paths, or a regex), adds the counts to cumulative counters and to a sliding
+window (`logwindow.Window`), and returns every series' current value.
+
+Decisions, and why:
+
+- **Which time places a line in the window** (`time_source`). `read` (default): the time
+  the line was read. It cannot be fooled by a logger's clock, zone or timestamp format
+  (a local-time `timestamp` without a zone would push every line hours out of the window
+  and silence every log alert), and with lines read every interval it is late by at most
+  one interval. `line`: the line's own `timestamp`/`time`, to the second (lines without a
+  readable time fall back to the read time; future times count as now; lines older than
+  the window are ignored by the window, not by the counters). For backfills and replays
+  (a 24 h log compressed in time), where read time would put everything in one instant.
+- **Error ratio** = failed requests / requests (a request is a line with an HTTP status;
+  it failed with status >= 500 or level error/fatal), which is the runbook's "error rate
+  above 1%", so `HighErrorRate: portal_log_error_ratio > 0.01` means that. Debug/info
+  chatter does not dilute it and error.log lines without a status do not count twice.
+  When the window has no requests at all, it is error lines / lines, so a BFF that only
+  logs errors (crashing on every request) reads 1, not 0. With `min_requests`, the ratio is
+  not exported while the window holds fewer requests (or, without requests, fewer lines): two
+  failed requests out of forty at night are not a 5% error rate worth a page.
+- **Durations** (histogram, average, p95) come from every line with a duration field,
+  including the BFF's calls to Salesforce/WHMCS/Freebit (runbook scenario 5 greps them).
+- **Oversize lines** (longer than `max_line_bytes`) have their own counter: they were not
+  read, so they are not parse errors.
+- **Named patterns** count like `grep -c` on every line read, parsed or not.
+- **Reading a backlog** (a restart with `from: start`, a burst of 100,000 lines/s) goes in
+  slices of `SLICE_BYTES` with `await asyncio.sleep(0)` between them, so other checks keep
+  their schedule, and stops after half the check's timeout; the rest waits for the next run
+  (`portal_log_unread_bytes` shows it).
+- **Counting at read time** (the default) is batched (`logtally.Normalizer.add`/`flush`):
+  a slice (as `Follower.read_pieces` reads it, out of a buffer kept while there is a
+  backlog) is parsed and counted in pieces of `PIECE_BYTES`, as whole records in C (small
+  pieces stay in the CPU cache: a few % faster); the batch is normalized once at the end of the run
+  (`samples()` flushes), or earlier when it grows past `logtally.BATCH_MAX`. Login failures
+  are still matched per slice, so Space-Saving sees what it saw before batching.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from bisect import bisect_left
+from collections import Counter
+from collections.abc import Callable, Iterator
+from typing import Any, Literal
+
+import msgspec
+import structlog
+from pydantic import Field, field_validator, model_validator
+
+from checks.logfile.normalize import ERROR_LEVELS, FIELDS
+from checks.logfile.parse import PRESETS, REGEX_GROUPS, JsonParser, RegexParser, count_pattern_lines
+from checks.logfile.tail import Follower
+from checks.logfile.tally import AuthRule, Normalizer, Parsed, Tally
+from checks.logfile.window import Window, sketch_index
+from monitor.config.fields import CheckBase, Duration, StrictModel, compile_regex
+from monitor.model import CheckContext, CheckError, Sample
+
+log = structlog.get_logger()
+
+METRICS: dict[str, tuple[str, str]] = {
+    "portal_logfile_up": ("gauge", "1 when at least one of the check's log files can be read"),
+    "portal_log_file_up": ("gauge", "1 when this log file exists and can be read"),
+    "portal_log_unread_bytes": ("gauge", "bytes appended to the file and not read yet (backlog)"),
+    "portal_log_lines_total": ("counter", "parsed log lines by level"),
+    "portal_log_requests_total": ("counter", "request lines (lines with an HTTP status) by status class"),
+    "portal_log_parse_errors_total": ("counter", "lines that could not be parsed, by reason"),
+    "portal_log_oversize_lines_total": ("counter", "lines longer than max_line_bytes, skipped unread"),
+    "portal_log_pattern_lines_total": ("counter", "lines matching each named pattern"),
+    "portal_log_request_duration_seconds": ("histogram", "durations logged by lines with a duration"),
+    "portal_log_error_ratio": (
+        "gauge",
+        "failed requests / requests in the window (errors / lines without requests)",
+    ),
+    "portal_log_response_seconds_avg": ("gauge", "average logged duration in the window"),
+    "portal_log_response_seconds_p95": (
+        "gauge",
+        "95th percentile of logged durations in the window (within 2%)",
+    ),
+    "portal_log_requests_per_second": ("gauge", "request lines per second over the window"),
+    "portal_log_auth_failures": ("gauge", "lines matching auth_failure in the window"),
+    "portal_log_auth_failures_max_per_source": (
+        "gauge",
+        "most auth failures from one client IP in the window",
+    ),
+}
+KEY_METRICS = (
+    "portal_log_error_ratio",
+    "portal_log_response_seconds_avg",
+    "portal_log_auth_failures_max_per_source",
+)
+
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+SLICE_BYTES = 1 << 20  # about 3,000 lines: a few ms of parsing between two yields to the loop
+PIECE_BYTES = 1 << 17  # a slice is parsed and counted in pieces this big (see the docstring)
+_LE = tuple(repr(b) for b in DURATION_BUCKETS) + ("+Inf",)
+_SHOWN_LEVELS = ("fatal", "error", "warn", "info", "debug")
+_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
+_LABEL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+Paths = str | list[str] | None
+
+
+def _pieces(chunk: bytes, size: int) -> Iterator[bytes]:
+    """The chunk cut after a newline about every `size` bytes (the whole when smaller), as
+    `Follower.read_pieces` cuts what it reads."""
+    start, n = 0, len(chunk)
+    while start < n:
+        end = n if n - start <= size else chunk.rfind(b"\n", start, start + size) + 1
+        if end <= start:  # a line longer than `size`
+            end = chunk.find(b"\n", start + size) + 1 or n
+        yield chunk if end - start == n else chunk[start:end]
+        start = end
+
+
+class Fields(StrictModel):
+    """JSON paths per field, dotted for nested objects (`res.statusCode`); a list means
+    "the first one present". Unset fields take the preset's paths."""
+
+    time: Paths = None
+    level: Paths = None
+    status: Paths = None
+    duration: Paths = None
+    ip: Paths = None
+    path: Paths = None
+    message: Paths = None
+
+
+class AuthFailure(StrictModel):
+    """A line is a login failure when all that is given holds: its status is one of
+    `status`, the regex `path` is found in its request path, `message` in its message."""
+
+    status: list[int] | None = None
+    path: str | None = None
+    message: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> AuthFailure:
+        if self.status is None and self.path is None and self.message is None:
+            raise ValueError("give at least one of status, path, message")
+        for name in ("path", "message"):
+            _compile(getattr(self, name), name)
+        return self
+
+    def rule(self) -> AuthRule:
+        return AuthRule(
+            statuses=frozenset(self.status) if self.status is not None else None,
+            path=re.compile(self.path) if self.path is not None else None,
+            message=re.compile(self.message) if self.message is not None else None,
+        )
+
+
+def _compile(pattern: str | None, what: str, *, as_bytes: bool = False) -> None:
+    """Refuse a pattern that does not compile (as the check will compile it: text, or bytes
+    for `patterns`, which search raw chunks) or that matches the empty string."""
+    if pattern is None:
+        return
+    try:
+        rx: re.Pattern[Any] = compile_regex(pattern.encode(), re.MULTILINE) if as_bytes else compile_regex(pattern)
+    except ValueError as e:
+        raise ValueError(f"{what}: {pattern!r} is not a regex: {e}") from None
+    if rx.search(b"" if as_bytes else "") is not None:
+        raise ValueError(f"{what}: {pattern!r} matches the empty string, so it matches every line")
+
+
+class Config(CheckBase):
+    type: Literal["logfile"]
+    paths: list[str] = Field(min_length=1, max_length=32)
+    from_: Literal["end", "start"] = Field("end", alias="from")
+    format: Literal["json", "regex"] = "json"
+    preset: Literal["winston", "pino"] = "winston"
+    fields: Fields = Field(default_factory=Fields)
+    regex: str | None = None  # format: regex; named groups level, status, duration, path, ip, time, message
+    patterns: dict[str, str] = Field(default_factory=dict)  # name -> regex (a plain word is a substring)
+    auth_failure: AuthFailure | list[AuthFailure] | None = Field(
+        default_factory=lambda: AuthFailure(status=[401, 403], path="/auth/login")
+    )
+    window: Duration = 300.0
+    time_source: Literal["read", "line"] = "read"
+    duration_unit: Literal["ms", "s"] = "ms"
+    max_line_bytes: int = Field(65536, ge=256, le=16 << 20)
+    max_sources: int = Field(100, ge=1, le=10_000)  # client IPs tracked per window bucket
+    min_requests: int = Field(0, ge=0, le=1_000_000)  # no error ratio below this many requests in the window
+    fast_path: bool = True  # decode whole chunks at once (off only to compare, in tests and bench)
+
+    @field_validator("window")
+    @classmethod
+    def _window_positive(cls, v: float) -> float:
+        if v < 1:
+            raise ValueError("must be at least 1s")
+        return v
+
+    @field_validator("patterns")
+    @classmethod
+    def _check_patterns(cls, v: dict[str, str]) -> dict[str, str]:
+        if len(v) > 50:
+            raise ValueError("at most 50 patterns (each is a series)")
+        for name, pattern in v.items():
+            if not _LABEL_NAME.match(name):
+                raise ValueError(f"pattern name {name!r}: use letters, digits and _")
+            _compile(pattern, f"patterns.{name}", as_bytes=True)
+        return v
+
+    @model_validator(mode="after")
+    def _check_format(self) -> Config:
+        if self.format == "regex":
+            if self.regex is None:
+                raise ValueError("format: regex needs `regex`")
+            _compile(self.regex, "regex")
+            groups = set(re.compile(self.regex).groupindex)
+            if not groups & REGEX_GROUPS:
+                raise ValueError(f"regex: name at least one group of {', '.join(FIELDS)}, e.g. (?P<status>\\d+)")
+        elif self.regex is not None:
+            raise ValueError("`regex` is only for format: regex")
+        else:
+            for name, paths in self.field_paths().items():
+                for p in paths:
+                    if not p or any(not part for part in p.split(".")):
+                        raise ValueError(f"fields.{name}: {p!r} is not a dotted path like res.statusCode")
+            try:
+                JsonParser(self.field_paths(), FIELDS)
+            except (ValueError, TypeError) as e:
+                raise ValueError(f"fields: {e}") from None
+        return self
+
+    def field_paths(self) -> dict[str, tuple[str, ...]]:
+        """The JSON paths of each field: the preset's, overridden by `fields`."""
+        out = dict(PRESETS[self.preset])
+        for name in FIELDS:
+            value = getattr(self.fields, name)
+            if value is not None:
+                out[name] = (value,) if isinstance(value, str) else tuple(value)
+        return out
+
+    def auth_rules(self) -> list[AuthRule]:
+        if self.auth_failure is None:
+            return []
+        items = self.auth_failure if isinstance(self.auth_failure, list) else [self.auth_failure]
+        return [a.rule() for a in items]
+
+
+class LogfileCheck:
+    """Follows the configured log files; each run turns what was appended into samples."""
+
+    type = "logfile"
+
+    def __init__(self, cfg: Config, ctx: CheckContext, *, clock: Callable[[], float] = time.perf_counter) -> None:
+        self.name = cfg.name
+        self.interval_s = ctx.interval_s
+        self.timeout_s = ctx.timeout_s
+        self._cfg = cfg
+        self._now = ctx.now
+        self._clock = clock
+        self._budget_s = max(0.05, 0.5 * ctx.timeout_s)
+        self._followers = [
+            Follower(p, from_end=cfg.from_ == "end", max_line_bytes=cfg.max_line_bytes)
+            for p in dict.fromkeys(cfg.paths)
+        ]
+        rules = cfg.auth_rules()
+        needed = {"level", "status", "duration"}
+        if cfg.time_source == "line":
+            needed.add("time")
+        if rules:
+            needed.add("status")
+            needed.add("ip")
+            if any(r.path is not None for r in rules):
+                needed.add("path")
+            if any(r.message is not None for r in rules):
+                needed.add("message")
+        ordered = [f for f in FIELDS if f in needed]
+        if cfg.format == "regex":
+            assert cfg.regex is not None
+            self._parser: JsonParser | RegexParser = RegexParser(cfg.regex)
+        else:
+            self._parser = JsonParser(cfg.field_paths(), ordered)
+        self._fast = cfg.fast_path and isinstance(self._parser, JsonParser)
+        self._norm = Normalizer(
+            self._parser,
+            use_time=cfg.time_source == "line",
+            duration_scale=0.001 if cfg.duration_unit == "ms" else 1.0,
+            classify=lambda seconds: (bisect_left(DURATION_BUCKETS, seconds), sketch_index(seconds)),
+            auth=rules,
+        )
+        # MULTILINE: `^` and `$` anchor at each line, though a pattern searches a whole chunk
+        self._patterns = {name: re.compile(p.encode(), re.MULTILINE) for name, p in cfg.patterns.items()}
+        self._window = Window(cfg.window, max_sources=cfg.max_sources, start=ctx.now())
+        self._lines: Counter[str] = Counter()
+        self._requests: Counter[str] = Counter()
+        self._errors: Counter[str] = Counter()
+        self._pattern_lines: Counter[str] = Counter()
+        self._hist = [0] * (len(DURATION_BUCKETS) + 1)
+        self._dur_sum = 0.0
+        self._batch_now: float | None = None  # the read time of the pending batch (the last batch's)
+
+    async def collect(self) -> list[Sample]:
+        self._flush()
+        now = self._now()
+        self._window.advance(now)
+        deadline = self._clock() + self._budget_s
+        active = list(self._followers)
+        while active:  # round robin, a slice each, so one busy file does not starve the others
+            for f in list(active):
+                pieces = f.read_pieces(SLICE_BYTES, PIECE_BYTES)
+                if pieces:
+                    self._ingest_pieces(pieces, now)
+                if not f.more:
+                    active.remove(f)
+                await asyncio.sleep(0)
+            if self._clock() > deadline:
+                break  # the rest waits for the next run: see portal_log_unread_bytes
+        samples = self.samples(now)
+        if not any(f.up for f in self._followers):
+            raise CheckError("no_file", f"no log file can be read: {', '.join(self._cfg.paths)}", samples)
+        return samples
+
+    async def aclose(self) -> None:
+        for f in self._followers:
+            f.close()
+
+    def ingest(self, chunk: bytes, now: float) -> None:
+        """Count a chunk of whole lines read at `now` (at read time, into the pending batch:
+        `samples()` includes it)."""
+        self._ingest_pieces(list(_pieces(chunk, PIECE_BYTES)) if self._norm.batching else [chunk], now)
+
+    def _ingest_pieces(self, pieces: list[bytes], now: float) -> None:
+        """Count one slice of whole lines, cut into pieces at newlines."""
+        errors: Counter[str] = Counter()
+        if self._patterns:  # on the whole slice, as a pattern may span a newline
+            chunk = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+            self._pattern_lines.update(count_pattern_lines(chunk, self._patterns))
+        if not self._norm.batching:
+            chunk = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+            self._add(self._norm.tally(self._parse(chunk, errors)), now)
+        else:
+            if self._batch_now != now:
+                self._flush()
+            self._batch_now = now
+            for piece in pieces:
+                if self._norm.add(self._parse(piece, errors)):
+                    self._flush()
+            for (_, source), n in self._norm.take_auth().items():  # per slice: see the docstring
+                self._window.add_auth(now, source, n)
+        self._errors.update(errors)
+
+    def _parse(self, chunk: bytes, errors: Counter[str]) -> Parsed:
+        parser = self._parser
+        if self._fast and isinstance(parser, JsonParser):
+            try:
+                return parser.parse_fast(chunk)
+            except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):  # RecursionError: deep arrays
+                pass
+        return parser.parse_general(chunk, errors)
+
+    def _flush(self) -> None:
+        """Add the pending batch to the counters and the window, at its read time."""
+        if self._batch_now is not None:
+            for tally in self._norm.flush():
+                self._add(tally, self._batch_now)
+
+    def _add(self, tally: Tally, now: float) -> None:
+        window = self._window
+        for (t, level, status), n in tally.groups.items():
+            self._lines[level] += n
+            failed = level in ERROR_LEVELS or (status is not None and status >= 500)
+            if status is not None:
+                self._requests[_CLASSES[status // 100 - 1]] += n
+            window.add_lines(
+                now if t is None else t,
+                n,
+                n if failed else 0,
+                0 if status is None else n,
+                n if failed and status is not None else 0,
+            )
+        hist = self._hist
+        for t, d in tally.durations.items():
+            slots: Counter[int] = Counter()
+            for (bucket, slot), n in d.classes.items():
+                hist[bucket] += n
+                slots[slot] += n
+            self._dur_sum += d.total_s
+            window.add_durations(now if t is None else t, d.count, d.total_s, slots)
+        for (t, source), n in tally.auth.items():
+            window.add_auth(now if t is None else t, source, n)
+
+    def samples(self, now: float) -> list[Sample]:
+        """Every series' current value."""
+        self._flush()
+        out: list[Sample] = []
+        add = out.append
+        for f in self._followers:
+            add(Sample("portal_log_file_up", {"path": f.path}, 1.0 if f.up else 0.0))
+            add(Sample("portal_log_unread_bytes", {"path": f.path}, float(f.unread_bytes)))
+        for level in dict.fromkeys((*_SHOWN_LEVELS, *sorted(self._lines))):
+            add(Sample("portal_log_lines_total", {"level": level}, float(self._lines[level])))
+        for cls in _CLASSES:
+            add(Sample("portal_log_requests_total", {"status_class": cls}, float(self._requests[cls])))
+        for reason in self._parser.reasons:
+            add(Sample("portal_log_parse_errors_total", {"reason": reason}, float(self._errors[reason])))
+        add(Sample("portal_log_oversize_lines_total", {}, float(sum(f.oversize for f in self._followers))))
+        for name in self._patterns:
+            add(Sample("portal_log_pattern_lines_total", {"pattern": name}, float(self._pattern_lines[name])))
+        cumulative = 0
+        for le, n in zip(_LE, self._hist, strict=True):
+            cumulative += n
+            add(Sample("portal_log_request_duration_seconds_bucket", {"le": le}, float(cumulative)))
+        add(Sample("portal_log_request_duration_seconds_sum", {}, self._dur_sum))
+        add(Sample("portal_log_request_duration_seconds_count", {}, float(cumulative)))
+        w = self._window.stats(now)
+        if (w.requests or w.lines) >= self._cfg.min_requests:
+            add(Sample("portal_log_error_ratio", {}, w.error_ratio))
+        add(Sample("portal_log_response_seconds_avg", {}, w.response_seconds_avg))
+        add(Sample("portal_log_response_seconds_p95", {}, w.response_seconds_p95))
+        add(Sample("portal_log_requests_per_second", {}, w.requests_per_second))
+        add(Sample("portal_log_auth_failures", {}, float(w.auth_failures)))
+        add(Sample("portal_log_auth_failures_max_per_source", {}, float(w.auth_failures_max_per_source)))
+        return out

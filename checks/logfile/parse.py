@@ -1,0 +1,372 @@
+"""Parsing chunks of log lines: JSON (winston, pino, any dotted field paths) or a regex.
+
+A parser turns a chunk of whole lines into a `Parsed` (one record per line it could
+parse) and counts the others by reason; `logtally.Normalizer` reads the records.
+
+Two JSON paths give the same result (tested on tricky lines):
+
+- the general path (`JsonParser.parse_general`) decodes line by line and classifies every
+  failure: `invalid_utf8`, `not_json` (also a number beyond float range in a counted field,
+  and arrays or objects nested past msgspec's limit of about a thousand), `not_object`;
+- the fast path (`JsonParser.parse_fast`) decodes the whole chunk with C-level `map`s and
+  raises on the first line it cannot take; the caller then re-runs that chunk on the
+  general path. Real logs are almost all well-formed, so almost every chunk goes fast.
+
+Both decode with msgspec into a Struct generated from the configured paths: the whole line
+is validated as JSON, but only the fields we need become Python objects, which is what
+makes it faster than `orjson.loads`, which must build every key and value of every line.
+The fields only auth rules need (ip, path, message) are decoded from the few candidate
+lines only. The Structs are frozen, so hashable: `logtally` counts whole records at once.
+
+The fast path first tries a *strict* Struct that takes only the usual shape of a line: a
+level from the known words (or pino's numbers), a status that is an integer HTTP status,
+and no alternative path present (`status` where `statusCode` is the first path). Its
+values are msgspec's interned literals, so no string is built per line and records compare
+by identity, which makes counting them about a third cheaper. A chunk it refuses is decoded
+again with the lenient Struct (every value as is), and the strict one rests for a while.
+
+Blank lines are skipped: they are neither lines nor parse errors.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from operator import attrgetter, itemgetter
+from typing import Any, Literal, Union
+
+import msgspec
+
+from checks.logfile.normalize import FIELDS, LEVEL_ALIASES, LEVELS
+from checks.logfile.tally import Parsed
+
+PRESETS: dict[str, dict[str, tuple[str, ...]]] = {
+    # winston's json() format: level as a word; morgan-style request lines add these fields.
+    "winston": {
+        "time": ("timestamp",),
+        "level": ("level",),
+        "status": ("statusCode", "status"),
+        "duration": ("duration", "responseTime"),
+        "ip": ("ip", "remoteAddr"),
+        "path": ("url", "path"),
+        "message": ("message",),
+    },
+    # pino + pino-http: numeric level, epoch-ms time, req/res serializers.
+    "pino": {
+        "time": ("time",),
+        "level": ("level",),
+        "status": ("res.statusCode",),
+        "duration": ("responseTime",),
+        "ip": ("req.remoteAddress",),
+        "path": ("req.url",),
+        "message": ("msg",),
+    },
+}
+
+
+# --- JSON ---------------------------------------------------------------------------------
+
+
+_CONTAINER_OTHERS = (str, int, float, bool, list, None)
+
+# What the strict Struct takes (see the module docstring); anything else is a lenient chunk.
+_STRICT_LEVEL = Union[Literal[(*LEVELS, *LEVEL_ALIASES, 10, 20, 30, 40, 50, 60)], None]
+_STRICT_STATUS = Union[Literal[tuple(range(100, 600))], None]
+STRICT_REST = 64  # chunks decoded leniently after the strict Struct refused one
+
+
+def _struct_for(
+    tree: dict[str, Any], name: str, leaf_type: Callable[[str], Any] = lambda path: Any, prefix: str = ""
+) -> type[msgspec.Struct]:
+    """A frozen Struct with one field per key of `tree`: `leaf_type(path)` (Any unless
+    strict) for a leaf, a nested Struct for a subtree. A subtree also accepts any non-object
+    value, so that an unexpected type is a missing field, not an error."""
+    fields: list[tuple[str, Any, Any]] = []
+    rename: dict[str, str] = {}
+    for i, (key, sub) in enumerate(tree.items()):
+        attr = f"f{i}"
+        rename[attr] = key
+        if sub is None:
+            fields.append((attr, leaf_type(prefix + key), None))
+        else:
+            inner = _struct_for(sub, f"{name}_{i}", leaf_type, f"{prefix}{key}.")
+            fields.append((attr, Union[(inner, *_CONTAINER_OTHERS)], msgspec.field(default_factory=inner)))
+    return msgspec.defstruct(name, fields, rename=rename, gc=False, omit_defaults=False, frozen=True)
+
+
+def _strict_leaf_types(layout_paths: Mapping[str, Sequence[str]]) -> Callable[[str], Any]:
+    """The strict type of each path: an alternative path (not the first of its field) must
+    be absent; the first level path a known level; the first status path an HTTP status.
+    A path that two fields share stays Any."""
+    roles: dict[str, set[tuple[str, bool]]] = {}
+    for field_name, paths in layout_paths.items():
+        for i, path in enumerate(paths):
+            roles.setdefault(path, set()).add((field_name, i == 0))
+
+    def leaf_type(path: str) -> Any:
+        r = roles.get(path, set())
+        if r and all(not first for _, first in r):
+            return None
+        if r == {("level", True)}:
+            return _STRICT_LEVEL
+        if r == {("status", True)}:
+            return _STRICT_STATUS
+        return Any
+
+    return leaf_type
+
+
+class _Shape:
+    """A Struct type for some fields' JSON paths, and how to read each path from it
+    (`strict`: also the strict Struct of the same layout, see the module docstring)."""
+
+    def __init__(
+        self, paths: Mapping[str, Sequence[str]], fields: Iterable[str], name: str, *, strict: bool = False
+    ) -> None:
+        tree: dict[str, Any] = {}
+        slot_paths: list[str] = []
+        self.layout: dict[str, tuple[int, ...]] = {}
+        used: dict[str, Sequence[str]] = {}
+        for f in fields:
+            idx = []
+            used[f] = paths.get(f, ())
+            for path in used[f]:
+                if path not in slot_paths:
+                    _add_path(tree, path)
+                    slot_paths.append(path)
+                idx.append(slot_paths.index(path))
+            self.layout[f] = tuple(idx)
+        self.struct = _struct_for(tree, name)
+        self.decode = msgspec.json.Decoder(self.struct).decode
+        self.decode_strict = None
+        if strict:
+            strict_struct = _struct_for(tree, f"{name}Strict", _strict_leaf_types(used))
+            self.decode_strict = msgspec.json.Decoder(strict_struct).decode
+        attrs = [_attr_path(tree, p) for p in slot_paths]
+        self.getters = [attrgetter(a) for a in attrs]
+        self.attrs = [a.split(".") for a in attrs]
+
+    def value(self, obj: Any, slot: int) -> Any:
+        for name in self.attrs[slot]:
+            obj = getattr(obj, name, None)
+        return obj
+
+
+def _add_path(tree: dict[str, Any], path: str) -> None:
+    keys = path.split(".")
+    node = tree
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if node is None:
+            raise ValueError(f"{path!r}: {key!r} is also read as a value")
+    if node.get(keys[-1]) is not None:
+        raise ValueError(f"{path!r} is also read as an object")
+    node.setdefault(keys[-1], None)
+
+
+def _attr_path(tree: dict[str, Any], path: str) -> str:
+    names, node = [], tree
+    for key in path.split("."):
+        names.append(f"f{list(node).index(key)}")
+        node = node[key]
+    return ".".join(names)
+
+
+MAIN_FIELDS = ("time", "level", "status", "duration")
+DETAIL_FIELDS = ("ip", "path", "message")
+
+
+class JsonParser:
+    """Decodes JSON lines into Structs holding only the fields counted on every line;
+    the few auth candidates are decoded again for their ip, path and message."""
+
+    reasons = ("invalid_utf8", "not_json", "not_object")  # why a line was not parsed
+    batchable = True  # records hold only the fields counted on every line: see logtally.Normalizer
+
+    def __init__(self, paths: Mapping[str, Sequence[str]], needed: Iterable[str]) -> None:
+        needed = list(needed)
+        self._main = _Shape(paths, [f for f in needed if f in MAIN_FIELDS], "LogLine", strict=True)
+        self._decode_strict = self._main.decode_strict
+        self._strict_rest = 0  # chunks left before the strict Struct is tried again
+        self._detail = _Shape(paths, [f for f in needed if f in DETAIL_FIELDS], "LogDetail")
+        self.layout = self._main.layout
+        self.detail_layout = self._detail.layout
+        self._decode = self._main.decode
+        # For the rare candidate whose details fail to decode: a float beyond range becomes inf
+        # (where the main decode counted the line, only the fields it skipped can hold one).
+        self._detail_lenient = msgspec.json.Decoder(self._detail.struct, float_hook=float).decode
+        self._empty_detail = self._detail.decode(b"{}")  # every detail field absent
+
+    def parse_fast(self, chunk: bytes) -> Parsed:
+        """A chunk of whole lines, parsed; raises on the first line it cannot take.
+
+        No Python code runs per line: `split` and `map` over the decoder are C. The strict
+        Struct goes first (see the module docstring); a blank line or a line it refuses
+        sends the chunk to the lenient Struct. (Decoding the chunk as one stream of
+        documents would save the split, but a stream decoder lets a document span lines,
+        and proving it did not costs as much.)
+        """
+        if not chunk.isascii():
+            chunk.decode()  # skipped strings are not checked by msgspec: check here
+        lines = chunk.split(b"\n")
+        if not lines[-1]:
+            lines.pop()  # after the last newline
+        if self._strict_rest:
+            self._strict_rest -= 1
+        elif self._decode_strict is not None:
+            try:
+                return Parsed(list(map(self._decode_strict, lines)), lines, strict=True)
+            except msgspec.ValidationError:  # an unusual level or status, an alternative path
+                self._strict_rest = STRICT_REST
+            except msgspec.DecodeError:  # a blank line, or a line the lenient Struct refuses too
+                pass
+        lines = list(filter(None, lines))
+        return Parsed(list(map(self._decode, lines)), lines)
+
+    def parse_general(self, chunk: bytes, errors: Counter[str]) -> Parsed:
+        """A chunk of whole lines, parsed line by line; failures counted in `errors`."""
+        check_utf8 = False
+        if not chunk.isascii():
+            try:
+                chunk.decode()
+            except UnicodeDecodeError:
+                check_utf8 = True
+        records: list[Any] = []
+        lines: list[bytes] = []
+        append, keep, decode = records.append, lines.append, self._decode
+        for line in chunk.split(b"\n"):
+            if check_utf8 and not line.isascii():
+                try:
+                    line.decode()
+                except UnicodeDecodeError:
+                    errors["invalid_utf8"] += 1
+                    continue
+            try:
+                append(decode(line))
+            except msgspec.ValidationError as e:  # not an object, or a number out of range
+                errors["not_object" if str(e).startswith("Expected `object`") else "not_json"] += 1
+                continue
+            except msgspec.DecodeError:
+                if line.strip():
+                    errors["not_json"] += 1
+                continue
+            except RecursionError:  # msgspec's nesting limit (~1000), even inside a skipped field
+                errors["not_json"] += 1
+                continue
+            except UnicodeDecodeError:
+                errors["invalid_utf8"] += 1
+                continue
+            keep(line)
+        return Parsed(records, lines)
+
+    def column(self, records: Sequence[Any], slot: int) -> list[Any]:
+        try:
+            return list(map(self._main.getters[slot], records))
+        except AttributeError:  # some line holds a non-object where an object was expected
+            return [self._main.value(r, slot) for r in records]
+
+    def details(self, parsed: Parsed, idx: list[int]) -> list[Any]:
+        """The ip, path and message of the lines at `idx`, decoded again.
+
+        The first decode skipped these fields, so only now can a number beyond float range
+        turn up in one (`"ip":1e999`): that line's details are decoded leniently (the number
+        as inf) and, should that fail too, are absent. The line is already counted, once."""
+        lines = list(map(parsed.lines.__getitem__, idx))
+        try:
+            return list(map(self._detail.decode, lines))
+        except (msgspec.DecodeError, RecursionError):  # ValidationError is a DecodeError
+            return [self._detail_of(line) for line in lines]
+
+    def _detail_of(self, line: bytes) -> Any:
+        try:
+            return self._detail_lenient(line)
+        except (msgspec.DecodeError, RecursionError):
+            return self._empty_detail
+
+    def detail_column(self, details: list[Any], slot: int) -> list[Any]:
+        try:
+            return list(map(self._detail.getters[slot], details))
+        except AttributeError:  # some line holds a non-object where an object was expected
+            return [self._detail.value(d, slot) for d in details]
+
+
+# --- regex -----------------------------------------------------------------------------------
+
+
+REGEX_GROUPS = frozenset(FIELDS)
+
+
+class RegexParser:
+    """Plain-text lines through one regex with named groups (`level`, `status`,
+    `duration`, `path`, `ip`, `time`, `message`); a line it does not match is `no_match`.
+    Without a `message` group the whole line is the message (for auth rules)."""
+
+    reasons = ("invalid_utf8", "no_match")
+    batchable = False  # records may hold the whole line (message): nearly every one distinct
+
+    def __init__(self, pattern: str) -> None:
+        self._rx = re.compile(pattern)
+        groups = self._rx.groupindex
+        names = [f for f in FIELDS if f in groups]
+        self._whole_message = "message" not in groups
+        self.layout = {f: (i,) for i, f in enumerate(names)}
+        if self._whole_message:
+            self.layout["message"] = (len(names),)
+        self.detail_layout = self.layout
+        self._names = names
+
+    def parse_general(self, chunk: bytes, errors: Counter[str]) -> Parsed:
+        out: list[tuple[Any, ...]] = []
+        search, names, whole = self._rx.search, self._names, self._whole_message
+        for raw in chunk.split(b"\n"):
+            try:
+                line = raw.decode()
+            except UnicodeDecodeError:
+                errors["invalid_utf8"] += 1
+                continue
+            line = line.rstrip("\r")
+            if not line.strip():
+                continue
+            m = search(line)
+            if m is None:
+                errors["no_match"] += 1
+                continue
+            rec = m.group(*names) if len(names) > 1 else (m.group(names[0]),) if names else ()
+            out.append(rec + (line,) if whole else rec)
+        return Parsed(out, [])
+
+    def column(self, records: Sequence[Any], slot: int) -> list[Any]:
+        return list(map(itemgetter(slot), records))
+
+    def details(self, parsed: Parsed, idx: list[int]) -> list[Any]:
+        return [parsed.records[i] for i in idx]
+
+    def detail_column(self, details: list[Any], slot: int) -> list[Any]:
+        return list(map(itemgetter(slot), details))
+
+
+# --- named patterns --------------------------------------------------------------------------
+
+
+def count_pattern_lines(chunk: bytes, patterns: Mapping[str, re.Pattern[bytes]]) -> Counter[str]:
+    """How many lines of the chunk each pattern matches (like `grep -c`), parsed or not.
+
+    Searches the whole chunk (the regex engine skips ahead to a literal prefix quickly) and
+    moves to the next line after each hit, so several matches in one line count once.
+    Compile the patterns with re.MULTILINE so that `^` and `$` anchor at lines.
+    """
+    out: Counter[str] = Counter()
+    for name, rx in patterns.items():
+        n, pos, search, size = 0, 0, rx.search, len(chunk)
+        while pos < size:  # bounded: pos moves past a newline on every match
+            m = search(chunk, pos)
+            if m is None:
+                break
+            n += 1
+            pos = chunk.find(b"\n", m.start()) + 1
+            if pos == 0:
+                break
+        if n:
+            out[name] = n
+    return out

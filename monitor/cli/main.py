@@ -1,0 +1,400 @@
+"""The `portal-monitor` command: one small function per subcommand."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+import checks
+from monitor import __version__
+from monitor.cli import oncall
+from monitor.clock import utc_now
+from monitor.config.fields import format_duration, redact_url
+from monitor.config.loader import Config, ConfigError, config_path, load_config
+from monitor.logs import configure_logging
+from monitor.model import CheckResult, MemoryState
+from monitor.web.statuspage import format_value
+
+
+def _add_config(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "-c", "--config", metavar="FILE", help="config file (default: $PORTAL_MONITOR_CONFIG, else ./alert_rules.yaml)"
+    )
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, str]:
+    """`listen` and `state_dir` from the command line win over the file."""
+    overrides = {}
+    if getattr(args, "listen", None):
+        overrides["listen"] = args.listen
+    if getattr(args, "state_dir", None):
+        overrides["state_dir"] = args.state_dir
+    return overrides
+
+
+def _load(args: argparse.Namespace) -> Config:
+    from monitor.daemon import config_loader
+    from monitor.rules.engine import compile_rules
+
+    cfg = config_loader(config_path(args.config), _overrides(args))()
+    compile_rules(cfg)  # every bad expression is a config error too, with its position
+    return cfg
+
+
+def _print_errors(e: ConfigError) -> None:
+    for line in e.errors:
+        print(line, file=sys.stderr)
+    n = len(e.errors)
+    print(f"{n} error{'s' if n != 1 else ''}", file=sys.stderr)
+
+
+# ------------------------------------------------------------------ run
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from monitor.daemon import Daemon, config_loader
+
+    cfg = _load(args)
+    configure_logging(
+        json=args.log_format == "json" if args.log_format else None, level=args.log_level, secrets=cfg.secrets
+    )
+    daemon = Daemon(cfg, loader=config_loader(cfg.path, _overrides(args)), watch_file=args.watch)
+    try:
+        asyncio.run(daemon.serve())
+    except OSError as e:
+        print(f"portal-monitor: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+# ------------------------------------------------------------------ check-config
+
+
+def _target(c: Any) -> str:
+    for attr in ("url", "dsn"):
+        if hasattr(c, attr):
+            return redact_url(getattr(c, attr))
+    if hasattr(c, "paths"):
+        return ", ".join(c.paths)
+    if hasattr(c, "cmdline"):
+        return f"cmdline ~ {c.cmdline}"
+    return ""
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from monitor.rules.engine import compile_rules
+
+    path = config_path(args.config)
+    cfg = load_config(path)
+    compile_rules(cfg)
+    root = cfg.root
+    print(f"{path}: OK")
+    print(f"listen {root.listen}   state_dir {root.state_dir}")
+    off_checks = cfg.disabled_checks()
+    print(f"\nchecks ({len(cfg.checks)} enabled, {len(off_checks)} disabled):")
+    rows = [
+        (c.name, c.type, format_duration(cfg.interval(c)), format_duration(cfg.timeout(c)), _target(c), "enabled")
+        for c in cfg.checks
+    ]
+    rows += [(name, typ, "-", "-", "", why) for name, typ, why in off_checks]
+    _table(("name", "type", "every", "timeout", "target", "state"), rows)
+    print(f"\nrules ({len(root.rules)}):")
+    by_sev: dict[str, list[str]] = {}
+    for r in root.rules:
+        by_sev.setdefault(r.severity, []).append(r.alert)
+    for sev in sorted(by_sev):
+        print(f"  {sev}: {', '.join(by_sev[sev])}")
+    off_receivers = cfg.disabled_receivers()
+    rrows = [(n, r.type, "enabled") for n, r in root.receivers.items() if n not in cfg.disabled]
+    rrows += list(off_receivers)
+    print(f"\nreceivers ({len(rrows)}):")
+    _table(("name", "type", "state"), rrows)
+    print(
+        "\nescalation: "
+        + "; ".join(
+            f"{s.level} after {format_duration(s.after)} "
+            f"{'vendor' if s.vendor else '/'.join(s.severities or [])} -> {', '.join(s.receivers)}"
+            for s in root.escalation
+        )
+    )
+    if root.inhibit:
+        print(f"inhibit rules: {len(root.inhibit)}")
+    for ti in root.time_intervals:
+        muted = [r.alert for r in root.rules if ti.name in r.mute_time_intervals]
+        print(f"time interval {ti.describe()}: mutes " + (", ".join(dict.fromkeys(muted)) or "nothing"))
+    return 0
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    widths = (
+        [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=False)]
+        if rows
+        else [len(h) for h in header]
+    )
+    fmt = "  " + "  ".join(f"{{:<{w}}}" for w in widths)
+    print(fmt.format(*header).rstrip())
+    for row in rows:
+        print(fmt.format(*[str(x) for x in row]).rstrip())
+
+
+# ------------------------------------------------------------------ once
+
+
+def _key_values(result: CheckResult) -> dict[str, float]:
+    wanted = checks.KEY_METRICS.get(result.type, ())
+    out: dict[str, float] = {}
+    for s in result.samples:
+        if s.name in wanted and s.name not in out:
+            out[s.name] = s.value
+    return out
+
+
+async def _run_once(cfg: Config) -> list[CheckResult]:
+    from monitor.daemon import build_checks
+    from monitor.scheduler import run_check
+
+    built = build_checks(cfg, MemoryState())
+    try:
+        return list(await asyncio.gather(*(run_check(c) for c, _ in built)))
+    finally:
+        for c, _ in built:
+            try:
+                await c.aclose()
+            except Exception:
+                pass
+
+
+def _once_remote(args: argparse.Namespace) -> int:
+    """`once --url`: the running daemon's latest results, printed as the local `once` does."""
+    from monitor.cli import client
+
+    try:
+        doc = client.call(args.url, "GET", "/api/v1/checks")
+    except client.ApiError as e:
+        print(f"portal-monitor once: {e}", file=sys.stderr)
+        return 2
+    entries = doc["checks"]
+    ran = [c for c in entries if c["state"] in ("up", "down")]
+    if args.json:
+        out = []
+        for c in entries:
+            if c["state"] in ("up", "down"):
+                out.append(
+                    {
+                        k: c[k]
+                        for k in ("check", "type", "up", "reason", "error", "duration_seconds", "values", "samples")
+                    }
+                )
+            elif c["state"] == "disabled":
+                out.append({"check": c["check"], "type": c["type"], "up": None, "disabled": c["disabled"]})
+            else:
+                out.append({"check": c["check"], "type": c["type"], "up": None, "pending": "not run yet"})
+        sys.stdout.buffer.write(orjson.dumps({"ok": doc["ok"], "checks": out}, option=orjson.OPT_INDENT_2) + b"\n")
+    else:
+        rows = []
+        for c in entries:
+            kv = "  ".join(
+                f"{k.removeprefix('portal_')}={format_value(k, v)}" for k, v in c["values"].items() if v is not None
+            )
+            state = {"up": "UP", "down": "DOWN"}.get(c["state"], c["state"])
+            why = (
+                c["disabled"]
+                if c["state"] == "disabled"
+                else "not run yet"
+                if c["state"] == "pending"
+                else ""
+                if c["up"]
+                else f"{c['reason']}: {c['error']}"[:120]
+            )
+            rows.append((c["check"], c["type"], state, kv, why))
+        _table(("check", "type", "state", "values", "error"), rows)
+        s = doc["summary"]
+        pending = f", {s['pending']} not run yet" if s["pending"] else ""
+        age = max((c["age_seconds"] for c in ran), default=0.0)
+        print(
+            f"\n{s['up']} up, {s['down']} down, {s['disabled']} disabled{pending} "
+            f"(from {client.base_url(args.url)}, results up to {age:.0f}s old)"
+        )
+    return 0 if doc["ok"] else 1
+
+
+def cmd_once(args: argparse.Namespace) -> int:
+    if args.url:
+        return _once_remote(args)
+    cfg = _load(args)
+    configure_logging(json=True, level="error", stream=sys.stderr, secrets=cfg.secrets)
+    t0 = time.perf_counter()
+    results = asyncio.run(_run_once(cfg))
+    elapsed = time.perf_counter() - t0
+    disabled = cfg.disabled_checks()
+    down = [r for r in results if not r.up]
+    alerts = _alerts_now(cfg, results)
+    if args.json:
+        doc = {
+            "ok": not down,
+            "alerts": alerts,
+            "checks": [
+                {
+                    "check": r.check,
+                    "type": r.type,
+                    "up": r.up,
+                    "reason": r.reason or None,
+                    "error": _redact(cfg, r.error) or None,
+                    "duration_seconds": round(r.duration_s, 6),
+                    "values": _key_values(r),
+                    "samples": [{"name": s.name, "labels": dict(s.labels), "value": s.value} for s in r.samples],
+                }
+                for r in results
+            ]
+            + [{"check": n, "type": t, "up": None, "disabled": why} for n, t, why in disabled],
+        }
+        sys.stdout.buffer.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")
+    else:
+        rows = []
+        for r in results:
+            kv = "  ".join(f"{k.removeprefix('portal_')}={format_value(k, v)}" for k, v in _key_values(r).items())
+            rows.append(
+                (
+                    r.check,
+                    r.type,
+                    "UP" if r.up else "DOWN",
+                    kv,
+                    "" if r.up else f"{r.reason}: {_redact(cfg, r.error)}"[:120],
+                )
+            )
+        rows += [(n, t, "disabled", "", why) for n, t, why in disabled]
+        _table(("check", "type", "state", "values", "error"), rows)
+        print(f"\n{len(results) - len(down)} up, {len(down)} down, {len(disabled)} disabled ({elapsed:.2f}s)")
+        if alerts:
+            print("\nrules whose condition holds now (pending: paged if it still holds after `for`):")
+            _table(
+                ("severity", "alert", "state", "summary"),
+                [(a["severity"], a["alertname"], a["state"], _redact(cfg, a["summary"])[:100]) for a in alerts],
+            )
+    return 1 if down else 0
+
+
+def _alerts_now(cfg: Config, results: list[CheckResult]) -> list[dict[str, Any]]:
+    """The rules evaluated once over these results, from a clean state: `firing` for rules
+    without `for`, `pending` for the others. Nothing is paged."""
+
+    from monitor.rules.engine import AlertStates, compile_rules, evaluate
+    from monitor.store import Store
+
+    store = Store()
+    for r in results:
+        store.put(r)
+    state, _ = evaluate(compile_rules(cfg), store.samples(), AlertStates(), utc_now())
+    order = {"P1": 0, "P2": 1, "P3": 2, "P4": 3}
+    found = [
+        {
+            "alertname": st.alert.name,
+            "severity": st.alert.severity,
+            "state": st.state,
+            "summary": st.alert.annotations.get("summary", ""),
+            "labels": dict(st.alert.labels),
+            "runbook": st.alert.annotations.get("runbook", ""),
+        }
+        for st in state.alerts.values()
+    ]
+    return sorted(found, key=lambda a: (order.get(a["severity"], 9), a["alertname"]))
+
+
+def _redact(cfg: Config, text: str) -> str:
+    for s in sorted(cfg.secrets, key=len, reverse=True):
+        text = text.replace(s, "***")
+    return text
+
+
+# ------------------------------------------------------------------ rules
+
+
+def cmd_test_rules(args: argparse.Namespace) -> int:
+    from monitor.rules.ruletest import BadTestFile, run_rule_tests
+
+    ok = True
+    for path in args.files:
+        try:
+            report = run_rule_tests(path)
+        except BadTestFile as e:
+            print(f"{path}: {e}", file=sys.stderr)
+            return 1
+        print(f"{path}:")
+        print(report.format())
+        ok = ok and report.ok
+    return 0 if ok else 1
+
+
+def cmd_export_rules(args: argparse.Namespace) -> int:
+    from monitor.rules.export import export_prometheus
+
+    sys.stdout.write(export_prometheus(_load(args)))
+    return 0
+
+
+# ------------------------------------------------------------------ main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="portal-monitor",
+        description="Health monitoring and alerting for the Customer Portal (Redis, PostgreSQL, WHMCS, the BFF).",
+    )
+    parser.add_argument("--version", action="version", version=f"portal-monitor {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run the daemon: checks, /metrics, alerting")
+    _add_config(p)
+    p.add_argument("--listen", metavar="HOST:PORT", help="override `listen` from the config")
+    p.add_argument("--state-dir", metavar="DIR", help="override `state_dir` from the config")
+    p.add_argument("--log-format", choices=("json", "console"), help="default: json without a TTY")
+    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    p.add_argument("--watch", action="store_true", help="reload the config file when it changes")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("check-config", help="validate the config; print a summary or every error")
+    _add_config(p)
+    p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser("once", help="run every check once and print a table (exit 1 if any is down)")
+    _add_config(p)
+    p.add_argument("--json", action="store_true", help="print one JSON document instead of a table")
+    p.add_argument(
+        "--url",
+        metavar="URL",
+        help="ask a running daemon (http://host:9820) for its latest results instead of running the checks here",
+    )
+    p.set_defaults(func=cmd_once)
+
+    p = sub.add_parser("test-rules", help="run rule unit tests (promtool's test-file format)")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.set_defaults(func=cmd_test_rules)
+
+    p = sub.add_parser("export-rules", help="print the rules as a Prometheus rule file")
+    _add_config(p)
+    p.add_argument("--format", choices=("prometheus",), default="prometheus")
+    p.set_defaults(func=cmd_export_rules)
+
+    oncall.add_parsers(sub, _add_config)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if getattr(args, "needs_config", False):
+            cfg = _load(args)
+            configure_logging(stream=sys.stderr, level="warning", secrets=cfg.secrets)
+            return int(args.func(args, cfg) or 0)
+        return int(args.func(args) or 0)
+    except ConfigError as e:
+        _print_errors(e)
+        return 1
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,435 @@
+"""The durable notification queue: rows written with the incident change, delivered per receiver.
+
+`Incidents` writes a row per notification with `enqueue()` inside its own transaction, so an
+incident change and its pages commit together or not at all. `Outbox.run()` then delivers: one
+task per receiver, each row in order (a receiver's next row waits for its previous one), each
+send under the receiver's timeout. A receiver that fails is retried with exponential backoff
+and jitter (at least its `Retry-After`), so a broken peer sees a bounded number of attempts per
+minute and never holds up the other receivers. `DeliveryError(permanent=True)` (PagerDuty 400)
+fails the row at once: logged with the reply, counted and kept visible. Rows older than
+`max_age` expire. Pending rows survive restarts: a row is delivered at least once (a crash
+during a send sends it again; PagerDuty and Alertmanager deduplicate on the dedup key).
+
+On delivery the row is marked delivered and the incident timeline gets "notified <receiver>"
+in the same transaction. `notification_to_json`/`notification_from_json` (in
+`monitor.incidents.records`, importable from here) are the payload format.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import sqlite3
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping
+from contextlib import suppress
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+
+from monitor.clock import utc_now
+from monitor.incidents.records import (
+    add_timeline,
+    create_timeline,
+    ensure_version,
+    iso,
+    notification_from_json,
+    notification_to_json,
+    parse_iso,
+    transaction,
+)
+from monitor.model import DeliveryError, Notification, Receiver, Sample
+
+__all__ = [
+    "METRICS",
+    "Outbox",
+    "OutboxRow",
+    "create_schema",
+    "enqueue",
+    "list_rows",
+    "notification_from_json",
+    "notification_to_json",
+    "send_timeout",
+    "transaction",
+]
+
+log = structlog.get_logger()
+
+SCHEMA_VERSION = 1
+DEFAULT_SEND_TIMEOUT_S = 30.0  # when a receiver does not say (`timeout_s`)
+RESULTS = ("delivered", "retried", "throttled", "failed", "expired")
+
+METRICS: dict[str, tuple[str, str]] = {
+    "portal_monitor_notifications_total": (
+        "counter",
+        "notification attempts by receiver and result (delivered, retried, failed, expired)",
+    ),
+    "portal_monitor_outbox_depth": ("gauge", "notifications waiting for delivery"),
+    "portal_monitor_outbox_oldest_seconds": ("gauge", "age of the oldest waiting notification (0 when none)"),
+    "portal_monitor_receiver_failing": ("gauge", "1 while the receiver's last delivery attempt failed"),
+}
+
+_DDL = (
+    "CREATE TABLE IF NOT EXISTS outbox ("
+    " id INTEGER PRIMARY KEY AUTOINCREMENT, receiver TEXT NOT NULL, kind TEXT NOT NULL,"
+    " incident_id INTEGER NOT NULL, dedup_key TEXT NOT NULL, payload TEXT NOT NULL,"
+    " created_at TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at TEXT NOT NULL,"
+    " last_error TEXT NOT NULL DEFAULT '', state TEXT NOT NULL DEFAULT 'pending',"
+    " finished_at TEXT)",
+    "CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (state, receiver, id)",
+    "CREATE INDEX IF NOT EXISTS outbox_incident ON outbox (incident_id)",
+)
+
+
+def create_schema(conn: sqlite3.Connection) -> None:
+    """Create the outbox (and timeline) tables if they are missing (idempotent)."""
+    with transaction(conn):
+        for stmt in _DDL:
+            conn.execute(stmt)
+        create_timeline(conn)
+        ensure_version(conn, "outbox", SCHEMA_VERSION)
+
+
+def enqueue(conn: sqlite3.Connection, n: Notification, now: datetime) -> int:
+    """Queue one notification; call inside the caller's transaction. Returns the row id."""
+    cur = conn.execute(
+        "INSERT INTO outbox (receiver, kind, incident_id, dedup_key, payload, created_at, next_attempt_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (n.receiver, n.kind, n.incident_id, n.dedup_key, notification_to_json(n), iso(now), iso(now)),
+    )
+    assert cur.lastrowid is not None
+    return cur.lastrowid
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    """One queued notification and how its delivery went (for the CLI, the API and tests)."""
+
+    id: int
+    receiver: str
+    kind: str
+    incident_id: int
+    dedup_key: str
+    created_at: datetime
+    attempts: int
+    next_attempt_at: datetime
+    last_error: str
+    state: str  # pending | delivered | failed | expired
+    finished_at: datetime | None
+    payload: str
+
+    @property
+    def notification(self) -> Notification:
+        return notification_from_json(self.payload, id=self.id)
+
+
+_ROW_COLUMNS = (
+    "id, receiver, kind, incident_id, dedup_key, created_at, attempts, next_attempt_at,"
+    " last_error, state, finished_at, payload"
+)
+
+
+def _row(r: tuple[Any, ...]) -> OutboxRow:
+    return OutboxRow(
+        id=r[0],
+        receiver=r[1],
+        kind=r[2],
+        incident_id=r[3],
+        dedup_key=r[4],
+        created_at=parse_iso(r[5]),
+        attempts=r[6],
+        next_attempt_at=parse_iso(r[7]),
+        last_error=r[8],
+        state=r[9],
+        finished_at=parse_iso(r[10]) if r[10] else None,
+        payload=r[11],
+    )
+
+
+def list_rows(
+    conn: sqlite3.Connection,
+    *,
+    incident_id: int | None = None,
+    state: str | None = None,
+    receiver: str | None = None,
+    limit: int = 1000,
+) -> list[OutboxRow]:
+    """Outbox rows, oldest first, filtered by incident, state and receiver."""
+    where, args = [], []
+    for col, val in (("incident_id", incident_id), ("state", state), ("receiver", receiver)):
+        if val is not None:
+            where.append(f"{col} = ?")
+            args.append(val)
+    sql = f"SELECT {_ROW_COLUMNS} FROM outbox" + (" WHERE " + " AND ".join(where) if where else "")
+    return [_row(r) for r in conn.execute(sql + " ORDER BY id LIMIT ?", (*args, limit))]
+
+
+# ---------------------------------------------------------------- delivery
+
+
+def send_timeout(receiver: Receiver) -> float:
+    """The receiver's own timeout (`timeout_s`, or its config's `timeout`), else 30 s."""
+    value = getattr(receiver, "timeout_s", None) or getattr(getattr(receiver, "cfg", None), "timeout", None)
+    return float(value) if value else DEFAULT_SEND_TIMEOUT_S
+
+
+class Outbox:
+    """Delivers the queued rows: per receiver in order, receivers independent of each other.
+
+    `now` and `sleep` are injected so tests move a fake clock; `rng` draws the jitter.
+    `poll_interval_s` only matters for rows written by another process (the CLI's
+    `incidents ack` while the daemon runs): the daemon's own rows set `wake` at once.
+    """
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        receivers: Mapping[str, Receiver],
+        *,
+        now: Callable[[], datetime] = utc_now,
+        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+        rng: random.Random | None = None,
+        max_age: timedelta = timedelta(hours=24),
+        base_backoff: timedelta = timedelta(seconds=1),
+        max_backoff: timedelta = timedelta(minutes=5),
+        poll_interval_s: float = 5.0,
+    ) -> None:
+        self._conn = conn
+        self._receivers: dict[str, Receiver] = dict(receivers)
+        self._now = now
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        self._max_age = max_age
+        self._base = base_backoff.total_seconds()
+        self._max = max_backoff.total_seconds()
+        self._poll = poll_interval_s
+        self._workers: dict[str, asyncio.Task[None]] = {}
+        self._counts: Counter[tuple[str, str]] = Counter()
+        create_schema(conn)
+        # A receiver whose oldest waiting row already failed before a restart is still failing.
+        self._failing: dict[str, bool] = {name: False for name in self._receivers}
+        for (name,) in conn.execute(
+            "SELECT DISTINCT receiver FROM outbox WHERE state = 'pending' AND attempts > 0 AND last_error != ''"
+        ):
+            self._failing[name] = True
+
+    def set_receivers(self, receivers: Mapping[str, Receiver]) -> None:
+        """After a reload: rows for a receiver that is gone fail with a clear error."""
+        self._receivers = dict(receivers)
+        self._failing = {name: self._failing.get(name, False) for name in self._receivers}
+
+    # -- running
+
+    async def run(self, wake: asyncio.Event) -> None:
+        """Deliver until cancelled; `wake` says new rows are waiting (set by the daemon)."""
+        try:
+            while True:
+                wake.clear()
+                self._start_workers()
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), self._poll)
+        finally:
+            workers = list(self._workers.values())
+            for task in workers:
+                task.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+            self._workers.clear()
+
+    async def drain(self) -> None:
+        """Deliver until no row is pending (each one delivered, failed or expired).
+
+        For tests and one-shot use; with the real `sleep` this waits out the backoff.
+        """
+        self._start_workers()
+        while self._workers:
+            await asyncio.gather(*self._workers.values())
+            self._start_workers()
+
+    def _start_workers(self) -> None:
+        for name, task in list(self._workers.items()):
+            if task.done():
+                del self._workers[name]
+                if not task.cancelled() and task.exception() is not None:
+                    log.error("outbox_worker_crashed", receiver=name, error=repr(task.exception()))
+        pending = [r[0] for r in self._conn.execute("SELECT DISTINCT receiver FROM outbox WHERE state = 'pending'")]
+        for name in pending:
+            if name not in self._workers:
+                self._workers[name] = asyncio.create_task(self._worker(name), name=f"outbox:{name}")
+
+    def _next(self, receiver: str) -> OutboxRow | None:
+        row = self._conn.execute(
+            f"SELECT {_ROW_COLUMNS} FROM outbox WHERE receiver = ? AND state = 'pending' ORDER BY id LIMIT 1",
+            (receiver,),
+        ).fetchone()
+        return _row(row) if row else None
+
+    async def _worker(self, name: str) -> None:
+        """Deliver `name`'s rows in order until none is pending."""
+        while (row := self._next(name)) is not None:
+            now = self._now()
+            expires_at = row.created_at + self._max_age
+            if now >= expires_at:
+                self._finish(row, "expired", now, row.last_error or "not delivered in time")
+                continue
+            if row.attempts and row.next_attempt_at > now:  # a new row goes at once, whatever the clocks say
+                wait = min(row.next_attempt_at, expires_at) - now
+                await self._sleep(max(wait.total_seconds(), 0.0))
+                continue  # read the row again: another process may have changed it
+            receiver = self._receivers.get(name)
+            if receiver is None:
+                self._finish(
+                    row,
+                    "failed",
+                    now,
+                    f"receiver {name!r} is not configured (removed or disabled by a reload?); notification dropped",
+                )
+                continue
+            await self._attempt(receiver, row)
+
+    async def _attempt(self, receiver: Receiver, row: OutboxRow) -> None:
+        timeout = send_timeout(receiver)
+        n = row.notification
+        try:
+            async with asyncio.timeout(timeout * 1.1 + 0.1):  # the receiver applies its own; a backstop
+                await receiver.send(n)
+        except DeliveryError as e:
+            if e.permanent:
+                self._finish(row, "failed", self._now(), str(e))
+            elif e.throttled:
+                await self._throttle(row, e.retry_after or self._base)
+            else:
+                self._retry(row, str(e), e.retry_after)
+        except TimeoutError:
+            self._retry(row, f"receiver {row.receiver!r}: no answer within {timeout:g}s", None)
+        except Exception as e:  # a receiver bug must not stop the queue: retry, loudly
+            self._retry(row, f"receiver {row.receiver!r}: {type(e).__name__}: {e}", None)
+        else:
+            now = self._now()
+            with transaction(self._conn):
+                cur = self._conn.execute(
+                    "UPDATE outbox SET state = 'delivered', attempts = attempts + 1, finished_at = ?"
+                    " WHERE id = ? AND state = 'pending'",
+                    (iso(now), row.id),
+                )
+                if cur.rowcount and row.incident_id:
+                    add_timeline(
+                        self._conn,
+                        row.incident_id,
+                        now,
+                        "notified",
+                        f"{row.kind} → {row.receiver}",
+                        receiver=row.receiver,
+                        level=n.level,
+                    )
+            self._counts[(row.receiver, "delivered")] += 1
+            self._failing[row.receiver] = False
+            log.info(
+                "notification_delivered",
+                receiver=row.receiver,
+                kind=row.kind,
+                incident_id=row.incident_id,
+                dedup_key=row.dedup_key,
+                attempts=row.attempts + 1,
+            )
+
+    def backoff(self, attempts: int) -> float:
+        """Seconds before attempt `attempts + 1`: exponential, capped, with jitter in [d/2, d]
+        so a broken receiver sees at most ~60 / (max_backoff / 2) attempts per minute."""
+        d = min(self._max, self._base * 2.0 ** min(attempts - 1, 30))
+        return d / 2 + self._rng.uniform(0, d / 2)
+
+    async def _throttle(self, row: OutboxRow, wait: float) -> None:
+        """Our own rate limit (PagerDuty's ~120/min per key) held the row back: wait for the
+        slot without counting an attempt or calling the receiver failing. The row stays as it
+        is in the database, so a restart meanwhile simply tries it again."""
+        self._counts[(row.receiver, "throttled")] += 1
+        await self._sleep(wait)
+
+    def _retry(self, row: OutboxRow, error: str, retry_after: float | None) -> None:
+        now = self._now()
+        attempts = row.attempts + 1
+        # The peer's Retry-After is its word on when it can take the message again: use it
+        # rather than an exponential backoff that may have grown past it (after a long 500
+        # outage, max() of the two delayed the first page by a minute after recovery). At
+        # least base_backoff, so a peer saying "0" cannot make us hammer it.
+        delay = max(retry_after, self._base) if retry_after is not None else self.backoff(attempts)
+        self._conn.execute(
+            "UPDATE outbox SET attempts = ?, next_attempt_at = ?, last_error = ? WHERE id = ? AND state = 'pending'",
+            (attempts, iso(now + timedelta(seconds=delay)), error, row.id),
+        )
+        self._counts[(row.receiver, "retried")] += 1
+        self._failing[row.receiver] = True
+        log.warning(
+            "notification_retry",
+            receiver=row.receiver,
+            kind=row.kind,
+            incident_id=row.incident_id,
+            attempts=attempts,
+            retry_in_s=round(delay, 3),
+            retry_after=retry_after,
+            error=error,
+        )
+
+    def _finish(self, row: OutboxRow, state: str, now: datetime, error: str) -> None:
+        """Mark a row failed or expired (kept visible), note it on the incident, count it."""
+        attempts = row.attempts + (1 if state == "failed" and row.receiver in self._receivers else 0)
+        with transaction(self._conn):
+            cur = self._conn.execute(
+                "UPDATE outbox SET state = ?, attempts = ?, last_error = ?, finished_at = ?"
+                " WHERE id = ? AND state = 'pending'",
+                (state, attempts, error, iso(now), row.id),
+            )
+            if cur.rowcount and row.incident_id:
+                add_timeline(
+                    self._conn,
+                    row.incident_id,
+                    now,
+                    "note",
+                    f"{row.kind} to {row.receiver} {state}: {error}",
+                    receiver=row.receiver,
+                )
+        self._counts[(row.receiver, state)] += 1
+        if row.receiver in self._receivers:
+            self._failing[row.receiver] = True
+        event = "notification_failed" if state == "failed" else "notification_expired"
+        log.error(
+            event,
+            receiver=row.receiver,
+            kind=row.kind,
+            incident_id=row.incident_id,
+            dedup_key=row.dedup_key,
+            attempts=attempts,
+            age_s=round((now - row.created_at).total_seconds(), 3),
+            error=error,
+        )
+
+    # -- metrics
+
+    def samples(self) -> list[Sample]:
+        """The delivery series for /metrics and the rules (NotificationDeliveryFailing)."""
+        now = self._now()
+        depth, oldest = self._conn.execute(
+            "SELECT count(*), min(created_at) FROM outbox WHERE state = 'pending'"
+        ).fetchone()
+        age = max((now - parse_iso(oldest)).total_seconds(), 0.0) if oldest else 0.0
+        out = [
+            Sample("portal_monitor_outbox_depth", {}, float(depth)),
+            Sample("portal_monitor_outbox_oldest_seconds", {}, age),
+        ]
+        names = sorted(set(self._receivers) | {r for r, _ in self._counts})
+        for name in names:
+            for result in RESULTS:
+                out.append(
+                    Sample(
+                        "portal_monitor_notifications_total",
+                        {"receiver": name, "result": result},
+                        float(self._counts[(name, result)]),
+                    )
+                )
+        for name in sorted(self._failing):
+            out.append(
+                Sample("portal_monitor_receiver_failing", {"receiver": name}, 1.0 if self._failing[name] else 0.0)
+            )
+        return out

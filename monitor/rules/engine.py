@@ -1,0 +1,394 @@
+"""The rule engine: `evaluate(rules, samples, state, now) -> (state, transitions)`, a pure function.
+
+No clock reads, no I/O: time is the `now` argument, so `for`, `keep_firing_for` and flapping
+are tested with explicit datetimes, and the daemon persists `AlertStates.to_json()` so that a
+restart neither re-pages nor forgets to resolve.
+
+An alert's life, as Prometheus' `rules/alerting.go`:
+
+    inactive ──true──► pending ──true for ≥ `for`──► firing ──false for ≥ `keep_firing_for`──► resolved
+                         │                                    (counted from the first false evaluation)
+                         └──false──► gone (no transition: nothing was announced)
+
+- With `for: 0s` an alert fires on the first evaluation that finds it true (one `firing`
+  transition, no `pending` one).
+- Transitions are emitted only on change: `pending`, `firing`, `resolved`.
+- One alert per matching series; its identity is the fingerprint of its labels (series labels
+  + rule `labels` + `alertname` + `severity` + `vendor` when set). Two rules that produce the
+  same labels share one alert (the first rule in file order describes it), as Alertmanager
+  would merge them.
+- A firing alert whose rule was deleted or edited so that it no longer produces that label
+  set resolves: a resolve is never lost because the config changed.
+- A restored state keeps `active_since`, so `for` is not restarted by a daemon restart, unless
+  the daemon was away longer than `outage_tolerance` (1h, Prometheus'
+  `--rules.alert.for-outage-tolerance`): then what happened meanwhile is unknown and pending
+  alerts start their `for` again. Firing alerts stay firing either way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from monitor.config.loader import Config, ConfigError, RuleConfig, format_path
+from monitor.config.yamlpos import nearest
+from monitor.model import Alert, Sample, Transition
+from monitor.rules.expr import (
+    Expr,
+    ExprError,
+    Template,
+    compile_template,
+    index_samples,
+    locate,
+    parse,
+    render,
+)
+
+PENDING = "pending"
+FIRING = "firing"
+RESOLVED = "resolved"
+OUTAGE_TOLERANCE = timedelta(hours=1)
+STATE_VERSION = 1
+_RESERVED_LABELS = ("alertname", "severity", "vendor")
+_ANNOTATIONS = ("summary", "description", "runbook")
+_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """A compiled alert rule: the parsed expression and the annotation templates."""
+
+    alert: str
+    expr: Expr
+    severity: str  # P1..P4
+    for_s: float = 0.0
+    keep_firing_for_s: float = 0.0
+    labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, Template] = field(default_factory=dict)  # summary, description, runbook
+    vendor: str | None = None
+
+    @classmethod
+    def from_config(cls, cfg: RuleConfig) -> Rule:
+        """Compile one rule; raise the first problem (ExprError, TemplateError or ValueError)."""
+        rule, problems = _compile(cfg)
+        if rule is None:
+            raise problems[0][1]
+        return rule
+
+    def alert_for(self, series: Mapping[str, str], value: float) -> Alert:
+        """The alert for one matching series. Templates see the series' labels, as in Prometheus."""
+        labels = {**series, **self.labels, "alertname": self.alert, "severity": self.severity}
+        if self.vendor:
+            labels["vendor"] = self.vendor
+        annotations = {k: render(t, series, value) for k, t in self.annotations.items()}
+        return Alert(
+            name=self.alert,
+            labels=labels,
+            annotations=annotations,
+            severity=self.severity,
+            value=value,
+            vendor=self.vendor,
+            fingerprint=fingerprint(self.alert, labels),
+        )
+
+
+def fingerprint(name: str, labels: Mapping[str, str]) -> str:
+    """Stable dedup key: sha256 of the canonical JSON of name and sorted labels, 32 hex chars.
+
+    The same on every host, restart and Python version (no `hash()`), so two replicas page the
+    same PagerDuty incident."""
+    canonical = json.dumps([name, sorted(labels.items())], ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
+def _compile(cfg: RuleConfig) -> tuple[Rule | None, list[tuple[str, Exception]]]:
+    """The rule, or None and every problem as (key, error)."""
+    problems: list[tuple[str, Exception]] = []
+    expr: Expr | None = None
+    try:
+        expr = parse(cfg.expr)
+    except ExprError as e:
+        problems.append(("expr", e))
+    annotations: dict[str, Template] = {}
+    for key in _ANNOTATIONS:
+        if text := getattr(cfg, key):
+            try:
+                annotations[key] = compile_template(text)
+            except ExprError as e:
+                problems.append((key, e))
+    for name, value in cfg.labels.items():
+        if name in _RESERVED_LABELS:
+            problems.append(
+                ("labels", ValueError(f"label {name!r} is set by the rule's own `{name}:` key, not under labels"))
+            )
+        elif not _LABEL_NAME.fullmatch(name) or name.startswith("__"):
+            problems.append(
+                ("labels", ValueError(f"label name {name!r} must match [a-zA-Z_][a-zA-Z0-9_]* and not start with '__'"))
+            )
+        elif "{{" in value:
+            problems.append(
+                (
+                    "labels",
+                    ValueError(
+                        f"label {name}: label values are not templated (only summary, description, runbook are)"
+                    ),
+                )
+            )
+    if problems or expr is None:
+        return None, problems
+    return Rule(
+        alert=cfg.alert,
+        expr=expr,
+        severity=cfg.severity,
+        for_s=cfg.for_,
+        keep_firing_for_s=cfg.keep_firing_for,
+        labels=dict(cfg.labels),
+        annotations=annotations,
+        vendor=cfg.vendor,
+    ), []
+
+
+def compile_rules(cfg: Config) -> list[Rule]:
+    """Compile every rule of a loaded config; raise ConfigError listing every problem of every rule.
+
+    An expression error reads `file:line:col: rules[i].expr: <problem> at column N (hint)`, the
+    file position pointing at the offending token where that can be worked out (see `locate`).
+    """
+    rules: list[Rule] = []
+    errors: list[tuple[tuple[int, int], str]] = []
+    lines: list[str] | None = None
+    for i, rc in enumerate(cfg.root.rules):
+        rule, problems = _compile(rc)
+        if rule is not None:
+            rules.append(rule)
+        for key, err in problems:
+            if lines is None:
+                lines = _source_lines(cfg.path)
+            errors.append(_error_at(cfg, lines, ("rules", i, key), rc, err))
+    if errors:
+        errors.sort(key=lambda e: e[0])
+        raise ConfigError([msg for _, msg in errors])
+    return rules
+
+
+def _error_at(
+    cfg: Config, lines: list[str], path: tuple[str, int, str], rc: RuleConfig, err: Exception
+) -> tuple[tuple[int, int], str]:
+    line, col = nearest(cfg.positions, path)
+    if isinstance(err, ExprError) and path in cfg.positions:
+        text = rc.expr if path[2] == "expr" else getattr(rc, path[2])
+        line, col = locate(lines, line, col, text, err.position)
+    return (line, col), f"{cfg.path.name}:{line}:{col}: {format_path(path)}: {err}"
+
+
+def _source_lines(path: Path) -> list[str]:
+    """The config's lines, to map an expression column to a file column (empty if unreadable)."""
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return []
+
+
+# ---------------------------------------------------------------- state
+
+
+@dataclass(frozen=True, slots=True)
+class AlertState:
+    """One pending or firing alert and its clocks."""
+
+    alert: Alert
+    state: str  # "pending" | "firing"
+    active_since: datetime  # first evaluation that found it true
+    fired_at: datetime | None = None
+    keep_firing_since: datetime | None = None  # first false evaluation while firing (keep_firing_for)
+
+
+@dataclass(frozen=True, slots=True)
+class AlertStates:
+    """Every pending and firing alert by fingerprint, and when they were last evaluated."""
+
+    alerts: Mapping[str, AlertState] = field(default_factory=dict)
+    evaluated_at: datetime | None = None
+
+    def __len__(self) -> int:
+        return len(self.alerts)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-able dict (datetimes as ISO 8601, non-finite values as strings)."""
+        return {
+            "version": STATE_VERSION,
+            "evaluated_at": _iso(self.evaluated_at),
+            "alerts": [
+                {
+                    "state": st.state,
+                    "active_since": _iso(st.active_since),
+                    "fired_at": _iso(st.fired_at),
+                    "keep_firing_since": _iso(st.keep_firing_since),
+                    "name": st.alert.name,
+                    "labels": dict(st.alert.labels),
+                    "annotations": dict(st.alert.annotations),
+                    "severity": st.alert.severity,
+                    "value": st.alert.value if math.isfinite(st.alert.value) else repr(st.alert.value),
+                    "vendor": st.alert.vendor,
+                    "fingerprint": st.alert.fingerprint,
+                }
+                for st in self.alerts.values()
+            ],
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> AlertStates:
+        """Restore what `to_json` wrote; raise ValueError naming what is wrong."""
+        if data.get("version") != STATE_VERSION:
+            raise ValueError(f"alert state version {data.get('version')!r} is not {STATE_VERSION}")
+        alerts: dict[str, AlertState] = {}
+        for n, item in enumerate(data.get("alerts", [])):
+            try:
+                labels = {str(k): str(v) for k, v in item["labels"].items()}
+                alert = Alert(
+                    name=item["name"],
+                    labels=labels,
+                    annotations={str(k): str(v) for k, v in item["annotations"].items()},
+                    severity=item["severity"],
+                    value=float(item["value"]),
+                    vendor=item["vendor"],
+                    fingerprint=item.get("fingerprint") or fingerprint(item["name"], labels),
+                )
+                if item["state"] not in (PENDING, FIRING):
+                    raise ValueError(f"state {item['state']!r} is not pending or firing")
+                active_since = _parse_time(item["active_since"])
+                if active_since is None:
+                    raise ValueError("active_since is missing")
+                st = AlertState(
+                    alert,
+                    item["state"],
+                    active_since,
+                    _parse_time(item["fired_at"]),
+                    _parse_time(item["keep_firing_since"]),
+                )
+            except (KeyError, TypeError, AttributeError, ValueError) as e:
+                raise ValueError(f"alert state alerts[{n}]: {type(e).__name__}: {e}") from None
+            alerts[alert.fingerprint] = st
+        return cls(alerts, _parse_time(data.get("evaluated_at")))
+
+
+def _iso(t: datetime | None) -> str | None:
+    return None if t is None else t.isoformat()
+
+
+def _parse_time(text: Any) -> datetime | None:
+    if text is None:
+        return None
+    if not isinstance(text, str):
+        raise ValueError(f"{text!r} is not an ISO 8601 time")
+    return datetime.fromisoformat(text)
+
+
+def firing(state: AlertStates) -> list[Alert]:
+    """Firing alerts (keep_firing_for included), sorted by name then fingerprint."""
+    return _alerts(state, FIRING)
+
+
+def pending(state: AlertStates) -> list[Alert]:
+    """Alerts whose condition holds but not yet for `for`."""
+    return _alerts(state, PENDING)
+
+
+def _alerts(state: AlertStates, which: str) -> list[Alert]:
+    found = [st.alert for st in state.alerts.values() if st.state == which]
+    return sorted(found, key=lambda a: (a.name, a.fingerprint))
+
+
+def alert_samples(state: AlertStates) -> list[Sample]:
+    """`portal_alerts{alertname,severity,state}`: how many alerts of each rule are pending/firing."""
+    counts: dict[tuple[str, str, str], int] = {}
+    for st in state.alerts.values():
+        key = (st.alert.name, st.alert.severity, st.state)
+        counts[key] = counts.get(key, 0) + 1
+    return [
+        Sample("portal_alerts", {"alertname": n, "severity": s, "state": st}, float(c))
+        for (n, s, st), c in sorted(counts.items())
+    ]
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+def evaluate(
+    rules: Sequence[Rule],
+    samples: Sequence[Sample],
+    state: AlertStates,
+    now: datetime,
+    *,
+    outage_tolerance: timedelta = OUTAGE_TOLERANCE,
+) -> tuple[AlertStates, list[Transition]]:
+    """Evaluate every rule against `samples` at `now`; return the new state and what changed.
+
+    An alert of a check whose last run failed (`portal_check_up{check} 0`) whose series went
+    with it is unknown, not over: it keeps its state (firing stays firing, pending keeps its
+    timer) until the check answers again. Otherwise a stall paged before Redis stopped would
+    be "resolved" to on-call and the vendor while no event has arrived, and paged again after.
+    """
+    index = index_samples(samples)
+    failing = {s.labels.get("check") for s in index.get("portal_check_up", ()) if s.value == 0}
+    found: dict[str, tuple[Rule, Alert]] = {}
+    for rule in rules:
+        for labels, value in rule.expr.evaluate(index):
+            alert = rule.alert_for(labels, value)
+            found.setdefault(alert.fingerprint, (rule, alert))
+    rule_of: dict[str, Rule] = {}
+    for rule in rules:
+        rule_of.setdefault(rule.alert, rule)
+    restart_for = state.evaluated_at is not None and now - state.evaluated_at > outage_tolerance
+
+    out: dict[str, AlertState] = {}
+    transitions: list[Transition] = []
+    for fp, st in state.alerts.items():
+        hit = found.get(fp)
+        if hit is not None:
+            rule, alert = hit
+            since = now if restart_for and st.state == PENDING else st.active_since
+            st = replace(st, alert=alert, active_since=since, keep_firing_since=None)
+            if st.state == PENDING and now - st.active_since >= timedelta(seconds=rule.for_s):
+                st = replace(st, state=FIRING, fired_at=now)
+                transitions.append(Transition(alert, FIRING, now, st.active_since))
+            out[fp] = st
+        elif (
+            st.alert.labels.get("check") in failing
+            and st.alert.name in rule_of
+            and not _series_present(rule_of[st.alert.name], st.alert, index)
+        ):
+            out[fp] = st  # unknown while its check fails: neither resolved nor advanced
+        elif st.state == FIRING:
+            keep = rule_of[st.alert.name].keep_firing_for_s if st.alert.name in rule_of else 0.0
+            since = st.keep_firing_since or now
+            if now - since < timedelta(seconds=keep):
+                out[fp] = replace(st, keep_firing_since=since)
+            else:
+                transitions.append(Transition(st.alert, RESOLVED, now, st.active_since))
+        # a pending alert that is no longer true just goes: nothing was announced
+    for fp, (rule, alert) in found.items():
+        if fp in state.alerts:
+            continue
+        if rule.for_s <= 0:
+            out[fp] = AlertState(alert, FIRING, now, fired_at=now)
+            transitions.append(Transition(alert, FIRING, now, now))
+        else:
+            out[fp] = AlertState(alert, PENDING, now)
+            transitions.append(Transition(alert, PENDING, now, now))
+    return AlertStates(out, now), transitions
+
+
+def _series_present(rule: Rule, alert: Alert, index: Mapping[str, Sequence[Sample]]) -> bool:
+    """Whether a series the alert came from is still reported (a failed check may still say a
+    component is fine: then the condition is known to be false, not unknown)."""
+    if rule.expr.absent:
+        return True  # absent() fires on a missing series: a missing series is no news for it
+    return any(all(alert.labels.get(k) == v for k, v in s.labels.items()) for s in rule.expr.selector.select(index))

@@ -1,0 +1,322 @@
+"""`portal-monitor test-rules FILE`: unit tests for alert rules in promtool's test-file format.
+
+    rule_files: [../../alert_rules.yaml]   # relative to the test file; globs allowed
+    evaluation_interval: 1m                # default 1m
+    tests:
+      - name: redis down pages at once
+        interval: 1m                       # spacing of input_series values; default 1m
+        input_series:
+          - series: 'portal_redis_up{check="cache"}'
+            values: '1 1 0 0 0'            # 1+2x3 = 1 3 5 7; 1x3 = 1 1 1 1; _ = no sample; _x3; stale
+        alert_rule_test:
+          - eval_time: 2m
+            alertname: RedisDown
+            exp_alerts:                    # [] = must not fire
+              - exp_labels: {check: cache, severity: P1}
+                exp_annotations: {summary: "..."}
+
+The rule files are `alert_rules.yaml`-shaped and loaded exactly as the daemon loads them
+(`monitor.config.loader.load_config`, with the environment given, by default the process's): only
+their `rules:` matter, and checks or receivers switched off by `enabled: auto` do not get in
+the way. Rules are evaluated by `monitor.rules.engine.evaluate` at every `evaluation_interval` from 0
+to the last `eval_time`, as promtool does; a test checks the alerts firing after the last
+evaluation at or before its `eval_time`.
+
+As promtool: a series' value at time t is its last sample at or before t and less than 5
+minutes old (Prometheus 3's lookback), `stale` ends it, `_` is simply no sample; `alertname`
+is added to `exp_labels`, which must then equal the alert's labels exactly; alerts compare as
+a set. Differences: `exp_annotations`, when given, must equal the alert's annotations
+exactly, but may be left out to test labels only (promtool always compares them); naming an
+`alertname` that no rule has is a failure (so a typo cannot pass as "does not fire");
+`promql_expr_test` is not supported and fails.
+"""
+
+from __future__ import annotations
+
+import glob
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from monitor.config.fields import format_duration, parse_duration
+from monitor.config.loader import ConfigError, load_config, load_yaml_text
+from monitor.model import Alert, Sample
+from monitor.rules.engine import AlertStates, Rule, compile_rules, evaluate, firing
+from monitor.rules.expr import ExprError, parse_series
+
+LOOKBACK_S = 300.0
+MAX_STEPS = 100_000
+STALE = "stale"
+# No hex in series values: `0x3` is 0 three more times (promtool: "the syntax is ambiguous").
+_NUM = r"[+-]?(?:(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|[Ii]nf|[Nn]a[Nn])"
+_UNUM = _NUM[len("[+-]?") :]
+_ITEM = re.compile(rf"({_NUM})(?:([+-])({_UNUM})x([0-9]+)|x([0-9]+))?")
+_MISSING = re.compile(r"_(?:x([0-9]+))?")
+_TOP_KEYS = {"rule_files", "evaluation_interval", "tests", "group_eval_order", "fuzzy_compare"}
+_TEST_KEYS = {
+    "name",
+    "interval",
+    "input_series",
+    "alert_rule_test",
+    "promql_expr_test",
+    "external_labels",
+    "external_url",
+    "start_timestamp",
+}
+
+Point = float | str | None  # a value, STALE, or None for no sample
+
+
+class BadTestFile(Exception):
+    """The test file itself is wrong (not a wrong expectation)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RuleTestReport:
+    """What `test-rules` prints: counts, and one block of text per failure."""
+
+    passed: int = 0
+    failed: int = 0
+    failures: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def ok(self) -> bool:
+        return self.failed == 0
+
+    def format(self) -> str:
+        total = self.passed + self.failed
+        head = (
+            f"SUCCESS: {self.passed} rule tests passed"
+            if self.ok
+            else f"FAILED: {self.failed} of {total} rule tests failed"
+        )
+        return "\n".join([*self.failures, head])
+
+
+def parse_values(text: str) -> list[Point]:
+    """promtool's expanding notation → one point per step: `1+2x3` = 1 3 5 7, `_x2` = 2 gaps."""
+    out: list[Point] = []
+    for item in str(text).split():
+        if item == STALE:
+            out.append(STALE)
+        elif m := _MISSING.fullmatch(item):
+            out.extend([None] * int(m.group(1) or 1))
+        elif m := _ITEM.fullmatch(item):
+            start = _number(m.group(1))
+            times = int(m.group(4) or m.group(5) or 0)
+            step = 0.0 if m.group(3) is None else _number(m.group(3)) * (-1 if m.group(2) == "-" else 1)
+            if times > MAX_STEPS:
+                raise BadTestFile(f"values: {item!r} expands to more than {MAX_STEPS} points")
+            value = start
+            out.append(value)
+            for _ in range(times):
+                value += step  # accumulated, as promtool does
+                out.append(value)
+        else:
+            raise BadTestFile(f"values: {item!r} is not a number, a+bxn, a-bxn, axn, _, _xn or stale")
+    return out
+
+
+def _number(text: str) -> float:
+    return float(text.lower())
+
+
+def value_at(points: Sequence[Point], interval_s: float, t: float) -> float | None:
+    """The series' value at t: the last sample at or before t, less than 5 minutes old."""
+    if not points or interval_s <= 0:
+        return None
+    i = min(int(math.floor(t / interval_s + 1e-9)), len(points) - 1)
+    while i >= 0 and points[i] is None:
+        i -= 1
+    if i < 0 or points[i] == STALE or t - i * interval_s >= LOOKBACK_S:
+        return None
+    point = points[i]
+    assert isinstance(point, float)
+    return point
+
+
+def run_rule_tests(path: str | Path, env: Mapping[str, str] | None = None) -> RuleTestReport:
+    """Run every alert_rule_test of a promtool-format test file against our rule engine."""
+    path = Path(path)
+    try:
+        data = load_yaml_text(path.read_text(encoding="utf-8"), str(path))
+    except (OSError, UnicodeDecodeError) as e:
+        return RuleTestReport(failed=1, failures=(f"{path}: cannot read test file: {e}",))
+    except ConfigError as e:  # positioned, like the config's own errors
+        return RuleTestReport(failed=1, failures=tuple(e.errors))
+    try:
+        if not isinstance(data, dict):
+            raise BadTestFile("the test file must be a mapping with rule_files and tests")
+        if unknown := sorted(set(data) - _TOP_KEYS):
+            raise BadTestFile(f"unknown key(s) {', '.join(unknown)}")
+        eval_s = _duration(data.get("evaluation_interval", "1m"), "evaluation_interval")
+        if eval_s <= 0:
+            raise BadTestFile("evaluation_interval must be more than 0s")
+        rules = _load_rules(path, data.get("rule_files"), env)
+    except (BadTestFile, ConfigError) as e:
+        return RuleTestReport(failed=1, failures=(f"{path}: {e}",))
+    passed, failures = 0, []
+    for n, test in enumerate(data.get("tests") or []):
+        label = test.get("name") if isinstance(test, dict) else None
+        where = f"{path}: tests[{n}]" + (f" {label!r}" if label else "")
+        try:
+            p, f = _run_test(test, rules, eval_s, where)
+        except BadTestFile as e:
+            cases = test.get("alert_rule_test") if isinstance(test, dict) else None
+            f = [f"{where}: {e}"] * max(1, len(cases) if isinstance(cases, list) else 1)
+            p = 0
+        passed += p
+        failures.extend(f)
+    if not data.get("tests"):
+        failures.append(f"{path}: no tests")
+    return RuleTestReport(passed, len(failures), tuple(failures))
+
+
+def _duration(value: Any, key: str) -> float:
+    try:
+        return parse_duration(value)
+    except ValueError as e:
+        raise BadTestFile(f"{key}: {e}") from None
+
+
+def _load_rules(path: Path, files: Any, env: Mapping[str, str] | None) -> list[Rule]:
+    if not isinstance(files, list) or not files or not all(isinstance(f, str) for f in files):
+        raise BadTestFile("rule_files must be a list of paths (relative to the test file)")
+    rules: list[Rule] = []
+    errors: list[str] = []
+    for pattern in files:
+        full = path.parent / pattern
+        matches = sorted(glob.glob(str(full))) if glob.has_magic(pattern) else [str(full)]
+        if not matches:
+            errors.append(f"rule_files: {pattern!r} matches no file")
+        for name in matches:
+            try:
+                rules.extend(compile_rules(load_config(name, env=env)))
+            except ConfigError as e:
+                errors.extend(e.errors)
+    if errors:
+        raise ConfigError(errors)
+    return rules
+
+
+def _run_test(test: Any, rules: list[Rule], eval_s: float, where: str) -> tuple[int, list[str]]:
+    if not isinstance(test, dict):
+        raise BadTestFile("a test is a mapping with input_series and alert_rule_test")
+    if unknown := sorted(set(test) - _TEST_KEYS):
+        raise BadTestFile(f"unknown key(s) {', '.join(unknown)}")
+    if test.get("promql_expr_test"):
+        raise BadTestFile("promql_expr_test is not supported by portal-monitor (only alert_rule_test)")
+    interval_s = _duration(test.get("interval", "1m"), "interval")
+    if interval_s <= 0:
+        raise BadTestFile("interval must be more than 0s")
+    start = _start(test.get("start_timestamp", 0))
+    series = _series(test.get("input_series") or [])
+    cases = test.get("alert_rule_test") or []
+    if not isinstance(cases, list):
+        raise BadTestFile("alert_rule_test must be a list")
+    names = {r.alert for r in rules}
+    checks: list[tuple[float, int, dict[str, Any]]] = []
+    for k, case in enumerate(cases):
+        if not isinstance(case, dict) or not isinstance(case.get("alertname"), str):
+            raise BadTestFile(f"alert_rule_test[{k}] needs eval_time, alertname and exp_alerts")
+        checks.append((_duration(case.get("eval_time", "0s"), f"alert_rule_test[{k}].eval_time"), k, case))
+    checks.sort(key=lambda c: (c[0], c[1]))
+    last = max((c[0] for c in checks), default=0.0)
+    if last / eval_s > MAX_STEPS:
+        raise BadTestFile(f"eval_time {format_duration(last)} needs more than {MAX_STEPS} evaluations")
+
+    passed, failures = 0, []
+    state = AlertStates()
+    step, todo = 0, 0
+    while todo < len(checks):
+        t = step * eval_s
+        samples = [
+            Sample(name, labels, v)
+            for name, labels, points in series
+            if (v := value_at(points, interval_s, t)) is not None
+        ]
+        state, _ = evaluate(rules, samples, state, start + timedelta(seconds=t))
+        while todo < len(checks) and checks[todo][0] < t + eval_s - 1e-9:
+            at, k, case = checks[todo]
+            todo += 1
+            problem = _compare(case, firing(state), names)
+            if problem is None:
+                passed += 1
+            else:
+                failures.append(
+                    f"{where}: alert_rule_test[{k}]: alertname {case['alertname']} at {format_duration(at)}: {problem}"
+                )
+        step += 1
+    return passed, failures
+
+
+def _start(value: Any) -> datetime:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return datetime.fromtimestamp(value, UTC)
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    try:
+        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        raise BadTestFile(f"start_timestamp {value!r} is not a Unix time or RFC 3339") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _series(items: Any) -> list[tuple[str, dict[str, str], list[Point]]]:
+    if not isinstance(items, list):
+        raise BadTestFile("input_series must be a list")
+    out: list[tuple[str, dict[str, str], list[Point]]] = []
+    for j, item in enumerate(items):
+        if not isinstance(item, dict) or "series" not in item:
+            raise BadTestFile(f"input_series[{j}] needs series and values")
+        try:
+            name, labels = parse_series(str(item["series"]))
+        except ExprError as e:
+            raise BadTestFile(f"input_series[{j}].series {item['series']!r}: {e}") from None
+        try:
+            points = parse_values(str(item.get("values", "")))
+        except BadTestFile as e:
+            raise BadTestFile(f"input_series[{j}].{e}") from None
+        out.append((name, labels, points))
+    return out
+
+
+def _compare(case: Mapping[str, Any], alerts: list[Alert], names: set[str]) -> str | None:
+    """None when the firing alerts are exactly the expected ones, else what differs."""
+    name = case["alertname"]
+    if name not in names:
+        return f"no rule is named {name!r} in rule_files"
+    got = [a for a in alerts if a.name == name]
+    expected = []
+    for e in case.get("exp_alerts") or []:
+        labels = {str(k): str(v) for k, v in ((e or {}).get("exp_labels") or {}).items()}
+        labels["alertname"] = name
+        ann = (e or {}).get("exp_annotations")
+        expected.append((labels, None if ann is None else {str(k): str(v) for k, v in ann.items()}))
+    unmatched = list(got)
+    for labels, ann in expected:
+        hit = next(
+            (a for a in unmatched if dict(a.labels) == labels and (ann is None or dict(a.annotations) == ann)), None
+        )
+        if hit is None:
+            break
+        unmatched.remove(hit)
+    else:
+        if not unmatched:
+            return None
+    exp_text = (
+        "\n".join(f"      {_labels(lb)}" + ("" if an is None else f" annotations {_labels(an)}") for lb, an in expected)
+        or "      (none)"
+    )
+    got_text = (
+        "\n".join(f"      {_labels(a.labels)} annotations {_labels(a.annotations)}" for a in got) or "      (none)"
+    )
+    return f"\n    expected {len(expected)} firing:\n{exp_text}\n    got {len(got)} firing:\n{got_text}"
+
+
+def _labels(labels: Mapping[str, str]) -> str:
+    return "{" + ", ".join(f"{k}={v!r}" for k, v in sorted(labels.items())) + "}"

@@ -1,0 +1,616 @@
+"""The JSON API for the people on call: checks, alerts, incidents, silences, reload.
+
+Reads (GET) are open and carry no secret: every reply is built from values that hold none
+(check errors already name targets with `redact_url`) and then every configured secret is
+replaced by `***` once more on the way out. Calls that change something (POST, DELETE) need
+`Authorization: Bearer <token>`, the token being `api.token` in the config, which defaults
+to `${MONITOR_API_TOKEN}`; it is compared in constant time. Without a configured token they
+are refused (403), never open. A refusal is decided by a middleware before any handler
+runs, so a refused request's body is never read. Errors are `{"error": "..."}` with a
+4xx/5xx status. Times are ISO-8601 UTC; durations are seconds.
+
+    GET  /api/v1/checks
+         200 {"ok": false, "summary": {"up": 1, "down": 1, "pending": 0, "disabled": 1},
+              "checks": [
+                {"check": "cache", "type": "redis", "state": "up", "up": true, "reason": null,
+                 "error": null, "duration_seconds": 0.0021, "last_run": "2025-06-01T12:00:00.000000+00:00",
+                 "age_seconds": 2.4, "interval_seconds": 10.0, "disabled": null,
+                 "values": {"portal_redis_ping_seconds": 0.0003, "portal_redis_memory_used_ratio": 0.12},
+                 "samples": [{"name": "portal_redis_ping_seconds", "labels": {}, "value": 0.0003}, ...]},
+                {"check": "db", "type": "postgres", "state": "down", "up": false, "reason": "connect",
+                 "error": "postgresql://postgres:***@db:5432/portal: connection refused", ...},
+                {"check": "whmcs", "type": "whmcs", "state": "disabled", "up": null,
+                 "disabled": "disabled until WHMCS_API_URL is set", "last_run": null, ...}]}
+         `state` is up | down | pending (enabled, not run yet) | disabled. `ok` is false when
+         any check is down. `values` are the type's key metrics (`checks.KEY_METRICS`).
+
+    GET  /api/v1/alerts
+         200 {"alerts": [{"name": "RedisDown", "state": "firing", "severity": "P1", "value": 0.0,
+                          "labels": {"alertname": "RedisDown", "check": "cache", "severity": "P1"},
+                          "annotations": {"summary": "Redis cache is down", "runbook": "https://..."},
+                          "active_since": "2025-06-01T12:00:00.000000+00:00",
+                          "fired_at": "2025-06-01T12:00:00.000000+00:00",
+                          "fingerprint": "4f0c..."}]}
+         Pending and firing alerts, firing first, then by severity and name; `fired_at` is
+         null while pending, `value` null when not finite.
+
+    GET  /api/v1/incidents[?state=open|all]          (default open; newest first, at most 200)
+         200 {"incidents": [{"id": 12, "alertname": "RedisDown", "severity": "P1", "state": "open",
+                             "summary": "...", "runbook": "...", "labels": {...}, "annotations": {...},
+                             "value": 0.0, "dedup_key": "4f0c...", "vendor": null,
+                             "detected_at": "...", "fired_at": "...", "acked_at": null, "acked_by": null,
+                             "resolved_at": null, "resolved_by": null, "held": "",
+                             "level": "L1", "receivers": {"oncall": "L1"}}]}
+    GET  /api/v1/incidents/{id}
+         200 the same object plus "timeline": [{"at": "...", "kind": "fired", "detail": "...",
+             "receiver": null, "level": null}, ...] and "deliveries": [{"id": 1, "receiver": "oncall",
+             "kind": "trigger", "state": "delivered", "attempts": 1, "last_error": null,
+             "created_at": "...", "finished_at": "..."}]           404 {"error": "incident 12 does not exist"}
+    POST /api/v1/incidents/{id}/ack        body optional: {"who": "alice"}   (default "api@<client address>")
+    POST /api/v1/incidents/{id}/resolve    body optional: {"who": "alice"}
+         200 {"ok": true, "incident": {... as GET, with timeline}, "notifications_queued": 1}
+         404 unknown id; 409 {"error": "incident 12 is already resolved; cannot acknowledge it"};
+         acking twice queues nothing the second time (200, "notifications_queued": 0).
+
+    GET  /api/v1/silences[?state=active|all]         (default active: in force now)
+         200 {"silences": [{"id": 3, "state": "active", "matchers": {"alertname": ["RedisDown"]},
+                            "starts_at": "...", "ends_at": "...", "author": "alice",
+                            "comment": "Redis upgrade", "created_at": "..."}]}
+         `state` is active | pending (starts later) | expired.
+    POST /api/v1/silences
+         body {"matchers": {"alertname": "RedisDown", "check": ["cache", "db"]},
+               "duration": "2h"  or  "ends_at": "2025-06-01T18:00:00Z",
+               "starts_at": "2025-06-01T16:00:00Z" (optional, default now),
+               "author": "alice", "comment": "Redis upgrade"}
+         201 {"ok": true, "silence": {... as GET}}
+         400 {"error": "..."}: not JSON, an unknown key, no matcher, both or neither of
+             duration/ends_at, an unreadable time, an end in the past, no author or comment.
+    DELETE /api/v1/silences/{id}   (or POST /api/v1/silences/{id}/expire, for clients without DELETE)
+         200 {"ok": true, "expired": true, "silence": {...}}; "expired": false when it had
+         already ended (nothing changed); 404 unknown id.
+
+    POST /-/reload
+         200 {"ok": true}
+         400 {"ok": false, "errors": ["alert_rules.yaml:4:38: checks[0].interval: '1 s' is not a duration ..."]}
+             the file is invalid: nothing changed (portal_monitor_config_last_reload_successful 0)
+         500 {"ok": false, "errors": ["RuntimeError: ..."]}: the reload itself failed
+         Never 200 on failure (unlike Alertmanager issue #1152).
+
+    Refusals: 401 {"error": "missing or malformed Authorization: Bearer header"} or
+    {"error": "wrong API token"} (with `WWW-Authenticate: Bearer`); 403 {"error": "... set
+    MONITOR_API_TOKEN ..."} when the daemon has no token. /metrics asks for credentials only
+    when `api.metrics_auth` sets a bearer token and/or basic credentials (either one is accepted).
+
+Example:
+    curl -s -X POST -H "Authorization: Bearer $MONITOR_API_TOKEN" -H 'Content-Type: application/json' \\
+         -d '{"matchers": {"alertname": "RedisDown"}, "duration": "2h", "author": "alice",
+              "comment": "Redis upgrade"}' http://127.0.0.1:9820/api/v1/silences
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import math
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+import orjson
+import structlog
+from aiohttp import web
+
+import checks
+from monitor.alerting import Alerting
+from monitor.clock import utc_now
+from monitor.config.fields import parse_duration
+from monitor.config.loader import API_TOKEN_VAR, Config
+from monitor.incidents.records import iso, iso_or_none
+from monitor.incidents.silences import SilenceEntry, parse_time
+from monitor.logs import Redactor
+from monitor.model import CheckResult
+from monitor.rules.engine import FIRING
+from monitor.scheduler import Scheduler
+from monitor.store import Store
+from monitor.web.statuspage import render_page
+
+log = structlog.get_logger()
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+SEVERITY_ORDER = {"P1": 0, "P2": 1, "P3": 2, "P4": 3}
+MAX_WHO = 200
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class Monitored(Protocol):
+    """What the API reads and steers: `monitor.daemon.Daemon` is one."""
+
+    config: Config
+    store: Store
+    scheduler: Scheduler | None
+    alerting: Alerting | None
+    reload_errors: Sequence[str]
+
+    def ready(self) -> bool: ...
+
+    async def reload(self) -> bool: ...
+
+
+class ApiError(Exception):
+    """A request the API answers with `{"error": message}` and `status`."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _finite(v: float) -> float | None:
+    return v if math.isfinite(v) else None
+
+
+def _age(t: datetime, now: datetime) -> float:
+    return round(max(0.0, (now - t).total_seconds()), 3)
+
+
+class Api:
+    """Routes, auth middleware and the JSON documents of one daemon (see the module docstring)."""
+
+    def __init__(self, daemon: Monitored, *, now: Callable[[], datetime] = utc_now) -> None:
+        self._d = daemon
+        self._now = now
+
+    def install(self, app: web.Application) -> None:
+        """Add the middleware and every route (`/`, `/api/v1/*`, `/-/reload`) to `app`."""
+        app.middlewares.append(self.middleware)
+        r = app.router
+        r.add_get("/", self.page)
+        r.add_get("/api/v1/checks", self.get_checks)
+        r.add_get("/api/v1/alerts", self.get_alerts)
+        r.add_get("/api/v1/incidents", self.get_incidents)
+        r.add_get("/api/v1/incidents/{id}", self.get_incident)
+        r.add_post("/api/v1/incidents/{id}/ack", self.ack)
+        r.add_post("/api/v1/incidents/{id}/resolve", self.resolve)
+        r.add_get("/api/v1/silences", self.get_silences)
+        r.add_post("/api/v1/silences", self.add_silence)
+        r.add_delete("/api/v1/silences/{id}", self.expire_silence)
+        r.add_post("/api/v1/silences/{id}/expire", self.expire_silence)
+        r.add_post("/-/reload", self.reload)
+
+    # ------------------------------------------------------------------ auth
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Refuse before the handler runs (so before the body is read); turn ApiError into JSON."""
+        api = self._d.config.root.api
+        if request.method not in SAFE_METHODS:
+            refused = self._refuse_mutation(request, api.token)
+            if refused is not None:
+                return refused
+        elif request.path == "/metrics" and api.metrics_auth is not None:
+            refused = self._refuse_scrape(request)
+            if refused is not None:
+                return refused
+        try:
+            return await handler(request)
+        except ApiError as e:
+            return self._json({"error": str(e)}, e.status)
+
+    def _refuse_mutation(self, request: web.Request, token: str) -> web.Response | None:
+        if not token:
+            log.warning(
+                "api_refused",
+                method=request.method,
+                path=request.path,
+                remote=request.remote,
+                reason="no_token_configured",
+            )
+            return self._json(
+                {
+                    "error": f"{request.method} {request.path} is refused: the daemon has no API token; "
+                    f"set {API_TOKEN_VAR} in its environment (or api.token in the config) and "
+                    "restart or reload it"
+                },
+                403,
+            )
+        given = _bearer(request.headers.get("Authorization", ""))
+        if given is not None and hmac.compare_digest(given.encode(), token.encode()):
+            return None
+        reason = "missing_token" if given is None else "wrong_token"
+        log.warning("api_refused", method=request.method, path=request.path, remote=request.remote, reason=reason)
+        message = "missing or malformed `Authorization: Bearer <token>` header" if given is None else "wrong API token"
+        return self._json(
+            {"error": f"{request.method} {request.path}: {message} (the token is the daemon's {API_TOKEN_VAR})"},
+            401,
+            headers={"WWW-Authenticate": 'Bearer realm="portal-monitor"'},
+        )
+
+    def _refuse_scrape(self, request: web.Request) -> web.Response | None:
+        auth = self._d.config.root.api.metrics_auth
+        assert auth is not None
+        header = request.headers.get("Authorization", "")
+        given = _bearer(header)
+        if auth.bearer and given is not None and hmac.compare_digest(given.encode(), auth.bearer.encode()):
+            return None
+        if auth.basic is not None:
+            pair = _basic(header)
+            want = f"{auth.basic.username}:{auth.basic.password}".encode()
+            if pair is not None and hmac.compare_digest(pair, want):
+                return None
+        challenges = [
+            c
+            for c, on in (
+                ('Bearer realm="portal-monitor metrics"', bool(auth.bearer)),
+                ('Basic realm="portal-monitor metrics"', auth.basic is not None),
+            )
+            if on
+        ]
+        if not challenges:  # metrics_auth: {} asks for nothing
+            return None
+        log.warning("metrics_refused", remote=request.remote)
+        return web.Response(
+            status=401,
+            text="/metrics: credentials required (api.metrics_auth)\n",
+            headers={"WWW-Authenticate": ", ".join(challenges)},
+        )
+
+    # ------------------------------------------------------------------ replies
+
+    def _json(self, doc: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+        body = orjson.dumps(Redactor(self._d.config.secrets).redact(doc))
+        return web.Response(
+            body=body,
+            status=status,
+            content_type="application/json",
+            headers={"Cache-Control": "no-store", **(headers or {})},
+        )
+
+    def _alerting(self) -> Alerting:
+        if self._d.alerting is None:
+            raise ApiError(503, "portal-monitor is starting: alerting is not up yet")
+        return self._d.alerting
+
+    # ------------------------------------------------------------------ documents
+
+    def checks_doc(self, now: datetime) -> dict[str, Any]:
+        """Every configured check, enabled or not, in config order (disabled ones last)."""
+        cfg = self._d.config
+        out: list[dict[str, Any]] = []
+        for c in cfg.checks:
+            result = self._d.store.result(c.name)
+            out.append(_check_entry(c.name, c.type, cfg.interval(c), result, now))
+        for name, typ, why in cfg.disabled_checks():
+            out.append(
+                {
+                    "check": name,
+                    "type": typ,
+                    "state": "disabled",
+                    "up": None,
+                    "reason": None,
+                    "error": None,
+                    "duration_seconds": None,
+                    "last_run": None,
+                    "age_seconds": None,
+                    "interval_seconds": None,
+                    "disabled": why,
+                    "values": {},
+                    "samples": [],
+                }
+            )
+        summary = {s: sum(1 for e in out if e["state"] == s) for s in ("up", "down", "pending", "disabled")}
+        return {"ok": summary["down"] == 0, "summary": summary, "checks": out}
+
+    def alerts_doc(self) -> dict[str, Any]:
+        if self._d.alerting is None:
+            return {"alerts": []}
+        states = sorted(
+            self._d.alerting.state.alerts.values(),
+            key=lambda st: (
+                st.state != FIRING,
+                SEVERITY_ORDER.get(st.alert.severity, 9),
+                st.alert.name,
+                st.alert.fingerprint,
+            ),
+        )
+        return {
+            "alerts": [
+                {
+                    "name": st.alert.name,
+                    "state": st.state,
+                    "severity": st.alert.severity,
+                    "value": _finite(st.alert.value),
+                    "labels": dict(st.alert.labels),
+                    "annotations": dict(st.alert.annotations),
+                    "active_since": iso(st.active_since),
+                    "fired_at": iso_or_none(st.fired_at),
+                    "fingerprint": st.alert.fingerprint,
+                }
+                for st in states
+            ]
+        }
+
+    def incidents_doc(self, open_only: bool) -> dict[str, Any]:
+        if self._d.alerting is None:
+            return {"incidents": []}
+        rows = self._d.alerting.incidents.list_incidents(open_only=open_only)
+        out = []
+        for view in rows:
+            d = view.to_dict()
+            del d["timeline"], d["deliveries"]  # not loaded for lists: see /api/v1/incidents/{id}
+            out.append(d)
+        return {"incidents": out}
+
+    def silences_doc(self, active_only: bool, now: datetime) -> dict[str, Any]:
+        if self._d.alerting is None:
+            return {"silences": []}
+        entries = self._d.alerting.incidents.list_silences(active_only=active_only, now=now)
+        return {"silences": [_silence_entry(s, now) for s in entries]}
+
+    # ------------------------------------------------------------------ GET
+
+    async def page(self, request: web.Request) -> web.Response:
+        now = self._now()
+        redact = Redactor(self._d.config.secrets).redact
+        html = render_page(
+            checks=redact(self.checks_doc(now)),
+            alerts=redact(self.alerts_doc()),
+            incidents=redact(self.incidents_doc(open_only=True)),
+            silences=redact(self.silences_doc(active_only=True, now=now)),
+            now=now,
+            ready=self._d.ready(),
+        )
+        return web.Response(
+            text=html,
+            content_type="text/html",
+            headers={
+                "Cache-Control": "no-store",
+                "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; "
+                "form-action 'none'; frame-ancestors 'none'",
+                "X-Content-Type-Options": "nosniff",
+                "Referrer-Policy": "no-referrer",
+            },
+        )
+
+    async def get_checks(self, request: web.Request) -> web.Response:
+        return self._json(self.checks_doc(self._now()))
+
+    async def get_alerts(self, request: web.Request) -> web.Response:
+        return self._json(self.alerts_doc())
+
+    async def get_incidents(self, request: web.Request) -> web.Response:
+        state = _choice(request, "state", ("open", "all"))
+        return self._json(self.incidents_doc(open_only=state == "open"))
+
+    async def get_incident(self, request: web.Request) -> web.Response:
+        iid = _id(request, "incident")
+        view = self._alerting().incidents.get(iid)
+        if view is None:
+            raise ApiError(404, f"incident {iid} does not exist")
+        return self._json(view.to_dict())
+
+    async def get_silences(self, request: web.Request) -> web.Response:
+        state = _choice(request, "state", ("active", "all"))
+        return self._json(self.silences_doc(active_only=state == "active", now=self._now()))
+
+    # ------------------------------------------------------------------ incidents
+
+    async def ack(self, request: web.Request) -> web.Response:
+        return await self._by_hand(request, "acknowledge")
+
+    async def resolve(self, request: web.Request) -> web.Response:
+        return await self._by_hand(request, "resolve")
+
+    async def _by_hand(self, request: web.Request, action: str) -> web.Response:
+        iid = _id(request, "incident")
+        body = await _body(request, allowed=("who",))
+        who = body.get("who", f"api@{request.remote or 'unknown'}")
+        if not isinstance(who, str) or not who.strip() or len(who) > MAX_WHO:
+            raise ApiError(400, f"who must be a non-empty string of at most {MAX_WHO} characters")
+        alerting = self._alerting()
+        incidents = alerting.incidents
+        try:
+            n = (
+                incidents.ack(iid, who.strip(), self._now())
+                if action == "acknowledge"
+                else incidents.resolve(iid, who.strip(), self._now())
+            )
+        except LookupError as e:
+            raise ApiError(404, str(e)) from e
+        except ValueError as e:
+            raise ApiError(409, str(e)) from e
+        if n:
+            alerting.outbox_wake.set()
+        view = incidents.get(iid)
+        assert view is not None
+        log.info(
+            "api_incident_" + ("acknowledged" if action == "acknowledge" else "resolved"),
+            incident_id=iid,
+            by=who.strip(),
+            notifications=n,
+        )
+        return self._json({"ok": True, "incident": view.to_dict(), "notifications_queued": n})
+
+    # ------------------------------------------------------------------ silences
+
+    async def add_silence(self, request: web.Request) -> web.Response:
+        body = await _body(request, allowed=("matchers", "duration", "ends_at", "starts_at", "author", "comment"))
+        now = self._now()
+        matchers = body.get("matchers")
+        if not isinstance(matchers, dict) or not matchers:
+            raise ApiError(400, 'matchers must be a non-empty object, e.g. {"alertname": "RedisDown"}')
+        for key in ("duration", "ends_at", "starts_at", "author", "comment"):
+            if key in body and not isinstance(body[key], str):
+                raise ApiError(400, f"{key} must be a string")
+        if ("duration" in body) == ("ends_at" in body):
+            raise ApiError(
+                400,
+                'give either "duration" (e.g. "2h") or "ends_at" (e.g. "2025-06-01T18:00:00Z"), '
+                "not both and not neither",
+            )
+        try:
+            starts = parse_time(body["starts_at"], now) if "starts_at" in body else None
+            if "duration" in body:
+                ends = (starts or now) + _positive_duration(body["duration"])
+            else:
+                ends = parse_time(body["ends_at"], now)
+        except ValueError as e:
+            raise ApiError(400, str(e)) from e
+        alerting = self._alerting()
+        try:
+            sid = alerting.incidents.add_silence(
+                matchers,
+                ends_at=ends,
+                author=body.get("author", ""),
+                comment=body.get("comment", ""),
+                now=now,
+                starts_at=starts,
+            )
+        except ValueError as e:
+            raise ApiError(400, str(e)) from e
+        alerting.kick()  # held-back notifications change at the next evaluation
+        entry = alerting.incidents.silences.get(sid)
+        assert entry is not None
+        log.info(
+            "api_silence_added",
+            silence_id=sid,
+            author=entry.author,
+            matchers=body["matchers"],
+            ends_at=iso(entry.ends_at),
+        )
+        return self._json({"ok": True, "silence": _silence_entry(entry, now)}, 201)
+
+    async def expire_silence(self, request: web.Request) -> web.Response:
+        sid = _id(request, "silence")
+        alerting = self._alerting()
+        try:
+            expired = alerting.incidents.expire_silence(sid, self._now())
+        except LookupError as e:
+            raise ApiError(404, str(e)) from e
+        alerting.kick()  # what it held back goes out at the next evaluation if the alert still fires
+        entry = alerting.incidents.silences.get(sid)
+        assert entry is not None
+        log.info("api_silence_expired", silence_id=sid, changed=expired)
+        return self._json({"ok": True, "expired": expired, "silence": _silence_entry(entry, self._now())})
+
+    # ------------------------------------------------------------------ reload
+
+    async def reload(self, request: web.Request) -> web.Response:
+        log.info("api_reload", remote=request.remote)
+        try:
+            ok = await self._d.reload()
+        except Exception as e:  # a bug in the reload path: say so, never 200
+            log.exception("reload_crashed")
+            return self._json({"ok": False, "errors": [f"{type(e).__name__}: {e}"]}, 500)
+        if ok:
+            return self._json({"ok": True})
+        errors = list(self._d.reload_errors) or ["the config could not be loaded (see the daemon's log)"]
+        return self._json({"ok": False, "errors": errors}, 400)
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _check_entry(name: str, typ: str, interval: float, r: CheckResult | None, now: datetime) -> dict[str, Any]:
+    if r is None:
+        return {
+            "check": name,
+            "type": typ,
+            "state": "pending",
+            "up": None,
+            "reason": None,
+            "error": None,
+            "duration_seconds": None,
+            "last_run": None,
+            "age_seconds": None,
+            "interval_seconds": interval,
+            "disabled": None,
+            "values": {},
+            "samples": [],
+        }
+    ran = datetime.fromtimestamp(r.started_at, UTC)
+    wanted = checks.KEY_METRICS.get(r.type, ())
+    values: dict[str, float | None] = {}
+    for s in r.samples:
+        if s.name in wanted and s.name not in values:
+            values[s.name] = _finite(s.value)
+    return {
+        "check": name,
+        "type": typ,
+        "state": "up" if r.up else "down",
+        "up": r.up,
+        "reason": r.reason or None,
+        "error": r.error or None,
+        "duration_seconds": round(r.duration_s, 6),
+        "last_run": iso(ran),
+        "age_seconds": _age(ran, now),
+        "interval_seconds": interval,
+        "disabled": None,
+        "values": values,
+        "samples": [{"name": s.name, "labels": dict(s.labels), "value": _finite(s.value)} for s in r.samples],
+    }
+
+
+def _silence_entry(s: SilenceEntry, now: datetime) -> dict[str, Any]:
+    state = "active" if s.active(now) else "pending" if now < s.starts_at else "expired"
+    return {**s.to_dict(), "state": state}
+
+
+def _bearer(header: str) -> str | None:
+    scheme, _, value = header.strip().partition(" ")
+    value = value.strip()
+    return value if scheme.lower() == "bearer" and value else None
+
+
+def _basic(header: str) -> bytes | None:
+    scheme, _, value = header.strip().partition(" ")
+    if scheme.lower() != "basic" or not value.strip():
+        return None
+    try:
+        return base64.b64decode(value.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _id(request: web.Request, what: str) -> int:
+    text = request.match_info["id"]
+    if not text.isdigit() or len(text) > 18:
+        raise ApiError(400, f"{what} id {text!r} is not a number")
+    return int(text)
+
+
+def _choice(request: web.Request, key: str, allowed: tuple[str, ...]) -> str:
+    value = request.query.get(key, allowed[0])
+    if value not in allowed:
+        raise ApiError(400, f"{key}={value!r}: expected one of " + ", ".join(allowed))
+    return value
+
+
+def _positive_duration(text: str) -> timedelta:
+    seconds = parse_duration(text)
+    if seconds <= 0:
+        raise ValueError(f"duration {text!r} must be more than 0s")
+    return timedelta(seconds=seconds)
+
+
+async def _body(request: web.Request, *, allowed: tuple[str, ...]) -> dict[str, Any]:
+    """The JSON object in the body ({} when there is none); unknown keys are an error."""
+    raw = await request.read() if request.body_exists else b""
+    if not raw.strip():
+        return {}
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        raise ApiError(400, f"the request body is not JSON: {e}") from e
+    if not isinstance(doc, dict):
+        raise ApiError(400, "the request body must be a JSON object")
+    unknown = sorted(set(doc) - set(allowed))
+    if unknown:
+        raise ApiError(
+            400,
+            f"unknown key{'s' if len(unknown) > 1 else ''} "
+            + ", ".join(map(repr, unknown))
+            + " (allowed: "
+            + ", ".join(allowed)
+            + ")",
+        )
+    return doc
