@@ -10,16 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from monitor.config.loader import ConfigError, load_config_text
-from monitor.rules.expr import (
-    ExprError,
-    TemplateError,
-    compile_template,
-    format_value,
-    locate,
-    parse,
-    parse_series,
-    render,
-)
+from monitor.rules.expr import ExprError, locate, parse, parse_series
+from monitor.rules.templates import TemplateError, compile_template, format_value, render
 from monitor.model import Sample
 from monitor.rules.engine import compile_rules
 

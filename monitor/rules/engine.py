@@ -40,16 +40,8 @@ from typing import Any
 from monitor.config.loader import Config, ConfigError, RuleConfig, format_path
 from monitor.config.yamlpos import nearest
 from monitor.model import Alert, Sample, Transition
-from monitor.rules.expr import (
-    Expr,
-    ExprError,
-    Template,
-    compile_template,
-    index_samples,
-    locate,
-    parse,
-    render,
-)
+from monitor.rules.expr import Expr, ExprError, index_samples, locate, parse
+from monitor.rules.templates import Template, compile_template, render
 
 PENDING = "pending"
 FIRING = "firing"

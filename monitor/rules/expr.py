@@ -1,4 +1,4 @@
-"""The PromQL subset of alert rules: tokenize and parse with positions, select samples, fill templates.
+"""The PromQL subset of alert rules: tokenize and parse with positions, select samples.
 
     expr     := selector [cmp ['+' | '-'] number] | 'absent' '(' selector ')'
     selector := metric_name ['{' [matcher (',' matcher)* [',']] '}']
@@ -22,169 +22,25 @@ Decisions, following Prometheus (`promql/parser/lex.go`, `model/labels/regexp.go
 - Results never carry the metric name, as a PromQL comparison and an alert's labels do not.
 - `# comment` runs to the end of the line, as in PromQL.
 
-Templates (`render`): only `{{ $labels.NAME }}` and `{{ $value }}` (spaces inside the braces
-optional). Any other `{{ ... }}` is refused at load (`TemplateError`) instead of reaching a
-pager as raw template text. An unknown label renders as the empty string (Prometheus renders
-with `missingkey=zero`); `$value` renders as Go's `%v` of a float64, as Prometheus does:
-`1800`, `0.95`, `1e+06`, `1.234567e+06`, `NaN`, `+Inf`.
+Annotation templates live in `templates.py`.
 """
 
 from __future__ import annotations
 
-import math
 import operator
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from decimal import Decimal
 
 from monitor.config.fields import compile_regex
 from monitor.model import Sample
+from monitor.rules.tokens import ExprError as ExprError
+from monitor.rules.tokens import Token, iter_tokens
 
 Labels = dict[str, str]
 SampleIndex = Mapping[str, Sequence[Sample]]
 
 SUBSET = "a selector, a selector compared with a number, or absent(selector)"
-
-
-class ExprError(Exception):
-    """An expression outside the subset: `position` is the 0-based column of `token`."""
-
-    def __init__(self, position: int, token: str, message: str, hint: str = "") -> None:
-        self.position = position
-        self.token = token
-        self.message = message
-        self.hint = hint
-        super().__init__(str(self))
-
-    def __str__(self) -> str:
-        text = f"{self.message} at column {self.position + 1}"
-        return f"{text} ({self.hint})" if self.hint else text
-
-
-class TemplateError(ExprError):
-    """An annotation template outside `{{ $labels.NAME }}` / `{{ $value }}`."""
-
-
-# ---------------------------------------------------------------- tokens
-
-
-@dataclass(frozen=True, slots=True)
-class Token:
-    kind: str  # ident, string, number, op, punct, eof
-    text: str  # as written in the expression
-    pos: int
-    value: str | float | None = None  # the unquoted string or the number
-
-
-_IDENT = re.compile(r"[A-Za-z_:][A-Za-z0-9_:]*")
-_NUMBER = re.compile(r"0[xX][0-9a-fA-F]+|(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
-_NUMBER_TAIL = re.compile(r"[A-Za-z0-9_.]+")
-_DURATION = re.compile(r"(?:[0-9]+(?:ms|s|m|h|d|w|y))+(?![A-Za-z0-9_.])")
-_OPS = ("=~", "!~", "!=", ">=", "<=", "==", "=", ">", "<", "+", "-", "*", "/", "%", "^", "@")
-_PUNCT = "{}(),[]"
-_DIGITS = "0123456789"
-_SIMPLE_ESCAPES = {"a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v", "\\": "\\"}
-_NUMERIC_ESCAPES = {"x": (2, 16), "u": (4, 16), "U": (8, 16)}
-
-
-def _scan_string(text: str, start: int) -> Token:
-    quote = text[start]
-    i = start + 1
-    if quote == "`":
-        end = text.find("`", i)
-        if end < 0:
-            raise ExprError(start, text[start:], "unterminated raw string")
-        return Token("string", text[start : end + 1], start, text[i:end])
-    out: list[str] = []
-    while True:
-        if i >= len(text) or text[i] == "\n":
-            raise ExprError(start, text[start:i], "unterminated quoted string")
-        ch = text[i]
-        if ch == quote:
-            return Token("string", text[start : i + 1], start, "".join(out))
-        if ch != "\\":
-            out.append(ch)
-            i += 1
-            continue
-        esc = text[i + 1] if i + 1 < len(text) else ""
-        if not esc or esc == "\n":
-            raise ExprError(start, text[start : i + 1], "unterminated quoted string")
-        if esc in _SIMPLE_ESCAPES or esc == quote:
-            out.append(_SIMPLE_ESCAPES.get(esc, esc))
-            i += 2
-        elif esc in _NUMERIC_ESCAPES or esc in "01234567":
-            width, base = _NUMERIC_ESCAPES.get(esc, (3, 8))
-            first = i + 1 if base == 8 else i + 2
-            digits = text[first : first + width]
-            valid = "01234567" if base == 8 else "0123456789abcdefABCDEF"
-            if len(digits) != width or any(c not in valid for c in digits):
-                raise ExprError(i, text[i : first + width], "invalid escape sequence in string")
-            code = int(digits, base)
-            if code > 0x10FFFF or (base == 8 and code > 255) or 0xD800 <= code <= 0xDFFF:
-                raise ExprError(i, text[i : first + width], "escape sequence is not a valid character")
-            out.append(chr(code))
-            i = first + width
-        else:
-            raise ExprError(i, text[i : i + 2], "unknown escape sequence in string")
-
-
-def iter_tokens(text: str) -> Iterator[Token]:
-    """Tokens of `text` with their positions, ending with `eof`; lazy, so that the parser
-    reports the first offending token from the left, whether lexical or syntactic."""
-    i, n = 0, len(text)
-    while i < n:
-        ch = text[i]
-        if ch in " \t\r\n":
-            i += 1
-        elif ch == "#":
-            end = text.find("\n", i)
-            i = n if end < 0 else end
-        elif ch in "\"'`":
-            tok = _scan_string(text, i)
-            yield tok
-            i += len(tok.text)
-        elif ch in _DIGITS or (ch == "." and i + 1 < n and text[i + 1] in _DIGITS):
-            if d := _DURATION.match(text, i):
-                yield Token("duration", d.group(0), i)
-                i = d.end()
-                continue
-            m = _NUMBER.match(text, i)
-            assert m is not None
-            tail = _NUMBER_TAIL.match(text, m.end())
-            if tail:
-                word = text[i : tail.end()]
-                raise ExprError(i, word, f"invalid number {word!r}")
-            word = m.group(0)
-            try:
-                value = float(int(word, 16)) if word[:2] in ("0x", "0X") else float(word)
-            except OverflowError:  # a hex number past 1.8e308 (a decimal one reads as Inf)
-                shown = word if len(word) <= 20 else word[:20] + "…"
-                raise ExprError(i, word, f"number {shown} is too large (beyond ±1.8e308)") from None
-            yield Token("number", word, i, value)
-            i = m.end()
-        elif m := _IDENT.match(text, i):
-            word = m.group(0)
-            if word.lower() in ("inf", "nan"):
-                yield Token("number", word, i, float(word.lower()))
-            else:
-                yield Token("ident", word, i, word)
-            i = m.end()
-        elif ch in _PUNCT:
-            yield Token("punct", ch, i)
-            i += 1
-        else:
-            op = next((o for o in _OPS if text.startswith(o, i)), None)
-            if op is None:
-                raise ExprError(i, ch, f"unexpected character {ch!r}")
-            yield Token("op", op, i)
-            i += len(op)
-    yield Token("eof", "", n)
-
-
-def tokenize(text: str) -> list[Token]:
-    """All tokens of `text` (raises at the first lexical error)."""
-    return list(iter_tokens(text))
 
 
 # ---------------------------------------------------------------- the parsed expression
@@ -515,91 +371,3 @@ def locate(lines: Sequence[str] | None, line: int, col: int, text: str, position
     if position < len(text) and not src.startswith(text[position], i) and src[i : i + 1] not in ("\\", "'"):
         return line, col  # the file is not what was loaded (edited since): point at the value
     return line, i + 1
-
-
-# ---------------------------------------------------------------- annotation templates
-
-_ACTION = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
-_LABEL_REF = re.compile(r"\s*\$labels\.([A-Za-z_][A-Za-z0-9_]*)\s*")
-_VALUE_REF = re.compile(r"\s*\$value\s*")
-
-
-@dataclass(frozen=True, slots=True)
-class Template:
-    """A template split into literal text and references: ("text", s), ("label", name), ("value", "")."""
-
-    text: str
-    parts: tuple[tuple[str, str], ...]
-
-
-def compile_template(text: str) -> Template:
-    """Split a template once; raise TemplateError at any `{{ ... }}` outside the subset."""
-    parts: list[tuple[str, str]] = []
-    pos = 0
-    for m in _ACTION.finditer(text):
-        if m.start() > pos:
-            parts.append(("text", text[pos : m.start()]))
-        body = m.group(1)
-        if lm := _LABEL_REF.fullmatch(body):
-            parts.append(("label", lm.group(1)))
-        elif _VALUE_REF.fullmatch(body):
-            parts.append(("value", ""))
-        else:
-            raise TemplateError(
-                m.start(),
-                m.group(0),
-                f"unsupported template {m.group(0)!r}",
-                "only {{ $labels.NAME }} and {{ $value }} are filled in",
-            )
-        pos = m.end()
-    rest = text[pos:]
-    if "{{" in rest:
-        at = pos + rest.index("{{")
-        raise TemplateError(at, text[at : at + 20], "'{{' without a closing '}}'")
-    if rest:
-        parts.append(("text", rest))
-    return Template(text, tuple(parts))
-
-
-def render(template: str | Template, labels: Mapping[str, str], value: float) -> str:
-    """Fill `{{ $labels.NAME }}` and `{{ $value }}`; nothing is executed."""
-    tpl = template if isinstance(template, Template) else compile_template(template)
-    out: list[str] = []
-    for kind, arg in tpl.parts:
-        if kind == "text":
-            out.append(arg)
-        elif kind == "label":
-            out.append(labels.get(arg, ""))
-        else:
-            out.append(format_value(value))
-    return "".join(out)
-
-
-def format_value(value: float) -> str:
-    """A float as Go's `%v` prints a float64, which is what Prometheus shows for `{{ $value }}`.
-
-    Go uses the shortest digits that read back exactly, in exponent form when the decimal
-    exponent is below -4 or at least 6 (`strconv/ftoa.go`: "if precision was the shortest
-    possible, use precision 6 for this decision"): 1800, 0.95, 1e+06, 1.234567e+06, 1e-05.
-    """
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    if value == 0:
-        return "-0" if math.copysign(1.0, value) < 0 else "0"
-    sign, digits_t, exponent = Decimal(repr(value)).normalize().as_tuple()
-    assert isinstance(exponent, int)
-    digits = "".join(map(str, digits_t))
-    nd = len(digits)
-    dp = nd + exponent  # position of the decimal point relative to the digits
-    exp = dp - 1
-    neg = "-" if sign else ""
-    if exp < -4 or exp >= 6:
-        mantissa = digits[0] + ("." + digits[1:] if nd > 1 else "")
-        return f"{neg}{mantissa}e{'-' if exp < 0 else '+'}{abs(exp):02d}"
-    if dp <= 0:
-        return f"{neg}0.{'0' * -dp}{digits}"
-    if dp >= nd:
-        return f"{neg}{digits}{'0' * (dp - nd)}"
-    return f"{neg}{digits[:dp]}.{digits[dp:]}"

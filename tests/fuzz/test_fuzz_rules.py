@@ -19,7 +19,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from monitor.rules.expr import ExprError, TemplateError, compile_template, format_value, parse, render
+from monitor.rules.expr import ExprError, parse
+from monitor.rules.templates import TemplateError, compile_template, format_value, render
 from monitor.model import Sample
 from tests.fuzz import KnownBug, Outcomes, known_bug_cases
 
