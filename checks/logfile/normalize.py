@@ -5,7 +5,7 @@ or an alias; a status as number or numeric string; a duration as number or numer
 An object or array where a scalar was expected counts as "no usable value". Booleans are
 numbers (True == 1), as they are for `Counter`, so grouping never changes a result.
 
-Each normalizer is wrapped in `Cached` by `logtally.Normalizer`: a bounded cache of raw value
+Each normalizer is wrapped in `Cached` by `tally.Normalizer`: a bounded cache of raw value
 -> normalized value, so each distinct raw value is normalized once.
 """
 

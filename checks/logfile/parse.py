@@ -1,7 +1,7 @@
 """Parsing chunks of log lines: JSON (winston, pino, any dotted field paths) or a regex.
 
 A parser turns a chunk of whole lines into a `Parsed` (one record per line it could
-parse) and counts the others by reason; `logtally.Normalizer` reads the records.
+parse) and counts the others by reason; `tally.Normalizer` reads the records.
 
 Two JSON paths give the same result (tested on tricky lines):
 
@@ -16,7 +16,7 @@ Both decode with msgspec into a Struct generated from the configured paths: the 
 is validated as JSON, but only the fields we need become Python objects, which is what
 makes it faster than `orjson.loads`, which must build every key and value of every line.
 The fields only auth rules need (ip, path, message) are decoded from the few candidate
-lines only. The Structs are frozen, so hashable: `logtally` counts whole records at once.
+lines only. The Structs are frozen, so hashable: `tally` counts whole records at once.
 
 The fast path first tries a *strict* Struct that takes only the usual shape of a line: a
 level from the known words (or pino's numbers), a status that is an integer HTTP status,
@@ -182,7 +182,7 @@ class JsonParser:
     the few auth candidates are decoded again for their ip, path and message."""
 
     reasons = ("invalid_utf8", "not_json", "not_object")  # why a line was not parsed
-    batchable = True  # records hold only the fields counted on every line: see logtally.Normalizer
+    batchable = True  # records hold only the fields counted on every line: see tally.Normalizer
 
     def __init__(self, paths: Mapping[str, Sequence[str]], needed: Iterable[str]) -> None:
         needed = list(needed)
