@@ -32,8 +32,9 @@ import orjson
 from pydantic import Field, field_validator, model_validator
 from yarl import URL
 
-from monitor.config.fields import CheckBase, SecretMarker, redact_url, url_password
+from monitor.config.fields import CheckBase
 from monitor.model import CheckContext, CheckError, Sample
+from monitor.secrets import Redactor, SecretMarker, redact_url, url_password
 
 METRICS: dict[str, tuple[str, str]] = {
     "portal_http_up": ("gauge", "1 when the endpoint answered the expected status"),
@@ -234,8 +235,7 @@ class HttpCheck:
         self._expected_text = " or ".join(str(s) for s in sorted(self._expected))
         self._timeout = aiohttp.ClientTimeout(total=ctx.timeout_s)
         self._headers = dict(cfg.headers) or None
-        secrets = {*cfg.headers.values(), url_password(cfg.url) or ""} - {""}
-        self._secrets = sorted(secrets, key=len, reverse=True)  # longest first: scrubbed whole
+        self._redactor = Redactor([*cfg.headers.values(), url_password(cfg.url)])
         self._session: aiohttp.ClientSession | None = None
 
     async def collect(self) -> list[Sample]:
@@ -290,9 +290,7 @@ class HttpCheck:
     def _scrub(self, text: str) -> str:
         """Remove the URL password and header values from a library's error text (InvalidURL
         quotes the whole URL)."""
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
+        return self._redactor.scrub(text)
 
     async def aclose(self) -> None:
         if self._session is not None:

@@ -33,8 +33,9 @@ import structlog
 from pydantic import field_validator
 
 from checks.watch import Rearm, hold_and_watch, until_cancelled
-from monitor.config.fields import CheckBase, Duration, SecretURL, redact_url, url_password
+from monitor.config.fields import CheckBase, Duration
 from monitor.model import CheckContext, CheckError, Sample
+from monitor.secrets import Redactor, SecretURL, redact_url, url_password
 
 if TYPE_CHECKING:
     import asyncpg
@@ -152,7 +153,7 @@ class PostgresCheck:
         self._rearm = Rearm(sleep)  # a successful run cuts the watch's reconnect pause short
         self._monotonic = monotonic
         self._target = redact_url(cfg.dsn)
-        self._password = url_password(cfg.dsn)
+        self._redactor = Redactor([url_password(cfg.dsn)])
         self._conn: asyncpg.Connection | None = None
         _errors()  # import asyncpg now, not inside the first run's timeout
 
@@ -225,7 +226,7 @@ class PostgresCheck:
         return CheckError(reason, f"{self._target}: {self._scrub(f'{type(exc).__name__}: {exc}')}")
 
     def _scrub(self, text: str) -> str:
-        return text.replace(self._password, "***") if self._password else text
+        return self._redactor.scrub(text)
 
     def _drop_connection(self) -> None:
         conn, self._conn = self._conn, None

@@ -28,8 +28,9 @@ import structlog
 from pydantic import Field, field_validator
 
 from checks.watch import Rearm, hold_and_watch, until_cancelled
-from monitor.config.fields import CheckBase, SecretURL, redact_url, url_password
+from monitor.config.fields import CheckBase
 from monitor.model import CheckContext, CheckError, Sample
+from monitor.secrets import Redactor, SecretURL, redact_url, url_password
 
 if TYPE_CHECKING:
     from redis.asyncio import ConnectionPool, Redis
@@ -158,7 +159,7 @@ class RedisCheck:
         self._rearm = Rearm(sleep)  # a successful run cuts the watch's reconnect pause short
         self._monotonic = monotonic
         self._target = redact_url(cfg.url)
-        self._password = url_password(cfg.url)
+        self._redactor = Redactor([url_password(cfg.url)])
         self._prefix = literal_prefix(cfg.replay_pattern)
         self._namespace = f"redis:{cfg.name}"
         self._client: Redis | None = None
@@ -213,7 +214,7 @@ class RedisCheck:
         return CheckError(reason, f"{self._target}: {self._scrub(f'{type(exc).__name__}: {exc}')}")
 
     def _scrub(self, text: str) -> str:
-        return text.replace(self._password, "***") if self._password else text
+        return self._redactor.scrub(text)
 
     async def _drop_client(self) -> None:
         client, self._client = self._client, None

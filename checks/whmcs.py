@@ -25,7 +25,7 @@ Failure reasons (`CheckError.reason`), each with a different owner and fix:
 
 Messages name the redacted URL and quote WHMCS (at most ~200 characters); the identifier,
 secret, access key and URL password are scrubbed from them, as written and URL-, form-, HTML-
-and JSON-encoded (`schema.secret_forms`), in case WHMCS, a proxy (an error page quoting the
+and JSON-encoded (`monitor.secrets.secret_forms`), in case WHMCS, a proxy (an error page quoting the
 posted form) or aiohttp (InvalidURL quotes the URL) echoes them.
 """
 
@@ -41,8 +41,9 @@ import orjson
 from pydantic import Field, field_validator
 
 from checks.http import MAX_BODY, describe_error, http_url, read_body, snippet
-from monitor.config.fields import CheckBase, Secret, redact_url, secret_forms, url_password
+from monitor.config.fields import CheckBase
 from monitor.model import CheckContext, CheckError, Sample
+from monitor.secrets import Redactor, Secret, all_forms, redact_url, url_password
 
 METRICS: dict[str, tuple[str, str]] = {
     "portal_whmcs_up": ("gauge", "1 when WHMCS answered result: success"),
@@ -149,10 +150,7 @@ class WhmcsCheck:
             self._form["accesskey"] = cfg.accesskey
         # Longest first, so a secret containing the identifier is scrubbed whole; each also
         # form-encoded, since an error page may quote the request body we posted.
-        raw = (cfg.identifier, cfg.secret, cfg.accesskey, url_password(cfg.url))
-        secrets = {form for s in raw if s for form in secret_forms(s)}
-        self._secrets = sorted(secrets, key=len, reverse=True)
-        self._secret_bytes = [s.encode() for s in self._secrets]
+        self._redactor = Redactor(all_forms((cfg.identifier, cfg.secret, cfg.accesskey, url_password(cfg.url))))
         self._session: aiohttp.ClientSession | None = None
 
     def _client(self) -> aiohttp.ClientSession:
@@ -167,10 +165,7 @@ class WhmcsCheck:
         return self._session
 
     def _fail(self, reason: str, detail: str, samples: list[Sample] | None = None) -> CheckError:
-        message = f"{self._where}: {detail}"
-        for secret in self._secrets:
-            message = message.replace(secret, "***")
-        return CheckError(reason, message, samples)
+        return CheckError(reason, self._redactor.scrub(f"{self._where}: {detail}"), samples)
 
     async def collect(self) -> list[Sample]:
         session = self._client()
@@ -186,8 +181,7 @@ class WhmcsCheck:
         samples = [Sample("portal_whmcs_response_seconds", {}, self._clock() - start)]
         # Scrubbed before it is quoted: a cut at MESSAGE_LIMIT or repr's escapes must not
         # leave part of a secret, or a form the scrubbing of the message would not know.
-        for secret in self._secret_bytes:
-            body = body.replace(secret, b"***")
+        body = self._redactor.scrub_bytes(body)
         verdict = classify_reply(status, content_type, body)
         if not verdict.ok:
             raise self._fail(verdict.reason or "bad_reply", verdict.detail, samples)

@@ -17,8 +17,9 @@ from urllib.parse import urlsplit
 import aiohttp
 import structlog
 
-from monitor.config.fields import Duration, SecretMarker, StrictModel
+from monitor.config.fields import Duration, StrictModel
 from monitor.model import Sample
+from monitor.secrets import SecretMarker
 
 log = structlog.get_logger()
 

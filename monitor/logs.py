@@ -1,6 +1,7 @@
 """structlog set-up: JSON lines without a TTY (journald keeps them), console with one.
 
-Every configured secret is replaced by `***` in every event, whatever key it hides in.
+Every configured secret is replaced by `***` in every event, whatever key it hides in
+(`monitor.secrets.Redactor` is the last processor before rendering).
 """
 
 from __future__ import annotations
@@ -12,35 +13,9 @@ from typing import Any, TextIO
 
 import structlog
 
+from monitor.secrets import Redactor
 
-class Redactor:
-    """A processor that blanks secrets; `update()` swaps the set on reload."""
-
-    def __init__(self, secrets: Iterable[str] = ()) -> None:
-        self.update(secrets)
-
-    def update(self, secrets: Iterable[str]) -> None:
-        # Longest first, so a secret that contains another is replaced whole.
-        self._secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
-
-    def redact(self, value: Any) -> Any:
-        if isinstance(value, str):
-            for s in self._secrets:
-                if s in value:
-                    value = value.replace(s, "***")
-            return value
-        if isinstance(value, dict):
-            return {k: self.redact(v) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
-            return type(value)(self.redact(v) for v in value)
-        return value
-
-    def __call__(self, logger: Any, method_name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
-        if not self._secrets:
-            return event_dict
-        return {k: self.redact(v) for k, v in event_dict.items()}
-
-
+# The process's one log redactor (a structlog processor); the daemon updates it on reload.
 REDACTOR = Redactor()
 
 

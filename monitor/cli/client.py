@@ -16,8 +16,8 @@ from urllib.parse import urlsplit
 import aiohttp
 import orjson
 
-from monitor.config.fields import redact_url
 from monitor.config.loader import API_TOKEN_VAR
+from monitor.secrets import redact_url
 
 DEFAULT_TIMEOUT_S = 10.0
 

@@ -15,10 +15,11 @@ import checks
 from monitor import __version__
 from monitor.cli import oncall
 from monitor.clock import utc_now
-from monitor.config.fields import format_duration, redact_url
+from monitor.config.fields import format_duration
 from monitor.config.loader import Config, ConfigError, config_path, load_config
 from monitor.logs import configure_logging
 from monitor.model import CheckResult, MemoryState
+from monitor.secrets import redact_url, scrub
 from monitor.web.statuspage import format_value
 
 
@@ -307,9 +308,7 @@ def _alerts_now(cfg: Config, results: list[CheckResult]) -> list[dict[str, Any]]
 
 
 def _redact(cfg: Config, text: str) -> str:
-    for s in sorted(cfg.secrets, key=len, reverse=True):
-        text = text.replace(s, "***")
-    return text
+    return scrub(text, cfg.secrets)
 
 
 # ------------------------------------------------------------------ rules

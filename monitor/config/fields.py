@@ -1,17 +1,16 @@
-"""Building blocks of the configuration models: durations, secrets, the common check fields.
+"""Building blocks of the configuration models: durations, regexes, URL ports, the common check fields.
 
 The check modules build their own models from these (a check's config sits beside the check);
-`monitor.config.loader` assembles them into the whole file.
+`monitor.config.model` assembles them into the whole file. Which fields are secret, and how
+they are redacted, is `monitor.secrets`.
 """
 
 from __future__ import annotations
 
-import html
-import json
 import re
 import warnings
 from typing import Annotated, Any, AnyStr, Literal
-from urllib.parse import quote, quote_plus, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
@@ -58,59 +57,6 @@ def format_duration(seconds: float) -> str:
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
-
-
-class SecretMarker:
-    """Marks a field whose whole value is a secret: never logged, shown or exported."""
-
-
-class URLSecretMarker:
-    """Marks a URL field whose password (user:PASSWORD@host) is a secret."""
-
-
-Secret = Annotated[str, SecretMarker()]
-SecretURL = Annotated[str, URLSecretMarker()]
-
-
-def secret_forms(secret: str) -> set[str]:
-    """The secret and the encodings it takes when a peer quotes it back: in a URL or a form
-    body (`quote`, `quote_plus`), in HTML and in a JSON string. A WHMCS or proxy error page
-    that echoes the form-encoded request body shows `whmcsSecret%2BV9xR%2Fcd%3D`, not the
-    secret as written, so every redactor must know these forms too."""
-    if not secret:
-        return set()
-    return {
-        secret,
-        quote(secret, safe=""),
-        quote(secret),
-        quote_plus(secret),
-        html.escape(secret),
-        html.escape(secret, quote=False),
-        json.dumps(secret)[1:-1],
-    }
-
-
-def redact_url(url: str) -> str:
-    """The URL with any password replaced by `***`, for messages and labels.
-
-    Total: never raises. The host and port are kept as written (a port that is not a number
-    stays visible, since that is usually the mistake being reported)."""
-    try:
-        parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        userinfo, _, hostport = parts.netloc.rpartition("@")
-        user = userinfo.partition(":")[0]
-        return urlunsplit((parts.scheme, f"{user}:***@{hostport}", parts.path, parts.query, parts.fragment))
-    except ValueError:
-        return "<unparseable url>"
-
-
-def url_password(url: str) -> str | None:
-    try:
-        return urlsplit(url).password
-    except ValueError:
-        return None
 
 
 def url_port_problem(url: str) -> str | None:

@@ -15,22 +15,16 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import UnionType
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 
 from checks import CHECK_TYPES, CheckConfig
 from monitor.config.fields import (
     CHECK_NAME,
     Duration,
-    Secret,
-    SecretMarker,
     StrictModel,
-    URLSecretMarker,
     format_duration,
-    secret_forms,
-    url_password,
     url_port_problem,
 )
 from monitor.config.yamlpos import (  # noqa: F401 (ConfigError and friends are part of this module's API)
@@ -45,6 +39,7 @@ from monitor.config.yamlpos import (  # noqa: F401 (ConfigError and friends are 
 from monitor.delivery import RECEIVER_TYPES, ReceiverConfig
 from monitor.heartbeat import HeartbeatConfig
 from monitor.rules.timeintervals import NamedTimeInterval
+from monitor.secrets import Secret, redaction_set
 
 DEFAULT_CONFIG = "alert_rules.yaml"
 DEFAULT_LISTEN = "127.0.0.1:9820"
@@ -367,52 +362,6 @@ def _pydantic_errors(exc: ValidationError, data: Any) -> list[tuple[Path_, str, 
 # ---------------------------------------------------------------- loading
 
 
-def _markers(annotation: Any) -> list[Any]:
-    """Secret markers on a type, also inside `X | None` and other unions."""
-    found: list[Any] = []
-    if get_origin(annotation) is Annotated:
-        found += [m for m in get_args(annotation)[1:] if isinstance(m, (SecretMarker, URLSecretMarker))]
-        annotation = get_args(annotation)[0]
-    for arg in get_args(annotation) if get_origin(annotation) in (Union, UnionType) else ():
-        found += _markers(arg)
-    return found
-
-
-def _secret_values(value: Any, markers: list[Any]) -> set[str]:
-    found: set[str] = set()
-    values = (
-        list(value.values())
-        if isinstance(value, dict)
-        else list(value)
-        if isinstance(value, (list, tuple))
-        else [value]
-    )
-    for v in values:
-        if not isinstance(v, str) or not v:
-            continue
-        if any(isinstance(m, SecretMarker) for m in markers):
-            found.add(v)
-        if any(isinstance(m, URLSecretMarker) for m in markers):
-            pw = url_password(v)
-            if pw:
-                found.add(pw)
-    return found
-
-
-def _secrets_of(model: BaseModel) -> set[str]:
-    """Every value of a field marked Secret/SecretURL, anywhere in the model tree."""
-    found: set[str] = set()
-    for name, info in type(model).model_fields.items():
-        value = getattr(model, name)
-        markers = list(info.metadata) + _markers(info.annotation)
-        found |= _secret_values(value, markers)
-        children = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else [value]
-        for child in children:
-            if isinstance(child, BaseModel):
-                found |= _secrets_of(child)
-    return found
-
-
 URL_FIELDS = ("url", "urls", "dsn")
 
 
@@ -643,7 +592,6 @@ def load_config_text(
         errors.sort(key=lambda e: e[0])
         raise ConfigError([f"{name}:{line}:{col}: {msg}" for (line, col), msg in errors])
     assert root is not None
-    # Each secret also in the forms a peer may quote it back in (form-encoded, HTML, JSON):
-    # the log, API and CLI redactors all read this one set.
-    secrets = frozenset(f for s in _secrets_of(root) if len(s) >= 4 for f in secret_forms(s))
+    # The log, API and CLI redactors all read this one set.
+    secrets = redaction_set(root)
     return Config(root=root, path=path, positions=pos, disabled=disabled, secrets=secrets, skipped_types=skipped_types)

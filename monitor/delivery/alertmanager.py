@@ -48,11 +48,12 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator
 
 from monitor.clock import utc_now
-from monitor.config.fields import Duration, StrictModel, URLSecretMarker, redact_url, url_password
-from monitor.delivery.transport import JsonPoster, as_utc, raise_for_reply, rfc3339, scrub, shorten
+from monitor.config.fields import Duration, StrictModel
+from monitor.delivery.transport import JsonPoster, as_utc, raise_for_reply, rfc3339, shorten
 from monitor.delivery.webhook import alert_annotations, alert_labels
 from monitor.incidents.messages import incident_url
 from monitor.model import DeliveryError, Notification
+from monitor.secrets import URLSecretMarker, redact_url, scrub, url_password
 
 API_PATH = "/api/v2/alerts"
 TEST_TTL = timedelta(minutes=5)

@@ -44,10 +44,11 @@ import structlog
 from pydantic import Field, field_validator
 
 from monitor.clock import utc_now
-from monitor.config.fields import Duration, Secret, StrictModel, redact_url
-from monitor.delivery.transport import JsonPoster, raise_for_reply, rfc3339, scrub, shorten
+from monitor.config.fields import Duration, StrictModel
+from monitor.delivery.transport import JsonPoster, raise_for_reply, rfc3339, shorten
 from monitor.incidents.messages import incident_url, runbook_steps
 from monitor.model import DeliveryError, Notification
+from monitor.secrets import Secret, redact_url, scrub
 
 log = structlog.get_logger()
 

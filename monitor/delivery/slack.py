@@ -27,8 +27,8 @@ from urllib.parse import urlsplit
 from pydantic import Field
 
 from monitor.clock import utc_now
-from monitor.config.fields import Duration, Secret, StrictModel
-from monitor.delivery.transport import JsonPoster, origin_only, raise_for_reply, scrub, shorten
+from monitor.config.fields import Duration, StrictModel
+from monitor.delivery.transport import JsonPoster, raise_for_reply, shorten
 from monitor.incidents.messages import (
     brief,
     current_actions,
@@ -41,6 +41,7 @@ from monitor.incidents.messages import (
     utc_text,
 )
 from monitor.model import Notification
+from monitor.secrets import Secret, origin_only, scrub
 
 HEADER_MAX = 150
 SECTION_MAX = 3000

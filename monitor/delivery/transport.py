@@ -15,12 +15,12 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from urllib.parse import urlsplit
 
 import aiohttp
 
 from monitor.clock import utc_now
 from monitor.model import DeliveryError
+from monitor.secrets import scrub
 
 MAX_REPLY_BYTES = 64 * 1024  # a receiver's reply is a status line of JSON; never read more
 MAX_DETAIL_CHARS = 300  # how much of a reply body goes into an error message
@@ -67,25 +67,6 @@ def rfc3339(dt: datetime) -> str:
     """UTC, second precision unless there are microseconds, with `Z`: what Alertmanager and
     PagerDuty both read. A naive datetime is taken as UTC."""
     return as_utc(dt).isoformat().replace("+00:00", "Z")
-
-
-def scrub(text: str, secrets: Iterable[str]) -> str:
-    """`text` with every secret (longest first) replaced by `***`."""
-    for s in sorted((s for s in secrets if s), key=len, reverse=True):
-        text = text.replace(s, "***")
-    return text
-
-
-def origin_only(url: str) -> str:
-    """`https://hooks.slack.com/***`: the scheme and host of a URL whose path is the secret."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable url>"
-    host = parts.hostname or "?"
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return f"{parts.scheme or '?'}://{host}/***"
 
 
 def shorten(text: str, limit: int = MAX_DETAIL_CHARS) -> str:

@@ -48,10 +48,11 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 
 from monitor.clock import utc_now
-from monitor.config.fields import Duration, SecretMarker, SecretURL, StrictModel, redact_url, url_password
-from monitor.delivery.transport import JsonPoster, raise_for_reply, rfc3339, scrub, shorten
+from monitor.config.fields import Duration, StrictModel
+from monitor.delivery.transport import JsonPoster, raise_for_reply, rfc3339, shorten
 from monitor.incidents.messages import customer_communication, incident_url, status_update
 from monitor.model import Notification
+from monitor.secrets import SecretMarker, SecretURL, redact_url, scrub, url_password
 
 TIMESTAMP_HEADER = "X-Portal-Monitor-Timestamp"
 SIGNATURE_HEADER = "X-Portal-Monitor-Signature"

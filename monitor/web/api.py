@@ -108,10 +108,10 @@ from monitor.config.fields import parse_duration
 from monitor.config.loader import API_TOKEN_VAR, Config
 from monitor.incidents.records import iso, iso_or_none
 from monitor.incidents.silences import SilenceEntry, parse_time
-from monitor.logs import Redactor
 from monitor.model import CheckResult
 from monitor.rules.engine import FIRING
 from monitor.scheduler import Scheduler
+from monitor.secrets import Redactor
 from monitor.store import Store
 from monitor.web.statuspage import render_page
 
