@@ -1,25 +1,149 @@
-"""The daemon's one SQLite file (WAL) under `state_dir`: check state, incidents, the outbox.
+"""The daemon's one SQLite file (WAL) under `state_dir`, and the one owner of its schema.
 
-This module opens the file and owns the small key/value table the checks use (the replay
-ids' last change). `incidents.py` and `outbox.py` create their own tables on the same
-connection, so an incident change and its notifications commit in one transaction.
+`open_db()` opens the file and brings it to the latest schema with `MIGRATIONS`: numbered SQL
+scripts, each applied in its own transaction and recorded in `schema_version` (version,
+description, applied_at). Every other module (the checks' state below, incidents, silences,
+the outbox) only reads and writes rows on the connection it is given, so an incident change
+and its notifications still commit in one transaction. A schema change is a new migration
+appended here, never a CREATE elsewhere.
+
+- A file written by a newer portal-monitor (a version this one does not know) is refused:
+  this release cannot know what the newer one changed, and writing to it could lose pages.
+- A file written by the release before numbered migrations (the same tables, and a
+  `schema_version (component, version)` table with incidents, outbox and silences at 1) is
+  adopted as version 1: the tables it lacks are created, no row is touched.
+- Two processes opening the file at once (the daemon and the CLI) do not both migrate: each
+  step re-reads the version under the write lock (`BEGIN IMMEDIATE`).
 """
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
+import structlog
+
+from monitor.clock import utc_now
 
 DB_NAME = "portal-monitor.db"
 
+log = structlog.get_logger()
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One numbered step of the schema: an SQL script, applied in one transaction."""
+
+    version: int
+    description: str
+    script: str
+
+
+class SchemaError(OSError):
+    """The state file's schema is not one this release can use (newer, or not ours)."""
+
+
+# Version 1 is the schema of the release before numbered migrations, statement for statement
+# (so a file it wrote and a new file have the same tables, and adopting one is a no-op).
+# `IF NOT EXISTS` lets the adoption create only what such a file lacks.
+_V1 = (
+    ";\n".join(
+        (
+            # The checks' durable key/values (the redis replay ids' last change).
+            "CREATE TABLE IF NOT EXISTS check_state ("
+            " namespace TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL,"
+            " PRIMARY KEY (namespace, key))",
+            # Incidents: one open incident per dedup key.
+            "CREATE TABLE IF NOT EXISTS incidents ("
+            " id INTEGER PRIMARY KEY AUTOINCREMENT, dedup_key TEXT NOT NULL, alertname TEXT NOT NULL,"
+            " severity TEXT NOT NULL, vendor TEXT, alert TEXT NOT NULL, state TEXT NOT NULL DEFAULT 'open',"
+            " detected_at TEXT NOT NULL, fired_at TEXT NOT NULL, acked_at TEXT, acked_by TEXT,"
+            " resolved_at TEXT, resolved_by TEXT, held TEXT NOT NULL DEFAULT '')",
+            "CREATE UNIQUE INDEX IF NOT EXISTS incidents_one_open ON incidents (dedup_key) WHERE state = 'open'",
+            # Who got a trigger, at which level, and when they last heard (re-notify cadence).
+            "CREATE TABLE IF NOT EXISTS incident_receivers ("
+            " incident_id INTEGER NOT NULL REFERENCES incidents (id), level TEXT NOT NULL, receiver TEXT NOT NULL,"
+            " triggered_at TEXT NOT NULL, last_sent_at TEXT NOT NULL, PRIMARY KEY (incident_id, level, receiver))",
+            # Keys resolved by hand while firing: not re-opened until the alert has cleared once.
+            "CREATE TABLE IF NOT EXISTS manual_holds (dedup_key TEXT PRIMARY KEY, incident_id INTEGER NOT NULL,"
+            " since TEXT NOT NULL)",
+            # The rule engine's `for` timers (AlertStates JSON), saved with the incidents.
+            "CREATE TABLE IF NOT EXISTS alert_states (id INTEGER PRIMARY KEY CHECK (id = 1), json TEXT NOT NULL,"
+            " saved_at TEXT NOT NULL)",
+            # Each incident's history.
+            "CREATE TABLE IF NOT EXISTS timeline ("
+            " id INTEGER PRIMARY KEY AUTOINCREMENT, incident_id INTEGER NOT NULL, at TEXT NOT NULL,"
+            " kind TEXT NOT NULL, detail TEXT NOT NULL DEFAULT '', receiver TEXT, level TEXT)",
+            "CREATE INDEX IF NOT EXISTS timeline_incident ON timeline (incident_id, id)",
+            # The durable notification queue.
+            "CREATE TABLE IF NOT EXISTS outbox ("
+            " id INTEGER PRIMARY KEY AUTOINCREMENT, receiver TEXT NOT NULL, kind TEXT NOT NULL,"
+            " incident_id INTEGER NOT NULL, dedup_key TEXT NOT NULL, payload TEXT NOT NULL,"
+            " created_at TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at TEXT NOT NULL,"
+            " last_error TEXT NOT NULL DEFAULT '', state TEXT NOT NULL DEFAULT 'pending',"
+            " finished_at TEXT)",
+            "CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (state, receiver, id)",
+            "CREATE INDEX IF NOT EXISTS outbox_incident ON outbox (incident_id)",
+            # Silences: matcher-based mutes for a time range.
+            "CREATE TABLE IF NOT EXISTS silences (id INTEGER PRIMARY KEY AUTOINCREMENT,"
+            " matchers TEXT NOT NULL, starts_at TEXT NOT NULL, ends_at TEXT NOT NULL,"
+            " author TEXT NOT NULL, comment TEXT NOT NULL, created_at TEXT NOT NULL)",
+        )
+    )
+    + ";\n"
+)
+
+# Append only: a released migration never changes (files in the field already ran it).
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "check state, incidents, timeline, silences, outbox, rule engine state", _V1),
+)
+
+_SCHEMA_VERSION_DDL = (
+    "CREATE TABLE IF NOT EXISTS schema_version ("
+    " version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_at TEXT NOT NULL)"
+)
+
+
+def check_migrations(migrations: Sequence[Migration]) -> None:
+    """Refuse a list that is not 1, 2, 3, ... in order, or a script that does not parse into
+    complete statements (checked at import, so a bad list never reaches a state file)."""
+    for expected, m in enumerate(migrations, start=1):
+        if m.version != expected:
+            raise ValueError(f"migration {m.version} where {expected} was expected: versions must be 1, 2, 3, ...")
+        statements(m.script)
+
+
+def statements(script: str) -> list[str]:
+    """The statements of an SQL script, one per `execute()` (`executescript()` would commit
+    the migration's transaction before running it)."""
+    out: list[str] = []
+    buf = ""
+    pieces = script.split(";")
+    for piece in pieces[:-1]:
+        buf += piece + ";"
+        if sqlite3.complete_statement(buf):  # not a `;` inside a string, comment or trigger
+            if buf.strip(" \t\r\n;"):
+                out.append(buf.strip())
+            buf = ""
+    tail = buf + pieces[-1]
+    if any(line.strip() and not line.strip().startswith("--") for line in tail.splitlines()):
+        raise ValueError(f"migration script ends inside a statement: {tail.strip()[:80]!r}")
+    return out
+
+
+check_migrations(MIGRATIONS)
+LATEST = MIGRATIONS[-1].version
+
 
 def open_db(state_dir: str | Path) -> sqlite3.Connection:
-    """Open (creating) the state database with WAL and a busy timeout.
+    """Open (creating) the state database with WAL and a busy timeout, at the latest schema.
 
     `isolation_level=None` leaves transactions to the callers (`BEGIN IMMEDIATE ... COMMIT`).
+    Raises OSError (SchemaError for a file this release must not use) with the file's name.
     """
     path = Path(state_dir)
     try:
@@ -29,12 +153,120 @@ def open_db(state_dir: str | Path) -> sqlite3.Connection:
     db_file = path / DB_NAME
     try:
         conn = sqlite3.connect(db_file, isolation_level=None, check_same_thread=False, timeout=5.0)
+    except sqlite3.Error as e:
+        raise OSError(f"{db_file}: cannot open the state database: {e}") from e
+    try:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA foreign_keys=ON")
+        migrate(conn, str(db_file))
     except sqlite3.Error as e:
+        conn.close()
         raise OSError(f"{db_file}: cannot open the state database: {e}") from e
+    except BaseException:
+        conn.close()
+        raise
     return conn
+
+
+def applied_version(conn: sqlite3.Connection) -> int | None:
+    """The applied version: 0 for an empty file, None for a file of the release before
+    numbered migrations (tables, but not our `schema_version`)."""
+    tables = {
+        name
+        for (name,) in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND substr(name, 1, 7) != 'sqlite_'"
+        )
+    }
+    if "schema_version" in tables and "component" not in _columns(conn, "schema_version"):
+        version: int = conn.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0]
+        return version
+    return None if tables else 0
+
+
+def migrate(conn: sqlite3.Connection, where: str = "state database") -> int:
+    """Apply the pending migrations, one transaction each; return the version reached.
+
+    `where` names the file in errors. Refuses (SchemaError) a newer file, and a previous
+    release's file whose tables do not have the columns version 1 expects."""
+    if applied_version(conn) == LATEST:
+        return LATEST  # the usual open: no write lock taken
+    while True:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            current = applied_version(conn)  # again, under the lock: another process may have migrated
+            if current is None:
+                step: Migration | None = _adopt(conn, where)
+            elif current > LATEST:
+                raise SchemaError(
+                    f"{where}: the state database is schema version {current}, written by a newer "
+                    f"portal-monitor; this one knows versions up to {LATEST}. Run the newer release "
+                    "(or move the file away to start afresh, losing its incidents, silences and queue)"
+                )
+            elif current == LATEST:
+                step = None
+            else:
+                step = MIGRATIONS[current]  # version current + 1: the list is contiguous from 1
+                _apply(conn, step, step.description)
+        except BaseException:
+            if conn.in_transaction:  # SQLite may already have rolled back (a full disk, say)
+                conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        if step is None:
+            return LATEST
+        log.info("state_db_migrated", file=where, version=step.version, description=step.description)
+
+
+def _apply(conn: sqlite3.Connection, m: Migration, description: str) -> None:
+    conn.execute(_SCHEMA_VERSION_DDL)
+    for stmt in statements(m.script):
+        conn.execute(stmt)
+    conn.execute(
+        "INSERT INTO schema_version (version, description, applied_at) VALUES (?, ?, ?)",
+        (m.version, description, utc_now().isoformat(timespec="microseconds")),
+    )
+
+
+def _adopt(conn: sqlite3.Connection, where: str) -> Migration:
+    """Take a file of the release before numbered migrations as version 1 (inside the caller's
+    transaction): check its tables, replace its per-component version table, add what is missing."""
+    first = MIGRATIONS[0]
+    old: dict[str, int] = {}
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'").fetchone():
+        old = {str(c): int(v) for c, v in conn.execute("SELECT component, version FROM schema_version")}
+        newer = {c: v for c, v in old.items() if v > first.version}
+        if newer:
+            found = ", ".join(f"{c} {v}" for c, v in sorted(newer.items()))
+            raise SchemaError(
+                f"{where}: the state database has per-component schema versions ({found}) this "
+                f"portal-monitor does not know (it knows schema versions up to {LATEST})"
+            )
+    reference = sqlite3.connect(":memory:")
+    try:
+        for stmt in statements(first.script):
+            reference.execute(stmt)
+        for (table,) in reference.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name != 'sqlite_sequence' ORDER BY name"
+        ):
+            have = _columns(conn, table)
+            if have and have != _columns(reference, table):
+                raise SchemaError(
+                    f"{where}: table {table} has columns {list(have)}, not those of schema version 1 "
+                    f"({list(_columns(reference, table))}); not adopting this file"
+                )
+    finally:
+        reference.close()
+    conn.execute("DROP TABLE IF EXISTS schema_version")
+    components = ", ".join(f"{c} {v}" for c, v in sorted(old.items())) or "none recorded"
+    _apply(conn, first, f"{first.description} (adopted from the previous release; components: {components})")
+    log.info("state_db_adopted", file=where, components=old)
+    return first
+
+
+def _columns(conn: sqlite3.Connection, table: str) -> dict[str, tuple[Any, ...]]:
+    """name → (type, notnull, default, pk) of `table` (empty when it does not exist)."""
+    return {r[1]: (r[2], r[3], r[4], r[5]) for r in conn.execute("SELECT * FROM pragma_table_info(?)", (table,))}
 
 
 class SqliteState:
@@ -42,11 +274,6 @@ class SqliteState:
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS check_state ("
-            " namespace TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL,"
-            " PRIMARY KEY (namespace, key))"
-        )
 
     def load(self, namespace: str) -> dict[str, Any]:
         rows = self._conn.execute("SELECT key, value FROM check_state WHERE namespace = ?", (namespace,))

@@ -21,7 +21,7 @@ from structlog.testing import capture_logs
 
 from monitor.incidents.lifecycle import Incidents
 from monitor.delivery.outbox import list_rows
-from monitor.statedb import open_db
+from monitor.statedb import SchemaError, open_db
 from tests.incident_helpers import T0, alert, at, config, fingerprint, fired, last_id, queued, resolved
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -433,9 +433,10 @@ def test_alert_states_are_kept_with_the_incidents(tmp_path: Path) -> None:
 def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
     c = open_db(tmp_path)
     Incidents(c, config())
-    c.execute("UPDATE schema_version SET version = 99 WHERE component = 'incidents'")
-    with pytest.raises(RuntimeError, match="incidents tables are schema version 99"):
-        Incidents(c, config())
+    c.execute("INSERT INTO schema_version (version, description, applied_at) VALUES (99, 'future', '')")
+    c.close()
+    with pytest.raises(SchemaError, match="schema version 99"):
+        open_db(tmp_path)
 
 
 # ---------------------------------------------------------------- queries and metrics

@@ -21,7 +21,6 @@ from structlog.testing import capture_logs
 from monitor.model import Alert, DeliveryError, Notification
 from monitor.delivery.outbox import (
     Outbox,
-    create_schema,
     enqueue,
     list_rows,
     notification_from_json,
@@ -99,7 +98,6 @@ def put(conn: sqlite3.Connection, *ns: Notification, at: datetime = T0) -> list[
 @pytest.fixture
 def conn(tmp_path: Path) -> Iterator[sqlite3.Connection]:
     c = open_db(tmp_path)
-    create_schema(c)
     yield c
     c.close()
 
@@ -330,7 +328,6 @@ async def test_a_receiver_removed_by_reload_fails_its_rows_clearly(conn: sqlite3
 async def test_pending_rows_survive_a_restart_with_their_backoff(tmp_path: Path) -> None:
     clock = Clock()
     c1 = open_db(tmp_path)
-    create_schema(c1)
     put(c1, notification(n=1), notification(n=2))
     broken = FakeReceiver("oncall", clock, fail_always=DeliveryError("503"))
     killed = asyncio.Event()

@@ -12,7 +12,8 @@ during a send sends it again; PagerDuty and Alertmanager deduplicate on the dedu
 
 On delivery the row is marked delivered and the incident timeline gets "notified <receiver>"
 in the same transaction. `notification_to_json`/`notification_from_json` (in
-`monitor.incidents.records`, importable from here) are the payload format.
+`monitor.incidents.records`, importable from here) are the payload format. The tables are
+`monitor.statedb`'s migrations.
 """
 
 from __future__ import annotations
@@ -32,8 +33,6 @@ import structlog
 from monitor.clock import utc_now
 from monitor.incidents.records import (
     add_timeline,
-    create_timeline,
-    ensure_version,
     iso,
     notification_from_json,
     notification_to_json,
@@ -46,7 +45,6 @@ __all__ = [
     "METRICS",
     "Outbox",
     "OutboxRow",
-    "create_schema",
     "enqueue",
     "list_rows",
     "notification_from_json",
@@ -57,7 +55,6 @@ __all__ = [
 
 log = structlog.get_logger()
 
-SCHEMA_VERSION = 1
 DEFAULT_SEND_TIMEOUT_S = 30.0  # when a receiver does not say (`timeout_s`)
 RESULTS = ("delivered", "retried", "throttled", "failed", "expired")
 
@@ -70,26 +67,6 @@ METRICS: dict[str, tuple[str, str]] = {
     "portal_monitor_outbox_oldest_seconds": ("gauge", "age of the oldest waiting notification (0 when none)"),
     "portal_monitor_receiver_failing": ("gauge", "1 while the receiver's last delivery attempt failed"),
 }
-
-_DDL = (
-    "CREATE TABLE IF NOT EXISTS outbox ("
-    " id INTEGER PRIMARY KEY AUTOINCREMENT, receiver TEXT NOT NULL, kind TEXT NOT NULL,"
-    " incident_id INTEGER NOT NULL, dedup_key TEXT NOT NULL, payload TEXT NOT NULL,"
-    " created_at TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at TEXT NOT NULL,"
-    " last_error TEXT NOT NULL DEFAULT '', state TEXT NOT NULL DEFAULT 'pending',"
-    " finished_at TEXT)",
-    "CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (state, receiver, id)",
-    "CREATE INDEX IF NOT EXISTS outbox_incident ON outbox (incident_id)",
-)
-
-
-def create_schema(conn: sqlite3.Connection) -> None:
-    """Create the outbox (and timeline) tables if they are missing (idempotent)."""
-    with transaction(conn):
-        for stmt in _DDL:
-            conn.execute(stmt)
-        create_timeline(conn)
-        ensure_version(conn, "outbox", SCHEMA_VERSION)
 
 
 def enqueue(conn: sqlite3.Connection, n: Notification, now: datetime) -> int:
@@ -207,7 +184,6 @@ class Outbox:
         self._poll = poll_interval_s
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._counts: Counter[tuple[str, str]] = Counter()
-        create_schema(conn)
         # A receiver whose oldest waiting row already failed before a restart is still failing.
         self._failing: dict[str, bool] = {name: False for name in self._receivers}
         for (name,) in conn.execute(

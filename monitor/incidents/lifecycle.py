@@ -41,53 +41,29 @@ import structlog
 from monitor.clock import utc_now
 from monitor.config.fields import format_duration
 from monitor.config.loader import Config
-from monitor.delivery.outbox import create_schema as create_outbox_schema
 from monitor.delivery.outbox import enqueue
 from monitor.incidents import routing, views
-from monitor.incidents.records import add_timeline, alert_to_dict, ensure_version, iso, transaction
+from monitor.incidents.records import add_timeline, alert_to_dict, iso, transaction
 from monitor.incidents.silences import MatcherSpec, SilenceEntry, Silences
 from monitor.incidents.views import IncidentView
 from monitor.model import Alert, Notification, Sample, Transition
 
 log = structlog.get_logger()
 
-SCHEMA_VERSION = 1
-
 METRICS: dict[str, tuple[str, str]] = {
     "portal_incidents_open": ("gauge", "open incidents by severity (held-back ones included)")
 }
 
-_DDL = (
-    "CREATE TABLE IF NOT EXISTS incidents ("
-    " id INTEGER PRIMARY KEY AUTOINCREMENT, dedup_key TEXT NOT NULL, alertname TEXT NOT NULL,"
-    " severity TEXT NOT NULL, vendor TEXT, alert TEXT NOT NULL, state TEXT NOT NULL DEFAULT 'open',"
-    " detected_at TEXT NOT NULL, fired_at TEXT NOT NULL, acked_at TEXT, acked_by TEXT,"
-    " resolved_at TEXT, resolved_by TEXT, held TEXT NOT NULL DEFAULT '')",
-    "CREATE UNIQUE INDEX IF NOT EXISTS incidents_one_open ON incidents (dedup_key) WHERE state = 'open'",
-    # Who got a trigger, at which level, and when they last heard (re-notify cadence).
-    "CREATE TABLE IF NOT EXISTS incident_receivers ("
-    " incident_id INTEGER NOT NULL REFERENCES incidents (id), level TEXT NOT NULL, receiver TEXT NOT NULL,"
-    " triggered_at TEXT NOT NULL, last_sent_at TEXT NOT NULL, PRIMARY KEY (incident_id, level, receiver))",
-    # Keys resolved by hand while firing: not re-opened until the alert has cleared once.
-    "CREATE TABLE IF NOT EXISTS manual_holds (dedup_key TEXT PRIMARY KEY, incident_id INTEGER NOT NULL,"
-    " since TEXT NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS alert_states (id INTEGER PRIMARY KEY CHECK (id = 1), json TEXT NOT NULL,"
-    " saved_at TEXT NOT NULL)",
-)
-
 
 class Incidents:
-    """The incident store and the routing decisions over it (see the module docstring)."""
+    """The incident store and the routing decisions over it (see the module docstring).
+
+    `conn` comes from `monitor.statedb.open_db`, which created the tables."""
 
     def __init__(self, conn: sqlite3.Connection, cfg: Config, *, now: Callable[[], datetime] = utc_now) -> None:
         self._conn = conn
         self._cfg = cfg
         self._now = now  # only for read-only queries (metrics, active silences); decisions take `now`
-        create_outbox_schema(conn)
-        with transaction(conn):
-            for stmt in _DDL:
-                conn.execute(stmt)
-            ensure_version(conn, "incidents", SCHEMA_VERSION)
         self.silences = Silences(conn)
         self._warned: set[tuple[int, str]] = set()
 

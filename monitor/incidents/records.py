@@ -1,9 +1,9 @@
 """How incidents and notifications are written down in the state database.
 
 Times are UTC ISO-8601 text of fixed width (so text order is time order); every write runs in
-`transaction()`; each component records its schema version; the timeline is the incident's
-history (written by `incidents.py`, and by `outbox.py` on delivery); alerts and notifications
-are stored as JSON. Both `incidents.py` and `outbox.py` build on this module.
+`transaction()`; the timeline is the incident's history (written by `incidents.py`, and by
+`outbox.py` on delivery); alerts and notifications are stored as JSON. Both `incidents.py` and
+`outbox.py` build on this module. The tables themselves are `monitor.statedb`'s migrations.
 """
 
 from __future__ import annotations
@@ -33,19 +33,6 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
-
-
-def ensure_version(conn: sqlite3.Connection, component: str, version: int) -> None:
-    """Record the schema version of `component`; refuse a file written by a newer release."""
-    conn.execute("CREATE TABLE IF NOT EXISTS schema_version (component TEXT PRIMARY KEY, version INTEGER NOT NULL)")
-    row = conn.execute("SELECT version FROM schema_version WHERE component = ?", (component,)).fetchone()
-    if row is None:
-        conn.execute("INSERT INTO schema_version (component, version) VALUES (?, ?)", (component, version))
-    elif row[0] > version:
-        raise RuntimeError(
-            f"state database: the {component} tables are schema version {row[0]}, written by a "
-            f"newer portal-monitor (this one knows version {version})"
-        )
 
 
 def iso(t: datetime) -> str:
@@ -151,13 +138,3 @@ def notification_from_json(text: str | bytes, *, id: int = 0) -> Notification:
         resolved_at=parse_iso_or_none(d.get("resolved_at")),
         next_update_at=parse_iso_or_none(d.get("next_update_at")),
     )
-
-
-def create_timeline(conn: sqlite3.Connection) -> None:
-    """The timeline table (call inside a transaction)."""
-    conn.execute(
-        "CREATE TABLE IF NOT EXISTS timeline ("
-        " id INTEGER PRIMARY KEY AUTOINCREMENT, incident_id INTEGER NOT NULL, at TEXT NOT NULL,"
-        " kind TEXT NOT NULL, detail TEXT NOT NULL DEFAULT '', receiver TEXT, level TEXT)"
-    )
-    conn.execute("CREATE INDEX IF NOT EXISTS timeline_incident ON timeline (incident_id, id)")

@@ -22,9 +22,7 @@ import orjson
 
 from monitor.config.fields import parse_duration
 from monitor.config.loader import Silence
-from monitor.incidents.records import ensure_version, iso, parse_iso, transaction
-
-SCHEMA_VERSION = 1
+from monitor.incidents.records import iso, parse_iso, transaction
 
 MatcherSpec = Mapping[str, "str | Sequence[str]"]
 
@@ -114,17 +112,10 @@ class SilenceEntry:
 
 
 class Silences:
-    """The `silences` table."""
+    """The `silences` table (created by `monitor.statedb`'s migrations)."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
-        with transaction(conn):
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS silences (id INTEGER PRIMARY KEY AUTOINCREMENT,"
-                " matchers TEXT NOT NULL, starts_at TEXT NOT NULL, ends_at TEXT NOT NULL,"
-                " author TEXT NOT NULL, comment TEXT NOT NULL, created_at TEXT NOT NULL)"
-            )
-            ensure_version(conn, "silences", SCHEMA_VERSION)
 
     def add(
         self,
