@@ -173,11 +173,11 @@ async def _run_once(cfg: Config) -> list[CheckResult]:
 
 def _once_remote(args: argparse.Namespace) -> int:
     """`once --url`: the running daemon's latest results, printed as the local `once` does."""
-    from monitor.cli import client
+    from monitor.cli import backend
 
     try:
-        doc = client.call(args.url, "GET", "/api/v1/checks")
-    except client.ApiError as e:
+        doc = backend.call(args.url, "GET", "/api/v1/checks")
+    except backend.ApiError as e:
         print(f"portal-monitor once: {e}", file=sys.stderr)
         return 2
     entries = doc["checks"]
@@ -220,7 +220,7 @@ def _once_remote(args: argparse.Namespace) -> int:
         age = max((c["age_seconds"] for c in ran), default=0.0)
         print(
             f"\n{s['up']} up, {s['down']} down, {s['disabled']} disabled{pending} "
-            f"(from {client.base_url(args.url)}, results up to {age:.0f}s old)"
+            f"(from {backend.base_url(args.url)}, results up to {age:.0f}s old)"
         )
     return 0 if doc["ok"] else 1
 

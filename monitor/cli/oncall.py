@@ -1,12 +1,11 @@
 """The on-call subcommands: `incidents`, `silence`, `notify-test`.
 
-They work on the state database in `state_dir` (the same file the daemon uses; SQLite with
-WAL lets both write). Notifications they queue (an ack's PagerDuty `acknowledge`, a manual
-resolve) are delivered by the running daemon within a few seconds, or at its next start.
-
-With `--url http://host:9820` `incidents` and `silence` go through a running daemon's API
-instead (no local config or state file needed; `$MONITOR_API_TOKEN` for ack, resolve and
-silences) and print the same output.
+`incidents` and `silence` are written once against `backend.Backend`: the state database in
+`state_dir` (the same file the daemon uses; SQLite with WAL lets both write), or with
+`--url http://host:9820` a running daemon's API (no local config or state file needed;
+`$MONITOR_API_TOKEN` for ack, resolve and silences), with the same output. Notifications they
+queue (an ack's PagerDuty `acknowledge`, a manual resolve) are delivered by the running daemon
+within a few seconds, or at its next start.
 """
 
 from __future__ import annotations
@@ -16,25 +15,19 @@ import asyncio
 import getpass
 import socket
 import sys
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 import orjson
 
-from monitor.cli import client
+from monitor.cli.backend import ApiError, Backend, LocalBackend, Matchers, Refused, RemoteBackend
 from monitor.clock import utc_now
-from monitor.config.fields import parse_duration
 from monitor.config.loader import Config, api_token
-from monitor.incidents.lifecycle import Incidents
 from monitor.incidents.messages import review_due, review_template
 from monitor.incidents.records import parse_iso
-from monitor.incidents.silences import parse_matchers, parse_time
+from monitor.incidents.silences import parse_matchers
 from monitor.model import Alert, DeliveryError, Notification
-from monitor.statedb import open_db
-
-
-def _incidents(cfg: Config) -> Incidents:
-    return Incidents(open_db(cfg.root.state_dir), cfg)
 
 
 def _who(args: argparse.Namespace) -> str:
@@ -58,6 +51,27 @@ def _dump(doc: Any) -> None:
 
 def _queued(n: int) -> str:
     return f"; {n} notification{'s' if n != 1 else ''} queued (the running daemon delivers within seconds)" if n else ""
+
+
+def _run(args: argparse.Namespace, cfg: Config | None, command: Callable[[argparse.Namespace, Backend], int]) -> int:
+    """Run `command` on the backend `--url` picks; a refusal or an API failure is one line on
+    stderr and its exit status."""
+    backend: Backend = RemoteBackend(args.url, token=api_token()) if args.url else LocalBackend(_config(cfg))
+    try:
+        return command(args, backend)
+    except ApiError as e:
+        print(f"portal-monitor {args.command} {args.action}: {e}", file=sys.stderr)
+        return 1
+    except Refused as e:
+        print(e, file=sys.stderr)
+        return e.code
+    finally:
+        backend.close()
+
+
+def _config(cfg: Config | None) -> Config:
+    assert cfg is not None, "without --url the command loads the config"
+    return cfg
 
 
 # ------------------------------------------------------------------ incidents
@@ -86,92 +100,47 @@ def _print_incident(d: dict[str, Any]) -> None:
 
 
 def cmd_incidents(args: argparse.Namespace, cfg: Config | None = None) -> int:
-    if args.url:
-        return _remote(_incidents_remote, args)
-    assert cfg is not None
-    inc = _incidents(cfg)
-    now = utc_now()
+    return _run(args, cfg, _incidents)
+
+
+def _incidents(args: argparse.Namespace, backend: Backend) -> int:
     if args.action == "list":
-        rows = [r.to_dict() for r in inc.list_incidents(open_only=not args.all)]
+        rows = backend.incidents(include_resolved=args.all)
         if args.json:
             _dump(rows)
         else:
-            _print_incidents(rows, args.all, now)
+            _print_incidents(rows, args.all, utc_now())
         return 0
     if args.id is None:
         print(f"portal-monitor incidents {args.action}: an incident ID is required", file=sys.stderr)
         return 2
-    view = inc.get(args.id)
-    if view is None:
-        print(f"incident {args.id} not found in {cfg.root.state_dir}", file=sys.stderr)
-        return 1
     if args.action == "show":
-        if args.json:
-            _dump(view.to_dict())
-        else:
-            _print_incident(view.to_dict())
-        return 0
-    if args.action == "review":
-        due = review_due(view.resolved_at, view.severity) if view.resolved_at else None
-        print(review_template(view, view.timeline, due))
-        return 0
-    try:
-        if args.action == "ack":
-            n = inc.ack(args.id, _who(args), now)
-            print(f"incident {args.id} acknowledged by {_who(args)}{_queued(n)}")
-        else:
-            n = inc.resolve(args.id, _who(args), now)
-            print(f"incident {args.id} resolved by {_who(args)}{_queued(n)}")
-    except (LookupError, ValueError) as e:
-        print(f"incident {args.id}: {e}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def _incidents_remote(args: argparse.Namespace, url: str) -> int:
-    if args.action == "list":
-        rows = client.call(url, "GET", "/api/v1/incidents", params={"state": "all" if args.all else "open"})
-        if args.json:
-            _dump(rows["incidents"])
-        else:
-            _print_incidents(rows["incidents"], args.all, utc_now())
-        return 0
-    if args.id is None:
-        print(f"portal-monitor incidents {args.action}: an incident ID is required", file=sys.stderr)
-        return 2
-    if args.action == "review":
-        print(
-            "portal-monitor incidents review: run it where the daemon's state_dir is (without --url)", file=sys.stderr
-        )
-        return 2
-    if args.action == "show":
-        doc = client.call(url, "GET", f"/api/v1/incidents/{args.id}")
+        doc = backend.incident(args.id)
         if args.json:
             _dump(doc)
         else:
             _print_incident(doc)
         return 0
+    if args.action == "review":
+        view = backend.review(args.id)
+        due = review_due(view.resolved_at, view.severity) if view.resolved_at else None
+        print(review_template(view, view.timeline, due))
+        return 0
     who = _who(args)
-    reply = client.call(url, "POST", f"/api/v1/incidents/{args.id}/{args.action}", token=api_token(), body={"who": who})
-    done = "acknowledged" if args.action == "ack" else "resolved"
-    print(f"incident {args.id} {done} by {who}{_queued(reply['notifications_queued'])}")
+    if args.action == "ack":
+        n = backend.ack(args.id, who)
+        print(f"incident {args.id} acknowledged by {who}{_queued(n)}")
+    else:
+        n = backend.resolve(args.id, who)
+        print(f"incident {args.id} resolved by {who}{_queued(n)}")
     return 0
-
-
-def _remote(run: Any, args: argparse.Namespace) -> int:
-    """Run a remote subcommand; an API failure is one line on stderr and exit 1."""
-    try:
-        return int(run(args, args.url))
-    except client.ApiError as e:
-        print(f"portal-monitor {args.command} {args.action}: {e}", file=sys.stderr)
-        return 1
 
 
 # ------------------------------------------------------------------ silences
 
 
 def _describe(s: dict[str, Any]) -> str:
-    """`SilenceEntry.describe()` for the API's silence object."""
+    """`SilenceEntry.describe()` for a silence as the backends return it."""
     ms = ", ".join(f"{k}={'|'.join(v)}" for k, v in s["matchers"].items())
     return f"silence {s['id']} ({ms}; {s['author']}: {s['comment']})"
 
@@ -187,39 +156,32 @@ def cmd_silence(args: argparse.Namespace, cfg: Config | None = None) -> int:
     if args.action == "expire" and (not args.args or not args.args[0].isdigit()):
         print("portal-monitor silence expire ID", file=sys.stderr)
         return 2
-    if args.url:
-        return _remote(_silence_remote, args)
-    assert cfg is not None
-    inc = _incidents(cfg)
-    now = utc_now()
+    return _run(args, cfg, _silence)
+
+
+def _silence(args: argparse.Namespace, backend: Backend) -> int:
     if args.action == "list":
-        entries = [e.to_dict() for e in inc.list_silences(active_only=not args.all, now=now)]
+        entries = backend.silences(include_expired=args.all)
         if args.json:
             _dump(entries)
         else:
             _print_silences(entries)
         return 0
     if args.action == "expire":
-        if inc.expire_silence(int(args.args[0]), now):
-            print(f"silence {args.args[0]} expired")
-            return 0
-        print(f"silence {args.args[0]}: not found or already expired", file=sys.stderr)
-        return 1
+        backend.expire_silence(int(args.args[0]))
+        print(f"silence {args.args[0]} expired")
+        return 0
     matchers = _add_matchers(args)
     if matchers is None:
         return 2
-    try:
-        starts = parse_time(args.start, now) if args.start else None
-        ends = parse_time(args.duration, starts or now)  # a duration counts from the start, as --url does
-    except ValueError as e:
-        print(f"portal-monitor silence add: {e}", file=sys.stderr)
-        return 2
-    sid = inc.add_silence(matchers, ends_at=ends, author=_who(args), comment=args.comment, now=now, starts_at=starts)
-    print(f"silence {sid} added until {ends:%Y-%m-%d %H:%M:%S} UTC")
+    silence = backend.add_silence(
+        matchers, until=args.duration, start=args.start, author=_who(args), comment=args.comment
+    )
+    print(f"silence {silence['id']} added until {parse_iso(silence['ends_at']):%Y-%m-%d %H:%M:%S} UTC")
     return 0
 
 
-def _add_matchers(args: argparse.Namespace) -> dict[str, str | list[str]] | None:
+def _add_matchers(args: argparse.Namespace) -> Matchers | None:
     """`silence add`'s matchers, or None after saying what is wrong (also a missing --comment)."""
     try:
         matchers = parse_matchers(args.args)
@@ -232,41 +194,6 @@ def _add_matchers(args: argparse.Namespace) -> dict[str, str | list[str]] | None
         print("portal-monitor silence add: --comment is required (why, and for how long)", file=sys.stderr)
         return None
     return matchers
-
-
-def _silence_remote(args: argparse.Namespace, url: str) -> int:
-    if args.action == "list":
-        doc = client.call(url, "GET", "/api/v1/silences", params={"state": "all" if args.all else "active"})
-        entries = [{k: v for k, v in e.items() if k != "state"} for e in doc["silences"]]
-        if args.json:
-            _dump(entries)
-        else:
-            _print_silences(entries)
-        return 0
-    if args.action == "expire":
-        sid = args.args[0]
-        reply = client.call(url, "DELETE", f"/api/v1/silences/{sid}", token=api_token())
-        if reply["expired"]:
-            print(f"silence {sid} expired")
-            return 0
-        print(f"silence {sid}: already expired", file=sys.stderr)
-        return 1
-    matchers = _add_matchers(args)
-    if matchers is None:
-        return 2
-    # A duration is sent as such, so the daemon's clock (not this host's) decides the end.
-    try:
-        parse_duration(args.duration.strip().removeprefix("+"))
-        until = {"duration": args.duration.strip().removeprefix("+")}
-    except ValueError:
-        until = {"ends_at": args.duration}
-    body: dict[str, Any] = {"matchers": matchers, **until, "author": _who(args), "comment": args.comment}
-    if args.start:
-        body["starts_at"] = args.start
-    reply = client.call(url, "POST", "/api/v1/silences", token=api_token(), body=body)
-    silence = reply["silence"]
-    print(f"silence {silence['id']} added until {parse_iso(silence['ends_at']):%Y-%m-%d %H:%M:%S} UTC")
-    return 0
 
 
 # ------------------------------------------------------------------ notify-test
