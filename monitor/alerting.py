@@ -19,7 +19,7 @@ from datetime import datetime
 import structlog
 
 from monitor.clock import utc_now
-from monitor.config.loader import Config
+from monitor.config.model import Config
 from monitor.delivery import build_receivers
 from monitor.delivery.outbox import Outbox
 from monitor.incidents.lifecycle import Incidents

@@ -29,7 +29,8 @@ from monitor import scheduler as scheduler_mod
 from monitor import store as store_mod
 from monitor.alerting import Alerting
 from monitor.clock import utc_now
-from monitor.config.loader import Config, ConfigError, load_config
+from monitor.config.loader import ConfigError, load_config
+from monitor.config.model import Config
 from monitor.delivery import outbox as outbox_mod
 from monitor.heartbeat import Heartbeat, progressing
 from monitor.incidents import lifecycle as incidents_mod

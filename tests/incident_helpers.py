@@ -7,7 +7,8 @@ import hashlib
 import sqlite3
 from datetime import UTC, datetime, timedelta
 
-from monitor.config.loader import Config, load_config_text
+from monitor.config.loader import load_config_text
+from monitor.config.model import Config
 from monitor.model import Alert, Transition
 from monitor.delivery.outbox import list_rows
 

@@ -24,7 +24,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from monitor.alerting import Alerting
 from monitor.web.api import Api
-from monitor.config.loader import Config, load_config_text
+from monitor.config.loader import load_config_text
+from monitor.config.model import Config
 from monitor.web.metrics import make_metrics_handler
 from monitor.model import CheckResult, Sample
 from monitor.web.server import build_app

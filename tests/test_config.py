@@ -7,8 +7,9 @@ import warnings
 
 import pytest
 
-from monitor.config.loader import ConfigError, interpolate, load_config, load_config_text, load_yaml_text
 from monitor.config.fields import compile_regex, format_duration, parse_duration
+from monitor.config.loader import ConfigError, interpolate, load_config, load_config_text
+from monitor.config.yamlpos import load_yaml_text
 
 
 def errors_of(text: str, env: dict[str, str] | None = None) -> list[str]:

@@ -31,7 +31,7 @@ import pytest
 import yaml
 from aiohttp import web
 
-from monitor.config.loader import DEFAULT_LISTEN
+from monitor.config.model import DEFAULT_LISTEN
 from monitor.web.metrics import make_metrics_handler
 from monitor.web.server import build_app, split_listen
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from monitor.config.loader import ConfigError, RuleConfig, load_config, load_config_text
+from monitor.config.loader import ConfigError, load_config, load_config_text
+from monitor.config.model import RuleConfig
 from monitor.model import Sample, Transition
 from monitor.rules.engine import (
     AlertStates,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from monitor.config.loader import InhibitRule, Silence
+from monitor.config.model import InhibitRule, Silence
 from monitor.incidents.lifecycle import Incidents
 from monitor.incidents.routing import inhibitors, step_applies
 from monitor.incidents.silences import Silences, matches, parse_matchers, parse_time

@@ -4,6 +4,6 @@ Owns: following files across rotation (`tail`), parsing chunks of lines (`parse`
 raw values (`normalize`), grouping parsed records into counts (`tally`), the sliding window that
 becomes metrics (`window`) and the check itself (`check`).
 
-May import: `monitor.model`, `monitor.secrets`, `monitor.clock`, `monitor.config.loader.fields`; never
+May import: `monitor.model`, `monitor.secrets`, `monitor.clock`, `monitor.config.fields`; never
 the rules, incidents, delivery or web layers.
 """

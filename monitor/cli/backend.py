@@ -38,7 +38,7 @@ import orjson
 
 from monitor.clock import utc_now
 from monitor.config.fields import parse_duration
-from monitor.config.loader import API_TOKEN_VAR, Config
+from monitor.config.model import API_TOKEN_VAR, Config
 from monitor.incidents.lifecycle import Incidents
 from monitor.incidents.silences import parse_time
 from monitor.incidents.views import IncidentView

@@ -16,7 +16,8 @@ from monitor import __version__
 from monitor.cli import oncall
 from monitor.clock import utc_now
 from monitor.config.fields import format_duration
-from monitor.config.loader import Config, ConfigError, config_path, load_config
+from monitor.config.loader import ConfigError, config_path, load_config
+from monitor.config.model import Config
 from monitor.logs import configure_logging
 from monitor.model import CheckResult, MemoryState
 from monitor.secrets import redact_url, scrub

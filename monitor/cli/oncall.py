@@ -23,7 +23,8 @@ import orjson
 
 from monitor.cli.backend import ApiError, Backend, LocalBackend, Matchers, Refused, RemoteBackend
 from monitor.clock import utc_now
-from monitor.config.loader import Config, api_token
+from monitor.config.loader import api_token
+from monitor.config.model import Config
 from monitor.incidents.messages import review_due, review_template
 from monitor.incidents.records import parse_iso
 from monitor.incidents.silences import parse_matchers

@@ -1,11 +1,12 @@
-"""alert_rules.yaml: YAML with positions, ${VAR:-default} interpolation, pydantic models.
+"""Loading alert_rules.yaml: YAML with positions, ${VAR:-default} interpolation, validation.
 
-The only module that reads YAML or the environment. Every error names the file, line,
-column and key path (`alert_rules.yaml:14:5: checks[2].interval: '10 s' is not a duration`),
-and one load reports every error it can find, not only the first. Whatever the text, the
-result is a Config or a ConfigError of such lines: PyYAML's own failures (a scalar its
-constructors refuse, a character YAML forbids, a recursive alias, nesting past MAX_DEPTH)
-included, and control characters in quoted keys or values escaped.
+The only module that reads the configuration file or the environment for it. Every error
+names the file, line, column and key path (`alert_rules.yaml:14:5: checks[2].interval: '10 s'
+is not a duration`), and one load reports every error it can find, not only the first.
+Whatever the text, the result is a `Config` (`monitor.config.model`) or a `ConfigError` of
+such lines: PyYAML's own failures (a scalar its constructors refuse, a character YAML
+forbids, a recursive alias, nesting past MAX_DEPTH) included, and control characters in
+quoted keys or values escaped.
 """
 
 from __future__ import annotations
@@ -13,216 +14,20 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import ValidationError
 
-from checks import CHECK_TYPES, CheckConfig
-from monitor.config.fields import (
-    CHECK_NAME,
-    Duration,
-    StrictModel,
-    format_duration,
-    url_port_problem,
-)
-from monitor.config.yamlpos import (  # noqa: F401 (ConfigError and friends are part of this module's API)
-    ConfigError,
-    Path_,
-    format_path,
-    load_yaml_text,
-    nearest,
-    one_line,
-    read_yaml,
-)
-from monitor.delivery import RECEIVER_TYPES, ReceiverConfig
-from monitor.heartbeat import HeartbeatConfig
-from monitor.rules.timeintervals import NamedTimeInterval
-from monitor.secrets import Secret, redaction_set
+from checks import CHECK_TYPES
+from monitor.config.fields import CHECK_NAME, format_duration, url_port_problem
+from monitor.config.model import API_TOKEN_VAR, DEFAULT_CONFIG, Config, RootConfig
+from monitor.config.yamlpos import ConfigError as ConfigError  # what load_config raises: part of its API
+from monitor.config.yamlpos import Path_, format_path, nearest, read_yaml
+from monitor.delivery import RECEIVER_TYPES
+from monitor.secrets import redaction_set
 
-DEFAULT_CONFIG = "alert_rules.yaml"
-DEFAULT_LISTEN = "127.0.0.1:9820"
-DEFAULT_STATE_DIR = "./state"
-API_TOKEN_VAR = "MONITOR_API_TOKEN"
-MIN_TOKEN_LENGTH = 16
-
-Severity = Literal["P1", "P2", "P3", "P4"]
-SEVERITIES: tuple[str, ...] = get_args(Severity)
-Level = Literal["L1", "L2", "L3", "L4"]
-
-# ---------------------------------------------------------------- models
-
-
-class Defaults(StrictModel):
-    """Fallbacks for checks that do not set their own. A check's timeout defaults to
-    the smaller of its interval and `timeout`."""
-
-    interval: Duration = 10.0
-    timeout: Duration = 10.0
-
-
-class RuleConfig(StrictModel):
-    alert: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
-    expr: str = Field(min_length=1)
-    for_: Duration = Field(0.0, alias="for")
-    keep_firing_for: Duration = 0.0
-    severity: Severity
-    labels: dict[str, str] = Field(default_factory=dict)
-    summary: str = ""
-    description: str = ""
-    runbook: str = ""
-    vendor: str | None = None
-    # Names from the top-level `time_intervals`: inside one, this rule's incidents are held
-    # back as by a silence (opened, shown as held, paged when it ends if still firing).
-    mute_time_intervals: list[str] = Field(default_factory=list)
-
-
-Matcher = dict[str, str | list[str]]
-
-
-class EscalationStep(StrictModel):
-    """One row of the escalation matrix: who is told, for which incidents, after how long."""
-
-    level: Level
-    after: Duration = 0.0
-    severities: list[Severity] | None = None
-    vendor: bool = False
-    receivers: list[str] = Field(min_length=1)
-    # Used instead of `receivers` when none of them is enabled (e.g. no PagerDuty key yet).
-    fallback: list[str] = Field(default_factory=list)
-
-
-class InhibitRule(StrictModel):
-    """While an alert matching `source` fires, notifications of alerts matching `target`
-    (and equal on the `equal` labels) are held back."""
-
-    source: Matcher
-    target: Matcher
-    equal: list[str] = Field(default_factory=list)
-
-
-class Silence(StrictModel):
-    matchers: Matcher
-    starts_at: str | None = None
-    ends_at: str
-    author: str
-    comment: str
-
-
-DEFAULT_ESCALATION = [
-    EscalationStep(level="L1", after="0s", severities=["P1", "P2", "P3", "P4"], receivers=["oncall"]),
-    EscalationStep(level="L2", after="30m", severities=["P1", "P2"], receivers=["lead"]),
-    EscalationStep(level="L3", after="1h", severities=["P1"], receivers=["management"]),
-    EscalationStep(level="L4", after="0s", vendor=True, receivers=["vendors"]),
-]
-
-
-class Renotify(StrictModel):
-    """How often non-PagerDuty receivers hear again about an open incident (runbook cadence)."""
-
-    P1: Duration = 1800.0
-    P2: Duration = 3600.0
-    P3: Duration = 4 * 3600.0
-    P4: Duration = 24 * 3600.0
-
-
-class BasicAuth(StrictModel):
-    username: str = Field(min_length=1)
-    password: Secret = Field(min_length=1)
-
-
-class MetricsAuth(StrictModel):
-    """Who may scrape /metrics: a bearer token, HTTP basic credentials, or either."""
-
-    bearer: Secret = ""
-    basic: BasicAuth | None = None
-
-
-class ApiConfig(StrictModel):
-    """The HTTP API. `token` guards every mutating call (ack, resolve, silences, reload); it
-    defaults to $MONITOR_API_TOKEN, and while it is empty those calls are refused."""
-
-    token: Secret = ""
-    metrics_auth: MetricsAuth | None = None
-
-    @field_validator("token")
-    @classmethod
-    def _token_is_long(cls, v: str) -> str:
-        if v and len(v) < MIN_TOKEN_LENGTH:
-            raise ValueError(
-                f"the API token (${API_TOKEN_VAR} unless api.token names another variable) must be "
-                f"at least {MIN_TOKEN_LENGTH} characters (e.g. `openssl rand -hex 32`)"
-            )
-        return v
-
-
-class RootConfig(StrictModel):
-    listen: str = DEFAULT_LISTEN
-    state_dir: str = DEFAULT_STATE_DIR
-    defaults: Defaults = Field(default_factory=Defaults)
-    checks: list[CheckConfig] = Field(default_factory=list)
-    rules: list[RuleConfig] = Field(default_factory=list)
-    receivers: dict[str, ReceiverConfig] = Field(default_factory=dict)
-    escalation: list[EscalationStep] = Field(default_factory=lambda: list(DEFAULT_ESCALATION))
-    renotify: Renotify = Field(default_factory=Renotify)
-    inhibit: list[InhibitRule] = Field(default_factory=list)
-    time_intervals: list[NamedTimeInterval] = Field(default_factory=list)
-    api: ApiConfig = Field(default_factory=ApiConfig)
-    heartbeat: HeartbeatConfig = Field(default_factory=HeartbeatConfig)
-
-    @field_validator("listen")
-    @classmethod
-    def _listen_has_port(cls, v: str) -> str:
-        host, sep, port = v.rpartition(":")
-        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-            raise ValueError(f"{v!r} is not host:port (e.g. 127.0.0.1:9820)")
-        return v
-
-
-# ---------------------------------------------------------------- result
-
-
-@dataclass(frozen=True)
-class Config:
-    """A loaded, valid configuration and what the loader learned on the way."""
-
-    root: RootConfig
-    path: Path
-    positions: Mapping[tuple[str | int, ...], tuple[int, int]]
-    disabled: Mapping[str, str]  # check or receiver name -> why ("set WHMCS_API_URL")
-    secrets: frozenset[str] = field(default_factory=frozenset)
-    skipped_types: Mapping[str, str] = field(default_factory=dict)  # disabled for a missing variable
-
-    def disabled_checks(self) -> list[tuple[str, str, str]]:
-        """(name, type, why) of every check that will not run."""
-        out = [(c.name, c.type, self.disabled[c.name]) for c in self.root.checks if c.name in self.disabled]
-        out += [(n, t, self.disabled[n]) for n, t in self.skipped_types.items() if t in CHECK_TYPES]
-        return out
-
-    def disabled_receivers(self) -> list[tuple[str, str, str]]:
-        """(name, type, why) of every receiver that is switched off."""
-        out = [(n, r.type, self.disabled[n]) for n, r in self.root.receivers.items() if n in self.disabled]
-        out += [(n, t, self.disabled[n]) for n, t in self.skipped_types.items() if t not in CHECK_TYPES]
-        return out
-
-    @property
-    def checks(self) -> list[Any]:
-        """The checks that will run (enabled ones)."""
-        return [c for c in self.root.checks if c.name not in self.disabled]
-
-    def where(self, *path: str | int) -> str:
-        """`file:line:col` of a key path, for errors found after loading (rule expressions)."""
-        line, col = nearest(self.positions, tuple(path))
-        return f"{self.path.name}:{line}:{col}"
-
-    def interval(self, check: Any) -> float:
-        return check.interval if check.interval is not None else self.root.defaults.interval
-
-    def timeout(self, check: Any) -> float:
-        if check.timeout is not None:
-            return check.timeout
-        return min(self.interval(check), self.root.defaults.timeout)
+# ---------------------------------------------------------------- ${VAR:-default}
 
 
 _VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -478,8 +283,8 @@ def load_config_text(
                 if need:
                     skip.append(ipath)
             elif enabled == "auto" and need:
-                names = ", ".join(need[:-1]) + " and " + need[-1] if len(need) > 1 else need[0]
-                disabled[str(item_name)] = f"disabled until {names} {'are' if len(need) > 1 else 'is'} set"
+                listed = ", ".join(need[:-1]) + " and " + need[-1] if len(need) > 1 else need[0]
+                disabled[str(item_name)] = f"disabled until {listed} {'are' if len(need) > 1 else 'is'} set"
                 skip.append(ipath)
     for p, names in missing.items():
         if any(p[: len(s)] == s for s in skip):
@@ -566,10 +371,10 @@ def load_config_text(
             interval_at.setdefault(ti.name, i)
         rule_names: dict[tuple[str, str], int] = {}
         for i, r in enumerate(root.rules):
-            key = (r.alert, r.expr)
-            if key in rule_names:
-                add(("rules", i, "alert"), f"rule {r.alert!r} with the same expr as rules[{rule_names[key]}]")
-            rule_names.setdefault(key, i)
+            rule_key = (r.alert, r.expr)
+            if rule_key in rule_names:
+                add(("rules", i, "alert"), f"rule {r.alert!r} with the same expr as rules[{rule_names[rule_key]}]")
+            rule_names.setdefault(rule_key, i)
             for j, ti_name in enumerate(r.mute_time_intervals):
                 if ti_name not in interval_at:
                     add(

@@ -7,5 +7,5 @@ records it, and the notifications an incident change causes are written in the s
 (`records.enqueue`) for `monitor.delivery` to send.
 
 May import: `monitor.model`, `monitor.clock`, `monitor.secrets`, `monitor.statedb`,
-`monitor.config.loader`, `monitor.rules.engine`. Never `monitor.delivery`, `monitor.web` or `monitor.cli.main`.
+`monitor.config.model`, `monitor.rules.engine`. Never `monitor.delivery`, `monitor.web` or `monitor.cli.main`.
 """

@@ -40,7 +40,7 @@ import structlog
 
 from monitor.clock import utc_now
 from monitor.config.fields import format_duration
-from monitor.config.loader import Config
+from monitor.config.model import Config
 from monitor.delivery.outbox import enqueue
 from monitor.incidents import routing, views
 from monitor.incidents.records import add_timeline, alert_to_dict, iso, transaction

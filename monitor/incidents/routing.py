@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from monitor.config.loader import Config, EscalationStep, InhibitRule
+from monitor.config.model import Config, EscalationStep, InhibitRule
 from monitor.incidents.silences import matches
 from monitor.model import Alert
 from monitor.rules.timeintervals import active

@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 
 from monitor.config.fields import parse_duration
-from monitor.config.loader import Silence
+from monitor.config.model import Silence
 from monitor.incidents.records import iso, parse_iso, transaction
 
 MatcherSpec = Mapping[str, "str | Sequence[str]"]

@@ -4,6 +4,6 @@ Owns: the expression language (`expr`), evaluation and the alert life cycle (`en
 unit tests in promtool's format (`ruletest`), the Prometheus rule-file export (`export`) and
 Alertmanager-style time intervals (`timeintervals`).
 
-May import: `monitor.model`, `monitor.clock`, `monitor.config.loader`. Never `monitor.incidents.lifecycle`,
+May import: `monitor.model`, `monitor.clock`, `monitor.config` (`model`, `loader`). Never `monitor.incidents.lifecycle`,
 `monitor.delivery`, `monitor.web` or `monitor.cli.main`: the rules decide what is true, not who hears.
 """

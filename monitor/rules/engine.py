@@ -37,8 +37,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from monitor.config.loader import Config, ConfigError, RuleConfig, format_path
-from monitor.config.yamlpos import nearest
+from monitor.config.model import Config, RuleConfig
+from monitor.config.yamlpos import ConfigError, format_path, nearest
 from monitor.model import Alert, Sample, Transition
 from monitor.rules.expr import Expr, ExprError, index_samples, locate, parse
 from monitor.rules.templates import Template, compile_template, render

@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from monitor.config.fields import format_duration
-from monitor.config.loader import Config
+from monitor.config.model import Config
 from monitor.rules.engine import compile_rules
 
 GROUP = "portal-monitor"

@@ -43,7 +43,8 @@ from pathlib import Path
 from typing import Any
 
 from monitor.config.fields import format_duration, parse_duration
-from monitor.config.loader import ConfigError, load_config, load_yaml_text
+from monitor.config.loader import ConfigError, load_config
+from monitor.config.yamlpos import load_yaml_text
 from monitor.model import Alert, Sample
 from monitor.rules.engine import AlertStates, Rule, compile_rules, evaluate, firing
 from monitor.rules.expr import ExprError, parse_series

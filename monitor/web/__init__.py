@@ -3,7 +3,7 @@
 Owns: the aiohttp application and its routes (`server`, `api`), the one Collector over the
 store (`metrics`) and the server-rendered status page (`statuspage`).
 
-May import anything below it (`monitor.model`, `monitor.config.loader`, `monitor.store`,
+May import anything below it (`monitor.model`, `monitor.config.model`, `monitor.store`,
 `monitor.scheduler`, `monitor.rules.engine`, `monitor.incidents.lifecycle`, `monitor.delivery`, `monitor.alerting`).
 Never `monitor.cli.main` or `monitor.daemon`: the daemon wires the web side, not the other way round.
 """

@@ -105,7 +105,7 @@ import checks
 from monitor.alerting import Alerting
 from monitor.clock import utc_now
 from monitor.config.fields import parse_duration
-from monitor.config.loader import API_TOKEN_VAR, Config
+from monitor.config.model import API_TOKEN_VAR, Config
 from monitor.incidents.records import iso, iso_or_none
 from monitor.incidents.silences import SilenceEntry, parse_time
 from monitor.model import CheckResult

@@ -39,7 +39,7 @@ from pathlib import Path
 from checks.logfile.check import Config as LogfileConfig
 from checks.logfile.check import LogfileCheck
 from monitor.alerting import Alerting
-from monitor.config.loader import Config
+from monitor.config.model import Config
 from monitor.model import CheckContext, CheckError, MemoryState, Notification, Sample
 from monitor.scheduler import run_check
 from monitor.statedb import open_db

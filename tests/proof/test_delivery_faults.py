@@ -31,7 +31,8 @@ import pytest
 from aiohttp import web
 from structlog.testing import capture_logs
 
-from monitor.config.loader import Config, load_config_text
+from monitor.config.loader import load_config_text
+from monitor.config.model import Config
 from monitor.incidents.lifecycle import Incidents
 from monitor.model import Alert, Notification, Transition
 from monitor.delivery.pagerduty import PagerDutyReceiver

@@ -23,7 +23,8 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from monitor.config.loader import Config, load_config, load_config_text
+from monitor.config.loader import load_config, load_config_text
+from monitor.config.model import Config
 from tests.proof.portal_day import DayReport, Episode, Page, hm, simulate
 
 RULES_FILE = Path(__file__).resolve().parents[2] / "alert_rules.yaml"
