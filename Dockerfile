@@ -13,14 +13,18 @@
 # The process check sees only the container's own processes unless run with --pid=host.
 
 # ---------------------------------------------------------------- build: a venv with the package
+# The runtime dependencies come from requirements.lock, each file checked against its hash (the
+# layer is rebuilt only when the lock changes); then the package itself, without dependencies.
 FROM python:3.11-slim AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/portal-monitor/venv
 WORKDIR /src
+COPY requirements.lock ./
+RUN /opt/portal-monitor/venv/bin/pip install --require-hashes -r requirements.lock
 COPY pyproject.toml README.md ./
 COPY monitor ./monitor
 COPY checks ./checks
-RUN /opt/portal-monitor/venv/bin/pip install .
+RUN /opt/portal-monitor/venv/bin/pip install --no-deps .
 
 # ---------------------------------------------------------------- runtime: the venv and the config only
 FROM python:3.11-slim AS runtime

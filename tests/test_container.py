@@ -4,7 +4,8 @@ What is verified here: the Dockerfile's structure (stages, base image, non-root 
 only the venv and the config copied into the final stage, EXPOSE = the listen port, the
 volume = the state directory, CMD), the HEALTHCHECK command itself run against a real
 `/-/healthy`, and, in the slow test, the image's steps replayed in a plain venv: the build
-stage's COPY set installed with `pip install .`, then `check-config` and the daemon run
+stage's COPY set installed as its RUN lines do (the lock with `--require-hashes`, then the
+package with `--no-deps`), then `check-config` and the daemon run
 with the final stage's environment, as the image's non-root uid, answering the HEALTHCHECK.
 What is not: the base image itself, `docker build`, layer contents, and the container's
 user/filesystem as Docker would set them up.
@@ -137,7 +138,10 @@ def test_two_stages_from_the_official_slim_image(stages: list[Stage]) -> None:
     build, runtime = stages
     assert build.name == "build" and runtime.name
     assert any(re.search(r"python -m venv " + re.escape(VENV_DIR), r) for r in build.all("RUN"))
-    assert any(re.search(re.escape(VENV_DIR) + r"/bin/pip install \.$", r) for r in build.all("RUN"))
+    # the hash-checked lock first, then the package alone: nothing is resolved at build time
+    installs = [r for r in build.all("RUN") if r.startswith(f"{VENV_DIR}/bin/pip install")]
+    assert installs == [f"{VENV_DIR}/bin/pip install --require-hashes -r requirements.lock",
+                        f"{VENV_DIR}/bin/pip install --no-deps ."]
 
 
 def test_final_stage_copies_only_the_venv_and_the_config(stages: list[Stage]) -> None:
@@ -228,7 +232,7 @@ def test_dockerignore_keeps_the_context_small_but_complete(stages: list[Stage]) 
     for path in (".git", ".venv", "tests", "state", "bench", "portal_monitor.egg-info"):
         assert _ignored(path, patterns), f"{path} would be sent to the Docker daemon"
     needed = {src for stage in stages for frm, srcs, _ in stage.copies() if frm is None for src in srcs}
-    assert needed >= {"pyproject.toml", "monitor", "checks", "alert_rules.yaml"}
+    assert needed >= {"requirements.lock", "pyproject.toml", "monitor", "checks", "alert_rules.yaml"}
     for src in needed:
         assert not _ignored(src, patterns), f".dockerignore drops {src}, which a COPY needs"
         assert (REPO / src).exists(), f"COPY {src}: not in the repository"
@@ -330,7 +334,7 @@ def image(tmp_path_factory: pytest.TempPathFactory, stages: list[Stage]) -> Imag
     """A directory laid out like the final stage: <root>/opt/portal-monitor/venv, <root>/etc/portal-monitor.
 
     The build stage is replayed: its COPYs (honouring .dockerignore) into a clean source
-    directory, `python -m venv`, `pip install .` from that directory (PyPI for the dependencies).
+    directory, `python -m venv`, then the stage's `pip install` lines run in that directory.
     """
     build, runtime = stages
     root = tmp_path_factory.mktemp("image")
@@ -355,11 +359,13 @@ def image(tmp_path_factory: pytest.TempPathFactory, stages: list[Stage]) -> Imag
     python, switchable = _base_python()
     made = subprocess.run([python, "-m", "venv", str(venv_dir)], capture_output=True, text=True, timeout=300)
     assert made.returncode == 0, made.stderr
-    pip = subprocess.run([str(venv_dir / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check",
-                          "."],
-                         cwd=src, capture_output=True, text=True, timeout=900)
-    assert pip.returncode == 0, \
-        f"pip install . (the build stage) failed:\n{pip.stdout[-3000:]}{pip.stderr[-3000:]}"
+    for run in build.all("RUN"):
+        if not run.startswith(f"{VENV_DIR}/bin/pip "):
+            continue
+        argv = [str(venv_dir / "bin" / "pip"), *shlex.split(run)[1:], "--quiet", "--disable-pip-version-check"]
+        pip = subprocess.run(argv, cwd=src, capture_output=True, text=True, timeout=900)
+        assert pip.returncode == 0, \
+            f"{run} (the build stage) failed:\n{pip.stdout[-3000:]}{pip.stderr[-3000:]}"
     for frm, sources, dest in runtime.copies():
         if frm is None:
             (root / dest.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
