@@ -14,15 +14,14 @@ Failure reasons (`CheckError.reason`):
                 and whatever components the body still lists (a 503 /health names the culprit);
 - `bad_reply`   `components` is set but the body is not JSON or lacks that key.
 
-All http checks of a process share one `ClientSession` per (event loop, tls_verify) — see
-`_SharedSession` — because a thousand checks at one second each must cost less than 0.4 CPU
-seconds per second: a session (connector, cookie jar, DNS cache) per check would multiply
+All http checks of the daemon share its one `HttpClient` (`CheckContext.http`, see
+`monitor/httpclient.py`), because a thousand checks at one second each must cost less than 0.4
+CPU seconds per second: a session (connector, cookie jar, DNS cache) per check would multiply
 the sockets and the per-request overhead.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
@@ -33,6 +32,7 @@ from pydantic import Field, field_validator, model_validator
 from yarl import URL
 
 from monitor.config.fields import CheckBase
+from monitor.httpclient import own_or_shared
 from monitor.model import CheckContext, CheckError, Sample
 from monitor.secrets import Redactor, SecretMarker, redact_url, url_password
 
@@ -47,9 +47,6 @@ KEY_METRICS = ("portal_http_status_code", "portal_http_response_seconds")
 MAX_BODY = 1 << 20  # a health reply is a few hundred bytes; a bigger one is cut, not buffered
 MAX_COMPONENTS = 100  # each is a series: a runaway reply must not create thousands
 _OK_WORDS = frozenset({"ok", "pass", "passed", "up", "healthy", "true"})
-# Close idle keep-alive connections before Node's default server keepAliveTimeout (5 s), so
-# a request never goes out on a socket the BFF is closing at that very moment.
-KEEPALIVE_S = 4.0
 
 
 def http_url(value: str) -> str:
@@ -172,50 +169,6 @@ async def read_body(resp: aiohttp.ClientResponse, limit: int = MAX_BODY) -> tupl
     return body, False
 
 
-# --- the shared session ------------------------------------------------------------------------
-
-
-class _SharedSession:
-    """One ClientSession per (event loop, tls_verify), counted by the checks that hold it.
-
-    Why shared: with 1000 checks a session per check means 1000 connectors, cookie jars and
-    cleanup timers. Why per loop: a session belongs to the loop it was made on (tests and
-    `once` may run several loops). The last check to let go closes it, so a config reload
-    that replaces every check leaves no open session behind.
-    The connector has no connection limit (the default 100 would queue requests and inflate
-    response times): each check has at most one request in flight, so checks bound it.
-    """
-
-    _sessions: dict[tuple[asyncio.AbstractEventLoop, bool], tuple[aiohttp.ClientSession, int]] = {}
-
-    @classmethod
-    def acquire(cls, tls_verify: bool) -> aiohttp.ClientSession:
-        key = (asyncio.get_running_loop(), tls_verify)
-        entry = cls._sessions.get(key)
-        if entry is None or entry[0].closed:
-            connector = aiohttp.TCPConnector(limit=0, ssl=tls_verify, keepalive_timeout=KEEPALIVE_S)
-            session = aiohttp.ClientSession(
-                connector=connector,
-                cookie_jar=aiohttp.DummyCookieJar(),  # a probe keeps no cookies; saves work per reply
-                timeout=aiohttp.ClientTimeout(total=None),  # each request passes its own
-            )
-            entry = (session, 0)
-        cls._sessions[key] = (entry[0], entry[1] + 1)
-        return entry[0]
-
-    @classmethod
-    async def release(cls, session: aiohttp.ClientSession) -> None:
-        for key, (held, count) in list(cls._sessions.items()):
-            if held is not session:
-                continue
-            if count > 1:
-                cls._sessions[key] = (held, count - 1)
-            else:
-                del cls._sessions[key]
-                await held.close()
-            return
-
-
 class HttpCheck:
     """One request to a health endpoint per run: status, response time, JSON components."""
 
@@ -236,19 +189,19 @@ class HttpCheck:
         self._timeout = aiohttp.ClientTimeout(total=ctx.timeout_s)
         self._headers = dict(cfg.headers) or None
         self._redactor = Redactor([*cfg.headers.values(), url_password(cfg.url)])
-        self._session: aiohttp.ClientSession | None = None
+        self._http, self._owns_http = own_or_shared(ctx.http)
+        self._ssl = cfg.tls_verify  # per request: unverified connections get a pool of their own
 
     async def collect(self) -> list[Sample]:
-        if self._session is None:
-            self._session = _SharedSession.acquire(self._cfg.tls_verify)
         cfg = self._cfg
         start = self._clock()
         try:
-            async with self._session.request(
+            async with self._http.session().request(
                 cfg.method,
                 self._url,
                 headers=self._headers,
                 timeout=self._timeout,
+                ssl=self._ssl,
                 allow_redirects=False,  # a health endpoint that redirects is answering 3xx
             ) as resp:
                 status = resp.status
@@ -293,9 +246,8 @@ class HttpCheck:
         return self._redactor.scrub(text)
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            session, self._session = self._session, None
-            await _SharedSession.release(session)
+        if self._owns_http:
+            await self._http.aclose()
 
 
 def describe_error(e: BaseException) -> str:

@@ -42,6 +42,7 @@ from pydantic import Field, field_validator
 
 from checks.http import MAX_BODY, describe_error, http_url, read_body, snippet
 from monitor.config.fields import CheckBase
+from monitor.httpclient import own_or_shared
 from monitor.model import CheckContext, CheckError, Sample
 from monitor.secrets import Redactor, Secret, all_forms, redact_url, url_password
 
@@ -127,6 +128,9 @@ def classify_reply(status: int, content_type: str, body: bytes) -> Verdict:
     return Verdict(False, reason, f"HTTP {status}, WHMCS answered {what}")
 
 
+_CLOSE = {"Connection": "close"}
+
+
 class WhmcsCheck:
     """GetClients limitnum=1 against the WHMCS External API, as the BFF's first call would."""
 
@@ -151,27 +155,20 @@ class WhmcsCheck:
         # Longest first, so a secret containing the identifier is scrubbed whole; each also
         # form-encoded, since an error page may quote the request body we posted.
         self._redactor = Redactor(all_forms((cfg.identifier, cfg.secret, cfg.accesskey, url_password(cfg.url))))
-        self._session: aiohttp.ClientSession | None = None
-
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            # force_close: every probe connects afresh (DNS, TCP, TLS) as the BFF does after an
-            # idle spell, and no probe fails on a keep-alive socket the server is closing.
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(force_close=True),
-                cookie_jar=aiohttp.DummyCookieJar(),
-                timeout=aiohttp.ClientTimeout(total=self.timeout_s),
-            )
-        return self._session
+        self._http, self._owns_http = own_or_shared(ctx.http)
+        self._timeout = aiohttp.ClientTimeout(total=self.timeout_s)
 
     def _fail(self, reason: str, detail: str, samples: list[Sample] | None = None) -> CheckError:
         return CheckError(reason, self._redactor.scrub(f"{self._where}: {detail}"), samples)
 
     async def collect(self) -> list[Sample]:
-        session = self._client()
         start = self._clock()
         try:
-            async with session.post(self._url, data=self._form, allow_redirects=False) as resp:
+            # Connection: close: every probe connects afresh (DNS, TCP, TLS) as the BFF does after an
+            # idle spell, and no probe fails on a keep-alive socket the server is closing.
+            async with self._http.session().post(
+                self._url, data=self._form, allow_redirects=False, timeout=self._timeout, headers=_CLOSE
+            ) as resp:
                 body, _ = await read_body(resp, MAX_BODY)
                 status, content_type = resp.status, resp.headers.get("Content-Type", "")
         except TimeoutError:
@@ -188,6 +185,5 @@ class WhmcsCheck:
         return samples
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            session, self._session = self._session, None
-            await session.close()
+        if self._owns_http:
+            await self._http.aclose()

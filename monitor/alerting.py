@@ -22,6 +22,7 @@ from monitor.clock import utc_now
 from monitor.config.model import Config
 from monitor.delivery import build_receivers
 from monitor.delivery.outbox import Outbox
+from monitor.httpclient import HttpClient
 from monitor.incidents.lifecycle import Incidents
 from monitor.model import Receiver, Sample
 from monitor.rules.engine import AlertStates, Rule, alert_samples, compile_rules, evaluate, firing
@@ -45,6 +46,7 @@ class Alerting:
         now: Callable[[], datetime] = utc_now,
         external_url: str | None = None,
         receivers: dict[str, Receiver] | None = None,
+        http: HttpClient | None = None,
         min_gap_s: float = 0.02,
         save_every_s: float = 15.0,
     ) -> None:
@@ -54,6 +56,7 @@ class Alerting:
         self._save_every_s = save_every_s
         self.host = socket.gethostname()
         self.external_url = external_url
+        self.http = http
         self.rules: list[Rule] = compile_rules(cfg)
         self.incidents = Incidents(conn, cfg, now=now)
         self.state = self._restore_state()
@@ -66,7 +69,7 @@ class Alerting:
 
     def _build_receivers(self, cfg: Config) -> dict[str, Receiver]:
         return build_receivers(
-            cfg.root.receivers, host=self.host, external_url=self.external_url, disabled=cfg.disabled
+            cfg.root.receivers, host=self.host, external_url=self.external_url, disabled=cfg.disabled, http=self.http
         )
 
     def _restore_state(self) -> AlertStates:

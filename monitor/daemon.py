@@ -33,6 +33,7 @@ from monitor.config.loader import ConfigError, load_config
 from monitor.config.model import Config
 from monitor.delivery import outbox as outbox_mod
 from monitor.heartbeat import Heartbeat, progressing
+from monitor.httpclient import HttpClient
 from monitor.incidents import lifecycle as incidents_mod
 from monitor.logs import REDACTOR
 from monitor.model import Check, CheckContext, CheckResult, Sample, StateStore
@@ -53,14 +54,18 @@ METRICS: dict[str, tuple[str, str]] = {
 }
 
 
-def build_check(config: Config, cfg: Any, state: StateStore) -> Check:
-    ctx = CheckContext(interval_s=config.interval(cfg), timeout_s=config.timeout(cfg), state=state, now=time.time)
+def build_check(config: Config, cfg: Any, state: StateStore, http: HttpClient | None = None) -> Check:
+    ctx = CheckContext(
+        interval_s=config.interval(cfg), timeout_s=config.timeout(cfg), state=state, now=time.time, http=http
+    )
     return checks.build_check(cfg, ctx)
 
 
-def build_checks(config: Config, state: StateStore) -> list[tuple[Check, dict[str, str]]]:
+def build_checks(
+    config: Config, state: StateStore, http: HttpClient | None = None
+) -> list[tuple[Check, dict[str, str]]]:
     """Instantiate every enabled check with its context and extra labels."""
-    return [(build_check(config, cfg, state), dict(cfg.labels)) for cfg in config.checks]
+    return [(build_check(config, cfg, state, http), dict(cfg.labels)) for cfg in config.checks]
 
 
 def _external_url(listen: str, port: int) -> str:
@@ -85,6 +90,7 @@ class Daemon:
         self.watch_file = watch_file
         self._loader = loader or (lambda: load_config(config.path))
         self.notifier = notifier or Notifier()
+        self.http = HttpClient()  # the one HTTP client of checks, receivers and the heartbeat
         self.store = Store()
         self.scheduler: Scheduler | None = None
         self.alerting: Alerting | None = None
@@ -143,7 +149,7 @@ class Daemon:
         self.store.add_source(self.scheduler.samples)
         self.store.add_source(self._config_samples)
         self.store.add_source(self.heartbeat.samples)
-        for check, labels in build_checks(self.config, self._state):
+        for check, labels in build_checks(self.config, self._state, self.http):
             self.scheduler.add(check, labels)
         info = {
             **checks.METRICS,
@@ -160,7 +166,11 @@ class Daemon:
         try:
             self.port = bound_port(self.runner)
             self.alerting = Alerting(
-                conn, self.config, self.store.samples, external_url=_external_url(root.listen, self.port)
+                conn,
+                self.config,
+                self.store.samples,
+                external_url=_external_url(root.listen, self.port),
+                http=self.http,
             )
             self.store.add_source(self.alerting.samples)
             self._resolve_orphans()
@@ -200,7 +210,8 @@ class Daemon:
                     group.create_task(watchdog_loop(self.notifier, lambda: scheduler.ticks), name="watchdog"),
                     group.create_task(status_loop(self.notifier, self.status_line), name="status"),
                     group.create_task(
-                        self.heartbeat.run(progressing(lambda: scheduler.ticks, self.ready)), name="heartbeat"
+                        self.heartbeat.run(progressing(lambda: scheduler.ticks, self.ready), self.http),
+                        name="heartbeat",
                     ),
                 ]
                 if self.watch_file:
@@ -223,6 +234,7 @@ class Daemon:
             await self.scheduler.aclose()
         if self.alerting is not None:
             await self.alerting.aclose()
+        await self.http.aclose()  # last: the checks and receivers above no longer use it
         if self.runner is not None:
             await self.runner.cleanup()
         conn.close()
@@ -309,7 +321,7 @@ class Daemon:
             await self.scheduler.remove(name)
             self._first_round.discard(name)
         for name in changed + added:
-            self.scheduler.add(build_check(new, after[name], self._state), dict(after[name].labels))
+            self.scheduler.add(build_check(new, after[name], self._state, self.http), dict(after[name].labels))
         self.config = new
         self.heartbeat.cfg = new.root.heartbeat  # the running loop reads it at the next beat
         await self.alerting.set_config(new)

@@ -18,6 +18,7 @@ import aiohttp
 import structlog
 
 from monitor.config.fields import Duration, StrictModel
+from monitor.httpclient import HttpClient, own_or_shared
 from monitor.model import Sample
 from monitor.secrets import SecretMarker
 
@@ -83,16 +84,21 @@ class Heartbeat:
             self._failing = True
         return ok
 
-    async def run(self, healthy: Callable[[], bool]) -> None:
+    async def run(self, healthy: Callable[[], bool], http: HttpClient | None = None) -> None:
+        """Ping while `healthy()`, every `interval`, over `http` (the daemon's shared client)."""
         if not self.cfg.url:
             await asyncio.get_running_loop().create_future()  # off: wait to be cancelled
-        async with aiohttp.ClientSession() as session:
+        client, owned = own_or_shared(http)
+        try:
             while True:
                 if healthy():
-                    await self.beat(session)
+                    await self.beat(client.session())
                 else:
                     self.counts["skipped"] += 1
                 await self._sleep(self.cfg.interval)
+        finally:
+            if owned:
+                await client.aclose()
 
     def samples(self) -> list[Sample]:
         if not self.cfg.url:

@@ -8,7 +8,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from monitor.httpclient import HttpClient
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +110,7 @@ class CheckContext:
     timeout_s: float
     state: StateStore
     now: Callable[[], float]  # wall clock, seconds since the epoch
+    http: HttpClient | None = None  # the daemon's shared HTTP client; None: the check makes its own
 
 
 @dataclass(frozen=True, slots=True)

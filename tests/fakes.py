@@ -145,6 +145,7 @@ class FakeWhmcs(_FakePeer):
         super().__init__()
         self.identifier, self.secret, self.accesskey, self.path = identifier, secret, accesskey, path
         self.requests: list[dict[str, str]] = []
+        self.peers: list[tuple[str, int]] = []  # client (host, port) per request: equal = reused connection
         self._fixed: tuple[int, str | bytes | dict[str, Any], str] | None = None
 
     async def __aenter__(self) -> FakeWhmcs:
@@ -169,6 +170,8 @@ class FakeWhmcs(_FakePeer):
         form = {k: str(v) for k, v in (await request.post()).items()}
         request[_FORM] = form
         self.requests.append(form)
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        self.peers.append((peer[0], peer[1]) if peer else ("", 0))
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         if self._fixed is not None:

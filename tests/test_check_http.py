@@ -15,13 +15,16 @@ from hypothesis import strategies as st
 
 from checks import http
 from checks.http import MAX_COMPONENTS, HttpCheck, component_ok, parse_components
+from monitor.httpclient import HttpClient
 from monitor.model import CheckContext, CheckError, MemoryState, Sample
 from tests.fakes import FakeBff, closed_port_url
 
 
-def make_check(url: str, *, timeout: float = 2.0, name: str = "bff_health", **fields: Any) -> HttpCheck:
+def make_check(
+    url: str, *, timeout: float = 2.0, name: str = "bff_health", client: HttpClient | None = None, **fields: Any
+) -> HttpCheck:
     cfg = http.Config(name=name, type="http", url=url, **fields)
-    ctx = CheckContext(interval_s=10.0, timeout_s=timeout, state=MemoryState(), now=time.time)
+    ctx = CheckContext(interval_s=10.0, timeout_s=timeout, state=MemoryState(), now=time.time, http=client)
     return HttpCheck(cfg, ctx)
 
 
@@ -160,41 +163,60 @@ def test_url_credentials_and_authorization_header_are_refused_at_load() -> None:
 
 
 async def test_checks_share_one_keep_alive_session(bff: FakeBff) -> None:
-    """Two checks, several runs: one connection, one session; the last aclose closes it."""
-    one = make_check(bff.url, name="one")
-    two = make_check(bff.url, name="two")
+    """Two checks given the daemon's client, several runs: one session, one connection; closing
+    a check leaves the shared client open, closing the client closes its session."""
+    client = HttpClient()
+    one = make_check(bff.url, name="one", client=client)
+    two = make_check(bff.url, name="two", client=client)
     for _ in range(3):
         await one.collect()
         await two.collect()
-    assert one._session is two._session
-    session = one._session
+    session = client.session()
     assert len(set(bff.peers)) == 1, bff.peers  # every request on the same client socket
     await one.aclose()
-    assert session is not None and not session.closed
+    assert not session.closed
     await two.collect()
     await two.aclose()
-    assert session.closed
-    await two.aclose()  # idempotent
-    again = make_check(bff.url)  # a fresh session after the last one closed
+    assert not session.closed and client.session() is session  # the owner closes it, not a check
+    await client.aclose()
+    assert session.closed and client.closed
+    await client.aclose()  # idempotent
+    again = make_check(bff.url, client=client)  # a fresh session after the owner closed the last one
     await collect(again)
+    assert client.session() is not session
+    await client.aclose()
 
 
-async def test_tls_verify_off_uses_its_own_session(bff: FakeBff) -> None:
-    verified = make_check(bff.url)
-    unverified = make_check(bff.url, tls_verify=False)
+async def test_a_check_without_a_client_owns_and_closes_its_own(bff: FakeBff) -> None:
+    check = make_check(bff.url)
+    await check.collect()
+    own = check._http
+    assert not own.closed
+    await check.aclose()
+    assert own.closed
+    await check.aclose()  # idempotent
+
+
+async def test_tls_verify_off_uses_its_own_connections(bff: FakeBff) -> None:
+    """One session, but a verified and an unverified check never share a connection."""
+    client = HttpClient()
+    verified = make_check(bff.url, client=client)
+    unverified = make_check(bff.url, tls_verify=False, client=client)
     try:
-        await verified.collect()
-        await unverified.collect()
-        assert verified._session is not unverified._session
+        for _ in range(2):
+            await verified.collect()
+            await unverified.collect()
+        assert len(set(bff.peers)) == 2, bff.peers
+        assert bff.peers[0] == bff.peers[2] and bff.peers[1] == bff.peers[3]
     finally:
-        await verified.aclose()
-        await unverified.aclose()
+        await client.aclose()
 
 
 async def test_concurrent_checks_do_not_queue(bff: FakeBff) -> None:
     """The shared connector has no connection cap: 150 hanging requests are all in flight."""
     bff.hang()
-    checks = [make_check(bff.url, name=f"c{i}", timeout=5.0) for i in range(150)]
+    client = HttpClient()
+    checks = [make_check(bff.url, name=f"c{i}", timeout=5.0, client=client) for i in range(150)]
     tasks = [asyncio.create_task(c.collect()) for c in checks]
     try:
         while bff.hits < len(checks):  # bounded by the hang: every request arrives or the test times out
@@ -207,6 +229,7 @@ async def test_concurrent_checks_do_not_queue(bff: FakeBff) -> None:
         bff.release()
         for c in checks:
             await c.aclose()
+        await client.aclose()
 
 
 # --- parse_components: the pure parser ---------------------------------------------------------

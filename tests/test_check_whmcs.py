@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from checks import whmcs
 from checks.whmcs import Verdict, WhmcsCheck, classify_reply
+from monitor.httpclient import HttpClient
 from monitor.model import CheckContext, CheckError, MemoryState
 from tests.fakes import FakeWhmcs, closed_port_url
 
@@ -205,12 +206,27 @@ async def test_long_message_is_truncated(fake: FakeWhmcs) -> None:
 async def test_session_is_reused_and_closed(fake: FakeWhmcs) -> None:
     check = make_check(fake.url)
     await check.collect()
-    session = check._session
+    session = check._http.session()
     await check.collect()
-    assert check._session is session
+    assert check._http.session() is session
     await check.aclose()
-    assert session is not None and session.closed
+    assert session.closed
     await check.aclose()  # idempotent
+
+
+async def test_every_probe_connects_afresh_on_a_shared_client(fake: FakeWhmcs) -> None:
+    """`Connection: close`: the shared keep-alive pool never hands WHMCS probes an old socket."""
+    client = HttpClient()
+    cfg = whmcs.Config(name="whmcs", type="whmcs", url=fake.url, identifier=IDENT, secret=SECRET)
+    check = whmcs.WhmcsCheck(cfg, CheckContext(30.0, 5.0, MemoryState(), time.time, http=client))
+    try:
+        for _ in range(3):
+            await check.collect()
+        assert len(set(fake.peers)) == 3, fake.peers
+        await check.aclose()
+        assert not client.closed  # the check does not close what it did not make
+    finally:
+        await client.aclose()
 
 
 # --- classify_reply: the pure parser -----------------------------------------------------------

@@ -20,6 +20,7 @@ from pydantic import Field
 
 from monitor.clock import utc_now
 from monitor.delivery import alertmanager, log, pagerduty, slack, webhook
+from monitor.httpclient import HttpClient
 from monitor.model import Receiver
 
 _MODULES = (pagerduty, webhook, slack, alertmanager, log)
@@ -41,25 +42,29 @@ def build_receiver(
     clock: Callable[[], float] = time.monotonic,
     limiter: pagerduty.SlidingWindowLimiter | None = None,
     stream: TextIO | None = None,
+    http: HttpClient | None = None,
 ) -> Receiver:
     """The receiver for one entry of `receivers:`.
 
     `host` is PagerDuty's default `source`; `external_url` is where this daemon is reached
     (links to incidents, `externalURL`, `generatorURL`); `now` is the wall clock (signature
     timestamps, Alertmanager `endsAt`), `clock` the monotonic one (PagerDuty's rate limit);
-    `stream` is where the log receiver also prints (stdout for `once`).
+    `stream` is where the log receiver also prints (stdout for `once`); `http` is the daemon's
+    shared HTTP client (None: the receiver makes its own and closes it in `aclose`).
     """
     match cfg.type:
         case "pagerduty":
             return pagerduty.PagerDutyReceiver(
-                name, cfg, host=host, external_url=external_url, limiter=limiter, clock=clock, now=now
+                name, cfg, host=host, external_url=external_url, limiter=limiter, clock=clock, now=now, http=http
             )
         case "webhook":
-            return webhook.WebhookReceiver(name, cfg, host=host, external_url=external_url, now=now)
+            return webhook.WebhookReceiver(name, cfg, host=host, external_url=external_url, now=now, http=http)
         case "slack":
-            return slack.SlackReceiver(name, cfg, host=host, external_url=external_url, now=now)
+            return slack.SlackReceiver(name, cfg, host=host, external_url=external_url, now=now, http=http)
         case "alertmanager":
-            return alertmanager.AlertmanagerReceiver(name, cfg, host=host, external_url=external_url, now=now)
+            return alertmanager.AlertmanagerReceiver(
+                name, cfg, host=host, external_url=external_url, now=now, http=http
+            )
         case "log":
             return log.LogReceiver(name, cfg, host=host, external_url=external_url, stream=stream)
     raise ValueError(f"receiver {name!r}: unknown type {cfg.type!r}")
@@ -74,6 +79,7 @@ def build_receivers(
     now: Callable[[], datetime] = utc_now,
     clock: Callable[[], float] = time.monotonic,
     stream: TextIO | None = None,
+    http: HttpClient | None = None,
 ) -> dict[str, Receiver]:
     """Every enabled receiver of a `receivers:` section, by name (skipping `disabled`)."""
     limiters: dict[str, pagerduty.SlidingWindowLimiter] = {}
@@ -90,6 +96,14 @@ def build_receivers(
                 )
             limiter.limit = min(limiter.limit, cfg.rate_limit_per_minute)
         out[name] = build_receiver(
-            name, cfg, host=host, external_url=external_url, now=now, clock=clock, limiter=limiter, stream=stream
+            name,
+            cfg,
+            host=host,
+            external_url=external_url,
+            now=now,
+            clock=clock,
+            limiter=limiter,
+            stream=stream,
+            http=http,
         )
     return out

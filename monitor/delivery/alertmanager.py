@@ -51,6 +51,7 @@ from monitor.clock import utc_now
 from monitor.config.fields import Duration, StrictModel
 from monitor.delivery.transport import JsonPoster, as_utc, raise_for_reply, rfc3339, shorten
 from monitor.delivery.webhook import alert_annotations, alert_labels
+from monitor.httpclient import HttpClient
 from monitor.incidents.messages import incident_url
 from monitor.model import DeliveryError, Notification
 from monitor.secrets import URLSecretMarker, redact_url, scrub, url_password
@@ -134,6 +135,7 @@ class AlertmanagerReceiver:
         host: str = "",
         external_url: str | None = None,
         now: Callable[[], datetime] = utc_now,
+        http: HttpClient | None = None,
     ) -> None:
         self.name = name
         self.cfg = cfg
@@ -141,7 +143,7 @@ class AlertmanagerReceiver:
         self._now = now
         self.endpoints = list(dict.fromkeys(endpoint(u) for u in cfg.urls))
         self._secrets = tuple(p for p in (url_password(u) for u in cfg.urls) if p)
-        self._poster = JsonPoster(timeout=cfg.timeout, secrets=self._secrets, now=now)
+        self._poster = JsonPoster(timeout=cfg.timeout, secrets=self._secrets, now=now, http=http)
         self._progress: OrderedDict[int, _Progress] = OrderedDict()
 
     def _what(self, url: str) -> str:

@@ -46,6 +46,7 @@ from pydantic import Field, field_validator
 from monitor.clock import utc_now
 from monitor.config.fields import Duration, StrictModel
 from monitor.delivery.transport import JsonPoster, raise_for_reply, rfc3339, shorten
+from monitor.httpclient import HttpClient
 from monitor.incidents.messages import incident_url, runbook_steps
 from monitor.model import DeliveryError, Notification
 from monitor.secrets import Secret, redact_url, scrub
@@ -114,6 +115,7 @@ class PagerDutyReceiver:
         limiter: SlidingWindowLimiter | None = None,
         clock: Callable[[], float] = time.monotonic,
         now: Callable[[], datetime] = utc_now,
+        http: HttpClient | None = None,
     ) -> None:
         self.name = name
         self.cfg = cfg
@@ -121,7 +123,7 @@ class PagerDutyReceiver:
         self.external_url = external_url
         self.limiter = limiter or SlidingWindowLimiter(cfg.rate_limit_per_minute, clock=clock)
         self._what = f"pagerduty receiver {name!r} ({redact_url(cfg.url)})"
-        self._poster = JsonPoster(timeout=cfg.timeout, secrets=(cfg.routing_key,), now=now)
+        self._poster = JsonPoster(timeout=cfg.timeout, secrets=(cfg.routing_key,), now=now, http=http)
 
     def event(self, n: Notification) -> dict[str, Any] | None:
         """The Events API v2 body for `n`, or None when nothing is to be sent (re-notify)."""

@@ -29,6 +29,7 @@ from pydantic import Field
 from monitor.clock import utc_now
 from monitor.config.fields import Duration, StrictModel
 from monitor.delivery.transport import JsonPoster, raise_for_reply, shorten
+from monitor.httpclient import HttpClient
 from monitor.incidents.messages import (
     brief,
     current_actions,
@@ -133,6 +134,7 @@ class SlackReceiver:
         host: str = "",
         external_url: str | None = None,
         now: Callable[[], datetime] = utc_now,
+        http: HttpClient | None = None,
     ) -> None:
         self.name = name
         self.cfg = cfg
@@ -140,7 +142,7 @@ class SlackReceiver:
         path = urlsplit(cfg.url).path if "://" in cfg.url else ""
         self._secrets = tuple(s for s in (cfg.url, path if len(path) > 1 else "") if s)
         self._what = f"slack receiver {name!r} ({origin_only(cfg.url)})"
-        self._poster = JsonPoster(timeout=cfg.timeout, secrets=self._secrets, now=now)
+        self._poster = JsonPoster(timeout=cfg.timeout, secrets=self._secrets, now=now, http=http)
 
     async def send(self, notification: Notification) -> None:
         body = json.dumps(message(notification, self.external_url), ensure_ascii=False).encode()

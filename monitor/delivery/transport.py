@@ -19,6 +19,7 @@ from email.utils import parsedate_to_datetime
 import aiohttp
 
 from monitor.clock import utc_now
+from monitor.httpclient import HttpClient, own_or_shared
 from monitor.model import DeliveryError
 from monitor.secrets import scrub
 
@@ -75,8 +76,8 @@ def shorten(text: str, limit: int = MAX_DETAIL_CHARS) -> str:
 
 
 class JsonPoster:
-    """POSTs JSON bodies for one receiver: one `ClientSession`, created on first use (it must
-    be made inside the running loop), every request under `ClientTimeout(total=timeout)`.
+    """POSTs JSON bodies for one receiver over the daemon's shared `HttpClient` (or one of its
+    own when none is passed, closed by `aclose`), every request under `ClientTimeout(total=timeout)`.
 
     `secrets` are scrubbed from every error text this class produces; `now` is the wall
     clock, used only to read an HTTP-date `Retry-After`.
@@ -88,21 +89,12 @@ class JsonPoster:
         timeout: float,
         secrets: Iterable[str] = (),
         now: Callable[[], datetime] = utc_now,
-        user_agent: str = "portal-monitor",
+        http: HttpClient | None = None,
     ) -> None:
         self.timeout = timeout
         self.secrets = tuple(s for s in secrets if s)
         self._now = now
-        self._user_agent = user_agent
-        self._session: aiohttp.ClientSession | None = None
-
-    def _get_session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.timeout),
-                headers={"User-Agent": self._user_agent},
-            )
-        return self._session
+        self._http, self._owns_http = own_or_shared(http)
 
     async def post(self, what: str, url: str, body: bytes, headers: Mapping[str, str] | None = None) -> Reply:
         """POST `body` (JSON) to `url`; return the reply, whatever its status.
@@ -111,7 +103,7 @@ class JsonPoster:
         receiver and its redacted URL); a URL aiohttp cannot use raises a permanent one.
         Redirects are not followed: a POST that is redirected is a wrong URL in the config.
         """
-        session = self._get_session()
+        session = self._http.session()
         all_headers = {"Content-Type": "application/json"}
         all_headers.update(headers or {})
         try:
@@ -137,9 +129,8 @@ class JsonPoster:
         return shorten(scrub(str(e) or type(e).__name__, self.secrets))
 
     async def aclose(self) -> None:
-        if self._session is not None and not self._session.closed:
-            await self._session.close()
-        self._session = None
+        if self._owns_http:
+            await self._http.aclose()
 
 
 def raise_for_reply(what: str, reply: Reply, detail: str = "", *, default_retry_after: float | None = None) -> None:

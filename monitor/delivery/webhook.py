@@ -50,6 +50,7 @@ from pydantic import Field
 from monitor.clock import utc_now
 from monitor.config.fields import Duration, StrictModel
 from monitor.delivery.transport import JsonPoster, raise_for_reply, rfc3339, shorten
+from monitor.httpclient import HttpClient
 from monitor.incidents.messages import customer_communication, incident_url, status_update
 from monitor.model import Notification
 from monitor.secrets import SecretMarker, SecretURL, redact_url, scrub, url_password
@@ -173,6 +174,7 @@ class WebhookReceiver:
         host: str = "",
         external_url: str | None = None,
         now: Callable[[], datetime] = utc_now,
+        http: HttpClient | None = None,
     ) -> None:
         self.name = name
         self.cfg = cfg
@@ -180,7 +182,7 @@ class WebhookReceiver:
         self._now = now
         self._secrets = tuple(s for s in (cfg.secret, url_password(cfg.url)) if s)
         self._what = f"webhook receiver {name!r} ({redact_url(cfg.url)})"
-        self._poster = JsonPoster(timeout=cfg.timeout, secrets=self._secrets, now=now)
+        self._poster = JsonPoster(timeout=cfg.timeout, secrets=self._secrets, now=now, http=http)
 
     def request(self, n: Notification) -> tuple[bytes, dict[str, str]]:
         """The exact body bytes and the signature headers for `n`."""
