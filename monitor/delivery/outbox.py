@@ -1,7 +1,8 @@
 """The durable notification queue: rows written with the incident change, delivered per receiver.
 
-`Incidents` writes a row per notification with `enqueue()` inside its own transaction, so an
-incident change and its pages commit together or not at all. `Outbox.run()` then delivers: one
+`Incidents` writes a row per notification with `enqueue()` (in `monitor.incidents.records`:
+what must be sent is part of the incident's record) inside its own transaction, so an incident
+change and its pages commit together or not at all. `Outbox.run()` then delivers: one
 task per receiver, each row in order (a receiver's next row waits for its previous one), each
 send under the receiver's timeout. A receiver that fails is retried with exponential backoff
 and jitter (at least its `Retry-After`), so a broken peer sees a bounded number of attempts per
@@ -11,8 +12,9 @@ fails the row at once: logged with the reply, counted and kept visible. Rows old
 during a send sends it again; PagerDuty and Alertmanager deduplicate on the dedup key).
 
 On delivery the row is marked delivered and the incident timeline gets "notified <receiver>"
-in the same transaction. `notification_to_json`/`notification_from_json` (in
-`monitor.incidents.records`, importable from here) are the payload format. The tables are
+in the same transaction. `enqueue`, `list_rows`, `OutboxRow` and the payload format
+(`notification_to_json`/`notification_from_json`) live in `monitor.incidents.records` and are
+importable from here. The tables are
 `monitor.statedb`'s migrations.
 """
 
@@ -24,7 +26,6 @@ import sqlite3
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import suppress
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -32,14 +33,18 @@ import structlog
 
 from monitor.clock import utc_now
 from monitor.incidents.records import (
+    OutboxRow,
     add_timeline,
+    enqueue,
     iso,
+    list_rows,
+    next_pending,
     notification_from_json,
     notification_to_json,
     parse_iso,
     transaction,
 )
-from monitor.model import DeliveryError, Notification, Receiver, Sample
+from monitor.model import DeliveryError, Receiver, Sample
 
 __all__ = [
     "METRICS",
@@ -67,80 +72,6 @@ METRICS: dict[str, tuple[str, str]] = {
     "portal_monitor_outbox_oldest_seconds": ("gauge", "age of the oldest waiting notification (0 when none)"),
     "portal_monitor_receiver_failing": ("gauge", "1 while the receiver's last delivery attempt failed"),
 }
-
-
-def enqueue(conn: sqlite3.Connection, n: Notification, now: datetime) -> int:
-    """Queue one notification; call inside the caller's transaction. Returns the row id."""
-    cur = conn.execute(
-        "INSERT INTO outbox (receiver, kind, incident_id, dedup_key, payload, created_at, next_attempt_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (n.receiver, n.kind, n.incident_id, n.dedup_key, notification_to_json(n), iso(now), iso(now)),
-    )
-    assert cur.lastrowid is not None
-    return cur.lastrowid
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxRow:
-    """One queued notification and how its delivery went (for the CLI, the API and tests)."""
-
-    id: int
-    receiver: str
-    kind: str
-    incident_id: int
-    dedup_key: str
-    created_at: datetime
-    attempts: int
-    next_attempt_at: datetime
-    last_error: str
-    state: str  # pending | delivered | failed | expired
-    finished_at: datetime | None
-    payload: str
-
-    @property
-    def notification(self) -> Notification:
-        return notification_from_json(self.payload, id=self.id)
-
-
-_ROW_COLUMNS = (
-    "id, receiver, kind, incident_id, dedup_key, created_at, attempts, next_attempt_at,"
-    " last_error, state, finished_at, payload"
-)
-
-
-def _row(r: tuple[Any, ...]) -> OutboxRow:
-    return OutboxRow(
-        id=r[0],
-        receiver=r[1],
-        kind=r[2],
-        incident_id=r[3],
-        dedup_key=r[4],
-        created_at=parse_iso(r[5]),
-        attempts=r[6],
-        next_attempt_at=parse_iso(r[7]),
-        last_error=r[8],
-        state=r[9],
-        finished_at=parse_iso(r[10]) if r[10] else None,
-        payload=r[11],
-    )
-
-
-def list_rows(
-    conn: sqlite3.Connection,
-    *,
-    incident_id: int | None = None,
-    state: str | None = None,
-    receiver: str | None = None,
-    limit: int = 1000,
-) -> list[OutboxRow]:
-    """Outbox rows, oldest first, filtered by incident, state and receiver."""
-    where, args = [], []
-    for col, val in (("incident_id", incident_id), ("state", state), ("receiver", receiver)):
-        if val is not None:
-            where.append(f"{col} = ?")
-            args.append(val)
-    sql = f"SELECT {_ROW_COLUMNS} FROM outbox" + (" WHERE " + " AND ".join(where) if where else "")
-    return [_row(r) for r in conn.execute(sql + " ORDER BY id LIMIT ?", (*args, limit))]
 
 
 # ---------------------------------------------------------------- delivery
@@ -235,11 +166,7 @@ class Outbox:
                 self._workers[name] = asyncio.create_task(self._worker(name), name=f"outbox:{name}")
 
     def _next(self, receiver: str) -> OutboxRow | None:
-        row = self._conn.execute(
-            f"SELECT {_ROW_COLUMNS} FROM outbox WHERE receiver = ? AND state = 'pending' ORDER BY id LIMIT 1",
-            (receiver,),
-        ).fetchone()
-        return _row(row) if row else None
+        return next_pending(self._conn, receiver)
 
     async def _worker(self, name: str) -> None:
         """Deliver `name`'s rows in order until none is pending."""

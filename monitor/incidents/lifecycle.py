@@ -41,9 +41,8 @@ import structlog
 from monitor.clock import utc_now
 from monitor.config.fields import format_duration
 from monitor.config.model import Config
-from monitor.delivery.outbox import enqueue
 from monitor.incidents import routing, views
-from monitor.incidents.records import add_timeline, alert_to_dict, iso, transaction
+from monitor.incidents.records import add_timeline, alert_to_dict, enqueue, iso, transaction
 from monitor.incidents.silences import MatcherSpec, SilenceEntry, Silences
 from monitor.incidents.views import IncidentView
 from monitor.model import Alert, Notification, Sample, Transition

@@ -1,9 +1,11 @@
 """How incidents and notifications are written down in the state database.
 
 Times are UTC ISO-8601 text of fixed width (so text order is time order); every write runs in
-`transaction()`; the timeline is the incident's history (written by `incidents.py`, and by
-`outbox.py` on delivery); alerts and notifications are stored as JSON. Both `incidents.py` and
-`outbox.py` build on this module. The tables themselves are `monitor.statedb`'s migrations.
+`transaction()`; the timeline is the incident's history (written by `lifecycle.py`, and by
+the outbox on delivery); alerts and notifications are stored as JSON, and each notification an
+incident change causes is an outbox row written here (`enqueue`) in the same transaction, read
+back with `list_rows`. `lifecycle.py` and `monitor.delivery.outbox` both build on this module.
+The tables themselves are `monitor.statedb`'s migrations.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import math
 import sqlite3
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -138,3 +141,89 @@ def notification_from_json(text: str | bytes, *, id: int = 0) -> Notification:
         resolved_at=parse_iso_or_none(d.get("resolved_at")),
         next_update_at=parse_iso_or_none(d.get("next_update_at")),
     )
+
+
+# ---------------------------------------------------------------- the outbox's rows
+
+
+def enqueue(conn: sqlite3.Connection, n: Notification, now: datetime) -> int:
+    """Queue one notification; call inside the caller's transaction. Returns the row id."""
+    cur = conn.execute(
+        "INSERT INTO outbox (receiver, kind, incident_id, dedup_key, payload, created_at, next_attempt_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (n.receiver, n.kind, n.incident_id, n.dedup_key, notification_to_json(n), iso(now), iso(now)),
+    )
+    assert cur.lastrowid is not None
+    return cur.lastrowid
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    """One queued notification and how its delivery went (for the CLI, the API and tests)."""
+
+    id: int
+    receiver: str
+    kind: str
+    incident_id: int
+    dedup_key: str
+    created_at: datetime
+    attempts: int
+    next_attempt_at: datetime
+    last_error: str
+    state: str  # pending | delivered | failed | expired
+    finished_at: datetime | None
+    payload: str
+
+    @property
+    def notification(self) -> Notification:
+        return notification_from_json(self.payload, id=self.id)
+
+
+_ROW_COLUMNS = (
+    "id, receiver, kind, incident_id, dedup_key, created_at, attempts, next_attempt_at,"
+    " last_error, state, finished_at, payload"
+)
+
+
+def _row(r: tuple[Any, ...]) -> OutboxRow:
+    return OutboxRow(
+        id=r[0],
+        receiver=r[1],
+        kind=r[2],
+        incident_id=r[3],
+        dedup_key=r[4],
+        created_at=parse_iso(r[5]),
+        attempts=r[6],
+        next_attempt_at=parse_iso(r[7]),
+        last_error=r[8],
+        state=r[9],
+        finished_at=parse_iso(r[10]) if r[10] else None,
+        payload=r[11],
+    )
+
+
+def list_rows(
+    conn: sqlite3.Connection,
+    *,
+    incident_id: int | None = None,
+    state: str | None = None,
+    receiver: str | None = None,
+    limit: int = 1000,
+) -> list[OutboxRow]:
+    """Outbox rows, oldest first, filtered by incident, state and receiver."""
+    where, args = [], []
+    for col, val in (("incident_id", incident_id), ("state", state), ("receiver", receiver)):
+        if val is not None:
+            where.append(f"{col} = ?")
+            args.append(val)
+    sql = f"SELECT {_ROW_COLUMNS} FROM outbox" + (" WHERE " + " AND ".join(where) if where else "")
+    return [_row(r) for r in conn.execute(sql + " ORDER BY id LIMIT ?", (*args, limit))]
+
+
+def next_pending(conn: sqlite3.Connection, receiver: str) -> OutboxRow | None:
+    """The receiver's oldest row still to deliver (rows go out in order per receiver)."""
+    row = conn.execute(
+        f"SELECT {_ROW_COLUMNS} FROM outbox WHERE receiver = ? AND state = 'pending' ORDER BY id LIMIT 1",
+        (receiver,),
+    ).fetchone()
+    return _row(row) if row else None

@@ -15,8 +15,15 @@ from typing import Any
 import orjson
 
 from monitor.config.model import SEVERITIES
-from monitor.delivery.outbox import OutboxRow, list_rows
-from monitor.incidents.records import alert_from_dict, iso, iso_or_none, parse_iso, parse_iso_or_none
+from monitor.incidents.records import (
+    OutboxRow,
+    alert_from_dict,
+    iso,
+    iso_or_none,
+    list_rows,
+    parse_iso,
+    parse_iso_or_none,
+)
 from monitor.model import Alert
 
 COLUMNS = (

@@ -1,5 +1,9 @@
 """The JSON API for the people on call: checks, alerts, incidents, silences, reload.
 
+(Past 400 lines because about 110 of them are the API's reference below, kept beside the
+handlers it documents so that both change in one diff; who may call what is in `auth.py`, how a
+request is read in `requests.py`.)
+
 Reads (GET) are open and carry no secret: every reply is built from values that hold none
 (check errors already name targets with `redact_url`) and then every configured secret is
 replaced by `***` once more on the way out. Calls that change something (POST, DELETE) need
@@ -89,12 +93,9 @@ Example:
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hmac
 import math
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import orjson
@@ -104,8 +105,7 @@ from aiohttp import web
 import checks
 from monitor.alerting import Alerting
 from monitor.clock import utc_now
-from monitor.config.fields import parse_duration
-from monitor.config.model import API_TOKEN_VAR, Config
+from monitor.config.model import Config
 from monitor.incidents.records import iso, iso_or_none
 from monitor.incidents.silences import SilenceEntry, parse_time
 from monitor.model import CheckResult
@@ -113,6 +113,8 @@ from monitor.rules.engine import FIRING
 from monitor.scheduler import Scheduler
 from monitor.secrets import Redactor
 from monitor.store import Store
+from monitor.web.auth import refuse_mutation, refuse_scrape
+from monitor.web.requests import ApiError, body_of, choice, path_id, positive_duration
 from monitor.web.statuspage import render_page
 
 log = structlog.get_logger()
@@ -135,14 +137,6 @@ class Monitored(Protocol):
     def ready(self) -> bool: ...
 
     async def reload(self) -> bool: ...
-
-
-class ApiError(Exception):
-    """A request the API answers with `{"error": message}` and `status`."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 def _finite(v: float) -> float | None:
@@ -184,75 +178,17 @@ class Api:
         """Refuse before the handler runs (so before the body is read); turn ApiError into JSON."""
         api = self._d.config.root.api
         if request.method not in SAFE_METHODS:
-            refused = self._refuse_mutation(request, api.token)
+            refused = refuse_mutation(request, api.token, self._json)
             if refused is not None:
                 return refused
         elif request.path == "/metrics" and api.metrics_auth is not None:
-            refused = self._refuse_scrape(request)
+            refused = refuse_scrape(request, api.metrics_auth)
             if refused is not None:
                 return refused
         try:
             return await handler(request)
         except ApiError as e:
             return self._json({"error": str(e)}, e.status)
-
-    def _refuse_mutation(self, request: web.Request, token: str) -> web.Response | None:
-        if not token:
-            log.warning(
-                "api_refused",
-                method=request.method,
-                path=request.path,
-                remote=request.remote,
-                reason="no_token_configured",
-            )
-            return self._json(
-                {
-                    "error": f"{request.method} {request.path} is refused: the daemon has no API token; "
-                    f"set {API_TOKEN_VAR} in its environment (or api.token in the config) and "
-                    "restart or reload it"
-                },
-                403,
-            )
-        given = _bearer(request.headers.get("Authorization", ""))
-        if given is not None and hmac.compare_digest(given.encode(), token.encode()):
-            return None
-        reason = "missing_token" if given is None else "wrong_token"
-        log.warning("api_refused", method=request.method, path=request.path, remote=request.remote, reason=reason)
-        message = "missing or malformed `Authorization: Bearer <token>` header" if given is None else "wrong API token"
-        return self._json(
-            {"error": f"{request.method} {request.path}: {message} (the token is the daemon's {API_TOKEN_VAR})"},
-            401,
-            headers={"WWW-Authenticate": 'Bearer realm="portal-monitor"'},
-        )
-
-    def _refuse_scrape(self, request: web.Request) -> web.Response | None:
-        auth = self._d.config.root.api.metrics_auth
-        assert auth is not None
-        header = request.headers.get("Authorization", "")
-        given = _bearer(header)
-        if auth.bearer and given is not None and hmac.compare_digest(given.encode(), auth.bearer.encode()):
-            return None
-        if auth.basic is not None:
-            pair = _basic(header)
-            want = f"{auth.basic.username}:{auth.basic.password}".encode()
-            if pair is not None and hmac.compare_digest(pair, want):
-                return None
-        challenges = [
-            c
-            for c, on in (
-                ('Bearer realm="portal-monitor metrics"', bool(auth.bearer)),
-                ('Basic realm="portal-monitor metrics"', auth.basic is not None),
-            )
-            if on
-        ]
-        if not challenges:  # metrics_auth: {} asks for nothing
-            return None
-        log.warning("metrics_refused", remote=request.remote)
-        return web.Response(
-            status=401,
-            text="/metrics: credentials required (api.metrics_auth)\n",
-            headers={"WWW-Authenticate": ", ".join(challenges)},
-        )
 
     # ------------------------------------------------------------------ replies
 
@@ -378,18 +314,18 @@ class Api:
         return self._json(self.alerts_doc())
 
     async def get_incidents(self, request: web.Request) -> web.Response:
-        state = _choice(request, "state", ("open", "all"))
+        state = choice(request, "state", ("open", "all"))
         return self._json(self.incidents_doc(open_only=state == "open"))
 
     async def get_incident(self, request: web.Request) -> web.Response:
-        iid = _id(request, "incident")
+        iid = path_id(request, "incident")
         view = self._alerting().incidents.get(iid)
         if view is None:
             raise ApiError(404, f"incident {iid} does not exist")
         return self._json(view.to_dict())
 
     async def get_silences(self, request: web.Request) -> web.Response:
-        state = _choice(request, "state", ("active", "all"))
+        state = choice(request, "state", ("active", "all"))
         return self._json(self.silences_doc(active_only=state == "active", now=self._now()))
 
     # ------------------------------------------------------------------ incidents
@@ -401,8 +337,8 @@ class Api:
         return await self._by_hand(request, "resolve")
 
     async def _by_hand(self, request: web.Request, action: str) -> web.Response:
-        iid = _id(request, "incident")
-        body = await _body(request, allowed=("who",))
+        iid = path_id(request, "incident")
+        body = await body_of(request, allowed=("who",))
         who = body.get("who", f"api@{request.remote or 'unknown'}")
         if not isinstance(who, str) or not who.strip() or len(who) > MAX_WHO:
             raise ApiError(400, f"who must be a non-empty string of at most {MAX_WHO} characters")
@@ -433,7 +369,7 @@ class Api:
     # ------------------------------------------------------------------ silences
 
     async def add_silence(self, request: web.Request) -> web.Response:
-        body = await _body(request, allowed=("matchers", "duration", "ends_at", "starts_at", "author", "comment"))
+        body = await body_of(request, allowed=("matchers", "duration", "ends_at", "starts_at", "author", "comment"))
         now = self._now()
         matchers = body.get("matchers")
         if not isinstance(matchers, dict) or not matchers:
@@ -450,7 +386,7 @@ class Api:
         try:
             starts = parse_time(body["starts_at"], now) if "starts_at" in body else None
             if "duration" in body:
-                ends = (starts or now) + _positive_duration(body["duration"])
+                ends = (starts or now) + positive_duration(body["duration"])
             else:
                 ends = parse_time(body["ends_at"], now)
         except ValueError as e:
@@ -480,7 +416,7 @@ class Api:
         return self._json({"ok": True, "silence": _silence_entry(entry, now)}, 201)
 
     async def expire_silence(self, request: web.Request) -> web.Response:
-        sid = _id(request, "silence")
+        sid = path_id(request, "silence")
         alerting = self._alerting()
         try:
             expired = alerting.incidents.expire_silence(sid, self._now())
@@ -553,64 +489,3 @@ def _check_entry(name: str, typ: str, interval: float, r: CheckResult | None, no
 def _silence_entry(s: SilenceEntry, now: datetime) -> dict[str, Any]:
     state = "active" if s.active(now) else "pending" if now < s.starts_at else "expired"
     return {**s.to_dict(), "state": state}
-
-
-def _bearer(header: str) -> str | None:
-    scheme, _, value = header.strip().partition(" ")
-    value = value.strip()
-    return value if scheme.lower() == "bearer" and value else None
-
-
-def _basic(header: str) -> bytes | None:
-    scheme, _, value = header.strip().partition(" ")
-    if scheme.lower() != "basic" or not value.strip():
-        return None
-    try:
-        return base64.b64decode(value.strip(), validate=True)
-    except (binascii.Error, ValueError):
-        return None
-
-
-def _id(request: web.Request, what: str) -> int:
-    text = request.match_info["id"]
-    if not text.isdigit() or len(text) > 18:
-        raise ApiError(400, f"{what} id {text!r} is not a number")
-    return int(text)
-
-
-def _choice(request: web.Request, key: str, allowed: tuple[str, ...]) -> str:
-    value = request.query.get(key, allowed[0])
-    if value not in allowed:
-        raise ApiError(400, f"{key}={value!r}: expected one of " + ", ".join(allowed))
-    return value
-
-
-def _positive_duration(text: str) -> timedelta:
-    seconds = parse_duration(text)
-    if seconds <= 0:
-        raise ValueError(f"duration {text!r} must be more than 0s")
-    return timedelta(seconds=seconds)
-
-
-async def _body(request: web.Request, *, allowed: tuple[str, ...]) -> dict[str, Any]:
-    """The JSON object in the body ({} when there is none); unknown keys are an error."""
-    raw = await request.read() if request.body_exists else b""
-    if not raw.strip():
-        return {}
-    try:
-        doc = orjson.loads(raw)
-    except orjson.JSONDecodeError as e:
-        raise ApiError(400, f"the request body is not JSON: {e}") from e
-    if not isinstance(doc, dict):
-        raise ApiError(400, "the request body must be a JSON object")
-    unknown = sorted(set(doc) - set(allowed))
-    if unknown:
-        raise ApiError(
-            400,
-            f"unknown key{'s' if len(unknown) > 1 else ''} "
-            + ", ".join(map(repr, unknown))
-            + " (allowed: "
-            + ", ".join(allowed)
-            + ")",
-        )
-    return doc
