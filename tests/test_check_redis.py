@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -17,6 +16,7 @@ from structlog.testing import capture_logs
 from checks.redis import Config, RedisCheck, literal_prefix, parse_replay_id
 from monitor.model import Check, CheckContext, CheckError, MemoryState, Sample, StateStore, Watcher
 from monitor.statedb import SqliteState, open_db
+from tests.conftest import require_tool
 from tests.servers import RedisServer, free_port
 
 T0 = 1_750_000_000.0
@@ -562,9 +562,7 @@ async def test_watch_disabled_only_waits_for_cancellation() -> None:
 @pytest.fixture
 def redis_tls(tmp_path: Path) -> Iterator[tuple[RedisServer, Path]]:
     """A TLS-only redis-server with a throwaway self-signed certificate for 127.0.0.1."""
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.skip("openssl is not installed")
+    openssl = require_tool("openssl", "openssl is not installed (Debian package `openssl`)")
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
                     "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",

@@ -30,10 +30,11 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from tests.conftest import POSTGRES_MISSING, REDIS_MISSING, postgres_bin_path, require_tool
 from tests.daemon_proc import ROOT, DaemonProcess, clean_env
 from tests.fake_receivers import FakeAlertmanager, FakePagerDuty, FakeSlack, FakeWebhook
 from tests.fakes import FakeBff, FakeWhmcs
-from tests.servers import PostgresServer, RedisServer, pg_bin_dir
+from tests.servers import PostgresServer, RedisServer
 
 # Every secret is distinctive (so a hit is never a coincidence) and holds characters that
 # URL and form encoding change, so that the encoded forms are searched for too.
@@ -78,8 +79,7 @@ def forms(name: str, secret: str) -> set[str]:
 
 @pytest.fixture(scope="module")
 def secured_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed")
+    require_tool("redis-server", REDIS_MISSING)
     server = RedisServer(tmp_path_factory.mktemp("redis-auth"), args=["--requirepass", SECRETS["REDIS_PASSWORD"]])
     server.start()
     try:
@@ -93,8 +93,7 @@ async def secured_postgres() -> AsyncIterator[PostgresServer]:
     """A throwaway cluster where TCP logins need the password (scram-sha-256)."""
     import asyncpg
 
-    if pg_bin_dir() is None:
-        pytest.skip("PostgreSQL server binaries are not installed (/usr/lib/postgresql/*/bin)")
+    require_tool("initdb", POSTGRES_MISSING, path=postgres_bin_path())
     workdir = Path(tempfile.mkdtemp(prefix="portal-monitor-pg-secrets-"))
     server = PostgresServer(workdir)
     try:

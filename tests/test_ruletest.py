@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -13,12 +12,17 @@ import yaml
 from monitor.config.loader import load_config, load_config_text
 from monitor.rules.export import export_prometheus, prometheus_rules
 from monitor.rules.ruletest import BadTestFile, parse_values, run_rule_tests, value_at
+from tests.conftest import require_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES_DIR = ROOT / "tests" / "rules"
 DEFAULT_TESTS = RULES_DIR / "default_rules_test.yaml"
 SHIPPED = ROOT / "alert_rules.yaml"
-PROMTOOL = shutil.which("promtool")
+
+
+def promtool() -> str:
+    """promtool (Debian's prometheus package): skipped without it, failed under CI."""
+    return require_tool("promtool", "promtool is not installed (Debian package: prometheus)")
 
 
 def write(tmp_path: Path, name: str, text: str) -> Path:
@@ -234,11 +238,9 @@ def test_export_refuses_invalid_rules() -> None:
         export_prometheus(cfg)
 
 
-@pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed (Debian package: prometheus)")
 def test_promtool_accepts_the_exported_rules(tmp_path: Path) -> None:
     path = write(tmp_path, "rules.yml", export_prometheus(load_config(SHIPPED, env={})))
-    assert PROMTOOL is not None
-    done = subprocess.run([PROMTOOL, "check", "rules", str(path)], capture_output=True, text=True, timeout=60)
+    done = subprocess.run([promtool(), "check", "rules", str(path)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"SUCCESS: {len(load_config(SHIPPED, env={}).root.rules)} rules found" in done.stdout
 
@@ -247,12 +249,10 @@ def _promtool_test(tmp_path: Path, rules: dict[str, object], tests: dict[str, ob
     write(tmp_path, "rules.yml", yaml.safe_dump(rules, sort_keys=False))
     tests["rule_files"] = ["rules.yml"]
     path = write(tmp_path, "test.yml", yaml.safe_dump(tests, sort_keys=False))
-    assert PROMTOOL is not None
-    done = subprocess.run([PROMTOOL, "test", "rules", str(path)], capture_output=True, text=True, timeout=60)
+    done = subprocess.run([promtool(), "test", "rules", str(path)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-@pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed (Debian package: prometheus)")
 def test_promtool_agrees_with_our_engine_on_timing_and_labels(tmp_path: Path) -> None:
     """Every shipped rule test, run by promtool on the exported rules without annotations:
     the same alerts fire at the same evaluations (for, keep_firing_for, lookback, stale)."""
@@ -267,7 +267,6 @@ def test_promtool_agrees_with_our_engine_on_timing_and_labels(tmp_path: Path) ->
     _promtool_test(tmp_path, rules, data)
 
 
-@pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed (Debian package: prometheus)")
 def test_promtool_agrees_with_our_templates(tmp_path: Path) -> None:
     """The shipped tests that state annotations, run by promtool: Prometheus renders the same text
     (`{{ $value }}` included). Our `runbook` annotation is exported as `runbook_url`."""

@@ -5,7 +5,6 @@ tests/artifacts/ and the rendered DOM searched for every configured secret."""
 from __future__ import annotations
 
 import asyncio
-import shutil
 import struct
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,6 +14,7 @@ import aiohttp
 import pytest
 
 from monitor.web.statuspage import format_age, format_value, render_page
+from tests.conftest import require_tool
 from tests.daemon_proc import DaemonProcess, clean_env
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
@@ -127,10 +127,8 @@ RUNBOOK = "https://wiki.example/runbooks/incident-response#3-redis-connection-fa
 
 
 def chromium() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found is None:
-        pytest.skip("headless Chromium is not installed here (Debian: apt-get install -y chromium)")
-    return found
+    return require_tool("chromium", "headless Chromium is not installed here (Debian: apt-get install -y chromium)",
+                        alternatives=("chromium-browser",))
 
 
 async def run_chromium(binary: str, profile: Path, *args: str, size: str = "390,844") -> bytes:

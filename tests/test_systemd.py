@@ -37,6 +37,7 @@ from monitor.systemd import (
     status_summary,
     watchdog_loop,
 )
+from tests.conftest import require_tool
 
 REPO = Path(__file__).resolve().parent.parent
 UNIT = REPO / "systemd" / "portal-monitor.service"
@@ -528,11 +529,8 @@ def test_unit_file_settings() -> None:
 
 
 def _analyze() -> str:
-    exe = shutil.which("systemd-analyze")
-    if exe is None:
-        pytest.skip("systemd-analyze is not installed (Debian package `systemd`): "
-                    "the unit file is not verified")
-    return exe
+    return require_tool("systemd-analyze", "systemd-analyze is not installed (Debian package `systemd`): "
+                        "the unit file is not verified")
 
 
 def _unit_copy(tmp_path: Path) -> Path:

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import re
-import shutil
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import require_tool
 from tests.daemon_proc import DaemonProcess
 from tests.servers import PostgresServer, RedisServer
 
@@ -127,9 +127,7 @@ def value(metrics: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: s
 @pytest.mark.slow
 async def test_checks_keep_their_schedule_under_http_load(tmp_path: Path, redis_up: RedisServer,
                                                           postgres_up: PostgresServer) -> None:
-    wrk = shutil.which("wrk")
-    if wrk is None:
-        pytest.skip("wrk is not installed (Debian package `wrk`: apt-get install wrk)")
+    wrk = require_tool("wrk", "wrk is not installed (Debian package `wrk`: apt-get install wrk)")
     script = tmp_path / "pace.lua"
     script.write_text(WRK_SCRIPT)
     health, port = await start_health_server()
