@@ -14,7 +14,7 @@ import signal
 import socket
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -98,7 +98,7 @@ class Daemon:
         self.port: int | None = None
         self.reload_ok = True
         self.reloaded_at = time.time()
-        self.reload_errors: list[str] = []  # of the last failed reload, for POST /-/reload
+        self.reload_errors: Sequence[str] = []  # of the last failed reload, for POST /-/reload
         self._state: StateStore | None = None
         self._stop = asyncio.Event()
         self._first_round: set[str] = set()

@@ -7,7 +7,7 @@ A failed check keeps only what its error carried (status code, response time) pl
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 from monitor.model import CheckResult, Sample
 
@@ -40,7 +40,7 @@ class Store:
         """Series computed at read time (outbox depth, alerts, loop lag)."""
         self._sources.append(source)
 
-    def put(self, result: CheckResult, extra_labels: dict[str, str] | None = None) -> None:
+    def put(self, result: CheckResult, extra_labels: Mapping[str, str] | None = None) -> None:
         labels = {"check": result.check, **(extra_labels or {})}
         # Samples without labels of their own share one dict: a thousand checks hold
         # thousands of series, and their label dicts are most of the store's memory.
@@ -65,8 +65,8 @@ class Store:
         self._series.pop(check, None)
         for key in [k for k in self._errors if k[0] == check]:
             del self._errors[key]
-        for key in [k for k in self._runs if k[0] == check]:
-            del self._runs[key]
+        for run_key in [k for k in self._runs if k[0] == check]:
+            del self._runs[run_key]
         self._cache = None
         self.version += 1
 

@@ -71,8 +71,9 @@ PRESETS: dict[str, dict[str, tuple[str, ...]]] = {
 _CONTAINER_OTHERS = (str, int, float, bool, list, None)
 
 # What the strict Struct takes (see the module docstring); anything else is a lenient chunk.
-_STRICT_LEVEL = Union[Literal[(*LEVELS, *LEVEL_ALIASES, 10, 20, 30, 40, 50, 60)], None]
-_STRICT_STATUS = Union[Literal[tuple(range(100, 600))], None]
+# Built at run time for msgspec (a Literal of computed values): runtime type objects, not aliases.
+_STRICT_LEVEL: Any = Union[Literal[(*LEVELS, *LEVEL_ALIASES, 10, 20, 30, 40, 50, 60)], None]
+_STRICT_STATUS: Any = Union[Literal[tuple(range(100, 600))], None]
 STRICT_REST = 64  # chunks decoded leniently after the strict Struct refused one
 
 

@@ -78,7 +78,7 @@ def _matching(
     """The client IPs of the lines that `rule` matches, in line order: each condition
     narrows whole columns (C-level `map` of the regex, `compress`), not line by line.
     A missing path or message is searched as "", which such a rule never matches."""
-    columns = (ip, path, message)
+    columns: tuple[list[Any], ...] = (ip, path, message)
     if rule.statuses is not None:
         ok = {raw: norm_status(raw) in rule.statuses for raw in set(statuses)}
         columns = _narrow(list(map(ok.__getitem__, statuses)), columns)
@@ -253,13 +253,14 @@ class Normalizer:
         the rules names, or every line when a rule names none. In a strict chunk a raw
         status is its value; otherwise each distinct raw status is normalized first ("401"
         is one too)."""
-        wanted: Iterable[Any] | None = self._auth_statuses
-        if wanted is None:
+        codes = self._auth_statuses
+        if codes is None:
             self._cand_lines += parsed.lines
             self._cand_status += status
             return
+        wanted: Iterable[Any] = codes
         if not strict:
-            wanted = [raw for raw in set(status) if self._status(raw) in self._auth_statuses]
+            wanted = [raw for raw in set(status) if self._status(raw) in codes]
         idx = _positions(status, wanted)
         if idx:
             self._cand_lines += map(parsed.lines.__getitem__, idx)

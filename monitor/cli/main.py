@@ -113,7 +113,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     for sev in sorted(by_sev):
         print(f"  {sev}: {', '.join(by_sev[sev])}")
     off_receivers = cfg.disabled_receivers()
-    rrows = [(n, r.type, "enabled") for n, r in root.receivers.items() if n not in cfg.disabled]
+    rrows: list[tuple[str, str, str]] = [
+        (n, r.type, "enabled") for n, r in root.receivers.items() if n not in cfg.disabled
+    ]
     rrows += list(off_receivers)
     print(f"\nreceivers ({len(rrows)}):")
     _table(("name", "type", "state"), rrows)
