@@ -1,36 +1,82 @@
 # portal-monitor: `make run` and `make test` are the whole quick start.
+#
+# Dependencies come from the hash-checked lock files, never from a fresh resolution:
+#   requirements.lock      the daemon's runtime dependencies (`make run`, the Dockerfile)
+#   requirements-dev.lock  the same pins plus the test and dev extras (`make test`, `make lint`, CI)
+# `make lock` regenerates both from pyproject.toml.
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed
+PIP    := $(PY) -m pip --disable-pip-version-check
+RUNTIME_STAMP := $(VENV)/.installed-runtime
+DEV_STAMP     := $(VENV)/.installed-dev
 
-.PHONY: run test bench check-config once clean
+.PHONY: run test test-quick lint lock readme-figures bench check-config once clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
+	$(PIP) install --quiet --upgrade pip
 
-$(STAMP): pyproject.toml $(VENV)/bin/python
-	$(PY) -m pip install --quiet -e ".[test]"
-	touch $(STAMP)
+# The lock first (every file checked against its hash, nothing resolved), then the package itself
+# without dependencies, editable.
+$(RUNTIME_STAMP): requirements.lock pyproject.toml | $(VENV)/bin/python
+	$(PIP) install --quiet --require-hashes -r requirements.lock
+	$(PIP) install --quiet --no-deps -e .
+	touch $@
+
+$(DEV_STAMP): requirements-dev.lock pyproject.toml | $(VENV)/bin/python
+	$(PIP) install --quiet --require-hashes -r requirements-dev.lock
+	$(PIP) install --quiet --no-deps -e .
+	touch $@
 
 ## run: the daemon with ./alert_rules.yaml against the local Redis and PostgreSQL; /metrics on 127.0.0.1:9820
-run: $(STAMP)
+run: $(RUNTIME_STAMP)
 	$(VENV)/bin/portal-monitor run -c alert_rules.yaml
 
 ## test: the whole suite (disposable Redis and PostgreSQL are started by the tests themselves)
-test: $(STAMP)
+test: $(DEV_STAMP)
 	$(PY) -m pytest -q
 	$(VENV)/bin/portal-monitor test-rules tests/rules/default_rules_test.yaml
 
-check-config: $(STAMP)
+## test-quick: the unit layer only: no real server, daemon process, browser or fuzzer (tests/conftest.py marks those slow)
+test-quick: $(DEV_STAMP)
+	$(PY) -m pytest -q -m "not slow" --ignore=tests/faults --ignore=tests/proof --ignore=tests/load --ignore=tests/fuzz
+
+## lint: ruff (rules and formatting) and mypy --strict ([tool.mypy] in pyproject.toml) on monitor/ and checks/;
+## runs all three and fails if any failed
+lint: $(DEV_STAMP)
+	@status=0; \
+	echo "ruff check monitor checks"; $(VENV)/bin/ruff check monitor checks || status=1; \
+	echo "ruff format --check monitor checks"; $(VENV)/bin/ruff format --check monitor checks || status=1; \
+	echo "mypy (strict: monitor checks)"; $(VENV)/bin/mypy || status=1; \
+	exit $$status
+
+## lock: regenerate requirements.lock and requirements-dev.lock from pyproject.toml (and requirements-compat.in)
+## with pip-tools, in its own venv, not the project's. Keeps the current pins where they still fit;
+## LOCK_ARGS=--upgrade takes the newest.
+LOCK_VENV := $(VENV)/lock-tools
+LOCK_ARGS ?=
+PIP_COMPILE := $(LOCK_VENV)/bin/pip-compile --quiet --generate-hashes --strip-extras --allow-unsafe \
+	--no-emit-index-url --no-emit-find-links $(LOCK_ARGS)
+lock:
+	test -x $(LOCK_VENV)/bin/pip-compile || { $(PYTHON) -m venv $(LOCK_VENV) && \
+		$(LOCK_VENV)/bin/python -m pip install --quiet --disable-pip-version-check "pip-tools>=7.4,<8"; }
+	$(PIP_COMPILE) -o requirements.lock pyproject.toml requirements-compat.in
+	$(PIP_COMPILE) --extra test --extra dev -c requirements.lock -o requirements-dev.lock \
+		pyproject.toml requirements-compat.in
+
+## readme-figures: rewrite README.md's benchmark figures from bench/RESULTS.md and bench/compare/RESULTS.md
+readme-figures:
+	$(PYTHON) bench/readme_figures.py
+
+check-config: $(RUNTIME_STAMP)
 	$(VENV)/bin/portal-monitor check-config -c alert_rules.yaml
 
-once: $(STAMP)
+once: $(RUNTIME_STAMP)
 	$(VENV)/bin/portal-monitor once -c alert_rules.yaml
 
 ## bench: scheduler, log parsing and detection-latency benchmarks (minutes; not part of `make test`)
-bench: $(STAMP)
+bench: $(DEV_STAMP)
 	$(PY) bench/bench_scheduler.py
 	$(PY) bench/bench_logfile.py
 	$(PY) bench/bench_detection.py
@@ -38,8 +84,8 @@ bench: $(STAMP)
 ## bench-compare: side by side with Prometheus + Alertmanager + exporters + mtail (~15 min, loopback only;
 ## installs the Debian packages when missing, as root); writes bench/compare/RESULTS.md. Options: ARGS="--runs 10"
 .PHONY: bench-compare
-bench-compare: $(STAMP)
+bench-compare: $(DEV_STAMP)
 	BENCH_COMPARE_MAKE=1 $(PY) bench/compare/run.py $(ARGS)
 
 clean:
-	rm -rf $(VENV) state .pytest_cache
+	rm -rf $(VENV) state .pytest_cache .mypy_cache .ruff_cache
