@@ -5,10 +5,13 @@ Every other module imports from here; this module imports nothing of ours.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TextIO, runtime_checkable
+
+from monitor.clock import utc_now
 
 if TYPE_CHECKING:
     from monitor.httpclient import HttpClient
@@ -111,6 +114,28 @@ class CheckContext:
     state: StateStore
     now: Callable[[], float]  # wall clock, seconds since the epoch
     http: HttpClient | None = None  # the daemon's shared HTTP client; None: the check makes its own
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiverContext:
+    """What a receiver gets besides its name and config: where it runs and the clocks.
+
+    `host` is PagerDuty's default `source`; `external_url` is where this daemon is reached
+    (links to incidents, `externalURL`, `generatorURL`); `now` is the wall clock (signature
+    timestamps, Alertmanager `endsAt`, `Retry-After` dates), `clock` the monotonic one
+    (PagerDuty's rate limit); `http` the daemon's shared HTTP client (None: the receiver makes
+    its own and closes it in `aclose`); `stream` where the log receiver also prints.
+    """
+
+    host: str = ""
+    external_url: str | None = None
+    now: Callable[[], datetime] = utc_now
+    clock: Callable[[], float] = time.monotonic
+    http: HttpClient | None = None
+    stream: TextIO | None = None
+
+
+LOCAL_RECEIVER = ReceiverContext()  # the default: no shared client, the real clocks, no host
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,17 +10,16 @@ import pytest
 import structlog
 
 from monitor.config.loader import ConfigError, load_config_text
-from monitor.model import DeliveryError
 from monitor.delivery import alertmanager, build_receiver
 from monitor.delivery.alertmanager import AlertmanagerReceiver, endpoint
+from monitor.model import DeliveryError, ReceiverContext
 from tests.fake_receivers import T0, FakeAlertmanager, make_notification
 
 NOW = T0 + timedelta(seconds=5)
 
 
 def receiver(*urls: str, now: datetime = NOW, **cfg: Any) -> AlertmanagerReceiver:
-    return AlertmanagerReceiver("am", alertmanager.Config(type="alertmanager", urls=list(urls), **cfg),
-                                external_url="http://mon1.example:9820", now=lambda: now)
+    return AlertmanagerReceiver("am", alertmanager.Config(type="alertmanager", urls=list(urls), **cfg), ReceiverContext(external_url="http://mon1.example:9820", now=lambda: now))
 
 
 @pytest.fixture

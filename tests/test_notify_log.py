@@ -8,6 +8,7 @@ import structlog
 
 from monitor.delivery import build_receiver, log
 from monitor.delivery.log import LogReceiver
+from monitor.model import ReceiverContext
 from tests.fake_receivers import make_notification
 
 
@@ -28,7 +29,7 @@ async def test_each_notification_is_one_structured_event() -> None:
 
 async def test_stream_gets_the_status_update_text() -> None:
     out = io.StringIO()
-    r = LogReceiver("local", log.Config(type="log"), stream=out)
+    r = LogReceiver("local", log.Config(type="log"), ReceiverContext(stream=out))
     with structlog.testing.capture_logs():
         await r.send(make_notification())
     assert out.getvalue().startswith("INCIDENT UPDATE - P1 - Redis is down on cache\nStatus: Investigating\n")
@@ -37,7 +38,7 @@ async def test_stream_gets_the_status_update_text() -> None:
 async def test_never_fails_even_when_its_stream_does() -> None:
     out = io.StringIO()
     out.close()  # writing raises ValueError
-    r = LogReceiver("local", log.Config(type="log"), stream=out)
+    r = LogReceiver("local", log.Config(type="log"), ReceiverContext(stream=out))
     with structlog.testing.capture_logs() as logs:
         await r.send(make_notification())
     assert logs[0]["event"] == "notification"

@@ -10,9 +10,9 @@ import pytest
 import structlog
 
 from monitor.config.loader import ConfigError, load_config_text
-from monitor.model import DeliveryError
 from monitor.delivery import build_receiver, build_receivers, pagerduty
 from monitor.delivery.pagerduty import PagerDutyReceiver, SlidingWindowLimiter
+from monitor.model import DeliveryError, ReceiverContext
 from tests.fake_receivers import T0, FakePagerDuty, make_notification
 
 KEY = "R0UT1NGKEY0123456789abcdefABCDEF"  # 32 characters
@@ -39,7 +39,7 @@ async def pd() -> AsyncIterator[FakePagerDuty]:
 
 @pytest.fixture
 async def receiver(pd: FakePagerDuty) -> AsyncIterator[PagerDutyReceiver]:
-    r = PagerDutyReceiver("oncall", config(pd.url), host="mon1.example", external_url="http://mon1.example:9820")
+    r = PagerDutyReceiver("oncall", config(pd.url), ReceiverContext(host="mon1.example", external_url="http://mon1.example:9820"))
     yield r
     await r.aclose()
 
@@ -81,7 +81,7 @@ async def test_severity_follows_the_runbook_mapping(pd: FakePagerDuty, receiver:
 
 
 async def test_source_and_group_from_config_and_vendor(pd: FakePagerDuty) -> None:
-    r = PagerDutyReceiver("vendors", config(pd.url, source="portal-prod"), host="ignored", external_url=None)
+    r = PagerDutyReceiver("vendors", config(pd.url, source="portal-prod"), ReceiverContext(host="ignored", external_url=None))
     try:
         await r.send(make_notification(vendor="WHMCS", alertname="WhmcsUnavailable",
                                        labels={"check": "whmcs"}))
@@ -161,7 +161,7 @@ async def test_429_without_retry_after_backs_off_30s(pd: FakePagerDuty, receiver
 
 async def test_retry_after_as_http_date_uses_the_injected_clock(pd: FakePagerDuty) -> None:
     now = datetime(2024, 5, 3, 14, 0, 0, tzinfo=UTC)
-    r = PagerDutyReceiver("oncall", config(pd.url), host="h", now=lambda: now)
+    r = PagerDutyReceiver("oncall", config(pd.url), ReceiverContext(host="h", now=lambda: now))
     pd.answer(429, retry_after="Fri, 03 May 2024 14:02:30 GMT")
     try:
         with pytest.raises(DeliveryError) as info:
@@ -183,7 +183,7 @@ async def test_500_is_retryable(pd: FakePagerDuty, receiver: PagerDutyReceiver) 
 
 
 async def test_a_hanging_pagerduty_times_out_and_is_retryable(pd: FakePagerDuty) -> None:
-    r = PagerDutyReceiver("oncall", config(pd.url, timeout="200ms"), host="h")
+    r = PagerDutyReceiver("oncall", config(pd.url, timeout="200ms"), ReceiverContext(host="h"))
     pd.answer("hang")
     try:
         with pytest.raises(DeliveryError) as info:
@@ -200,7 +200,7 @@ async def test_connection_refused_is_retryable() -> None:
     await fake.start()
     url = fake.url
     await fake.close()
-    r = PagerDutyReceiver("oncall", config(url), host="h")
+    r = PagerDutyReceiver("oncall", config(url), ReceiverContext(host="h"))
     try:
         with pytest.raises(DeliveryError) as info:
             await r.send(make_notification())
@@ -212,7 +212,7 @@ async def test_connection_refused_is_retryable() -> None:
 
 async def test_client_side_limit_refuses_the_101st_event_in_a_minute(pd: FakePagerDuty) -> None:
     clock = FakeClock()
-    r = PagerDutyReceiver("oncall", config(pd.url), host="h", clock=clock)
+    r = PagerDutyReceiver("oncall", config(pd.url), ReceiverContext(host="h", clock=clock))
     try:
         start = clock.t
         for i in range(100):  # 100 events spread over the first 30 s
@@ -286,8 +286,7 @@ def test_build_receiver_builds_a_pagerduty_receiver() -> None:
 
 async def test_routing_key_never_reaches_messages_or_logs(pd: FakePagerDuty) -> None:
     """Every failure path, including a PagerDuty reply that quotes the key back."""
-    r = PagerDutyReceiver("oncall", config(pd.url, timeout="200ms", rate_limit_per_minute=5), host="h",
-                          clock=FakeClock())
+    r = PagerDutyReceiver("oncall", config(pd.url, timeout="200ms", rate_limit_per_minute=5), ReceiverContext(host="h", clock=FakeClock()))
     messages: list[str] = []
     scenarios: list[dict[str, Any]] = [
         {"status": 400, "body": {"status": "invalid event", "message": "Event object is invalid",
@@ -315,7 +314,7 @@ async def test_routing_key_never_reaches_messages_or_logs(pd: FakePagerDuty) -> 
 
 
 def test_oversized_custom_details_are_replaced() -> None:
-    r = PagerDutyReceiver("oncall", config(pagerduty.DEFAULT_URL), host="h")
+    r = PagerDutyReceiver("oncall", config(pagerduty.DEFAULT_URL), ReceiverContext(host="h"))
     ev = r.event(make_notification(labels={"huge": "x" * 600_000}))
     assert ev is not None
     assert "512 KB" in ev["payload"]["custom_details"]["error"]
@@ -336,7 +335,7 @@ async def test_fake_pagerduty_keeps_pagerdutys_alert_semantics(pd: FakePagerDuty
 
 async def test_fake_pagerduty_can_enforce_its_own_rate_limit() -> None:
     async with FakePagerDuty(rate_limit_per_minute=2) as fake:
-        r = PagerDutyReceiver("oncall", config(fake.url), host="h")
+        r = PagerDutyReceiver("oncall", config(fake.url), ReceiverContext(host="h"))
         try:
             await r.send(make_notification())
             await r.send(make_notification())

@@ -10,9 +10,9 @@ import pytest
 import structlog
 
 from monitor.config.loader import load_config_text
-from monitor.model import DeliveryError
 from monitor.delivery import build_receiver, slack
 from monitor.delivery.slack import SlackReceiver
+from monitor.model import DeliveryError, ReceiverContext
 from tests.fake_receivers import T0, FakeSlack, make_notification
 
 SLACK_SECRET_PATH = "/services/T000/B000/XXXX"
@@ -25,7 +25,7 @@ async def fake() -> AsyncIterator[FakeSlack]:
 
 
 async def send(url: str, n: Any, **cfg: Any) -> None:
-    r = SlackReceiver("chat", slack.Config(type="slack", url=url, **cfg), external_url="http://mon1.example:9820")
+    r = SlackReceiver("chat", slack.Config(type="slack", url=url, **cfg), ReceiverContext(external_url="http://mon1.example:9820"))
     try:
         await r.send(n)
     finally:

@@ -11,7 +11,6 @@ import pytest
 import structlog
 
 from monitor.config.loader import load_config_text
-from monitor.model import DeliveryError
 from monitor.delivery import build_receiver, webhook
 from monitor.delivery.webhook import (
     SIGNATURE_HEADER,
@@ -20,6 +19,7 @@ from monitor.delivery.webhook import (
     sign,
     verify_signature,
 )
+from monitor.model import DeliveryError, ReceiverContext
 from tests.fake_receivers import T0, FakeWebhook, make_notification
 
 SECRET = "whsec-0123456789-abcdef"
@@ -37,7 +37,7 @@ async def hook() -> AsyncIterator[FakeWebhook]:
 
 
 async def send(cfg: webhook.Config, n: Any, **kw: Any) -> None:
-    r = WebhookReceiver("management", cfg, external_url="http://mon1.example:9820", **kw)
+    r = WebhookReceiver("management", cfg, ReceiverContext(external_url="http://mon1.example:9820", **kw))
     try:
         await r.send(n)
     finally:
@@ -117,7 +117,7 @@ def test_signature_is_hmac_sha256_of_timestamp_dot_body() -> None:
     import hashlib
     import hmac
 
-    r = WebhookReceiver("management", config("http://127.0.0.1:9/hook", secret=SECRET), now=lambda: NOW)
+    r = WebhookReceiver("management", config("http://127.0.0.1:9/hook", secret=SECRET), ReceiverContext(now=lambda: NOW))
     body, headers = r.request(make_notification())
     ts = str(int(NOW.timestamp()))
     assert headers[TIMESTAMP_HEADER] == ts == "1714745110"

@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from monitor.model import Alert, DeliveryError, Notification
 from monitor.delivery.outbox import (
     Outbox,
     enqueue,
@@ -28,6 +27,7 @@ from monitor.delivery.outbox import (
     transaction,
 )
 from monitor.incidents.records import add_timeline
+from monitor.model import Alert, DeliveryError, Notification, ReceiverContext
 from monitor.statedb import open_db
 
 T0 = datetime(2025, 12, 5, 9, 0, 0, tzinfo=UTC)
@@ -448,9 +448,9 @@ async def test_depth_and_oldest_age(conn: sqlite3.Connection) -> None:
 async def test_pagerduty_failing_500_gets_the_trigger_once_after_it_recovers(tmp_path: Path) -> None:
     """Incidents → outbox → the real receiver → a fake PagerDuty that answers 500 three times,
     then a restart while the incident is open, then the resolve: one trigger, one resolve."""
-    from monitor.incidents.lifecycle import Incidents
     from monitor.delivery.pagerduty import Config as PagerDutyConfig
     from monitor.delivery.pagerduty import PagerDutyReceiver
+    from monitor.incidents.lifecycle import Incidents
     from tests.fake_receivers import FakePagerDuty
     from tests.incident_helpers import KEY, alert, config, fired, resolved
 
@@ -462,13 +462,9 @@ async def test_pagerduty_failing_500_gets_the_trigger_once_after_it_recovers(tmp
     t0 = datetime.now(UTC)  # the outbox runs on the real clock here (rows older than a day expire)
     async with FakePagerDuty() as pd:
         pd.answer(500, times=3)
-        rx = PagerDutyReceiver(
-            "oncall",
-            PagerDutyConfig.model_validate(
+        rx = PagerDutyReceiver("oncall", PagerDutyConfig.model_validate(
                 {"type": "pagerduty", "routing_key": KEY, "url": pd.url, "timeout": "2s"}
-            ),
-            host="monitor-test",
-        )
+            ), ReceiverContext(host="monitor-test"))
 
         def outbox(c: sqlite3.Connection) -> Outbox:
             return Outbox(c, {"oncall": rx}, base_backoff=timedelta(milliseconds=5),
@@ -503,13 +499,9 @@ async def test_pagerduty_400_is_failed_at_once_and_kept_visible(conn: sqlite3.Co
 
     async with FakePagerDuty() as pd:
         pd.answer(400, times=1)
-        rx = PagerDutyReceiver(
-            "oncall",
-            PagerDutyConfig.model_validate(
+        rx = PagerDutyReceiver("oncall", PagerDutyConfig.model_validate(
                 {"type": "pagerduty", "routing_key": KEY, "url": pd.url, "timeout": "2s"}
-            ),
-            host="monitor-test",
-        )
+            ), ReceiverContext(host="monitor-test"))
         put(conn, notification(n=1), notification(n=2), at=datetime.now(UTC))
         outbox = Outbox(conn, {"oncall": rx})
         try:

@@ -119,7 +119,7 @@ def test_add_from_the_config_model(conn: sqlite3.Connection) -> None:
 
 
 def test_silence_holds_the_trigger_but_not_the_incident(inc: Incidents, conn: sqlite3.Connection) -> None:
-    inc.add_silence({"alertname": "RedisDown"}, ends_at=at(60), author="alice", comment="upgrade", now=T0)
+    inc.silences.add({"alertname": "RedisDown"}, ends_at=at(60), author="alice", comment="upgrade", now=T0)
     a = alert(check="cache")
     assert inc.update([a], [fired(a)], at(1)) == 0
     (view,) = inc.list_incidents()
@@ -131,7 +131,7 @@ def test_silence_holds_the_trigger_but_not_the_incident(inc: Incidents, conn: sq
 def test_a_held_trigger_is_sent_when_the_silence_ends_if_still_firing(
     inc: Incidents, conn: sqlite3.Connection
 ) -> None:
-    inc.add_silence(
+    inc.silences.add(
         {"alertname": "DatabaseDown"}, ends_at=at(45), author="alice", comment="db restart", now=T0
     )
     a = alert("DatabaseDown", check="db")
@@ -147,7 +147,7 @@ def test_a_held_trigger_is_sent_when_the_silence_ends_if_still_firing(
 
 
 def test_expiring_a_silence_releases_at_the_next_evaluation(inc: Incidents, conn: sqlite3.Connection) -> None:
-    sid = inc.add_silence({"check": "cache"}, ends_at=at(600), author="alice", comment="x", now=T0)
+    sid = inc.silences.add({"check": "cache"}, ends_at=at(600), author="alice", comment="x", now=T0)
     a = alert(check="cache")
     inc.update([a], [fired(a)], T0)
     assert inc.expire_silence(sid, at(5)) is True
@@ -158,7 +158,7 @@ def test_expiring_a_silence_releases_at_the_next_evaluation(inc: Incidents, conn
 def test_nothing_is_sent_for_an_alert_that_cleared_while_silenced(
     inc: Incidents, conn: sqlite3.Connection
 ) -> None:
-    inc.add_silence({"alertname": "RedisDown"}, ends_at=at(60), author="alice", comment="upgrade", now=T0)
+    inc.silences.add({"alertname": "RedisDown"}, ends_at=at(60), author="alice", comment="upgrade", now=T0)
     a = alert(check="cache")
     inc.update([a], [fired(a)], T0)
     assert inc.update([], [resolved(a, at(10))], at(10)) == 0  # never paged: no resolve either
@@ -172,7 +172,7 @@ def test_resolve_is_always_sent_for_what_was_paged_even_when_silenced(
     a = alert("DatabaseDown", check="db")
     inc.update([a], [fired(a)], T0)
     inc.update([a], [], at(30))
-    inc.add_silence(
+    inc.silences.add(
         {"alertname": "DatabaseDown"}, ends_at=at(120), author="alice", comment="maint", now=at(31)
     )
     mark = last_id(conn)
@@ -188,12 +188,12 @@ def test_resolve_is_always_sent_for_what_was_paged_even_when_silenced(
 def test_ack_is_sent_even_when_silenced(inc: Incidents, conn: sqlite3.Connection) -> None:
     a = alert(check="cache")
     inc.update([a], [fired(a)], T0)
-    inc.add_silence({"alertname": "RedisDown"}, ends_at=at(120), author="alice", comment="maint", now=at(1))
+    inc.silences.add({"alertname": "RedisDown"}, ends_at=at(120), author="alice", comment="maint", now=at(1))
     assert inc.ack(inc.list_incidents()[0].id, "alice", at(2)) == 2
 
 
 def test_a_silence_that_matches_something_else_does_not_hold(inc: Incidents) -> None:
-    inc.add_silence(
+    inc.silences.add(
         {"alertname": "RedisDown", "check": "other"}, ends_at=at(60), author="a", comment="x", now=T0
     )
     a = alert(check="cache")

@@ -161,7 +161,7 @@ class LocalBackend:
         except ValueError as e:
             raise Refused(f"portal-monitor silence add: {e}", 2) from None
         try:
-            sid = self._inc.add_silence(
+            sid = self._inc.silences.add(
                 matchers, ends_at=ends, author=author, comment=comment, now=now, starts_at=starts
             )
         except ValueError as e:  # e.g. an end in the past: the API answers 400 for the same

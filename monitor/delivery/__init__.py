@@ -21,7 +21,7 @@ from pydantic import Field
 from monitor.clock import utc_now
 from monitor.delivery import alertmanager, log, pagerduty, slack, webhook
 from monitor.httpclient import HttpClient
-from monitor.model import Receiver
+from monitor.model import Receiver, ReceiverContext
 
 _MODULES = (pagerduty, webhook, slack, alertmanager, log)
 
@@ -52,21 +52,18 @@ def build_receiver(
     `stream` is where the log receiver also prints (stdout for `once`); `http` is the daemon's
     shared HTTP client (None: the receiver makes its own and closes it in `aclose`).
     """
+    ctx = ReceiverContext(host=host, external_url=external_url, now=now, clock=clock, http=http, stream=stream)
     match cfg.type:
         case "pagerduty":
-            return pagerduty.PagerDutyReceiver(
-                name, cfg, host=host, external_url=external_url, limiter=limiter, clock=clock, now=now, http=http
-            )
+            return pagerduty.PagerDutyReceiver(name, cfg, ctx, limiter=limiter)
         case "webhook":
-            return webhook.WebhookReceiver(name, cfg, host=host, external_url=external_url, now=now, http=http)
+            return webhook.WebhookReceiver(name, cfg, ctx)
         case "slack":
-            return slack.SlackReceiver(name, cfg, host=host, external_url=external_url, now=now, http=http)
+            return slack.SlackReceiver(name, cfg, ctx)
         case "alertmanager":
-            return alertmanager.AlertmanagerReceiver(
-                name, cfg, host=host, external_url=external_url, now=now, http=http
-            )
+            return alertmanager.AlertmanagerReceiver(name, cfg, ctx)
         case "log":
-            return log.LogReceiver(name, cfg, host=host, external_url=external_url, stream=stream)
+            return log.LogReceiver(name, cfg, ctx)
     raise ValueError(f"receiver {name!r}: unknown type {cfg.type!r}")
 
 

@@ -40,20 +40,17 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 
-from monitor.clock import utc_now
 from monitor.config.fields import Duration, StrictModel
 from monitor.delivery.transport import JsonPoster, as_utc, raise_for_reply, rfc3339, shorten
 from monitor.delivery.webhook import alert_annotations, alert_labels
-from monitor.httpclient import HttpClient
 from monitor.incidents.messages import incident_url
-from monitor.model import DeliveryError, Notification
+from monitor.model import LOCAL_RECEIVER, DeliveryError, Notification, ReceiverContext
 from monitor.secrets import URLSecretMarker, redact_url, scrub, url_password
 
 API_PATH = "/api/v2/alerts"
@@ -127,23 +124,14 @@ class _Progress:
 class AlertmanagerReceiver:
     """Posts alerts to every Alertmanager in `cfg.urls` (see the module docstring)."""
 
-    def __init__(
-        self,
-        name: str,
-        cfg: Config,
-        *,
-        host: str = "",
-        external_url: str | None = None,
-        now: Callable[[], datetime] = utc_now,
-        http: HttpClient | None = None,
-    ) -> None:
+    def __init__(self, name: str, cfg: Config, ctx: ReceiverContext = LOCAL_RECEIVER) -> None:
         self.name = name
         self.cfg = cfg
-        self.external_url = external_url
-        self._now = now
+        self.external_url = ctx.external_url
+        self._now = ctx.now
         self.endpoints = list(dict.fromkeys(endpoint(u) for u in cfg.urls))
         self._secrets = tuple(p for p in (url_password(u) for u in cfg.urls) if p)
-        self._poster = JsonPoster(timeout=cfg.timeout, secrets=self._secrets, now=now, http=http)
+        self._poster = JsonPoster(timeout=cfg.timeout, secrets=self._secrets, now=ctx.now, http=ctx.http)
         self._progress: OrderedDict[int, _Progress] = OrderedDict()
 
     def _what(self, url: str) -> str:

@@ -11,13 +11,13 @@ deliver to a log has nowhere better to report it.
 
 from __future__ import annotations
 
-from typing import Literal, TextIO
+from typing import Literal
 
 import structlog
 
 from monitor.config.fields import StrictModel
 from monitor.incidents.messages import status_update
-from monitor.model import Notification
+from monitor.model import LOCAL_RECEIVER, Notification, ReceiverContext
 
 log = structlog.get_logger()
 
@@ -30,18 +30,10 @@ class Config(StrictModel):
 class LogReceiver:
     """Writes notifications to the structured log (and to `stream`, when given)."""
 
-    def __init__(
-        self,
-        name: str,
-        cfg: Config | None = None,
-        *,
-        host: str = "",
-        external_url: str | None = None,
-        stream: TextIO | None = None,
-    ) -> None:
+    def __init__(self, name: str, cfg: Config | None = None, ctx: ReceiverContext = LOCAL_RECEIVER) -> None:
         self.name = name
         self.cfg = cfg
-        self.stream = stream
+        self.stream = ctx.stream
 
     async def send(self, notification: Notification) -> None:
         n = notification

@@ -37,18 +37,15 @@ import json
 import time
 from collections import deque
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any, Literal
 
 import structlog
 from pydantic import Field, field_validator
 
-from monitor.clock import utc_now
 from monitor.config.fields import Duration, StrictModel
 from monitor.delivery.transport import JsonPoster, raise_for_reply, rfc3339, shorten
-from monitor.httpclient import HttpClient
 from monitor.incidents.messages import incident_url, runbook_steps
-from monitor.model import DeliveryError, Notification
+from monitor.model import LOCAL_RECEIVER, DeliveryError, Notification, ReceiverContext
 from monitor.secrets import Secret, redact_url, scrub
 
 log = structlog.get_logger()
@@ -109,21 +106,16 @@ class PagerDutyReceiver:
         self,
         name: str,
         cfg: Config,
-        *,
-        host: str,
-        external_url: str | None = None,
+        ctx: ReceiverContext = LOCAL_RECEIVER,
         limiter: SlidingWindowLimiter | None = None,
-        clock: Callable[[], float] = time.monotonic,
-        now: Callable[[], datetime] = utc_now,
-        http: HttpClient | None = None,
     ) -> None:
         self.name = name
         self.cfg = cfg
-        self.host = host
-        self.external_url = external_url
-        self.limiter = limiter or SlidingWindowLimiter(cfg.rate_limit_per_minute, clock=clock)
+        self.host = ctx.host
+        self.external_url = ctx.external_url
+        self.limiter = limiter or SlidingWindowLimiter(cfg.rate_limit_per_minute, clock=ctx.clock)
         self._what = f"pagerduty receiver {name!r} ({redact_url(cfg.url)})"
-        self._poster = JsonPoster(timeout=cfg.timeout, secrets=(cfg.routing_key,), now=now, http=http)
+        self._poster = JsonPoster(timeout=cfg.timeout, secrets=(cfg.routing_key,), now=ctx.now, http=ctx.http)
 
     def event(self, n: Notification) -> dict[str, Any] | None:
         """The Events API v2 body for `n`, or None when nothing is to be sent (re-notify)."""

@@ -19,17 +19,13 @@ The webhook URL is the credential: messages show only `https://hooks.slack.com/*
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from datetime import datetime
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field
 
-from monitor.clock import utc_now
 from monitor.config.fields import Duration, StrictModel
 from monitor.delivery.transport import JsonPoster, raise_for_reply, shorten
-from monitor.httpclient import HttpClient
 from monitor.incidents.messages import (
     brief,
     current_actions,
@@ -41,7 +37,7 @@ from monitor.incidents.messages import (
     status_word,
     utc_text,
 )
-from monitor.model import Notification
+from monitor.model import LOCAL_RECEIVER, Notification, ReceiverContext
 from monitor.secrets import Secret, origin_only, scrub
 
 HEADER_MAX = 150
@@ -126,23 +122,14 @@ def message(n: Notification, external_url: str | None = None) -> dict[str, Any]:
 class SlackReceiver:
     """Posts the status update to a Slack incoming webhook."""
 
-    def __init__(
-        self,
-        name: str,
-        cfg: Config,
-        *,
-        host: str = "",
-        external_url: str | None = None,
-        now: Callable[[], datetime] = utc_now,
-        http: HttpClient | None = None,
-    ) -> None:
+    def __init__(self, name: str, cfg: Config, ctx: ReceiverContext = LOCAL_RECEIVER) -> None:
         self.name = name
         self.cfg = cfg
-        self.external_url = external_url
+        self.external_url = ctx.external_url
         path = urlsplit(cfg.url).path if "://" in cfg.url else ""
         self._secrets = tuple(s for s in (cfg.url, path if len(path) > 1 else "") if s)
         self._what = f"slack receiver {name!r} ({origin_only(cfg.url)})"
-        self._poster = JsonPoster(timeout=cfg.timeout, secrets=self._secrets, now=now, http=http)
+        self._poster = JsonPoster(timeout=cfg.timeout, secrets=self._secrets, now=ctx.now, http=ctx.http)
 
     async def send(self, notification: Notification) -> None:
         body = json.dumps(message(notification, self.external_url), ensure_ascii=False).encode()

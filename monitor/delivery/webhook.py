@@ -41,18 +41,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Callable
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from monitor.clock import utc_now
 from monitor.config.fields import Duration, StrictModel
 from monitor.delivery.transport import JsonPoster, raise_for_reply, rfc3339, shorten
-from monitor.httpclient import HttpClient
 from monitor.incidents.messages import customer_communication, incident_url, status_update
-from monitor.model import Notification
+from monitor.model import LOCAL_RECEIVER, Notification, ReceiverContext
 from monitor.secrets import SecretMarker, SecretURL, redact_url, scrub, url_password
 
 TIMESTAMP_HEADER = "X-Portal-Monitor-Timestamp"
@@ -166,23 +162,14 @@ def webhook_body(n: Notification, receiver: str, external_url: str | None) -> di
 class WebhookReceiver:
     """POSTs the version-4 body to `cfg.url`, signed when `cfg.secret` is set."""
 
-    def __init__(
-        self,
-        name: str,
-        cfg: Config,
-        *,
-        host: str = "",
-        external_url: str | None = None,
-        now: Callable[[], datetime] = utc_now,
-        http: HttpClient | None = None,
-    ) -> None:
+    def __init__(self, name: str, cfg: Config, ctx: ReceiverContext = LOCAL_RECEIVER) -> None:
         self.name = name
         self.cfg = cfg
-        self.external_url = external_url
-        self._now = now
+        self.external_url = ctx.external_url
+        self._now = ctx.now
         self._secrets = tuple(s for s in (cfg.secret, url_password(cfg.url)) if s)
         self._what = f"webhook receiver {name!r} ({redact_url(cfg.url)})"
-        self._poster = JsonPoster(timeout=cfg.timeout, secrets=self._secrets, now=now, http=http)
+        self._poster = JsonPoster(timeout=cfg.timeout, secrets=self._secrets, now=ctx.now, http=ctx.http)
 
     def request(self, n: Notification) -> tuple[bytes, dict[str, str]]:
         """The exact body bytes and the signature headers for `n`."""

@@ -43,7 +43,7 @@ from monitor.config.fields import format_duration
 from monitor.config.model import Config
 from monitor.incidents import routing, views
 from monitor.incidents.records import add_timeline, alert_to_dict, enqueue, iso, transaction
-from monitor.incidents.silences import MatcherSpec, SilenceEntry, Silences
+from monitor.incidents.silences import SilenceEntry, Silences
 from monitor.incidents.views import IncidentView
 from monitor.model import Alert, Notification, Sample, Transition
 
@@ -384,20 +384,6 @@ class Incidents:
         return queued
 
     # ---------------------------------------------------------------- silences
-
-    def add_silence(
-        self,
-        matchers: MatcherSpec,
-        *,
-        ends_at: datetime,
-        author: str,
-        comment: str,
-        now: datetime,
-        starts_at: datetime | None = None,
-    ) -> int:
-        return self.silences.add(
-            matchers, ends_at=ends_at, author=author, comment=comment, now=now, starts_at=starts_at
-        )
 
     def list_silences(self, active_only: bool = True, now: datetime | None = None) -> list[SilenceEntry]:
         return self.silences.find(now=now or self._now(), active_only=active_only)

@@ -157,19 +157,25 @@ class Api:
     def install(self, app: web.Application) -> None:
         """Add the middleware and every route (`/`, `/api/v1/*`, `/-/reload`) to `app`."""
         app.middlewares.append(self.middleware)
-        r = app.router
-        r.add_get("/", self.page)
-        r.add_get("/api/v1/checks", self.get_checks)
-        r.add_get("/api/v1/alerts", self.get_alerts)
-        r.add_get("/api/v1/incidents", self.get_incidents)
-        r.add_get("/api/v1/incidents/{id}", self.get_incident)
-        r.add_post("/api/v1/incidents/{id}/ack", self.ack)
-        r.add_post("/api/v1/incidents/{id}/resolve", self.resolve)
-        r.add_get("/api/v1/silences", self.get_silences)
-        r.add_post("/api/v1/silences", self.add_silence)
-        r.add_delete("/api/v1/silences/{id}", self.expire_silence)
-        r.add_post("/api/v1/silences/{id}/expire", self.expire_silence)
-        r.add_post("/-/reload", self.reload)
+        routes: list[tuple[str, str, Handler]] = [
+            ("GET", "/", self.page),
+            ("GET", "/api/v1/checks", self.get_checks),
+            ("GET", "/api/v1/alerts", self.get_alerts),
+            ("GET", "/api/v1/incidents", self.get_incidents),
+            ("GET", "/api/v1/incidents/{id}", self.get_incident),
+            ("POST", "/api/v1/incidents/{id}/ack", self.ack),
+            ("POST", "/api/v1/incidents/{id}/resolve", self.resolve),
+            ("GET", "/api/v1/silences", self.get_silences),
+            ("POST", "/api/v1/silences", self.add_silence),
+            ("DELETE", "/api/v1/silences/{id}", self.expire_silence),
+            ("POST", "/api/v1/silences/{id}/expire", self.expire_silence),
+            ("POST", "/-/reload", self.reload),
+        ]
+        for method, path, handler in routes:
+            if method == "GET":
+                app.router.add_get(path, handler)  # answers HEAD too
+            else:
+                app.router.add_route(method, path, handler)
 
     # ------------------------------------------------------------------ auth
 
@@ -393,7 +399,7 @@ class Api:
             raise ApiError(400, str(e)) from e
         alerting = self._alerting()
         try:
-            sid = alerting.incidents.add_silence(
+            sid = alerting.incidents.silences.add(
                 matchers,
                 ends_at=ends,
                 author=body.get("author", ""),

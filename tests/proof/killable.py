@@ -21,11 +21,11 @@ import sys
 from datetime import UTC, datetime, timedelta
 
 from monitor.config.loader import load_config_text
-from monitor.incidents.lifecycle import Incidents
-from monitor.model import Alert, Notification, Transition
+from monitor.delivery.outbox import Outbox
 from monitor.delivery.pagerduty import Config as PagerDutyConfig
 from monitor.delivery.pagerduty import PagerDutyReceiver
-from monitor.delivery.outbox import Outbox
+from monitor.incidents.lifecycle import Incidents
+from monitor.model import Alert, Notification, ReceiverContext, Transition
 from monitor.rules.engine import fingerprint
 from monitor.statedb import open_db
 
@@ -50,7 +50,7 @@ def alert(n: int) -> Alert:
 async def deliver(state_dir: str, url: str) -> None:
     conn = open_db(state_dir)
     cfg = PagerDutyConfig(type="pagerduty", routing_key=os.environ["PROOF_ROUTING_KEY"], url=url, timeout="2s")
-    receiver = PagerDutyReceiver("oncall", cfg, host="proof")
+    receiver = PagerDutyReceiver("oncall", cfg, ReceiverContext(host="proof"))
     try:
         async with asyncio.timeout(60):
             await Outbox(conn, {"oncall": receiver}).drain()

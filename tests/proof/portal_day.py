@@ -295,7 +295,7 @@ async def simulate(episodes: Sequence[Episode], cfg: Config, workdir: Path, *, s
                         receivers={n: Recorder(n, clock, delivered) for n in names})
     store.add_source(alerting.samples)
     for matchers, start, end, comment in silences:
-        alerting.incidents.add_silence(matchers, starts_at=DAY + timedelta(seconds=start),
+        alerting.incidents.silences.add(matchers, starts_at=DAY + timedelta(seconds=start),
                                        ends_at=DAY + timedelta(seconds=end), author="nightly-timer",
                                        comment=comment, now=DAY)
     rng = random.Random(seed + 1)

@@ -33,10 +33,10 @@ from structlog.testing import capture_logs
 
 from monitor.config.loader import load_config_text
 from monitor.config.model import Config
-from monitor.incidents.lifecycle import Incidents
-from monitor.model import Alert, Notification, Transition
-from monitor.delivery.pagerduty import PagerDutyReceiver
 from monitor.delivery.outbox import Outbox, list_rows
+from monitor.delivery.pagerduty import PagerDutyReceiver
+from monitor.incidents.lifecycle import Incidents
+from monitor.model import Alert, Notification, ReceiverContext, Transition
 from monitor.rules.engine import fingerprint
 from monitor.statedb import DB_NAME, open_db
 from tests.daemon_proc import ROOT, clean_env
@@ -162,7 +162,7 @@ async def test_pagerduty_500_then_429_for_two_minutes_delivers_everything_once_i
         conn = open_db(tmp_path / "state")
         incidents = Incidents(conn, cfg)
         clock = FakeTime()
-        receiver = Timed(PagerDutyReceiver("oncall", cfg.root.receivers["oncall"], host="proof"), clock, pd)
+        receiver = Timed(PagerDutyReceiver("oncall", cfg.root.receivers["oncall"], ReceiverContext(host="proof")), clock, pd)
         outbox = Outbox(conn, {"oncall": receiver}, now=clock.now, sleep=clock.sleep, rng=random.Random(6))
         a = [alert(i) for i in range(6)]
         done: set[str] = set()
