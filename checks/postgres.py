@@ -32,10 +32,10 @@ from typing import TYPE_CHECKING, Any, Literal
 import structlog
 from pydantic import field_validator
 
-from checks.watch import Rearm, hold_and_watch, until_cancelled
+from checks.watch import Server, hold_and_watch, until_cancelled
 from monitor.config.fields import CheckBase, Duration
 from monitor.model import CheckContext, CheckError, Sample
-from monitor.secrets import Redactor, SecretURL, redact_url, url_password
+from monitor.secrets import SecretURL, redact_url
 
 if TYPE_CHECKING:
     import asyncpg
@@ -136,24 +136,16 @@ class PostgresCheck:
     """Check + Watcher for one PostgreSQL server. One connection, reused across runs and
     re-opened after a connection-level failure."""
 
+    type = "postgres"
+
     def __init__(
-        self,
-        cfg: Config,
-        ctx: CheckContext,
-        *,
-        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
-        monotonic: Callable[[], float] = time.monotonic,
+        self, cfg: Config, ctx: CheckContext, *, sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep
     ) -> None:
         self.name = cfg.name
-        self.type = "postgres"
         self.interval_s = ctx.interval_s
         self.timeout_s = ctx.timeout_s
         self.cfg = cfg
-        self._sleep = sleep
-        self._rearm = Rearm(sleep)  # a successful run cuts the watch's reconnect pause short
-        self._monotonic = monotonic
-        self._target = redact_url(cfg.dsn)
-        self._redactor = Redactor([url_password(cfg.dsn)])
+        self._server = Server("postgres", cfg.name, cfg.dsn, sleep)
         self._conn: asyncpg.Connection | None = None
         _errors()  # import asyncpg now, not inside the first run's timeout
 
@@ -170,7 +162,7 @@ class PostgresCheck:
         except asyncio.CancelledError:  # the scheduler's timeout cut a query off mid-way
             self._drop_connection()
             raise
-        self._rearm.seen()
+        self._server.rearm.seen()
         counts = dict.fromkeys(STATES, 0)
         for row in by_state:
             state = row["state"] or UNKNOWN_STATE
@@ -223,10 +215,7 @@ class PostgresCheck:
 
         if reason != "bad_reply" or isinstance(exc, (pgex.InterfaceError, pgex.InternalClientError)):
             self._drop_connection()  # client-side errors leave the session in an unknown state
-        return CheckError(reason, f"{self._target}: {self._scrub(f'{type(exc).__name__}: {exc}')}")
-
-    def _scrub(self, text: str) -> str:
-        return self._redactor.scrub(text)
+        return self._server.error(reason, exc)
 
     def _drop_connection(self) -> None:
         conn, self._conn = self._conn, None
@@ -258,21 +247,11 @@ class PostgresCheck:
             errors=_errors(),
             wake=wake,
             interval_s=self.interval_s,
-            sleep=self._rearm.pause,
-            monotonic=self._monotonic,
-            on_connect_failed=self._log_connect_failed,
-            on_lost=lambda _exc: log.warning("postgres_watch_lost", check=self.name, target=self._target),
-            on_restored=lambda: log.info("postgres_watch_restored", check=self.name, target=self._target),
-        )
-
-    def _log_connect_failed(self, exc: BaseException, retry_in_s: float) -> None:
-        log.debug(
-            "postgres_watch_connect_failed",
-            check=self.name,
-            target=self._target,
-            reason=classify(exc),
-            error=self._scrub(str(exc)),
-            retry_in_s=retry_in_s,
+            sleep=self._server.rearm.pause,
+            monotonic=self._server.monotonic,
+            on_connect_failed=lambda exc, wait: self._server.log_connect_failed(classify(exc), exc, wait),
+            on_lost=lambda _exc: log.warning("postgres_watch_lost", check=self.name, target=self._server.target),
+            on_restored=lambda: log.info("postgres_watch_restored", check=self.name, target=self._server.target),
         )
 
     @staticmethod

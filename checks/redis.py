@@ -27,10 +27,10 @@ from typing import TYPE_CHECKING, Any, Literal
 import structlog
 from pydantic import Field, field_validator
 
-from checks.watch import Rearm, hold_and_watch, until_cancelled
+from checks.watch import Server, hold_and_watch, until_cancelled
 from monitor.config.fields import CheckBase
 from monitor.model import CheckContext, CheckError, Sample
-from monitor.secrets import Redactor, SecretURL, redact_url, url_password
+from monitor.secrets import SecretURL, redact_url
 
 if TYPE_CHECKING:
     from redis.asyncio import ConnectionPool, Redis
@@ -141,25 +141,17 @@ class RedisCheck:
     """Check + Watcher for one Redis server. One client, reused across runs; replaced after
     a connection-level failure so the next run starts from a fresh connection."""
 
+    type = "redis"
+
     def __init__(
-        self,
-        cfg: Config,
-        ctx: CheckContext,
-        *,
-        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
-        monotonic: Callable[[], float] = time.monotonic,
+        self, cfg: Config, ctx: CheckContext, *, sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep
     ) -> None:
         self.name = cfg.name
-        self.type = "redis"
         self.interval_s = ctx.interval_s
         self.timeout_s = ctx.timeout_s
         self.cfg = cfg
         self._ctx = ctx
-        self._sleep = sleep
-        self._rearm = Rearm(sleep)  # a successful run cuts the watch's reconnect pause short
-        self._monotonic = monotonic
-        self._target = redact_url(cfg.url)
-        self._redactor = Redactor([url_password(cfg.url)])
+        self._server = Server("redis", cfg.name, cfg.url, sleep)
         self._prefix = literal_prefix(cfg.replay_pattern)
         self._namespace = f"redis:{cfg.name}"
         self._client: Redis | None = None
@@ -189,7 +181,7 @@ class RedisCheck:
             Sample("portal_sf_replay_keys", {}, float(len(keys))),
         ]
         samples.extend(self._track(values, complete, now))
-        self._rearm.seen()
+        self._server.rearm.seen()
         return samples
 
     def _connect(self) -> Redis:
@@ -211,10 +203,7 @@ class RedisCheck:
         reason = classify(exc)
         if reason in ("connect", "timeout", "auth"):
             await self._drop_client()
-        return CheckError(reason, f"{self._target}: {self._scrub(f'{type(exc).__name__}: {exc}')}")
-
-    def _scrub(self, text: str) -> str:
-        return self._redactor.scrub(text)
+        return self._server.error(reason, exc)
 
     async def _drop_client(self) -> None:
         client, self._client = self._client, None
@@ -231,7 +220,7 @@ class RedisCheck:
             evicted = float(stats["evicted_keys"])
             connected = float(clients["connected_clients"])
         except (KeyError, TypeError, ValueError) as e:
-            raise CheckError("bad_reply", f"{self._target}: INFO lacks a number for {e}") from e
+            raise CheckError("bad_reply", f"{self._server.target}: INFO lacks a number for {e}") from e
         return [
             Sample("portal_redis_memory_used_bytes", {}, used),
             Sample("portal_redis_memory_max_bytes", {}, maxmemory),
@@ -341,26 +330,16 @@ class RedisCheck:
             errors=_errors(),
             wake=wake,
             interval_s=self.interval_s,
-            sleep=self._rearm.pause,
-            monotonic=self._monotonic,
-            on_connect_failed=self._log_connect_failed,
+            sleep=self._server.rearm.pause,
+            monotonic=self._server.monotonic,
+            on_connect_failed=lambda exc, wait: self._server.log_connect_failed(classify(exc), exc, wait),
             on_lost=self._log_lost,
-            on_restored=lambda: log.info("redis_watch_restored", check=self.name, target=self._target),
-        )
-
-    def _log_connect_failed(self, exc: BaseException, retry_in_s: float) -> None:
-        log.debug(
-            "redis_watch_connect_failed",
-            check=self.name,
-            target=self._target,
-            reason=classify(exc),
-            error=self._scrub(str(exc)),
-            retry_in_s=retry_in_s,
+            on_restored=lambda: log.info("redis_watch_restored", check=self.name, target=self._server.target),
         )
 
     def _log_lost(self, exc: BaseException | None) -> None:
-        why = {} if exc is None else {"reason": classify(exc), "error": self._scrub(str(exc))}
-        log.warning("redis_watch_lost", check=self.name, target=self._target, **why)
+        why = {} if exc is None else {"reason": classify(exc), "error": self._server.scrub(str(exc))}
+        log.warning("redis_watch_lost", check=self.name, target=self._server.target, **why)
 
     async def _subscribed(self, pool: ConnectionPool) -> AbstractConnection:
         """A new connection, SUBSCRIBEd to a fresh channel; disconnected again if that fails.
@@ -375,7 +354,7 @@ class RedisCheck:
                 try:
                     await conn.read_response(disconnect_on_error=False)
                 except rex.ResponseError as e:  # NOPERM on channels: stay connected, idle
-                    log.info("redis_watch_unsubscribed", check=self.name, target=self._target, error=str(e))
+                    log.info("redis_watch_unsubscribed", check=self.name, target=self._server.target, error=str(e))
         except BaseException:
             await _disconnect(conn)
             raise

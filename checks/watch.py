@@ -20,8 +20,16 @@ so its log events keep its own names (`redis_watch_lost`, `postgres_watch_lost`,
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn, TypeVar
+
+import structlog
+
+from monitor.model import CheckError
+from monitor.secrets import Redactor, redact_url, url_password
+
+log = structlog.get_logger()
 
 BACKOFF_INITIAL_S = 0.1
 BACKOFF_MAX_S = 5.0
@@ -137,3 +145,47 @@ class Rearm:
             for task in (sleeper, waiter):
                 task.cancel()
             await asyncio.gather(sleeper, waiter, return_exceptions=True)
+
+
+class Server:
+    """What a check that holds a connection knows of its server, beside the connection itself.
+
+    `target` is the URL with its password replaced (for every message), `scrub` removes the
+    password from a library's error text (asyncpg and redis-py may quote the DSN), `rearm` ends
+    the watch's reconnect pause when a check run reached the server, and `sleep`/`monotonic`
+    are the clocks the watch loop is driven by (fakes in tests).
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        check: str,
+        url: str,
+        sleep: Callable[[float], Awaitable[Any]],
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.kind = kind
+        self.check = check
+        self.target = redact_url(url)
+        self.redactor = Redactor([url_password(url)])
+        self.sleep = sleep
+        self.monotonic = monotonic
+        self.rearm = Rearm(sleep)
+
+    def scrub(self, text: str) -> str:
+        return self.redactor.scrub(text)
+
+    def error(self, reason: str, exc: BaseException) -> CheckError:
+        """The check's error for `exc`: the target, the exception's type and its scrubbed text."""
+        return CheckError(reason, f"{self.target}: {self.scrub(f'{type(exc).__name__}: {exc}')}")
+
+    def log_connect_failed(self, reason: str, exc: BaseException, retry_in_s: float) -> None:
+        """One debug line per failed watch connection (the check's own run reports the outage)."""
+        log.debug(
+            f"{self.kind}_watch_connect_failed",
+            check=self.check,
+            target=self.target,
+            reason=reason,
+            error=self.scrub(str(exc)),
+            retry_in_s=retry_in_s,
+        )
