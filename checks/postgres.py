@@ -163,6 +163,8 @@ class PostgresCheck:
             self._drop_connection()
             raise
         self._server.rearm.seen()
+        if limits is None:  # one aggregate row always comes back; a server that says otherwise is broken
+            raise CheckError("bad_reply", f"{self._server.target}: the max_connections query returned no row")
         counts = dict.fromkeys(STATES, 0)
         for row in by_state:
             state = row["state"] or UNKNOWN_STATE
