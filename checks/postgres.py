@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import structlog
 from pydantic import field_validator
 
-from checks.watch import Server, hold_and_watch, until_cancelled
+from checks.watch import Server, until_cancelled
 from monitor.config.fields import CheckBase, Duration
 from monitor.model import CheckContext, CheckError, Sample
 from monitor.secrets import SecretURL, redact_url
@@ -242,18 +242,15 @@ class PostgresCheck:
         """
         if not self.cfg.watch:
             await until_cancelled()
-        await hold_and_watch(
+        await self._server.watch(
             connect=self._open_watch_session,
             hold=self._hold,
             close=_terminate,
             errors=_errors(),
+            classify=classify,
             wake=wake,
             interval_s=self.interval_s,
-            sleep=self._server.rearm.pause,
-            monotonic=self._server.monotonic,
-            on_connect_failed=lambda exc, wait: self._server.log_connect_failed(classify(exc), exc, wait),
             on_lost=lambda _exc: log.warning("postgres_watch_lost", check=self.name, target=self._server.target),
-            on_restored=lambda: log.info("postgres_watch_restored", check=self.name, target=self._server.target),
         )
 
     @staticmethod

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import structlog
 from pydantic import Field, field_validator
 
-from checks.watch import Server, hold_and_watch, until_cancelled
+from checks.watch import Server, until_cancelled
 from monitor.config.fields import CheckBase
 from monitor.model import CheckContext, CheckError, Sample
 from monitor.secrets import SecretURL, redact_url
@@ -323,18 +323,15 @@ class RedisCheck:
             retry=Retry(NoBackoff(), 0),
             **tcp,
         )
-        await hold_and_watch(
+        await self._server.watch(
             connect=lambda: self._subscribed(pool),
             hold=self._hold,
             close=_disconnect,
             errors=_errors(),
+            classify=classify,
             wake=wake,
             interval_s=self.interval_s,
-            sleep=self._server.rearm.pause,
-            monotonic=self._server.monotonic,
-            on_connect_failed=lambda exc, wait: self._server.log_connect_failed(classify(exc), exc, wait),
             on_lost=self._log_lost,
-            on_restored=lambda: log.info("redis_watch_restored", check=self.name, target=self._server.target),
         )
 
     def _log_lost(self, exc: BaseException | None) -> None:

@@ -189,3 +189,31 @@ class Server:
             error=self.scrub(str(exc)),
             retry_in_s=retry_in_s,
         )
+
+    async def watch(
+        self,
+        *,
+        connect: Callable[[], Awaitable[C]],
+        hold: Callable[[C], Awaitable[object]],
+        close: Callable[[C], Awaitable[None]],
+        errors: tuple[type[BaseException], ...],
+        classify: Callable[[BaseException], str],
+        wake: Callable[[], None],
+        interval_s: float,
+        on_lost: Callable[[BaseException | None], None],
+    ) -> NoReturn:
+        """`hold_and_watch` paced by this server's clocks and `rearm`, logging failed connects
+        (debug), a lost connection (`on_lost`) and its return (info) under the check's name."""
+        await hold_and_watch(
+            connect=connect,
+            hold=hold,
+            close=close,
+            errors=errors,
+            wake=wake,
+            interval_s=interval_s,
+            sleep=self.rearm.pause,
+            monotonic=self.monotonic,
+            on_connect_failed=lambda exc, wait: self.log_connect_failed(classify(exc), exc, wait),
+            on_lost=on_lost,
+            on_restored=lambda: log.info(f"{self.kind}_watch_restored", check=self.check, target=self.target),
+        )
