@@ -2,8 +2,8 @@
 
 At read time (the default) JSON lines are parsed in pieces, counted as whole records into a
 pending batch and normalized once per batch (`logtally.Normalizer.add`/`flush`), the
-parser first trying a strict Struct (`logparse`), and the follower hands out pieces of a
-slice (`logtail.Follower.read_pieces`). The per-chunk path (`Normalizer.tally`, still used
+parser first trying a strict Struct (`checks/logfile/parse.py`), and the follower hands out pieces of a
+slice (`checks/logfile/tail.py: Follower.read_pieces`). The per-chunk path (`Normalizer.tally`, still used
 for line time and regex logs) is the reference: every count must be the same on tricky
 input (invalid UTF-8, non-JSON, non-objects, blank lines, huge numbers, objects where a
 scalar was expected, alternative paths, unusual levels); sums of durations may differ in

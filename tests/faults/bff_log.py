@@ -1,7 +1,7 @@
 """The BFF's winston log for the fault matrix: request lines, appends, rotation, paced traffic.
 
 Lines are what the BFF's request logger writes with winston's JSON format (the `winston`
-preset of `checks/logfile.py`): `level`, `message`, `url`, `statusCode`, `duration` (ms),
+preset of `checks/logfile/check.py`): `level`, `message`, `url`, `statusCode`, `duration` (ms),
 `ip`, `timestamp`. Each `write()` is one `write(2)` of whole lines, as a logger's is, so
 the daemon never reads half a burst.
 """

@@ -18,7 +18,7 @@ rules. Only what cannot run in a test changes:
 - **Three floors, where dividing would measure the test machine instead of the rules.**
   Check intervals (10 s → 17 ms) are at least `INTERVAL_FLOOR_S` (50 ms), so six checks do not
   keep two cores busy. The logfile `window` (5 min → 0.5 s) is at least `WINDOW_FLOOR_S` (2 s):
-  the window counts whole 1 s buckets (`checks/logwindow.py`), and with one bucket a steady
+  the window counts whole 1 s buckets (`checks/logfile/window.py`), and with one bucket a steady
   burst would read as an empty window at every second boundary. (So a log burst stays in the
   window 20 min of shipped time instead of 5, and log alerts resolve that much later: the
   log rows allow for it.) Check timeouts are

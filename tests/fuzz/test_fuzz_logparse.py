@@ -1,4 +1,4 @@
-"""Fuzzing the log line parser (`checks/logparse.py`) through the logfile check's line handling.
+"""Fuzzing the log line parser (`checks/logfile/parse.py`) through the logfile check's line handling.
 
 Property, for any chunk of byte lines fed to `LogfileCheck.ingest` then `samples`:
 - nothing raises: every line is either counted (`portal_log_lines_total`) or a counted parse
