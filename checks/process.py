@@ -7,6 +7,13 @@ spaces; the monitor's own process never matches, and processes without a readabl
 line (kernel threads, zombies, other users' processes under hidepid) are skipped. No match
 raises `CheckError("not_found")`, keeping `portal_process_count 0`.
 
+The default pattern, `DEFAULT_CMDLINE`, wants the program itself to be `node` (any path, or
+`nodejs`) and a later argument to contain `bff`: `node /srv/bff/dist/main.js` matches, while
+`python3 tool.py --name node-bff` or `vim bff/node.ts` do not (`node.*bff`, `pgrep -f`'s habit,
+matched both). `describe()` names the PIDs that matched and their program and script, so a wrong
+pattern shows at once in `once`, the API and the status page (no other arguments: they may
+carry secrets).
+
 `portal_process_cpu_ratio` is CPU seconds (user + system) per wall second, summed over the
 matching processes (1 = one core busy):
 
@@ -46,12 +53,15 @@ METRICS: dict[str, tuple[str, str]] = {
 }
 KEY_METRICS = ("portal_process_count", "portal_process_cpu_ratio", "portal_process_resident_bytes")
 
+DEFAULT_CMDLINE = r"^([^ ]*/)?node(js)? (.* )?[^ ]*bff"
+MAX_DESCRIBED = 5  # PIDs named by describe(); the rest are counted
+
 MIN_AGE_S = 1.0  # a process seconds old has spent them starting up: don't extrapolate from less
 
 
 class Config(CheckBase):
     type: Literal["process"]
-    cmdline: str = r"node.*bff"  # regex searched in the joined command line, like pgrep -f
+    cmdline: str = DEFAULT_CMDLINE  # regex searched in the joined command line, like pgrep -f
 
     @field_validator("cmdline")
     @classmethod
@@ -71,6 +81,7 @@ class ProcessSnapshot:
     started_at: float  # psutil create_time: wall clock, seconds since the epoch
     cpu_s: float  # user + system CPU seconds since it started
     rss_bytes: int
+    program: str = ""  # argv[0]'s base name and the first argument that is not an option's
 
 
 def scan(pattern: re.Pattern[str], exclude_pid: int) -> list[ProcessSnapshot]:
@@ -89,8 +100,31 @@ def scan(pattern: re.Pattern[str], exclude_pid: int) -> list[ProcessSnapshot]:
                 started = proc.create_time()
         except (psutil.NoSuchProcess, psutil.AccessDenied):  # exited or hidden since the listing
             continue
-        found.append(ProcessSnapshot(proc.pid, started, times.user + times.system, rss))
+        found.append(ProcessSnapshot(proc.pid, started, times.user + times.system, rss, program_of(argv)))
     return found
+
+
+def program_of(argv: Sequence[str]) -> str:
+    """`node main.js` for `/usr/bin/node --max-old-space-size=512 /srv/bff/dist/main.js --token=x`:
+    the program's and the script's base names only, never the other arguments (they may be secrets)."""
+    words = [os.path.basename(argv[0]) or argv[0]]
+    if len(argv) > 1 and argv[1] in ("-c", "-e", "--eval", "-p", "--print"):
+        words.append(argv[1])  # inline code: the option, not the code
+        script = None
+    else:
+        script = next((a for a in argv[1:] if a and not a.startswith("-")), None)
+    if script is not None:
+        words.append(os.path.basename(script.rstrip("/")) or script)
+    return " ".join(w[:60] for w in words)
+
+
+def describe_matches(procs: Sequence[ProcessSnapshot]) -> str:
+    """`pid 4242 (node main.js), pid 4250 (node main.js)`, at most `MAX_DESCRIBED` named."""
+    if not procs:
+        return "no process matched"
+    shown = ", ".join(f"pid {p.pid} ({p.program})" if p.program else f"pid {p.pid}" for p in procs[:MAX_DESCRIBED])
+    more = len(procs) - MAX_DESCRIBED
+    return f"{shown} and {more} more" if more > 0 else shown
 
 
 def cpu_ratio(
@@ -137,9 +171,15 @@ class ProcessCheck:
         self._own_pid = os.getpid() if own_pid is None else own_pid
         self._previous: dict[tuple[int, float], float] = {}
         self._previous_at: float | None = None
+        self._matched: list[ProcessSnapshot] = []
+
+    def describe(self) -> str:
+        """Which processes the last run matched (see `describe_matches`)."""
+        return describe_matches(self._matched)
 
     async def collect(self) -> list[Sample]:
         procs = await asyncio.to_thread(scan, self._pattern, self._own_pid)
+        self._matched = sorted(procs, key=lambda p: p.pid)
         at = self._clock()
         elapsed = at - self._previous_at if self._previous_at is not None else None
         ratio = cpu_ratio(procs, self._previous, elapsed, self._now())

@@ -55,6 +55,16 @@ class Check(Protocol):
 
 
 @runtime_checkable
+class Described(Protocol):
+    """A check that can say in words what its last run found (the process check's matched PIDs).
+
+    Read right after each `collect()`, success or failure; shown by `once`, the API and the status
+    page beside the check's values."""
+
+    def describe(self) -> str: ...
+
+
+@runtime_checkable
 class Watcher(Protocol):
     """A check that can tell at once when its target goes away (EOF on a held connection).
 
@@ -77,6 +87,7 @@ class CheckResult:
     duration_s: float
     reason: str = ""
     error: str = ""
+    detail: str = ""  # what the run found, in words (`Described`), e.g. the PIDs a process check matched
 
 
 class StateStore(Protocol):

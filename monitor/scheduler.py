@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Mapping
 
 import structlog
 
-from monitor.model import Check, CheckError, CheckResult, Sample, Watcher
+from monitor.model import Check, CheckError, CheckResult, Described, Sample, Watcher
 from monitor.store import Store
 
 log = structlog.get_logger()
@@ -53,6 +53,7 @@ async def run_check(
     except Exception as e:  # a bug in a check must not stop the daemon; say where it happened
         up, reason, error = False, "internal", f"{type(e).__name__}: {e}"
         log.exception("check_crashed", check=check.name, type=check.type)
+    detail = check.describe() if isinstance(check, Described) else ""
     return CheckResult(
         check=check.name,
         type=check.type,
@@ -62,6 +63,7 @@ async def run_check(
         duration_s=clock() - t0,
         reason=reason,
         error=error,
+        detail=detail,
     )
 
 

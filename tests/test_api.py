@@ -138,7 +138,8 @@ def seed(store: Store) -> None:
         Sample("portal_postgres_ping_seconds", {}, 0.002),
         Sample("portal_postgres_connections_used_ratio", {}, 0.25),
         Sample("portal_postgres_longest_query_seconds", {}, 0.0),
-        Sample("portal_postgres_connections", {"state": "idle"}, 5.0)], ran, 0.01))
+        Sample("portal_postgres_connections", {"state": "idle"}, 5.0)], ran, 0.01,
+        detail=f"found it with secret={WHMCS_SECRET}"))
     store.put(CheckResult("whmcs", "whmcs", False, [], ran, 0.2, "auth",
                           f"WHMCS said: Authentication Failed for secret={WHMCS_SECRET}"))
 
@@ -306,10 +307,11 @@ async def test_checks_shape(rig: ApiRig) -> None:
     assert [c["check"] for c in doc["checks"]] == ["cache", "db", "web", "whmcs", "bff"]
     assert by["cache"] == {
         "check": "cache", "type": "redis", "state": "down", "up": False, "reason": "connect",
-        "error": "redis://:***@127.0.0.1:1/0: connection refused", "duration_seconds": 0.5,
+        "error": "redis://:***@127.0.0.1:1/0: connection refused", "detail": None, "duration_seconds": 0.5,
         "last_run": "2025-06-01T11:59:58.000000+00:00", "age_seconds": 5.0, "interval_seconds": 10.0,
         "disabled": None, "values": {}, "samples": []}
     assert by["db"]["state"] == "up" and by["db"]["up"] is True and by["db"]["interval_seconds"] == 5.0
+    assert by["db"]["detail"] == "found it with secret=***"  # what the run found, redacted like errors
     assert by["db"]["values"] == {"portal_postgres_ping_seconds": 0.002, "portal_postgres_connections_used_ratio": 0.25,
                                   "portal_postgres_longest_query_seconds": 0.0}
     assert {"name": "portal_postgres_connections", "labels": {"state": "idle"}, "value": 5.0} in by["db"]["samples"]
@@ -627,7 +629,7 @@ async def test_remote_cli_against_a_running_daemon(tmp_path: Path, redis_up: Any
         rc, out, err = await cli("once", "--url", url)
         assert rc == 1, err
         lines = out.splitlines()
-        assert lines[0].split() == ["check", "type", "state", "values", "error"]
+        assert lines[0].split() == ["check", "type", "state", "values", "detail"]
         cache = next(line for line in lines if line.startswith("  cache"))
         assert "UP" in cache and "redis_ping_seconds=" in cache
         vault = next(line for line in lines if line.startswith("  vault"))
@@ -637,7 +639,7 @@ async def test_remote_cli_against_a_running_daemon(tmp_path: Path, redis_up: Any
         doc = json.loads(out)
         by = {c["check"]: c for c in doc["checks"]}
         assert rc == 1 and doc["ok"] is False
-        assert set(by["cache"]) == {"check", "type", "up", "reason", "error", "duration_seconds", "values", "samples"}
+        assert set(by["cache"]) == {"check", "type", "up", "reason", "error", "detail", "duration_seconds", "values", "samples"}
         assert by["cache"]["up"] is True and by["cache"]["values"]["portal_redis_ping_seconds"] > 0
         assert by["whmcs"] == {"check": "whmcs", "type": "whmcs", "up": None,
                                "disabled": "disabled until WHMCS_API_URL is set"}

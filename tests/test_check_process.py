@@ -16,7 +16,18 @@ import pydantic
 import pytest
 
 from checks import process
-from checks.process import MIN_AGE_S, ProcessCheck, ProcessSnapshot, cpu_ratio
+from checks.process import (
+    DEFAULT_CMDLINE,
+    MIN_AGE_S,
+    ProcessCheck,
+    ProcessSnapshot,
+    cpu_ratio,
+    describe_matches,
+    program_of,
+    scan,
+)
+from pathlib import Path
+
 from monitor.model import CheckContext, CheckError, MemoryState, Sample
 
 # Waits for "burn SECONDS" lines on stdin, burns that much CPU, answers "done": the test moves
@@ -33,6 +44,9 @@ for line in sys.stdin:
 """
 
 
+REPO = Path(__file__).resolve().parents[1]
+
+
 class Child:
     """A python child whose argv carries a marker, burning CPU when told to."""
 
@@ -40,9 +54,12 @@ class Child:
         self.proc = proc
 
     @classmethod
-    async def spawn(cls, marker: str) -> Child:
+    async def spawn(cls, marker: str, *, argv0: str | None = None, args: tuple[str, ...] | None = None) -> Child:
+        """`argv0` replaces the program's name in the command line (`/srv/bff/node` for a python
+        that reads, to /proc and psutil, like node); `args` replace `-c CHILD marker`."""
+        argv = args if args is not None else ("-c", CHILD, marker)
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", CHILD, marker,
+            argv0 or sys.executable, *argv, executable=sys.executable,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         )
         child = cls(proc)
@@ -236,3 +253,91 @@ def test_cpu_ratio_never_negative() -> None:
 
 def test_own_pid_default_is_this_process() -> None:
     assert make_check("x")._own_pid == os.getpid()
+
+
+# ------------------------------------------------------------------ which processes matched
+
+@pytest.mark.parametrize(
+    ("cmdline", "matches"),
+    [
+        ("node /srv/bff/dist/main.js", True),
+        ("/usr/bin/node --max-old-space-size=512 /opt/customer-portal-bff/main.js", True),
+        ("nodejs bff.js", True),
+        ("/home/app/.nvm/versions/node/v20.1.0/bin/node dist/main.js --name portal-bff", True),
+        # what `node.*bff` also matched:
+        ("python3 tool.py --name node-bff", False),
+        ("vim bff/node.ts", False),
+        ("/usr/bin/python3 -m pytest tests -k node_bff", False),
+        ("node /srv/frontend/server.js", False),
+        ("nodemon --exec node bff.js", False),  # the watcher itself; its node child matches
+    ],
+)
+def test_default_pattern_wants_node_running_a_bff_script(cmdline: str, matches: bool) -> None:
+    assert bool(re.search(DEFAULT_CMDLINE, cmdline)) is matches
+
+
+def test_default_pattern_is_the_config_default_and_the_shipped_one() -> None:
+    assert process.Config(name="p", type="process").cmdline == DEFAULT_CMDLINE
+    shipped = (REPO / "alert_rules.yaml").read_text()
+    assert f'cmdline: "${{BFF_PROCESS_PATTERN:-{DEFAULT_CMDLINE}}}"' in shipped
+    env = (REPO / "systemd" / "portal-monitor.env").read_text()
+    assert f"BFF_PROCESS_PATTERN={DEFAULT_CMDLINE}\n" in env
+
+
+async def test_default_pattern_on_real_processes_matches_node_not_a_python_named_node_bff(
+    tmp_path: Path,
+) -> None:
+    tag = uuid.uuid4().hex
+    script = tmp_path / f"bff-{tag}" / "main.js"
+    script.parent.mkdir()
+    script.write_text(CHILD)  # python code: only the command line has to look like node's
+    # A node-looking BFF (argv[0] ends in /node, its script lives under .../bff-<tag>/), and a
+    # python whose arguments contain "node-bff": `node.*bff` matched both.
+    bff = await Child.spawn(tag, argv0="/srv/test/bin/node", args=(str(script), "--port=4000"))
+    impostor = await Child.spawn(f"--name node-bff-{tag}")
+    try:
+        found = {p.pid: p for p in scan(re.compile(DEFAULT_CMDLINE), os.getpid())}
+        assert bff.proc.pid in found
+        assert impostor.proc.pid not in found
+        assert found[bff.proc.pid].program == "node main.js"
+    finally:
+        await bff.stop()
+        await impostor.stop()
+
+
+async def test_describe_names_the_matched_pids_in_order(marker: str) -> None:
+    children = [await Child.spawn(marker) for _ in range(2)]
+    check = make_check(marker)
+    try:
+        assert process.ProcessCheck.describe(check) == "no process matched"
+        await check.collect()
+        pids = sorted(c.proc.pid for c in children)
+        exe = os.path.basename(sys.executable)
+        assert check.describe() == f"pid {pids[0]} ({exe} -c), pid {pids[1]} ({exe} -c)"
+    finally:
+        for c in children:
+            await c.stop()
+        await check.aclose()
+
+
+async def test_describe_after_no_match_says_so_and_the_result_carries_it(marker: str) -> None:
+    from monitor.scheduler import run_check
+
+    check = make_check(marker)
+    result = await run_check(check)
+    assert not result.up and result.reason == "not_found"
+    assert result.detail == "no process matched"
+
+
+def test_program_of_never_shows_other_arguments() -> None:
+    argv = ["/usr/bin/node", "--max-old-space-size=512", "/srv/bff/dist/main.js", "--token=s3cret"]
+    assert program_of(argv) == "node main.js"
+    assert program_of(["node", "-e", "require('x')('s3cret')"]) == "node -e"
+    assert program_of(["/usr/local/bin/bff"]) == "bff"
+
+
+def test_describe_counts_what_it_does_not_name() -> None:
+    procs = [ProcessSnapshot(pid, 0.0, 0.0, 0, "node main.js") for pid in range(100, 108)]
+    text = describe_matches(procs)
+    assert text.startswith("pid 100 (node main.js), pid 101 (node main.js)")
+    assert text.endswith("pid 104 (node main.js) and 3 more")

@@ -104,7 +104,7 @@ def test_once_table_and_exit_1_when_a_check_is_down(tmp_path: Path, redis_up, po
     r = cli("once", "-c", str(cfg))
     assert r.returncode == 1
     lines = r.stdout.splitlines()
-    assert lines[0].split() == ["check", "type", "state", "values", "error"]
+    assert lines[0].split() == ["check", "type", "state", "values", "detail"]
     cache = next(line for line in lines if line.startswith("  cache"))
     assert "DOWN" in cache and "connect" in cache
     db = next(line for line in lines if line.startswith("  db"))

@@ -99,6 +99,12 @@ def test_checks_down_first_with_value_error_and_age() -> None:
     assert "disabled until WHMCS_API_URL is set" in html and "not run yet" in html
 
 
+def test_a_check_card_says_what_the_run_found() -> None:
+    html = page([check("bff_process", "up", detail="pid 4242 (node main.js) & <1 more>")])
+    assert '<div class="muted">pid 4242 (node main.js) &amp; &lt;1 more&gt;</div>' in html
+    assert 'class="muted">pid' not in page([check("cache", "up")])
+
+
 def test_incident_age_level_and_ack_state() -> None:
     inc = {"id": 7, "alertname": "RedisDown", "severity": "P2", "summary": "Redis down", "runbook": "",
            "fired_at": "2025-06-01T10:30:00+00:00", "level": "L2", "acked_at": "2025-06-01T11:50:00+00:00",

@@ -191,8 +191,18 @@ def _once_remote(args: argparse.Namespace) -> int:
             if c["state"] in ("up", "down"):
                 out.append(
                     {
-                        k: c[k]
-                        for k in ("check", "type", "up", "reason", "error", "duration_seconds", "values", "samples")
+                        k: c.get(k)
+                        for k in (
+                            "check",
+                            "type",
+                            "up",
+                            "reason",
+                            "error",
+                            "detail",
+                            "duration_seconds",
+                            "values",
+                            "samples",
+                        )
                     }
                 )
             elif c["state"] == "disabled":
@@ -212,12 +222,12 @@ def _once_remote(args: argparse.Namespace) -> int:
                 if c["state"] == "disabled"
                 else "not run yet"
                 if c["state"] == "pending"
-                else ""
+                else (c.get("detail") or "")[:120]
                 if c["up"]
                 else f"{c['reason']}: {c['error']}"[:120]
             )
             rows.append((c["check"], c["type"], state, kv, why))
-        _table(("check", "type", "state", "values", "error"), rows)
+        _table(("check", "type", "state", "values", "detail"), rows)
         s = doc["summary"]
         pending = f", {s['pending']} not run yet" if s["pending"] else ""
         age = max((c["age_seconds"] for c in ran), default=0.0)
@@ -250,6 +260,7 @@ def cmd_once(args: argparse.Namespace) -> int:
                     "up": r.up,
                     "reason": r.reason or None,
                     "error": _redact(cfg, r.error) or None,
+                    "detail": _redact(cfg, r.detail) or None,
                     "duration_seconds": round(r.duration_s, 6),
                     "values": _key_values(r),
                     "samples": [{"name": s.name, "labels": dict(s.labels), "value": s.value} for s in r.samples],
@@ -269,11 +280,11 @@ def cmd_once(args: argparse.Namespace) -> int:
                     r.type,
                     "UP" if r.up else "DOWN",
                     kv,
-                    "" if r.up else f"{r.reason}: {_redact(cfg, r.error)}"[:120],
+                    _redact(cfg, r.detail)[:120] if r.up else f"{r.reason}: {_redact(cfg, r.error)}"[:120],
                 )
             )
         rows += [(n, t, "disabled", "", why) for n, t, why in disabled]
-        _table(("check", "type", "state", "values", "error"), rows)
+        _table(("check", "type", "state", "values", "detail"), rows)
         print(f"\n{len(results) - len(down)} up, {len(down)} down, {len(disabled)} disabled ({elapsed:.2f}s)")
         if alerts:
             print("\nrules whose condition holds now (pending: paged if it still holds after `for`):")

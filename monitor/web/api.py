@@ -17,8 +17,9 @@ runs, so a refused request's body is never read. Errors are `{"error": "..."}` w
          200 {"ok": false, "summary": {"up": 1, "down": 1, "pending": 0, "disabled": 1},
               "checks": [
                 {"check": "cache", "type": "redis", "state": "up", "up": true, "reason": null,
-                 "error": null, "duration_seconds": 0.0021, "last_run": "2025-06-01T12:00:00.000000+00:00",
-                 "age_seconds": 2.4, "interval_seconds": 10.0, "disabled": null,
+                 "error": null, "detail": null, "duration_seconds": 0.0021,
+                 "last_run": "2025-06-01T12:00:00.000000+00:00", "age_seconds": 2.4,
+                 "interval_seconds": 10.0, "disabled": null,
                  "values": {"portal_redis_ping_seconds": 0.0003, "portal_redis_memory_used_ratio": 0.12},
                  "samples": [{"name": "portal_redis_ping_seconds", "labels": {}, "value": 0.0003}, ...]},
                 {"check": "db", "type": "postgres", "state": "down", "up": false, "reason": "connect",
@@ -26,7 +27,8 @@ runs, so a refused request's body is never read. Errors are `{"error": "..."}` w
                 {"check": "whmcs", "type": "whmcs", "state": "disabled", "up": null,
                  "disabled": "disabled until WHMCS_API_URL is set", "last_run": null, ...}]}
          `state` is up | down | pending (enabled, not run yet) | disabled. `ok` is false when
-         any check is down. `values` are the type's key metrics (`checks.KEY_METRICS`).
+         any check is down. `values` are the type's key metrics (`checks.KEY_METRICS`); `detail`
+         says what the run found where the check type can tell (the process check's PIDs).
 
     GET  /api/v1/alerts
          200 {"alerts": [{"name": "RedisDown", "state": "firing", "severity": "P1", "value": 0.0,
@@ -230,6 +232,7 @@ class Api:
                     "up": None,
                     "reason": None,
                     "error": None,
+                    "detail": None,
                     "duration_seconds": None,
                     "last_run": None,
                     "age_seconds": None,
@@ -461,6 +464,7 @@ def _check_entry(name: str, typ: str, interval: float, r: CheckResult | None, no
             "up": None,
             "reason": None,
             "error": None,
+            "detail": None,
             "duration_seconds": None,
             "last_run": None,
             "age_seconds": None,
@@ -482,6 +486,7 @@ def _check_entry(name: str, typ: str, interval: float, r: CheckResult | None, no
         "up": r.up,
         "reason": r.reason or None,
         "error": r.error or None,
+        "detail": r.detail or None,
         "duration_seconds": round(r.duration_s, 6),
         "last_run": iso(ran),
         "age_seconds": _age(ran, now),

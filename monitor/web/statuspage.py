@@ -179,6 +179,7 @@ def _check_item(c: Mapping[str, Any]) -> str:
             f'<div class="muted">ran {format_age(c["age_seconds"])} ago · took '
             f"{format_value('x_seconds', c['duration_seconds'])} · every {format_age(c['interval_seconds'])}</div>"
         )
+    detail = f'<div class="muted">{escape(c["detail"])}</div>' if c.get("detail") else ""
     error = (
         f'<div class="error">{escape(c["reason"] or "error")}: {escape(c["error"] or "")}</div>'
         if state == "down"
@@ -187,7 +188,7 @@ def _check_item(c: Mapping[str, Any]) -> str:
     return (
         f'<li class="card check {state}"><div class="row"><span class="name">{escape(c["check"])}</span>'
         f'<span class="muted">{escape(c["type"])}</span><span class="badge {state}">{label}</span></div>'
-        f"{f'<div class=values>{escape(values)}</div>' if values else ''}{error}{info}</li>"
+        f"{f'<div class=values>{escape(values)}</div>' if values else ''}{error}{detail}{info}</li>"
     )
 
 
