@@ -32,6 +32,7 @@ import pytest
 import yaml
 from aiohttp import web
 
+from monitor.config.loader import load_config
 from monitor.config.model import DEFAULT_LISTEN
 from monitor.web.metrics import make_metrics_handler
 from monitor.web.server import build_app, split_listen
@@ -42,6 +43,7 @@ DOCKERIGNORE = REPO / ".dockerignore"
 CONFIG_PATH = "/etc/portal-monitor/alert_rules.yaml"
 STATE_DIR = "/var/lib/portal-monitor"
 VENV_DIR = "/opt/portal-monitor/venv"
+ENV_FILE = REPO / "systemd" / "portal-monitor.env"
 
 
 # ---------------------------------------------------------------------- a small Dockerfile reader
@@ -179,6 +181,45 @@ def test_expose_matches_the_listen_port(stages: list[Stage]) -> None:
     assert split_listen(DEFAULT_LISTEN)[1] == int(exposed[0])  # the daemon's own default port
     rules = yaml.safe_load((REPO / "alert_rules.yaml").read_text())
     assert rules["listen"] == "${PORTAL_MONITOR_LISTEN:-127.0.0.1:9820}"  # the variable the image sets
+
+
+def docker_env_file(path: Path, host_env: dict[str, str]) -> dict[str, str]:
+    """What `docker run --env-file PATH` puts in the container's environment (Docker's
+    `opts/envfile.go`): one `NAME=value` per line taken literally (no quotes removed, no `$`
+    expansion, leading whitespace of the name trimmed), `#` lines and blank lines ignored, a bare
+    `NAME` passing the host's value when the host has one."""
+    out: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        line = line.lstrip()
+        if not line or line.startswith("#"):
+            continue
+        name, eq, value = line.partition("=")
+        if not name or any(c.isspace() for c in name):
+            raise ValueError(f"{path}: {line!r}: Docker refuses a variable name with whitespace")
+        if eq:
+            out[name] = value
+        elif name in host_env:
+            out[name] = host_env[name]
+    return out
+
+
+def test_docker_run_with_the_systemd_env_file_listens_on_all_interfaces(stages: list[Stage]) -> None:
+    """`docker run --env-file systemd/portal-monitor.env -p 9820:9820`: the env file comes after
+    the image's ENV, so a listen address in it would win; it must leave the image's 0.0.0.0."""
+    exposed = stages[-1].last("EXPOSE").split()
+    env = {**stages[-1].env(), **docker_env_file(ENV_FILE, {})}
+    env.pop("PORTAL_MONITOR_CONFIG", None)
+    cfg = load_config(REPO / "alert_rules.yaml", env={**env, "PORTAL_MONITOR_STATE_DIR": STATE_DIR})
+    host, port = split_listen(cfg.root.listen)
+    assert host == "0.0.0.0", f"the env file pins the listen address to {cfg.root.listen} inside the container"
+    assert [str(port)] == [p.split("/")[0] for p in exposed]  # what `-p 9820:9820` publishes
+
+
+def test_docker_env_file_reader_reads_as_docker_does(tmp_path: Path) -> None:
+    f = tmp_path / "env"
+    f.write_text("# c\n\n  A=1\nB='quoted'\nC=x=y # not a comment\nD\nE\n")
+    assert docker_env_file(f, {"D": "from host"}) == {"A": "1", "B": "'quoted'", "C": "x=y # not a comment",
+                                                      "D": "from host"}
 
 
 def test_state_directory_is_the_volume(stages: list[Stage]) -> None:
@@ -385,10 +426,11 @@ def _image_env(root: Path, stage: Stage, **overrides: str) -> dict[str, str]:
 @pytest.mark.slow
 def test_image_steps_in_a_plain_venv_give_a_valid_config(image: Image, stages: list[Stage],
                                                          tmp_path: Path) -> None:
-    """`portal-monitor check-config` from the image's venv, with the image's environment and config path."""
+    """`portal-monitor check-config` from the image's venv, with the image's environment and config
+    path, and the systemd env file on top as `docker run --env-file systemd/portal-monitor.env` puts it."""
     runtime = stages[-1]
     image_root = image.root
-    env = _image_env(image_root, runtime)
+    env = {**_image_env(image_root, runtime), **docker_env_file(ENV_FILE, {})}
     exe = shutil.which("portal-monitor", path=env["PATH"])
     assert exe and exe.startswith(str(image_root)), "the venv's console script is not on the image's PATH"
     proc = subprocess.run([exe, "check-config", "-c", str(image_root / CONFIG_PATH.lstrip("/"))],

@@ -489,7 +489,8 @@ def test_shipped_rules_load_with_the_example_env_file() -> None:
     env = {**active, "PORTAL_MONITOR_STATE_DIR": "/var/lib/portal-monitor"}
     cfg = load_config(RULES, env=env)
     assert cfg.root.state_dir == "/var/lib/portal-monitor"
-    assert cfg.root.listen == active["PORTAL_MONITOR_LISTEN"]
+    assert "PORTAL_MONITOR_LISTEN" not in active  # a container must not be pinned to its own loopback
+    assert cfg.root.listen == "127.0.0.1:9820"  # the config's default: loopback under systemd
 
 
 # ---------------------------------------------------------------------- the unit file
