@@ -11,7 +11,7 @@ PIP    := $(PY) -m pip --disable-pip-version-check
 RUNTIME_STAMP := $(VENV)/.installed-runtime
 DEV_STAMP     := $(VENV)/.installed-dev
 
-.PHONY: run test test-quick lint lock readme-figures bench check-config once clean
+.PHONY: run test test-quick lint lock readme-figures bench conformance check-config once clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -68,6 +68,11 @@ lock:
 ## readme-figures: rewrite README.md's benchmark figures from bench/RESULTS.md and bench/compare/RESULTS.md
 readme-figures:
 	$(PYTHON) bench/readme_figures.py
+
+## conformance: Prometheus's PromQL test files through our engine, per file passed/failed/skipped with reasons
+## (folder: $$PROMQLTEST_DIR, else ../shared/reference/promqltest from the project root)
+conformance: $(DEV_STAMP)
+	$(PY) tests/promqltest/harness.py
 
 check-config: $(RUNTIME_STAMP)
 	$(VENV)/bin/portal-monitor check-config -c alert_rules.yaml

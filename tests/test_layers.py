@@ -24,6 +24,7 @@ BOTTOM = (
     "monitor.httpclient",
     "monitor.config.fields",
     "monitor.config.yamlpos",
+    "monitor.history",
 )
 
 # prefix of the importing module -> prefixes it must never import
@@ -61,6 +62,17 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "monitor.heartbeat": ("monitor.rules", "monitor.incidents", "monitor.delivery", "monitor.web", "monitor.cli"),
     "monitor.systemd": ("checks", "monitor.rules", "monitor.incidents", "monitor.delivery", "monitor.web"),
     "monitor.logs": ("checks", "monitor.rules", "monitor.incidents", "monitor.delivery", "monitor.web"),
+    # the PromQL engine: the history and the shared vocabulary only, nothing else of ours
+    "monitor.rules.promql": (
+        "checks",
+        "monitor.config",
+        "monitor.store",
+        "monitor.scheduler",
+        "monitor.statedb",
+        "monitor.rules.engine",
+        "monitor.rules.expr",
+        "monitor.rules.templates",
+    ),
 }
 
 

@@ -1,0 +1,302 @@
+"""Evaluation of a parsed expression over a History, with Prometheus 3.x instant semantics.
+
+One `_Evaluator` per query: it caches which series each selector matches, evaluates the tree at
+a time `t` (milliseconds) and returns internal values (`float` for scalars, `str`,
+`InstantVector`, `RangeVector`). A range query evaluates the tree at each step and joins the
+vectors by label set. Names marked for removal (`Sample.drop`) are removed when the query ends,
+as Prometheus 3 does; two series left with the same labels are then an error.
+
+Semantics follow Prometheus's `promql/engine.go`: the lookback window is (t - 5m, t], a range
+selector reads (t - range, t], `@` fixes the time (start()/end() are the query's bounds) and
+`offset` shifts it back, a subquery evaluates its inner expression at the multiples of its step
+inside its range.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+from monitor.history import History, ms
+from monitor.history import Series as HistorySeries
+from monitor.rules.promql import aggregate, binary, functions
+from monitor.rules.promql.parse import (
+    Aggregate,
+    At,
+    Binary,
+    Call,
+    Expr,
+    MatrixSel,
+    Node,
+    NumberLit,
+    StringLit,
+    Subquery,
+    Unary,
+    VectorSel,
+    parse,
+)
+from monitor.rules.promql.values import (
+    Element,
+    EvalError,
+    InstantVector,
+    Internal,
+    Matrix,
+    RangeSeries,
+    RangeVector,
+    Sample,
+    Scalar,
+    Series,
+    String,
+    Value,
+    Vector,
+)
+
+
+class Engine:
+    """Evaluates PromQL over a `History`; see the package docstring for the interface."""
+
+    def __init__(self, history: History, lookback_s: float = 300.0, subquery_step_s: float = 60.0) -> None:
+        self.history = history
+        self.lookback = ms(lookback_s)
+        self.subquery_step = ms(subquery_step_s)
+
+    def _expr(self, expr: Expr | str) -> Expr:
+        return parse(expr) if isinstance(expr, str) else expr
+
+    def instant(self, expr: Expr | str, t: float) -> Value:
+        """The value of `expr` at `t` (seconds)."""
+        e = self._expr(expr)
+        tm = ms(t)
+        ev = _Evaluator(self, tm, tm)
+        return _finish_instant(ev.eval(e.root, tm), tm)
+
+    def range(self, expr: Expr | str, start: float, end: float, step: float) -> Matrix:
+        """The value of `expr` at start, start+step, ... <= end, as series of points."""
+        e = self._expr(expr)
+        if e.kind not in ("scalar", "vector"):
+            raise EvalError(
+                f"invalid expression type {_type_name(e.kind)!r} for range query, must be Scalar or instant Vector"
+            )
+        t0, t1, dt = ms(start), ms(end), ms(step)
+        if dt <= 0:
+            raise EvalError("zero or negative query resolution step widths are not accepted")
+        ev = _Evaluator(self, t0, t1)
+        out: dict[tuple[tuple[str, str], ...], tuple[dict[str, str], bool, list[tuple[int, float]]]] = {}
+        t = t0
+        while t <= t1:
+            v = ev.eval(e.root, t)
+            if isinstance(v, float):
+                out.setdefault((), ({}, False, []))[2].append((t, v))
+            elif isinstance(v, InstantVector):
+                for s in v:
+                    key = tuple(sorted(s.metric.items()))
+                    entry = out.get(key)
+                    if entry is None:
+                        entry = (s.metric, s.drop, [])
+                        out[key] = entry
+                    elif entry[2] and entry[2][-1][0] == t:
+                        raise EvalError("vector cannot contain metrics with the same labelset")
+                    entry[2].append((t, s.value))
+            t += dt
+        merged: dict[tuple[tuple[str, str], ...], tuple[dict[str, str], list[tuple[int, float]]]] = {}
+        for metric, drop, points in out.values():
+            if drop and "__name__" in metric:
+                metric = {k: v for k, v in metric.items() if k != "__name__"}
+            key = tuple(sorted(metric.items()))
+            have = merged.get(key)
+            if have is None:
+                merged[key] = (metric, list(points))
+                continue
+            combined = sorted(have[1] + points)
+            if any(combined[i][0] == combined[i - 1][0] for i in range(1, len(combined))):
+                raise EvalError("vector cannot contain metrics with the same labelset")
+            merged[key] = (have[0], combined)
+        result = Matrix(
+            Series(dict(metric), [(t / 1000.0, v) for t, v in points])
+            for key, (metric, points) in sorted(merged.items())
+        )
+        return result
+
+
+def _type_name(kind: str) -> str:
+    return {"matrix": "range vector", "string": "string", "scalar": "scalar", "vector": "instant vector"}[kind]
+
+
+def _finish_instant(v: Internal, t: int) -> Value:
+    ts = t / 1000.0
+    if isinstance(v, float):
+        return Scalar(v, ts)
+    if isinstance(v, str):
+        return String(v, ts)
+    if isinstance(v, InstantVector):
+        out = Vector()
+        seen: set[tuple[tuple[str, str], ...]] = set()
+        for s in v:
+            metric = s.metric
+            if s.drop and "__name__" in metric:
+                metric = {k: x for k, x in metric.items() if k != "__name__"}
+            key = tuple(sorted(metric.items()))
+            if key in seen:
+                raise EvalError("vector cannot contain metrics with the same labelset")
+            seen.add(key)
+            out.append(Element(dict(metric), s.value, ts))
+        return out
+    mat = Matrix()
+    for rs in v:
+        metric = rs.metric
+        if rs.drop and "__name__" in metric:
+            metric = {k: x for k, x in metric.items() if k != "__name__"}
+        mat.append(Series(dict(metric), [(a / 1000.0, b) for a, b in zip(rs.times(), rs.values(), strict=True)]))
+    return mat
+
+
+def trunc_div(a: int, b: int) -> int:
+    """Go's integer division (toward zero)."""
+    q = abs(a) // abs(b)
+    return q if (a >= 0) == (b >= 0) else -q
+
+
+class _Evaluator:
+    def __init__(self, engine: Engine, start: int, end: int) -> None:
+        self.history = engine.history
+        self.lookback = engine.lookback
+        self.subquery_step = engine.subquery_step
+        self.start = start
+        self.end = end
+        self._selected: dict[int, list[HistorySeries]] = {}
+        self._dispatch: dict[type, Callable[[Any, int], Internal]] = {
+            NumberLit: self._number,
+            StringLit: self._string,
+            VectorSel: self._vector,
+            MatrixSel: self._matrix,
+            Subquery: self._subquery,
+            Call: self._call,
+            Aggregate: self._aggregate,
+            Binary: self._binary,
+            Unary: self._unary,
+        }
+
+    def eval(self, node: Node, t: int) -> Internal:
+        return self._dispatch[type(node)](node, t)
+
+    # ---- leaves ------------------------------------------------------------------------------
+    def _number(self, node: NumberLit, t: int) -> Internal:
+        return node.value
+
+    def _string(self, node: StringLit, t: int) -> Internal:
+        return node.value
+
+    def ref_time(self, at: At | None, offset: int, t: int) -> int:
+        if at is None:
+            base = t
+        elif at.kind == "start":
+            base = self.start
+        elif at.kind == "end":
+            base = self.end
+        else:
+            base = at.t
+        return base - offset
+
+    def select(self, node: VectorSel) -> list[HistorySeries]:
+        found = self._selected.get(id(node))
+        if found is None:
+            if node.or_groups:
+                seen: dict[int, HistorySeries] = {}
+                name = [m for m in node.matchers if m.name == "__name__"]
+                for group in node.or_groups:
+                    for s in self.history.select(list(group) + name):
+                        seen[id(s)] = s
+                found = list(seen.values())
+            else:
+                found = self.history.select(node.matchers)
+            self._selected[id(node)] = found
+        return found
+
+    def _vector(self, node: VectorSel, t: int) -> Internal:
+        ref = self.ref_time(node.at, node.offset, t)
+        lookback = self.lookback
+        out = InstantVector()
+        for s in self.select(node):
+            hit = s.latest(ref, lookback)
+            if hit is not None:
+                out.append(Sample(s.labels, hit[1], False, hit[0]))
+        return out
+
+    def _matrix(self, node: MatrixSel, t: int) -> Internal:
+        sel = node.sel
+        ref = self.ref_time(sel.at, sel.offset, t)
+        lo = ref - node.range
+        out = RangeVector()
+        for s in self.select(sel):
+            i, j = s.window(lo, ref)
+            if j > i:
+                out.append(RangeSeries(s.labels, False, s, i, j))
+        return out
+
+    def _subquery(self, node: Subquery, t: int) -> Internal:
+        ref = self.ref_time(node.at, node.offset, t)
+        step = node.step or self.subquery_step
+        first = step * trunc_div(ref - node.range, step)
+        if first <= ref - node.range:
+            first += step
+        series: dict[tuple[tuple[str, str], ...], RangeSeries] = {}
+        tt = first
+        while tt <= ref:
+            v = self.eval(node.expr, tt)
+            if isinstance(v, float):
+                v = InstantVector([Sample({}, v)])
+            if not isinstance(v, InstantVector):
+                raise EvalError("subquery is only allowed on instant vector or scalar expressions")
+            for s in v:
+                key = tuple(sorted(s.metric.items()))
+                rs = series.get(key)
+                if rs is None:
+                    rs = RangeSeries(s.metric, s.drop, ts=[], vs=[])
+                    series[key] = rs
+                elif rs._ts and rs._ts[-1] == tt:
+                    raise EvalError("vector cannot contain metrics with the same labelset")
+                rs._ts.append(tt)  # type: ignore[union-attr]
+                rs._vs.append(s.value)  # type: ignore[union-attr]
+            tt += step
+        return RangeVector(series.values())
+
+    def range_bounds(self, node: Node, t: int) -> tuple[int, int]:
+        """(start, end) in ms of the window a range argument covers at `t`."""
+        if isinstance(node, MatrixSel):
+            ref = self.ref_time(node.sel.at, node.sel.offset, t)
+            return ref - node.range, ref
+        assert isinstance(node, Subquery)
+        ref = self.ref_time(node.at, node.offset, t)
+        return ref - node.range, ref
+
+    # ---- operators ---------------------------------------------------------------------------
+    def _unary(self, node: Unary, t: int) -> Internal:
+        v = self.eval(node.expr, t)
+        if isinstance(v, float):
+            return -v
+        assert isinstance(v, InstantVector)
+        return InstantVector(Sample(s.metric, -s.value, True) for s in v)
+
+    def _binary(self, node: Binary, t: int) -> Internal:
+        lhs = self.eval(node.lhs, t)
+        rhs = self.eval(node.rhs, t)
+        return binary.evaluate(node, lhs, rhs)
+
+    def _aggregate(self, node: Aggregate, t: int) -> Internal:
+        param = self.eval(node.param, t) if node.param is not None else None
+        v = self.eval(node.expr, t)
+        assert isinstance(v, InstantVector)
+        return aggregate.evaluate(node, param, v)
+
+    def _call(self, node: Call, t: int) -> Internal:
+        return functions.call(self, node, t)
+
+
+def vector_from(value: Value) -> list[Element]:
+    """The elements of an instant result (empty for anything else)."""
+    return list(value) if isinstance(value, Vector) else []
+
+
+def is_nan(v: float) -> bool:
+    return math.isnan(v)

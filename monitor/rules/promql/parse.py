@@ -1,0 +1,366 @@
+"""PromQL text to our own expression tree, with positioned errors.
+
+`promql_parser` (the Rust parser's bindings) does the parsing; its tree is copied once into the
+small frozen dataclasses below, so evaluation never crosses into the extension again and the
+tree can be walked for what a rule needs (`requirements()`).
+
+The parser's messages carry no position. The column of an error is the one the message names
+when it quotes a fragment of the text (`unknown function with name 'nonexist'`, an unclosed
+parenthesis); otherwise the start of the first token after the longest prefix that parses.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import promql_parser as pp
+
+from monitor.history import Matcher
+
+
+class ExprError(Exception):
+    """An expression PromQL does not accept: `position` is the 0-based column of `token`."""
+
+    def __init__(self, position: int, token: str, message: str, hint: str = "") -> None:
+        self.position = position
+        self.token = token
+        self.message = message
+        self.hint = hint
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        text = f"{self.message} at column {self.position + 1}"
+        return f"{text} ({self.hint})" if self.hint else text
+
+
+# ---- the tree ------------------------------------------------------------------------------
+class Node:
+    __slots__ = ()
+
+
+@dataclass(frozen=True, slots=True)
+class At:
+    """`@ t` (ms), `@ start()` or `@ end()`."""
+
+    kind: str  # "at", "start", "end"
+    t: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class NumberLit(Node):
+    value: float
+
+
+@dataclass(frozen=True, slots=True)
+class StringLit(Node):
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class VectorSel(Node):
+    name: str | None
+    matchers: tuple[Matcher, ...]
+    or_groups: tuple[tuple[Matcher, ...], ...]
+    offset: int  # ms
+    at: At | None
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class MatrixSel(Node):
+    sel: VectorSel
+    range: int  # ms
+
+
+@dataclass(frozen=True, slots=True)
+class Subquery(Node):
+    expr: Node
+    range: int
+    step: int | None
+    offset: int
+    at: At | None
+
+
+@dataclass(frozen=True, slots=True)
+class Call(Node):
+    func: str
+    args: tuple[Node, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Aggregate(Node):
+    op: str
+    expr: Node
+    param: Node | None
+    without: bool
+    labels: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Binary(Node):
+    op: str
+    lhs: Node
+    rhs: Node
+    return_bool: bool
+    card: str  # one-to-one, many-to-one, one-to-many, many-to-many
+    on: bool | None  # None: no on/ignoring
+    labels: tuple[str, ...]
+    include: tuple[str, ...]  # group_left/group_right labels
+
+
+@dataclass(frozen=True, slots=True)
+class Unary(Node):
+    op: str  # "-" (a "+" never reaches the tree)
+    expr: Node
+
+
+@dataclass(frozen=True, slots=True)
+class Expr:
+    """A parsed expression: the text it came from and its tree."""
+
+    text: str
+    root: Node
+    kind: str = field(default="")  # "scalar", "vector", "matrix" or "string"
+
+
+# ---- conversion ----------------------------------------------------------------------------
+_MATCH_OPS = {"Equal": "=", "NotEqual": "!=", "Re": "=~", "NotRe": "!~"}
+_CARD = {"OneToOne": "one-to-one", "ManyToOne": "many-to-one", "OneToMany": "one-to-many", "ManyToMany": "many-to-many"}
+
+
+def _enum_name(value: Any) -> str:
+    return str(value).rsplit(".", 1)[-1]
+
+
+def _ms(d: timedelta | None) -> int:
+    if d is None:
+        return 0
+    return (d.days * 86400 + d.seconds) * 1000 + d.microseconds // 1000
+
+
+def _at(node: Any) -> At | None:
+    at = node.at
+    if at is None:
+        return None
+    kind = _enum_name(at.type)
+    if kind == "Start":
+        return At("start")
+    if kind == "End":
+        return At("end")
+    try:
+        when = at.at
+    except BaseException as exc:  # the bindings panic on times before 1970
+        raise ExprError(0, "@", "timestamps before 1970 are not supported after @") from exc
+    return At("at", round(when.timestamp() * 1000))
+
+
+def _matcher(m: Any) -> Matcher:
+    return Matcher.of(m.name, _MATCH_OPS[_enum_name(m.op)], m.value)
+
+
+def _convert(node: Any) -> Node:
+    if isinstance(node, pp.ParenExpr):
+        return _convert(node.expr)
+    if isinstance(node, pp.NumberLiteral):
+        return NumberLit(float(node.val))
+    if isinstance(node, pp.StringLiteral):
+        return StringLit(node.val)
+    if isinstance(node, pp.VectorSelector):
+        ms = node.matchers
+        matchers = [_matcher(m) for m in ms.matchers]
+        if node.name is not None and not any(m.name == "__name__" for m in matchers):
+            matchers.insert(0, Matcher.of("__name__", "=", node.name))
+        groups = tuple(tuple(_matcher(m) for m in g) for g in ms.or_matchers)
+        return VectorSel(node.name, tuple(matchers), groups, _ms(node.offset), _at(node), str(node))
+    if isinstance(node, pp.MatrixSelector):
+        sel = _convert(node.vector_selector)
+        assert isinstance(sel, VectorSel)
+        return MatrixSel(sel, _ms(node.range))
+    if isinstance(node, pp.SubqueryExpr):
+        step = _ms(node.step) if node.step is not None else None
+        return Subquery(_convert(node.expr), _ms(node.range), step or None, _ms(node.offset), _at(node))
+    if isinstance(node, pp.Call):
+        return Call(node.func.name, tuple(_convert(a) for a in node.args))
+    if isinstance(node, pp.AggregateExpr):
+        mod = node.modifier
+        without = mod is not None and mod.type == pp.AggModifierType.Without
+        labels = tuple(mod.labels) if mod is not None else ()
+        param = _convert(node.param) if node.param is not None else None
+        return Aggregate(str(node.op), _convert(node.expr), param, without, labels)
+    if isinstance(node, pp.BinaryExpr):
+        bmod = node.modifier
+        op = str(node.op)
+        if bmod is None:
+            card = "many-to-many" if op in ("and", "or", "unless") else "one-to-one"
+            return Binary(op, _convert(node.lhs), _convert(node.rhs), False, card, None, (), ())
+        matching = bmod.matching
+        on = None if matching is None else _enum_name(matching.type) == "Include"
+        labels = tuple(matching.labels) if matching is not None else ()
+        card = _CARD[_enum_name(bmod.card)]
+        if op in ("and", "or", "unless"):
+            card = "many-to-many"
+        include = tuple(bmod.group_labels or ())
+        return Binary(op, _convert(node.lhs), _convert(node.rhs), bool(bmod.return_bool), card, on, labels, include)
+    if isinstance(node, pp.UnaryExpr):
+        return Unary("-", _convert(node.expr))
+    raise ExprError(0, str(node), f"unsupported expression {type(node).__name__}")
+
+
+def kind_of(node: Node) -> str:
+    """The value type an expression returns: scalar, vector, matrix or string."""
+    if isinstance(node, NumberLit):
+        return "scalar"
+    if isinstance(node, StringLit):
+        return "string"
+    if isinstance(node, (MatrixSel, Subquery)):
+        return "matrix"
+    if isinstance(node, Unary):
+        return kind_of(node.expr)
+    if isinstance(node, Binary):
+        if kind_of(node.lhs) == "scalar" and kind_of(node.rhs) == "scalar":
+            return "scalar"
+        return "vector"
+    if isinstance(node, Call):
+        if node.func in ("time", "pi", "scalar"):
+            return "scalar"
+        return "vector"
+    return "vector"
+
+
+# ---- errors with columns ---------------------------------------------------------------------
+_TOKEN = re.compile(
+    r"""\s*(?:"(?:[^"\\\n]|\\.)*"?|'(?:[^'\\\n]|\\.)*'?|`[^`]*`?|[0-9a-zA-Z_:.]+|=~|!~|!=|==|>=|<=|.)""",
+    re.DOTALL,
+)
+
+
+def _token_starts(text: str) -> list[int]:
+    starts = []
+    i = 0
+    while i < len(text):
+        m = _TOKEN.match(text, i)
+        if m is None or m.end() == i:
+            break
+        starts.append(i + (len(m.group(0)) - len(m.group(0).lstrip())))
+        i = m.end()
+    return starts
+
+
+def _parses(text: str) -> bool:
+    try:
+        pp.parse(text)
+    except BaseException:
+        return False
+    return True
+
+
+def _unclosed(text: str, open_ch: str, close_ch: str) -> int | None:
+    stack: list[int] = []
+    for i, ch in enumerate(text):
+        if ch == open_ch:
+            stack.append(i)
+        elif ch == close_ch and stack:
+            stack.pop()
+    return stack[-1] if stack else None
+
+
+def error_column(text: str, message: str) -> tuple[int, str]:
+    """Best column (0-based) and token for the parser's `message` about `text`."""
+    for word, pair in (("parenthesis", "()"), ("brace", "{}"), ("bracket", "[]")):
+        if f"unclosed left {word}" in message or f"end of input inside {word}" in message:
+            pos = _unclosed(text, pair[0], pair[1])
+            if pos is not None:
+                return pos, pair[0]
+    if "end of input" in message:
+        return len(text.rstrip()), ""
+    for pattern in (r"'([^']+)'", r'"([^"]+)"', r"illegal regex for (.+)$", r"syntax: (\S+)$"):
+        m = re.search(pattern, message)
+        if m:
+            pos = text.find(m.group(1))
+            if pos >= 0:
+                return pos, m.group(1)
+    m = re.search(r"call to (?:function )?'?([a-z_]+)", message)
+    if m and text.find(m.group(1)) >= 0:
+        return text.find(m.group(1)), m.group(1)
+    starts = _token_starts(text)
+    last_ok = -1
+    for k in range(len(starts)):
+        end = starts[k + 1] if k + 1 < len(starts) else len(text)
+        if _parses(text[:end]):
+            last_ok = k
+    k = last_ok + 1
+    if k < len(starts):
+        start = starts[k]
+        m = _TOKEN.match(text, start)
+        return start, (m.group(0).strip() if m else "")
+    return 0, text[:1]
+
+
+def parse(text: str) -> Expr:
+    """Parse PromQL `text`; an ExprError points at the column it concerns."""
+    try:
+        node = pp.parse(text)
+    except BaseException as exc:
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise
+        message = str(exc).strip() or "invalid expression"
+        pos, token = error_column(text, message)
+        raise ExprError(pos, token, message) from None
+    root = _convert(node)
+    return Expr(text, root, kind_of(root))
+
+
+# ---- what an expression needs ---------------------------------------------------------------
+def walk(node: Node) -> list[Node]:
+    """Every node, depth first, parents before children."""
+    out = [node]
+    if isinstance(node, MatrixSel):
+        out += walk(node.sel)
+    elif isinstance(node, Subquery):
+        out += walk(node.expr)
+    elif isinstance(node, Call):
+        for a in node.args:
+            out += walk(a)
+    elif isinstance(node, Aggregate):
+        if node.param is not None:
+            out += walk(node.param)
+        out += walk(node.expr)
+    elif isinstance(node, Binary):
+        out += walk(node.lhs) + walk(node.rhs)
+    elif isinstance(node, Unary):
+        out += walk(node.expr)
+    return out
+
+
+def lookback_needed(node: Node, lookback: int) -> int:
+    """Milliseconds of history before the evaluation time that evaluating `node` can read.
+
+    Ranges, offsets and subquery ranges add up along the path to each selector; a plain
+    selector reads back `lookback`. `@` is treated as reading at the evaluation time.
+    """
+    if isinstance(node, VectorSel):
+        return max(node.offset, 0) + lookback
+    if isinstance(node, MatrixSel):
+        return max(node.sel.offset, 0) + node.range
+    if isinstance(node, Subquery):
+        return max(node.offset, 0) + node.range + lookback_needed(node.expr, lookback)
+    if isinstance(node, (NumberLit, StringLit)):
+        return 0
+    children: list[Node] = []
+    if isinstance(node, Call):
+        children = list(node.args)
+    elif isinstance(node, Aggregate):
+        children = [node.expr] + ([node.param] if node.param is not None else [])
+    elif isinstance(node, Binary):
+        children = [node.lhs, node.rhs]
+    elif isinstance(node, Unary):
+        children = [node.expr]
+    return max((lookback_needed(c, lookback) for c in children), default=0)
+
+
+def selectors(node: Node) -> list[VectorSel]:
+    """Every vector selector in the expression (metric names and matchers, for config checks)."""
+    return [n for n in walk(node) if isinstance(n, VectorSel)]

@@ -1,0 +1,548 @@
+"""Runs Prometheus's PromQL test files (promql/promqltest format) through our engine.
+
+    python tests/promqltest/harness.py [DIR] [-v] [--file NAME]
+
+DIR defaults to $PROMQLTEST_DIR, else ../shared/reference/promqltest from the project root.
+Each `eval` command is one case: passed, failed, or skipped with a reason. Supported: `load`
+(and the float part of `load_with_nhcb`), `clear`, `eval instant at`, `eval range from … to …
+step`, the deprecated `eval_fail`/`eval_ordered`/`eval_warn`/`eval_info`, and the `expect fail`,
+`expect ordered`, `expect string`, `expect range vector`, `expect warn/info/no_warn/no_info`
+lines. Results compare as Prometheus's harness does: labels exactly, values within a relative
+1e-6 (`almost.Equal`), NaN equal to NaN, order only under `expect ordered`.
+
+Skipped, with the reason printed: cases that read native histograms (loaded as `{{…}}` or by
+`load_with_nhcb`, or expected as histograms), and cases that use experimental features
+Prometheus itself only runs behind a feature flag (listed in EXPERIMENTAL below).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import re
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import promql_parser as pp  # noqa: E402
+
+from monitor.history import STALE_NAN, History, Matcher  # noqa: E402
+from monitor.rules.promql import Engine, Matrix, Scalar, String, Vector, parse  # noqa: E402
+from monitor.rules.promql.parse import ExprError, selectors  # noqa: E402
+
+DEFAULT_DIR = ROOT.parent / "shared" / "reference" / "promqltest"
+
+# Prometheus evaluates these only with --enable-feature=promql-experimental-functions (or another
+# flag); the folder's README leaves the features out, a few cases still name them.
+EXPERIMENTAL = {
+    "limitk": "limitk/limit_ratio are experimental aggregations (feature flag)",
+    "limit_ratio": "limitk/limit_ratio are experimental aggregations (feature flag)",
+    "info": "info() is an experimental function (feature flag)",
+    "histogram_quantiles": "histogram_quantiles() is an experimental function (feature flag)",
+    "fill": "fill modifiers of binary operators are experimental (feature flag)",
+    "anchored": "anchored range selectors are experimental (feature flag)",
+    "smoothed": "smoothed range selectors are experimental (feature flag)",
+    "step()": "duration expressions are experimental (feature flag)",
+    "range()": "duration expressions are experimental (feature flag)",
+}
+
+_DURATION = re.compile(r"^(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?$")
+_UNITS_MS = (365 * 86400_000, 7 * 86400_000, 86400_000, 3600_000, 60_000, 1000, 1)
+
+
+def duration_ms(text: str) -> int:
+    text = text.strip()
+    m = _DURATION.match(text)
+    if m and any(m.groups()):
+        return sum(int(g) * u for g, u in zip(m.groups(), _UNITS_MS, strict=True) if g)
+    return round(float(text) * 1000)
+
+
+def parse_number(text: str) -> float:
+    t = text.strip()
+    low = t.lower()
+    if low in ("inf", "+inf"):
+        return math.inf
+    if low == "-inf":
+        return -math.inf
+    if low in ("nan", "+nan", "-nan"):
+        return math.nan
+    if low.startswith(("0x", "-0x", "+0x")):
+        return float(int(t, 16))
+    return float(t)
+
+
+class Unsupported(Exception):
+    """A case outside our scope (native histograms, feature-flag experiments)."""
+
+
+@dataclass
+class SeriesSpec:
+    labels: dict[str, str]
+    values: list[float | None | str]  # None: gap; "stale": staleness marker; "hist": native histogram
+
+
+_ITEM = re.compile(
+    r"^(?P<base>[-+]?(?:[0-9.]+(?:e[-+]?[0-9]+)?|inf|nan|0x[0-9a-f]+)|_)"
+    r"(?:(?P<sign>[-+])(?P<step>[0-9.]+(?:e[-+]?[0-9]+)?|inf|nan))?x(?P<times>[0-9]+)$",
+    re.IGNORECASE,
+)
+
+
+def expand_values(text: str) -> list[float | None | str]:
+    out: list[float | None | str] = []
+    tokens = re.findall(r"\{\{.*?\}\}(?:[-+]\{\{.*?\}\})?(?:x\d+)?|\S+", text)
+    for tok in tokens:
+        if "{{" in tok:
+            m = re.search(r"x(\d+)$", tok)
+            out.extend(["hist"] * ((int(m.group(1)) + 1) if m else 1))
+            continue
+        if tok == "_":
+            out.append(None)
+            continue
+        if tok == "stale":
+            out.append("stale")
+            continue
+        m = _ITEM.match(tok)
+        if m:
+            times = int(m.group("times"))
+            if m.group("base") == "_":
+                out.extend([None] * times)
+                continue
+            value = parse_number(m.group("base"))
+            step = 0.0
+            if m.group("step") is not None:
+                step = parse_number(m.group("step"))
+                if m.group("sign") == "-":
+                    step = -step
+            out.append(value)
+            for _ in range(times):
+                value += step
+                out.append(value)
+            continue
+        out.append(parse_number(tok))
+    return out
+
+
+def parse_series(line: str) -> SeriesSpec:
+    line = line.strip()
+    if line.startswith("{") and not line.startswith("{{"):
+        depth = 0
+        end = 0
+        in_str = False
+        for i, ch in enumerate(line):
+            if ch == '"' and (i == 0 or line[i - 1] != "\\"):
+                in_str = not in_str
+            if in_str:
+                continue
+            if ch == "{":
+                depth += 1
+            elif ch == "}":
+                depth -= 1
+                if depth == 0:
+                    end = i + 1
+                    break
+        desc, rest = line[:end], line[end:]
+    else:
+        m = re.match(r"^([A-Za-z_:][A-Za-z0-9_:]*(?:\{.*?\}(?=\s|$))?)\s*(.*)$", line)
+        if m is None:
+            raise ValueError(f"cannot read series line {line!r}")
+        desc, rest = m.group(1), m.group(2)
+    labels: dict[str, str] = {}
+    if desc:
+        if desc.endswith("}"):
+            body = desc[desc.index("{") + 1 : -1].strip().rstrip(",")
+            desc = desc[: desc.index("{")] + "{" + (body + ", " if body else "") + '__harness__="x"}'
+        node = pp.parse(desc)
+        if not isinstance(node, pp.VectorSelector):
+            raise ValueError(f"not a series descriptor: {desc!r}")
+        if node.name:
+            labels["__name__"] = node.name
+        for matcher in node.matchers.matchers:
+            if matcher.name != "__harness__" and matcher.value:
+                labels[matcher.name] = matcher.value
+    return SeriesSpec(labels, expand_values(rest))
+
+
+@dataclass
+class Case:
+    file: str
+    line: int
+    kind: str  # instant or range
+    query: str
+    at: int = 0
+    start: int = 0
+    end: int = 0
+    step: int = 0
+    expect_fail: bool = False
+    fail_msg: str | None = None
+    fail_regex: str | None = None
+    ordered: bool = False
+    expect_string: str | None = None
+    range_vector: tuple[int, int, int] | None = None
+    expected: list[SeriesSpec] = field(default_factory=list)
+    scalar: float | None = None
+    raw_expected: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Result:
+    case: Case
+    status: str  # passed, failed, skipped
+    reason: str = ""
+
+
+def almost_equal(a: float, b: float, eps: float = 1e-6) -> bool:
+    if math.isnan(a) and math.isnan(b):
+        return True
+    if a == b:
+        return True
+    abs_sum = abs(a) + abs(b)
+    diff = abs(a - b)
+    min_normal = 2.2250738585072014e-308
+    if a == 0 or b == 0 or abs_sum < min_normal:
+        return diff < eps * min_normal
+    return diff / min(abs_sum, 1.7976931348623157e308) < eps
+
+
+class Runner:
+    def __init__(self) -> None:
+        self.history = History(retention_s=1e9, max_samples=100_000_000)
+        self.engine = Engine(self.history)
+        self.native: list[dict[str, str]] = []
+
+    def clear(self) -> None:
+        self.history.clear()
+        self.native = []
+
+    def load(self, interval_ms: int, lines: list[str], nhcb: bool) -> None:
+        for line in lines:
+            spec = parse_series(line)
+            if nhcb and spec.labels.get("__name__", "").endswith(("_bucket", "_count", "_sum")):
+                # the histogram load_with_nhcb adds beside the float series, named without the suffix
+                base = {k: v for k, v in spec.labels.items() if k != "le"}
+                base["__name__"] = re.sub(r"_(bucket|count|sum)$", "", base["__name__"])
+                if base not in self.native:
+                    self.native.append(base)
+            for i, v in enumerate(spec.values):
+                t = i * interval_ms
+                if v is None or v == "hist":  # a native histogram sample: not stored (out of scope)
+                    continue
+                if v == "stale":
+                    self.history.add_ms(spec.labels, t, STALE_NAN)
+                else:
+                    assert isinstance(v, float)
+                    self.history.add_ms(spec.labels, t, v)
+
+    def _reads_native(self, query: str) -> bool:
+        if not self.native:
+            return False
+        try:
+            expr = parse(query)
+        except ExprError:
+            return False
+        for sel in selectors(expr.root):
+            groups = [list(g) for g in sel.or_groups] or [list(sel.matchers)]
+            for group in groups:
+                ms: list[Matcher] = group
+                for labels in self.native:
+                    if all(m.matches(labels.get(m.name, "")) for m in ms):
+                        return True
+        return False
+
+    def run(self, case: Case) -> Result:
+        for word, reason in EXPERIMENTAL.items():
+            if re.search(r"\b" + re.escape(word.rstrip("()")) + (r"\s*\(" if word.endswith("()") else r"\b"), case.query):
+                if word in ("fill",) and not re.search(r"\bfill(_left|_right)?\s*\(", case.query):
+                    continue
+                if word in ("info",) and not re.search(r"\binfo\s*\(", case.query):
+                    continue
+                return Result(case, "skipped", reason)
+        if any("{{" in line for line in case.raw_expected):
+            return Result(case, "skipped", "native histograms are out of scope")
+        if self._reads_native(case.query):
+            return Result(case, "skipped", "native histograms are out of scope (reads a load_with_nhcb histogram)")
+        try:
+            if case.kind == "instant":
+                value = self.engine.instant(case.query, case.at / 1000.0)
+            else:
+                value = self.engine.range(case.query, case.start / 1000.0, case.end / 1000.0, case.step / 1000.0)
+        except Exception as exc:
+            if case.expect_fail:
+                msg = getattr(exc, "message", None) or str(exc)
+                if case.fail_msg is not None and msg != case.fail_msg and str(exc) != case.fail_msg:
+                    return Result(case, "failed", f"error message {str(exc)!r}, expected {case.fail_msg!r}")
+                if case.fail_regex is not None and not re.search(case.fail_regex, str(exc)):
+                    return Result(case, "failed", f"error message {str(exc)!r} does not match {case.fail_regex!r}")
+                return Result(case, "passed")
+            return Result(case, "failed", f"{type(exc).__name__}: {exc}")
+        if case.expect_fail:
+            return Result(case, "failed", "expected an error, got a result")
+        problem = self.compare(case, value)
+        return Result(case, "failed", problem) if problem else Result(case, "passed")
+
+    def compare(self, case: Case, value: object) -> str:
+        if case.expect_string is not None:
+            if not isinstance(value, String):
+                return f"expected string {case.expect_string!r}, got {value!r}"
+            return "" if value.value == case.expect_string else f"string {value.value!r} != {case.expect_string!r}"
+        if case.kind == "instant" and case.range_vector is None and isinstance(value, Matrix):
+            return "got a range vector, expected an instant result"
+        if isinstance(value, Scalar):
+            if case.scalar is None:
+                return f"got scalar {value.value}, expected {case.raw_expected}"
+            return "" if almost_equal(value.value, case.scalar) else f"scalar {value.value} != {case.scalar}"
+        if case.scalar is not None:
+            return f"expected scalar {case.scalar}, got {value!r}"
+        if isinstance(value, Vector):
+            got = [(el.labels, el.value) for el in value]
+            want = []
+            for spec in case.expected:
+                if len(spec.values) != 1 or not isinstance(spec.values[0], float):
+                    return f"expected series {spec.labels} has {len(spec.values)} values for an instant query"
+                want.append((spec.labels, spec.values[0]))
+            if len(got) != len(want):
+                return f"{len(got)} series, expected {len(want)}: got {got[:5]}"
+            if case.ordered:
+                for (gl, gv), (wl, wv) in zip(got, want, strict=True):
+                    if gl != wl or not almost_equal(gv, wv):
+                        return f"ordered: got {gl} {gv}, expected {wl} {wv}"
+                return ""
+            index = {tuple(sorted(labels.items())): v for labels, v in got}
+            for wl, wv in want:
+                gv = index.get(tuple(sorted(wl.items())))
+                if gv is None:
+                    return f"missing series {wl}; got {[g[0] for g in got][:5]}"
+                if not almost_equal(gv, wv):
+                    return f"series {wl}: got {gv}, expected {wv}"
+            return ""
+        if isinstance(value, Matrix):
+            if case.kind == "instant":
+                assert case.range_vector is not None
+                start, end, step = case.range_vector
+            else:
+                start, end, step = case.start, case.end, case.step
+            want_m: dict[tuple[tuple[str, str], ...], list[tuple[int, float]]] = {}
+            for spec in case.expected:
+                pts = []
+                for i, v in enumerate(spec.values):
+                    if v is None:
+                        continue
+                    if not isinstance(v, float):
+                        raise Unsupported("non-float expected point")
+                    pts.append((start + i * step, v))
+                want_m[tuple(sorted(spec.labels.items()))] = pts
+            got_m = {tuple(sorted(s.labels.items())): [(round(t * 1000), v) for t, v in s.points] for s in value}
+            got_m = {k: v for k, v in got_m.items() if v}
+            want_m = {k: v for k, v in want_m.items() if v}
+            if set(got_m) != set(want_m):
+                return f"series {sorted(got_m)[:4]} != expected {sorted(want_m)[:4]}"
+            for key, pts in want_m.items():
+                gp = got_m[key]
+                if len(gp) != len(pts):
+                    return f"series {dict(key)}: {len(gp)} points, expected {len(pts)}: {gp[:6]} vs {pts[:6]}"
+                for (gt, gv), (wt, wv) in zip(gp, pts, strict=True):
+                    if gt != wt or not almost_equal(gv, wv):
+                        return f"series {dict(key)}: point ({gt}, {gv}) != ({wt}, {wv})"
+            _ = end
+            return ""
+        return f"unexpected result {value!r}"
+
+
+_EVAL = re.compile(r"^eval(?P<variant>_fail|_ordered|_warn|_info)?\s+(?P<kind>instant|range)\s+(?P<rest>.*)$")
+
+
+def parse_file(path: Path) -> list[tuple[str, object]]:
+    """Commands in order: ("load", (interval, lines, nhcb)), ("clear", None), ("eval", Case)."""
+    lines = path.read_text().splitlines()
+    commands: list[tuple[str, object]] = []
+    i = 0
+    while i < len(lines):
+        raw = lines[i]
+        stripped = raw.strip()
+        i += 1
+        if not stripped or stripped.startswith("#"):
+            continue
+        if stripped.startswith("load"):
+            parts = stripped.split()
+            nhcb = parts[0] == "load_with_nhcb"
+            interval = duration_ms(parts[1])
+            block = []
+            while i < len(lines) and lines[i].strip() and (lines[i][0] in " \t" or lines[i].strip().startswith("#")):
+                if not lines[i].strip().startswith("#"):
+                    block.append(lines[i].strip())
+                i += 1
+            commands.append(("load", (interval, block, nhcb)))
+            continue
+        if stripped == "clear":
+            commands.append(("clear", None))
+            continue
+        m = _EVAL.match(stripped)
+        if not m:
+            raise ValueError(f"{path.name}:{i}: unknown command {stripped!r}")
+        case = Case(path.name, i, m.group("kind"), "")
+        rest = m.group("rest")
+        variant = m.group("variant")
+        if variant == "_fail":
+            case.expect_fail = True
+        elif variant == "_ordered":
+            case.ordered = True
+        if case.kind == "instant":
+            mm = re.match(r"^at\s+(\S+)\s+(.*)$", rest)
+            if not mm:
+                raise ValueError(f"{path.name}:{i}: bad eval instant line")
+            case.at = duration_ms(mm.group(1))
+            case.query = mm.group(2)
+        else:
+            mm = re.match(r"^from\s+(\S+)\s+to\s+(\S+)\s+step\s+(\S+)\s+(.*)$", rest)
+            if not mm:
+                raise ValueError(f"{path.name}:{i}: bad eval range line")
+            case.start, case.end, case.step = (duration_ms(mm.group(k)) for k in (1, 2, 3))
+            case.query = mm.group(4)
+        while i < len(lines) and lines[i].strip() and not _is_command(lines[i]):
+            body = lines[i].strip()
+            i += 1
+            if body.startswith("#"):
+                continue
+            if body.startswith("expect "):
+                _read_expect(case, body)
+            elif body.startswith("expected_fail_message"):
+                case.expect_fail = True
+                case.fail_msg = body.split(" ", 1)[1].strip()
+            elif body.startswith("expected_fail_regexp"):
+                case.expect_fail = True
+                case.fail_regex = body.split(" ", 1)[1].strip()
+            else:
+                case.raw_expected.append(body)
+                if "{{" in body:
+                    continue
+                first = body.split()[0]
+                if len(body.split()) == 1 and not first.startswith("{") and _is_number(first):
+                    case.scalar = parse_number(first)
+                else:
+                    case.expected.append(parse_series(body))
+        commands.append(("eval", case))
+    return commands
+
+
+def _is_command(line: str) -> bool:
+    s = line.strip()
+    return s.startswith(("eval ", "eval_", "load ", "load_with_nhcb ")) or s == "clear"
+
+
+def _is_number(text: str) -> bool:
+    try:
+        parse_number(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _read_expect(case: Case, body: str) -> None:
+    rest = body[len("expect ") :].strip()
+    if rest.startswith("fail"):
+        case.expect_fail = True
+        tail = rest[len("fail") :].strip()
+        if tail.startswith("msg:"):
+            case.fail_msg = _unquote(tail[4:].strip())
+        elif tail.startswith("regex:"):
+            case.fail_regex = _unquote(tail[6:].strip())
+    elif rest.startswith("ordered"):
+        case.ordered = True
+    elif rest.startswith("string"):
+        case.expect_string = _unquote(rest[len("string") :].strip())
+    elif rest.startswith("range vector"):
+        mm = re.match(r"range vector\s+(?:from\s+)?(\S+)\s+to\s+(\S+)\s+step\s+(\S+)", rest)
+        if mm:
+            case.range_vector = (duration_ms(mm.group(1)), duration_ms(mm.group(2)), duration_ms(mm.group(3)))
+    # warn/info/no_warn/no_info: annotations are not compared (see the module docstring)
+
+
+def _unquote(text: str) -> str:
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"`":
+        return text[1:-1]
+    return text
+
+
+def run_file(path: Path) -> list[Result]:
+    runner = Runner()
+    results = []
+    for kind, payload in parse_file(path):
+        if kind == "clear":
+            runner.clear()
+        elif kind == "load":
+            interval, block, nhcb = payload  # type: ignore[misc]
+            runner.load(interval, block, nhcb)
+        else:
+            assert isinstance(payload, Case)
+            try:
+                results.append(runner.run(payload))
+            except Unsupported as exc:
+                results.append(Result(payload, "skipped", str(exc)))
+    return results
+
+
+def test_dir() -> Path:
+    """$PROMQLTEST_DIR, else ../shared/reference/promqltest beside the checkout (or beside a
+    worktree folder's parent, for git worktrees kept one level deeper)."""
+    env = os.environ.get("PROMQLTEST_DIR")
+    if env:
+        return Path(env)
+    for candidate in (DEFAULT_DIR, ROOT.parent.parent / "shared" / "reference" / "promqltest"):
+        if candidate.is_dir():
+            return candidate
+    return DEFAULT_DIR
+
+
+def run_all(folder: Path, only: str | None = None) -> dict[str, list[Result]]:
+    files = sorted(folder.glob("*.test"))
+    if only:
+        files = [f for f in files if f.name == only or f.stem == only]
+    return {f.name: run_file(f) for f in files}
+
+
+def summary(results: dict[str, list[Result]]) -> tuple[int, int, int]:
+    counts = Counter(r.status for rs in results.values() for r in rs)
+    return counts["passed"], counts["failed"], counts["skipped"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("dir", nargs="?", default=None)
+    ap.add_argument("-v", "--verbose", action="store_true", help="print every failed case")
+    ap.add_argument("--file", default=None, help="only this file")
+    args = ap.parse_args(argv)
+    folder = Path(args.dir) if args.dir else test_dir()
+    if not folder.is_dir():
+        print(f"no PromQL test folder at {folder} (set PROMQLTEST_DIR)", file=sys.stderr)
+        return 2
+    results = run_all(folder, args.file)
+    print(f"{'file':<28} {'passed':>7} {'failed':>7} {'skipped':>8}")
+    reasons: Counter[str] = Counter()
+    for name, rs in results.items():
+        c = Counter(r.status for r in rs)
+        print(f"{name:<28} {c['passed']:>7} {c['failed']:>7} {c['skipped']:>8}")
+        for r in rs:
+            if r.status == "skipped":
+                reasons[r.reason] += 1
+            if r.status == "failed" and args.verbose:
+                print(f"    FAIL {r.case.file}:{r.case.line} {r.case.query}\n         {r.reason}")
+    passed, failed, skipped = summary(results)
+    total = passed + failed + skipped
+    print(f"{'total':<28} {passed:>7} {failed:>7} {skipped:>8}")
+    if total:
+        print(f"passed {passed}/{total} = {100.0 * passed / total:.1f}% of all cases "
+              f"({100.0 * passed / max(passed + failed, 1):.1f}% of those not skipped)")
+    for reason, n in reasons.most_common():
+        print(f"skipped {n:>4}: {reason}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

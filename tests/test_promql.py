@@ -1,0 +1,119 @@
+"""monitor.rules.promql: parse errors with columns, evaluation over a History, the helpers."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from monitor.history import History
+from monitor.model import Sample
+from monitor.rules.promql import (
+    Engine,
+    EvalError,
+    ExprError,
+    Matrix,
+    Scalar,
+    Vector,
+    needed_history_s,
+    parse,
+    selected_series,
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "column", "token"),
+    [
+        ("sum(foo", 3, "("),
+        ("rate(foo[5m]) +", 14, "+"),
+        ("nonexist(foo)", 0, "nonexist"),
+        ('up{a="b"} > bool', 10, ">"),
+        ('foo{a=~"("}', 8, "("),
+        ("foo bar", 4, "bar"),
+    ],
+)
+def test_parse_errors_point_at_a_column(text: str, column: int, token: str) -> None:
+    with pytest.raises(ExprError) as info:
+        parse(text)
+    assert info.value.position == column, info.value
+    assert info.value.token == token
+    assert f"column {column + 1}" in str(info.value)
+
+
+def _history() -> History:
+    h = History()
+    for t in range(0, 601, 15):
+        h.append(
+            t,
+            [
+                Sample("req_total", {"job": "a"}, 2.0 * t),
+                Sample("req_total", {"job": "b"}, 1.0 * t),
+                Sample("limit", {"job": "a"}, 1000.0),
+            ],
+            source="checks",
+        )
+    return h
+
+
+def _values(v: object) -> dict[tuple[tuple[str, str], ...], float]:
+    assert isinstance(v, Vector)
+    return {tuple(sorted(e.labels.items())): e.value for e in v}
+
+
+def test_instant_selectors_functions_aggregations_and_joins() -> None:
+    e = Engine(_history())
+    assert _values(e.instant('req_total{job="a"}', 600)) == {(("__name__", "req_total"), ("job", "a")): 1200.0}
+    rate = _values(e.instant("rate(req_total[5m])", 600))
+    assert rate[(("job", "a"),)] == pytest.approx(2.0)
+    assert _values(e.instant("sum(rate(req_total[5m]))", 600))[()] == pytest.approx(3.0)
+    ratio = _values(e.instant("req_total / on(job) limit > 0.8", 600))
+    assert ratio == {(("job", "a"),): 1.2}
+    assert _values(e.instant("req_total unless on(job) limit", 600)) == {(("__name__", "req_total"), ("job", "b")): 600.0}
+    pl = _values(e.instant("predict_linear(req_total[5m], 3600)", 600))
+    assert pl[(("job", "b"),)] == pytest.approx(4200.0)
+    assert _values(e.instant("max_over_time(req_total[1m:15s])", 600))[(("job", "a"),)] == 1200.0
+    assert e.instant("time()", 600) == Scalar(600.0, 600.0)
+    absent = _values(e.instant('absent(nope{job="x"})', 600))
+    assert absent == {(("job", "x"),): 1.0}
+
+
+def test_staleness_and_lookback() -> None:
+    h = History()
+    h.append(0, [Sample("up", {"job": "a"}, 1)], source="s")
+    h.append(10, [], source="s")
+    e = Engine(h)
+    assert _values(e.instant("up", 5)) == {(("__name__", "up"), ("job", "a")): 1.0}
+    assert _values(e.instant("up", 20)) == {}
+    h2 = History()
+    h2.append(0, [Sample("up", {}, 1)], source="s")
+    e2 = Engine(h2)
+    assert _values(e2.instant("up", 299.999)) != {}
+    assert _values(e2.instant("up", 300)) == {}  # the lookback window is open on the left
+
+
+def test_range_query_and_errors() -> None:
+    e = Engine(_history())
+    m = e.range("req_total * 2", 0, 60, 30)
+    assert isinstance(m, Matrix)
+    assert [s.labels for s in m] == [{"job": "a"}, {"job": "b"}]
+    assert m[0].points == [(0.0, 0.0), (30.0, 120.0), (60.0, 240.0)]
+    with pytest.raises(EvalError, match="same labelset"):
+        e.instant("label_replace(req_total, 'job', 'x', 'job', '.*')", 600)
+    with pytest.raises(EvalError, match="many-to-many"):
+        e.instant("limit + on() req_total", 600)
+
+
+def test_nan_and_division() -> None:
+    e = Engine(_history())
+    v = _values(e.instant("req_total / 0", 600))
+    assert v[(("job", "a"),)] == math.inf
+    assert math.isnan(_values(e.instant("req_total % 0", 600))[(("job", "a"),)])
+
+
+def test_needed_history_and_selected_series() -> None:
+    assert needed_history_s(parse("rate(x[5m] offset 1h)")) == 3900
+    assert needed_history_s(parse("max_over_time(rate(x[5m])[1h:1m])")) == 3900
+    assert needed_history_s(parse("up")) == 300
+    sel = selected_series(parse('rate(a{job="x"}[5m]) / on() group_left b or {__name__="c"}'))
+    assert [s.metric for s in sel] == ["a", "b", "c"]
+    assert [(m.name, m.op, m.value) for m in sel[0].matchers] == [("__name__", "=", "a"), ("job", "=", "x")]
