@@ -29,9 +29,10 @@ $(DEV_STAMP): requirements-dev.lock pyproject.toml | $(VENV)/bin/python
 	$(PIP) install --quiet --no-deps -e .
 	touch $@
 
-## run: the daemon with ./alert_rules.yaml against the local Redis and PostgreSQL; /metrics on 127.0.0.1:9820
+## run: the daemon with ./alert_rules.yaml against the local Redis and PostgreSQL; /metrics on 127.0.0.1:9820;
+## the API token (incident pages' sign-in) in state/api-token, created on the first start unless $MONITOR_API_TOKEN is set
 run: $(RUNTIME_STAMP)
-	$(VENV)/bin/portal-monitor run -c alert_rules.yaml
+	$(VENV)/bin/portal-monitor run -c alert_rules.yaml --api-token-file state/api-token
 
 ## test: the whole suite (disposable Redis and PostgreSQL are started by the tests themselves)
 test: $(DEV_STAMP)

@@ -30,7 +30,7 @@ from monitor import store as store_mod
 from monitor.alerting import Alerting
 from monitor.clock import utc_now
 from monitor.config.loader import ConfigError, load_config
-from monitor.config.model import Config
+from monitor.config.model import Config, RootConfig
 from monitor.delivery import outbox as outbox_mod
 from monitor.heartbeat import Heartbeat, progressing
 from monitor.httpclient import HttpClient
@@ -68,10 +68,15 @@ def build_checks(
     return [(build_check(config, cfg, state, http), dict(cfg.labels)) for cfg in config.checks]
 
 
-def _external_url(listen: str, port: int) -> str:
-    host = listen.rpartition(":")[0].strip("[]")
+def external_url(root: RootConfig, port: int) -> str:
+    """`external_url` from the config, else http://<listen host, or this host's name>:<port>."""
+    if root.external_url:
+        return root.external_url
+    host = root.listen.rpartition(":")[0].strip("[]")
     if host in ("", "0.0.0.0", "::"):
         host = socket.gethostname()
+    elif ":" in host:
+        host = f"[{host}]"  # an IPv6 address, as a URL writes it
     return f"http://{host}:{port}"
 
 
@@ -161,7 +166,8 @@ class Daemon:
             **heartbeat_mod.METRICS,
             **METRICS,
         }
-        app = build_app(make_metrics_handler(self.store.samples, info), ready=self.ready, api=Api(self))
+        api = Api(self, external_url=root.external_url)
+        app = build_app(make_metrics_handler(self.store.samples, info), ready=self.ready, api=api)
         self.runner = await start_server(app, root.listen)
         try:
             self.port = bound_port(self.runner)
@@ -169,7 +175,7 @@ class Daemon:
                 conn,
                 self.config,
                 self.store.samples,
-                external_url=_external_url(root.listen, self.port),
+                external_url=external_url(root, self.port),
                 http=self.http,
             )
             self.store.add_source(self.alerting.samples)

@@ -203,6 +203,6 @@ def test_review_template_without_timeline() -> None:
 
 
 def test_incident_url() -> None:
-    assert incident_url("http://mon:9820/", 12) == "http://mon:9820/api/v1/incidents/12"
+    assert incident_url("http://mon:9820/", 12) == "http://mon:9820/incidents/12"
     assert incident_url(None, 12) == ""
     assert incident_url("http://mon:9820", 0) == ""

@@ -48,7 +48,7 @@ async def test_firing_alert_body(am: FakeAlertmanager) -> None:
     assert ann["status_update"].startswith("INCIDENT UPDATE - P1 - ")
     assert alert["startsAt"] == "2024-05-03T14:05:09Z"
     assert alert["endsAt"] == "2024-05-03T15:05:14Z"  # now + resend_ttl (1h)
-    assert alert["generatorURL"] == "http://mon1.example:9820/api/v1/incidents/12"
+    assert alert["generatorURL"] == "http://mon1.example:9820/incidents/12"
     assert len(am.firing(NOW + timedelta(minutes=59))) == 1
     assert am.firing(NOW + timedelta(minutes=61)) == []
 

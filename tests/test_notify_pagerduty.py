@@ -66,7 +66,7 @@ async def test_trigger_carries_every_payload_field(pd: FakePagerDuty, receiver: 
     assert len(d["runbook_steps"]) == 3
     assert d["escalation_level"] == "L1"
     assert d["incident_id"] == 12
-    assert d["incident_url"] == "http://mon1.example:9820/api/v1/incidents/12"
+    assert d["incident_url"] == "http://mon1.example:9820/incidents/12"
     assert ev["links"][0] == {"href": "https://wiki.example/runbooks/incident-response#3-redis-connection-failures",
                               "text": "Runbook: RedisDown"}
     assert pd.opened == 1 and pd.alerts["3f1c0a9e5b7d2c48"] == "triggered"

@@ -75,7 +75,7 @@ async def test_text_has_every_field_of_the_status_update_and_the_p1_customer_dra
     assert "*Customer Communication (draft):*" in body
     context = blocks[-1]["elements"][0]["text"]
     assert "<https://wiki.example/runbooks/incident-response#3-redis-connection-failures|Runbook>" in context
-    assert "<http://mon1.example:9820/api/v1/incidents/12|Incident 12>" in context
+    assert "<http://mon1.example:9820/incidents/12|Incident 12>" in context
 
 
 async def test_p2_draft_promises_hourly_updates(fake: FakeSlack) -> None:

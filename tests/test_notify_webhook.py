@@ -64,7 +64,7 @@ async def test_body_is_alertmanager_webhook_version_4(hook: FakeWebhook) -> None
     assert alert["labels"] == labels
     assert alert["startsAt"] == "2024-05-03T14:05:09Z"
     assert alert["endsAt"] == "0001-01-01T00:00:00Z"
-    assert alert["generatorURL"] == "http://mon1.example:9820/api/v1/incidents/12"
+    assert alert["generatorURL"] == "http://mon1.example:9820/incidents/12"
     assert alert["fingerprint"] == "3f1c0a9e5b7d2c48"
     ann = alert["annotations"]
     assert ann == body["commonAnnotations"]
@@ -74,7 +74,7 @@ async def test_body_is_alertmanager_webhook_version_4(hook: FakeWebhook) -> None
         "https://wiki.example/runbooks/incident-response#3-redis-connection-failures"
     assert (ann["incident_id"], ann["escalation_level"], ann["incident_status"], ann["notification_kind"],
             ann["value"]) == ("12", "L3", "firing", "trigger", "0")
-    assert ann["incident_url"] == "http://mon1.example:9820/api/v1/incidents/12"
+    assert ann["incident_url"] == "http://mon1.example:9820/incidents/12"
     assert ann["status_update"].startswith(
         "INCIDENT UPDATE - P1 - Redis is down on cache\nStatus: Investigating")
     assert "We will provide updates every 30 minutes." in ann["customer_communication"]

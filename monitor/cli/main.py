@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
+import os
+import secrets
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 
@@ -17,10 +22,11 @@ from monitor.cli import oncall
 from monitor.clock import utc_now
 from monitor.config.fields import format_duration
 from monitor.config.loader import ConfigError, config_path, load_config
-from monitor.config.model import Config
+from monitor.config.model import API_TOKEN_VAR, MIN_TOKEN_LENGTH, Config
 from monitor.logs import configure_logging
 from monitor.model import CheckResult, MemoryState
 from monitor.secrets import redact_url, scrub
+from monitor.web.server import split_listen
 from monitor.web.statuspage import format_value
 
 
@@ -59,9 +65,43 @@ def _print_errors(e: ConfigError) -> None:
 # ------------------------------------------------------------------ run
 
 
+def _token_from_file(path: str) -> None:
+    """`run --api-token-file FILE`: unless $MONITOR_API_TOKEN is set, use the token in FILE,
+    creating FILE (mode 0600, a random 64-hex-digit token) when it does not exist yet, and say
+    where it is: `make run` passes `state/api-token`, so the incident pages' buttons work on a
+    fresh checkout."""
+    if os.environ.get(API_TOKEN_VAR, "").strip():
+        return
+    where = Path(path)
+    try:
+        token = where.read_text(encoding="utf-8").strip()
+        made = False
+    except FileNotFoundError:
+        where.parent.mkdir(parents=True, exist_ok=True)
+        token = secrets.token_hex(32)
+        fd = os.open(where, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(token + "\n")
+        made = True
+    if len(token) < MIN_TOKEN_LENGTH:
+        raise ConfigError([f"{where}: the API token in it is shorter than {MIN_TOKEN_LENGTH} characters"])
+    os.environ[API_TOKEN_VAR] = token
+    print(
+        f"portal-monitor: API token {'written to' if made else 'read from'} {where} "
+        f"(sign in to the incident pages with it; export {API_TOKEN_VAR}=$(cat {where}) for the CLI)",
+        file=sys.stderr,
+    )
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from monitor.daemon import Daemon, config_loader
 
+    if args.api_token_file:
+        try:
+            _token_from_file(args.api_token_file)
+        except OSError as e:
+            print(f"portal-monitor: --api-token-file {args.api_token_file}: {e.strerror or e}", file=sys.stderr)
+            return 1
     cfg = _load(args)
     configure_logging(
         json=args.log_format == "json" if args.log_format else None, level=args.log_level, secrets=cfg.secrets
@@ -89,6 +129,29 @@ def _target(c: Any) -> str:
     return ""
 
 
+def _link_warnings(cfg: Config) -> list[str]:
+    """Receivers are on, but the links they will carry point at an address only this host can open."""
+    from monitor.daemon import external_url
+
+    # the console (log) receiver is read on this host, where loopback works
+    enabled = [n for n, r in cfg.root.receivers.items() if n not in cfg.disabled and r.type != "log"]
+    if not enabled:
+        return []
+    _, port = split_listen(cfg.root.listen)
+    url = external_url(cfg.root, port)
+    host = (urlsplit(url).hostname or "").lower()
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost" or host.endswith(".localhost")
+    if not loopback:
+        return []
+    return [
+        f"pages to {', '.join(enabled)} will link to {url}/incidents/N, a loopback address no phone can open: "
+        "set external_url (${PORTAL_MONITOR_EXTERNAL_URL}) to the URL people reach this daemon at"
+    ]
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     from monitor.rules.engine import compile_rules
 
@@ -98,6 +161,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     root = cfg.root
     print(f"{path}: OK")
     print(f"listen {root.listen}   state_dir {root.state_dir}")
+    for warning in _link_warnings(cfg):
+        print(f"warning: {warning}", file=sys.stderr)
     off_checks = cfg.disabled_checks()
     print(f"\nchecks ({len(cfg.checks)} enabled, {len(off_checks)} disabled):")
     rows = [
@@ -369,6 +434,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-format", choices=("json", "console"), help="default: json without a TTY")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     p.add_argument("--watch", action="store_true", help="reload the config file when it changes")
+    p.add_argument(
+        "--api-token-file",
+        metavar="FILE",
+        help="unless $MONITOR_API_TOKEN is set, take the API token from FILE, creating it (random, mode 0600) "
+        "when missing",
+    )
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("check-config", help="validate the config; print a summary or every error")

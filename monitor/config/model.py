@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 
@@ -144,6 +145,10 @@ class ApiConfig(StrictModel):
 
 class RootConfig(StrictModel):
     listen: str = DEFAULT_LISTEN
+    # Where people and receivers reach this daemon (Prometheus's --web.external-url): every link
+    # a page carries is built from it, and the HTML pages also answer under its path. Empty:
+    # http://<listen host, or this host's name for 0.0.0.0>:<port>.
+    external_url: str = ""
     state_dir: str = DEFAULT_STATE_DIR
     defaults: Defaults = Field(default_factory=Defaults)
     checks: list[CheckConfig] = Field(default_factory=list)
@@ -155,6 +160,19 @@ class RootConfig(StrictModel):
     time_intervals: list[NamedTimeInterval] = Field(default_factory=list)
     api: ApiConfig = Field(default_factory=ApiConfig)
     heartbeat: HeartbeatConfig = Field(default_factory=HeartbeatConfig)
+
+    @field_validator("external_url")
+    @classmethod
+    def _external_url_is_http(cls, v: str) -> str:
+        v = v.strip()
+        if not v:
+            return ""
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+            raise ValueError(
+                f"{v!r} is not an http(s) URL without query or fragment (e.g. https://ops.example.com/monitor)"
+            )
+        return v.rstrip("/")
 
     @field_validator("listen")
     @classmethod

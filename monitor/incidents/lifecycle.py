@@ -349,6 +349,18 @@ class Incidents:
         log.info("incident_acknowledged", incident_id=incident_id, by=who, notifications=queued)
         return queued
 
+    def note(self, incident_id: int, who: str, text: str, now: datetime) -> None:
+        """A line in the incident's timeline (`note`, "alice: restarted the BFF"); resolved
+        incidents take notes too (what was found afterwards). Nothing is sent."""
+        text = " ".join(text.split())
+        if not text:
+            raise ValueError("a note needs some text")
+        with transaction(self._conn):
+            if not self._select("id = ?", (incident_id,)):
+                raise LookupError(f"incident {incident_id} does not exist")
+            add_timeline(self._conn, incident_id, now, "note", f"{who}: {text}")
+        log.info("incident_note", incident_id=incident_id, by=who)
+
     def resolve(self, incident_id: int, who: str, now: datetime) -> int:
         """Resolve by hand: resolves to every receiver that got a trigger; the key does not
         re-open until its alert has been seen not firing (module docstring)."""

@@ -110,10 +110,10 @@ def next_update(n: Notification) -> str:
 
 
 def incident_url(external_url: str | None, incident_id: int) -> str:
-    """Where the daemon shows an incident (`{external_url}/api/v1/incidents/{id}`), or ""."""
+    """The incident's page (`{external_url}/incidents/{id}`: the runbook steps, the buttons), or ""."""
     if not external_url or not incident_id:
         return ""
-    return f"{external_url.rstrip('/')}/api/v1/incidents/{incident_id}"
+    return f"{external_url.rstrip('/')}/incidents/{incident_id}"
 
 
 def _field(n: Notification, key: str) -> str:

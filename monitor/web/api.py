@@ -116,6 +116,7 @@ from monitor.scheduler import Scheduler
 from monitor.secrets import Redactor
 from monitor.store import Store
 from monitor.web.auth import refuse_mutation, refuse_scrape
+from monitor.web.pages import Pages
 from monitor.web.requests import ApiError, body_of, choice, path_id, positive_duration
 from monitor.web.statuspage import render_page
 
@@ -152,9 +153,17 @@ def _age(t: datetime, now: datetime) -> float:
 class Api:
     """Routes, auth middleware and the JSON documents of one daemon (see the module docstring)."""
 
-    def __init__(self, daemon: Monitored, *, now: Callable[[], datetime] = utc_now) -> None:
+    def __init__(self, daemon: Monitored, *, now: Callable[[], datetime] = utc_now, external_url: str = "") -> None:
         self._d = daemon
         self._now = now
+        self.pages = Pages(self, external_url)
+
+    @property
+    def daemon(self) -> Monitored:
+        return self._d
+
+    def now(self) -> datetime:
+        return self._now()
 
     def install(self, app: web.Application) -> None:
         """Add the middleware and every route (`/`, `/api/v1/*`, `/-/reload`) to `app`."""
@@ -173,6 +182,7 @@ class Api:
             ("POST", "/api/v1/silences/{id}/expire", self.expire_silence),
             ("POST", "/-/reload", self.reload),
         ]
+        routes += self.pages.routes()
         for method, path, handler in routes:
             if method == "GET":
                 app.router.add_get(path, handler)  # answers HEAD too
@@ -185,7 +195,7 @@ class Api:
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         """Refuse before the handler runs (so before the body is read); turn ApiError into JSON."""
         api = self._d.config.root.api
-        if request.method not in SAFE_METHODS:
+        if request.method not in SAFE_METHODS and not self.pages.handles(request.path):
             refused = refuse_mutation(request, api.token, self._json)
             if refused is not None:
                 return refused
