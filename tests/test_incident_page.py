@@ -35,6 +35,7 @@ class PageRig:
     alerting: Alerting
     clock: Clock
     base: str
+    state_dir: Path
 
     async def get(self, path: str, status: int = 200) -> str:
         async with self.client.get(self.base + path, allow_redirects=False) as r:
@@ -68,7 +69,7 @@ async def make_page_rig(tmp_path: Path, *, external_url: str = "", token: str | 
     client = TestClient(TestServer(app))
     await client.start_server()
     base = external_url.split("://", 1)[1].partition("/")[2] if external_url else ""
-    return PageRig(client, alerting, clock, f"/{base}" if base else "")
+    return PageRig(client, alerting, clock, f"/{base}" if base else "", Path(cfg.root.state_dir))
 
 
 @pytest.fixture
@@ -139,6 +140,19 @@ async def test_acknowledge_from_the_page_queues_pagerduty_acknowledge(rig: PageR
     view = rig.alerting.incidents.get(1)
     assert view is not None and view.acked_by == "alice"
     assert [(d.receiver, d.kind) for d in view.deliveries] == [("oncall", "trigger"), ("oncall", "acknowledge")]
+    # the acknowledgement names who took it, for chat and the console
+    import json
+    import sqlite3
+
+    from monitor.delivery.slack import message
+    from monitor.incidents.records import notification_from_json
+
+    conn = sqlite3.connect(rig.state_dir / "portal-monitor.db")
+    (payload,) = conn.execute("SELECT payload FROM outbox WHERE kind = 'acknowledge'").fetchone()
+    conn.close()
+    n = notification_from_json(payload)
+    assert n.alert.annotations["acknowledged_by"] == "alice"
+    assert "Acknowledged by alice: on-call is working on it" in json.dumps(message(n))
     page = await rig.get("/incidents/1?done=acknowledged")
     assert "Acknowledged: PagerDuty" in page and ">acknowledged<" in page and "acknowledged by alice" in page
     assert ">Acknowledge</button>" not in page  # done: the button goes

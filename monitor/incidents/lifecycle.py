@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -279,6 +280,8 @@ class Incidents:
             status = "resolved"
         else:
             status = "acknowledged" if inc.acked_at is not None or kind == "acknowledge" else "firing"
+        if status == "acknowledged" and inc.acked_by:  # chat and the console say who took it
+            alert = replace(alert, annotations={**alert.annotations, "acknowledged_by": inc.acked_by})
         next_update = None
         if kind != "resolve" and routing.renotifies(self._cfg, receiver):
             cadence = routing.renotify_interval(self._cfg, inc.severity)

@@ -94,7 +94,10 @@ def current_actions(n: Notification) -> list[str]:
         return actions
     actions = runbook_steps(n.alert.annotations.get("description", ""))
     if n.status == "acknowledged":
-        actions.insert(0, "Acknowledged: on-call is working on it")
+        who = n.alert.annotations.get("acknowledged_by")
+        actions.insert(
+            0, f"Acknowledged by {who}: on-call is working on it" if who else "Acknowledged: on-call is working on it"
+        )
     runbook = n.alert.annotations.get("runbook", "")
     if runbook:
         actions.append(f"Runbook: {runbook}")
