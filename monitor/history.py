@@ -261,6 +261,10 @@ class Series:
         return n
 
 
+def _by_key(series: Series) -> tuple[tuple[str, str], ...]:
+    return series.key
+
+
 def label_key(labels: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(labels.items()))
 
@@ -373,9 +377,9 @@ class History:
         else:
             pool = self._series.values()
         rest = [m for m in matchers if not (m.name == "__name__" and m.op == "=")]
-        if not rest:
-            return list(pool)
-        return [s for s in pool if all(m.matches(s.labels.get(m.name, "")) for m in rest)]
+        if rest:
+            pool = [s for s in pool if all(m.matches(s.labels.get(m.name, "")) for m in rest)]
+        return sorted(pool, key=_by_key)
 
     def series(self) -> Iterator[Series]:
         return iter(self._series.values())

@@ -11,10 +11,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from monitor.rules.promql.parse import Aggregate
+from monitor.rules.promql.parse import Aggregate, StringLit
 from monitor.rules.promql.values import EvalError, InstantVector, Internal, Sample, fmt_float
-
-_LABEL_NAME_OK = None
 
 
 def kahan_inc(inc: float, total: float, c: float) -> tuple[float, float]:
@@ -86,8 +84,10 @@ def evaluate(node: Aggregate, param: Internal | None, vec: InstantVector) -> Ins
         return _count_values(node, param, vec)
     if op in ("topk", "bottomk"):
         return _topk(node, param, vec)
-    if op in ("limitk", "limit_ratio"):
-        raise EvalError(f"{op} is an experimental aggregation that is not supported")
+    if op == "limitk":
+        return _limitk(node, param, vec)
+    if op == "limit_ratio":
+        return _limit_ratio(node, param, vec)
     key_of, labels_of = _group_fn(node)
     groups: dict[tuple[object, ...], list[Sample]] = {}
     for s in vec:
@@ -168,9 +168,10 @@ def _count_values(node: Aggregate, param: Internal | None, vec: InstantVector) -
     if not isinstance(param, str):
         raise EvalError("count_values needs a string label name")
     label = param
-    if not label or not (label[0].isalpha() or label[0] == "_") or not all(ch.isalnum() or ch == "_" for ch in label):
-        if not label or any(ord(ch) > 127 for ch in label) is False:
-            raise EvalError(f'invalid label name "{label}"')
+    if not label:
+        raise EvalError(f'invalid label name "{label}"')
+    if isinstance(node.param, StringLit) and node.param.invalid_utf8 is not None:
+        raise EvalError(f'invalid label name "{node.param.invalid_utf8}"')
     names = set(node.labels)
     if not node.without:
         names.add(label)
@@ -189,6 +190,60 @@ def _count_values(node: Aggregate, param: Internal | None, vec: InstantVector) -
     return InstantVector(Sample(m, float(n), False) for m, n in counts.values())  # type: ignore[arg-type]
 
 
+def _int_param(op: str, param: Internal | None) -> float:
+    if not isinstance(param, float):
+        raise EvalError(f"{op} needs a number")
+    if math.isnan(param):
+        raise EvalError("Parameter value is NaN")
+    if param >= 9.223372036854775807e18:
+        raise EvalError(f"Scalar value {fmt_float(param)} overflows int64")
+    if param <= -9.223372036854775808e18:
+        raise EvalError(f"Scalar value {fmt_float(param)} underflows int64")
+    return param
+
+
+def _limitk(node: Aggregate, param: Internal | None, vec: InstantVector) -> InstantVector:
+    """The first k series of each group, in the order the selector returned them."""
+    k = int(_int_param("limitk", param))
+    if k < 1:
+        return InstantVector()
+    key_of, _ = _group_fn(node)
+    taken: dict[tuple[object, ...], int] = {}
+    out = InstantVector()
+    for s in vec:
+        key = key_of(s.metric)
+        n = taken.get(key, 0)
+        if n < k:
+            taken[key] = n + 1
+            out.append(s)
+    return out
+
+
+def _limit_ratio(node: Aggregate, param: Internal | None, vec: InstantVector) -> InstantVector:
+    """A deterministic sample of about `ratio` of the series (a hash of the labels decides);
+    a negative ratio takes the complement, so limit_ratio(r) and limit_ratio(-(1-r)) partition."""
+    if not isinstance(param, float):
+        raise EvalError("limit_ratio needs a number")
+    if math.isnan(param):
+        raise EvalError("Ratio value is NaN")
+    ratio = max(-1.0, min(1.0, param))
+    if ratio == 0:
+        return InstantVector()
+    out = InstantVector()
+    for s in vec:
+        offset = _label_hash(s.metric)
+        if (ratio >= 0 and offset < ratio) or (ratio < 0 and offset >= 1 + ratio):
+            out.append(s)
+    return out
+
+
+def _label_hash(metric: dict[str, str]) -> float:
+    import hashlib
+
+    digest = hashlib.blake2b("\xff".join(f"{k}\xfe{v}" for k, v in sorted(metric.items())).encode(), digest_size=8)
+    return int.from_bytes(digest.digest(), "big") / 2.0**64
+
+
 def _less(a: float, b: float) -> bool:
     """vectorByValueHeap.Less: NaN is the smallest."""
     if math.isnan(a):
@@ -197,15 +252,7 @@ def _less(a: float, b: float) -> bool:
 
 
 def _topk(node: Aggregate, param: Internal | None, vec: InstantVector) -> InstantVector:
-    if not isinstance(param, float):
-        raise EvalError(f"{node.op} needs a number")
-    if math.isnan(param):
-        raise EvalError("Parameter value is NaN")
-    if param >= 9.223372036854775807e18:
-        raise EvalError(f"Scalar value {fmt_float(param)} overflows int64")
-    if param <= -9.223372036854775808e18:
-        raise EvalError(f"Scalar value {fmt_float(param)} underflows int64")
-    k = min(int(param), len(vec))
+    k = min(int(_int_param(node.op, param)), len(vec))
     if k < 1:
         return InstantVector()
     top = node.op == "topk"
@@ -217,7 +264,7 @@ def _topk(node: Aggregate, param: Internal | None, vec: InstantVector) -> Instan
     else:
 
         def less(a: Sample, b: Sample) -> bool:
-            return _less(b.value, a.value)
+            return math.isnan(a.value) or a.value > b.value
 
     key_of, _ = _group_fn(node)
     heaps: dict[tuple[object, ...], list[Sample]] = {}

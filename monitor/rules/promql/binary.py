@@ -206,7 +206,7 @@ def _vector_vector(node: Binary, lhs: InstantVector, rhs: InstantVector) -> Inst
         if dup is not None:
             side = "left" if card == "one-to-many" else "right"
             group = labels_str(_match_labels(node, rs.metric))
-            pair = f"[{labels_str(rs.metric)}, {labels_str(dup.metric)}]"
+            pair = "[" + ", ".join(sorted((labels_str(rs.metric), labels_str(dup.metric)))) + "]"
             raise EvalError(
                 f"found duplicate series for the match group {group} on the {side} hand-side of the operation: "
                 f"{pair};many-to-many matching not allowed: matching labels must be unique on one side"

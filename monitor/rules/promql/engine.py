@@ -68,7 +68,7 @@ class Engine:
         """The value of `expr` at `t` (seconds)."""
         e = self._expr(expr)
         tm = ms(t)
-        ev = _Evaluator(self, tm, tm)
+        ev = _Evaluator(self, tm, tm, 0)
         return _finish_instant(ev.eval(e.root, tm), tm)
 
     def range(self, expr: Expr | str, start: float, end: float, step: float) -> Matrix:
@@ -81,7 +81,7 @@ class Engine:
         t0, t1, dt = ms(start), ms(end), ms(step)
         if dt <= 0:
             raise EvalError("zero or negative query resolution step widths are not accepted")
-        ev = _Evaluator(self, t0, t1)
+        ev = _Evaluator(self, t0, t1, dt)
         out: dict[tuple[tuple[str, str], ...], tuple[dict[str, str], bool, list[tuple[int, float]]]] = {}
         t = t0
         while t <= t1:
@@ -158,8 +158,9 @@ def trunc_div(a: int, b: int) -> int:
 
 
 class _Evaluator:
-    def __init__(self, engine: Engine, start: int, end: int) -> None:
+    def __init__(self, engine: Engine, start: int, end: int, step: int) -> None:
         self.history = engine.history
+        self.step = step
         self.lookback = engine.lookback
         self.subquery_step = engine.subquery_step
         self.start = start

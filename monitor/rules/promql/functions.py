@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from monitor.history import compile_regex
 from monitor.rules.promql.aggregate import _avg, kahan_inc, kahan_sum, quantile
 from monitor.rules.promql.binary import fmod
-from monitor.rules.promql.parse import Call, MatrixSel, Node, Subquery, VectorSel
+from monitor.rules.promql.parse import Call, MatrixSel, Node, StringLit, Subquery, VectorSel
 from monitor.rules.promql.values import EvalError, InstantVector, Internal, RangeSeries, RangeVector, Sample
 
 if TYPE_CHECKING:
@@ -280,6 +280,8 @@ def _resets(rs: RangeSeries) -> float:
 
 
 def _mad(values: Sequence[float]) -> float:
+    if any(math.isnan(v) for v in values):
+        return math.nan
     med = quantile(0.5, list(values))
     return quantile(0.5, [abs(v - med) for v in values])
 
@@ -390,7 +392,11 @@ def bucket_fraction(lower: float, upper: float, buckets: list[list[float]]) -> f
         if i == 0 and ub > 0:
             lb = 0.0
 
-        def interp(v: float, lb: float = lb, ub: float = ub, bc: float = bc, rank: float = rank) -> float:
+        def interp(v: float, lower: bool, lb: float = lb, ub: float = ub, bc: float = bc, rank: float = rank) -> float:
+            if math.isinf(lb):
+                return bc if lower else rank  # the lowest bucket has no width to interpolate in
+            if math.isinf(ub):
+                return rank  # the +Inf bucket: everything in it counts as above the value
             return rank + (bc - rank) * (v - lb) / (ub - lb)
 
         if not lower_set and lb >= lower:
@@ -402,10 +408,10 @@ def bucket_fraction(lower: float, upper: float, buckets: list[list[float]]) -> f
         if lower_set and upper_set:
             break
         if not lower_set and lb < lower < ub:
-            lower_rank = interp(lower)
+            lower_rank = interp(lower, True)
             lower_set = True
         if not upper_set and lb < upper < ub:
-            upper_rank = interp(upper)
+            upper_rank = interp(upper, False)
             upper_set = True
         if lower_set and upper_set:
             break
@@ -696,6 +702,17 @@ def call(ev: _Evaluator, node: Call, t: int) -> Internal:
         return _range_call(ev, node, t)
     if name == "time":
         return t / 1000.0
+    if name == "start":
+        return ev.start / 1000.0
+    if name == "end":
+        return ev.end / 1000.0
+    if name == "step":
+        return ev.step / 1000.0
+    if name == "range":
+        return (ev.end - ev.start) / 1000.0
+    if name in ("min_of", "max_of"):
+        a, b = (_scalar_arg(ev.eval(x, t)) for x in node.args)
+        return go_min(a, b) if name == "min_of" else go_max(a, b)
     if name == "pi":
         return math.pi
     if name == "vector":
@@ -726,6 +743,10 @@ def call(ev: _Evaluator, node: Call, t: int) -> Internal:
             if r is not None:
                 out.append(Sample(s.metric, r, True))
         return out
+    if name in ("label_replace", "label_join"):
+        dst_node = node.args[1]
+        if isinstance(dst_node, StringLit) and dst_node.invalid_utf8 is not None:
+            raise EvalError(f'invalid destination label name in {name}(): "{dst_node.invalid_utf8}"')
     if name == "label_replace":
         vec = args[0]
         assert isinstance(vec, InstantVector)
@@ -742,6 +763,18 @@ def call(ev: _Evaluator, node: Call, t: int) -> Internal:
         return InstantVector(
             Sample(metric, bucket_quantile(q, buckets), True) for metric, buckets in _buckets_by_series(vec).values()
         )
+    if name == "histogram_quantiles":
+        vec = args[0]
+        assert isinstance(vec, InstantVector)
+        label = str(args[1])
+        qs = [_scalar_arg(a) for a in args[2:]]
+        out = InstantVector()
+        for metric, buckets in _buckets_by_series(vec).values():
+            for q in qs:
+                m = dict(metric)
+                m[label] = _quantile_label(q)
+                out.append(Sample(m, bucket_quantile(q, [list(b) for b in buckets]), True))
+        return out
     if name == "histogram_fraction":
         lower, upper = _scalar_arg(args[0]), _scalar_arg(args[1])
         vec = args[2]
@@ -786,6 +819,14 @@ def _label_sort_key(s: Sample, names: list[str]) -> list[list[tuple[int, int | s
     keys = [_natural_key(s.metric.get(n, "")) for n in names]
     keys.append(_natural_key(str(sorted(s.metric.items()))))
     return keys
+
+
+def _quantile_label(q: float) -> str:
+    if math.isnan(q):
+        return "NaN"
+    if math.isinf(q):
+        return "+Inf" if q > 0 else "-Inf"
+    return repr(float(q))
 
 
 def _round(v: float, inv: float) -> float:

@@ -57,6 +57,7 @@ class NumberLit(Node):
 @dataclass(frozen=True, slots=True)
 class StringLit(Node):
     value: str
+    invalid_utf8: str | None = None  # the literal as written, when its escapes make invalid UTF-8 (Go bytes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,13 +162,14 @@ def _matcher(m: Any) -> Matcher:
     return Matcher.of(m.name, _MATCH_OPS[_enum_name(m.op)], m.value)
 
 
-def _convert(node: Any) -> Node:
+def _convert(node: Any, bad: dict[str, str] | None = None) -> Node:
+    bad = bad or {}
     if isinstance(node, pp.ParenExpr):
-        return _convert(node.expr)
+        return _convert(node.expr, bad)
     if isinstance(node, pp.NumberLiteral):
         return NumberLit(float(node.val))
     if isinstance(node, pp.StringLiteral):
-        return StringLit(node.val)
+        return StringLit(node.val, bad.get(node.val))
     if isinstance(node, pp.VectorSelector):
         ms = node.matchers
         matchers = [_matcher(m) for m in ms.matchers]
@@ -176,26 +178,26 @@ def _convert(node: Any) -> Node:
         groups = tuple(tuple(_matcher(m) for m in g) for g in ms.or_matchers)
         return VectorSel(node.name, tuple(matchers), groups, _ms(node.offset), _at(node), str(node))
     if isinstance(node, pp.MatrixSelector):
-        sel = _convert(node.vector_selector)
+        sel = _convert(node.vector_selector, bad)
         assert isinstance(sel, VectorSel)
         return MatrixSel(sel, _ms(node.range))
     if isinstance(node, pp.SubqueryExpr):
         step = _ms(node.step) if node.step is not None else None
-        return Subquery(_convert(node.expr), _ms(node.range), step or None, _ms(node.offset), _at(node))
+        return Subquery(_convert(node.expr, bad), _ms(node.range), step or None, _ms(node.offset), _at(node))
     if isinstance(node, pp.Call):
-        return Call(node.func.name, tuple(_convert(a) for a in node.args))
+        return Call(node.func.name, tuple(_convert(a, bad) for a in node.args))
     if isinstance(node, pp.AggregateExpr):
         mod = node.modifier
         without = mod is not None and mod.type == pp.AggModifierType.Without
         labels = tuple(mod.labels) if mod is not None else ()
-        param = _convert(node.param) if node.param is not None else None
-        return Aggregate(str(node.op), _convert(node.expr), param, without, labels)
+        param = _convert(node.param, bad) if node.param is not None else None
+        return Aggregate(str(node.op), _convert(node.expr, bad), param, without, labels)
     if isinstance(node, pp.BinaryExpr):
         bmod = node.modifier
         op = str(node.op)
         if bmod is None:
             card = "many-to-many" if op in ("and", "or", "unless") else "one-to-one"
-            return Binary(op, _convert(node.lhs), _convert(node.rhs), False, card, None, (), ())
+            return Binary(op, _convert(node.lhs, bad), _convert(node.rhs, bad), False, card, None, (), ())
         matching = bmod.matching
         on = None if matching is None else _enum_name(matching.type) == "Include"
         labels = tuple(matching.labels) if matching is not None else ()
@@ -203,9 +205,11 @@ def _convert(node: Any) -> Node:
         if op in ("and", "or", "unless"):
             card = "many-to-many"
         include = tuple(bmod.group_labels or ())
-        return Binary(op, _convert(node.lhs), _convert(node.rhs), bool(bmod.return_bool), card, on, labels, include)
+        return Binary(
+            op, _convert(node.lhs, bad), _convert(node.rhs, bad), bool(bmod.return_bool), card, on, labels, include
+        )
     if isinstance(node, pp.UnaryExpr):
-        return Unary("-", _convert(node.expr))
+        return Unary("-", _convert(node.expr, bad))
     raise ExprError(0, str(node), f"unsupported expression {type(node).__name__}")
 
 
@@ -224,7 +228,7 @@ def kind_of(node: Node) -> str:
             return "scalar"
         return "vector"
     if isinstance(node, Call):
-        if node.func in ("time", "pi", "scalar"):
+        if node.func in ("time", "pi", "scalar", "step", "range", "start", "end", "min_of", "max_of"):
             return "scalar"
         return "vector"
     return "vector"
@@ -309,8 +313,61 @@ def parse(text: str) -> Expr:
         message = str(exc).strip() or "invalid expression"
         pos, token = error_column(text, message)
         raise ExprError(pos, token, message) from None
-    root = _convert(node)
+    root = _convert(node, _invalid_utf8_literals(text))
     return Expr(text, root, kind_of(root))
+
+
+_QUOTED = re.compile(r'"((?:[^"\\\n]|\\.)*)"|\'((?:[^\'\\\n]|\\.)*)\'')
+_ESCAPES = {"a": 7, "b": 8, "f": 12, "n": 10, "r": 13, "t": 9, "v": 11, "\\": 92, "'": 39, '"': 34}
+
+
+def _invalid_utf8_literals(text: str) -> dict[str, str]:
+    """Quoted literals whose \\x or octal escapes give bytes that are not UTF-8, as Go reads them:
+    {the value the parser returns (each escape a code point): the literal as written}."""
+    out: dict[str, str] = {}
+    if "\\" not in text:
+        return out
+    for m in _QUOTED.finditer(text):
+        raw = m.group(1) if m.group(1) is not None else m.group(2)
+        if raw is None or "\\" not in raw:
+            continue
+        data = bytearray()
+        value = []
+        i = 0
+        while i < len(raw):
+            ch = raw[i]
+            if ch != "\\" or i + 1 >= len(raw):
+                data += ch.encode()
+                value.append(ch)
+                i += 1
+                continue
+            esc = raw[i + 1]
+            if esc == "x" and re.fullmatch(r"[0-9a-fA-F]{2}", raw[i + 2 : i + 4]):
+                code = int(raw[i + 2 : i + 4], 16)
+                data.append(code)
+                value.append(chr(code))
+                i += 4
+            elif esc in "01234567" and re.fullmatch(r"[0-7]{3}", raw[i + 1 : i + 4]):
+                code = int(raw[i + 1 : i + 4], 8)
+                data.append(code & 0xFF)
+                value.append(chr(code & 0xFF))
+                i += 4
+            elif esc in ("u", "U"):
+                width = 4 if esc == "u" else 8
+                code = int(raw[i + 2 : i + 2 + width] or "0", 16)
+                data += chr(code).encode("utf-8", "surrogatepass")
+                value.append(chr(code))
+                i += 2 + width
+            else:
+                code = _ESCAPES.get(esc, ord(esc))
+                data.append(code)
+                value.append(chr(code))
+                i += 2
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError:
+            out["".join(value)] = raw
+    return out
 
 
 # ---- what an expression needs ---------------------------------------------------------------
