@@ -155,7 +155,10 @@ def _link_warnings(cfg: Config) -> list[str]:
 def cmd_check_config(args: argparse.Namespace) -> int:
     from monitor.rules.engine import compile_rules
 
-    path = config_path(args.config)
+    if args.file and args.config and args.file != args.config:
+        print(f"portal-monitor check-config: two files given ({args.config} and {args.file}): give one", file=sys.stderr)
+        return 2
+    path = config_path(args.config or args.file)
     cfg = load_config(path)
     compile_rules(cfg)
     root = cfg.root
@@ -423,6 +426,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="portal-monitor",
         description="Health monitoring and alerting for the Customer Portal (Redis, PostgreSQL, WHMCS, the BFF).",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"portal-monitor {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -444,6 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check-config", help="validate the config; print a summary or every error")
     _add_config(p)
+    p.add_argument("file", nargs="?", metavar="FILE", help="the config file, as -c FILE (promtool's habit)")
     p.set_defaults(func=cmd_check_config)
 
     p = sub.add_parser("once", help="run every check once and print a table (exit 1 if any is down)")
@@ -469,8 +475,47 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Options whose value may look like an option itself (`--duration -1h`): argparse would take
+# `-1h` for a flag and say "expected one argument"; joined as `--duration=-1h`, the command
+# itself says what is wrong with the value.
+_VALUE_OPTIONS = frozenset({"--duration", "--until", "--start", "--at"})
+
+EXIT_CODES = """exit status:
+  0    done (check-config: the file is valid; once: every check is up)
+  1    failed: an invalid config, a check down, a refused or failed call (the reason is on stderr)
+  2    the command line is wrong (usage on stderr)
+  130  interrupted (Ctrl-C)
+  141  the reader of the output went away (`portal-monitor check-config | head`); nothing is lost"""
+
+
+def _join_values(argv: Sequence[str]) -> list[str]:
+    out: list[str] = []
+    args = list(argv)
+    i = 0
+    while i < len(args):
+        if args[i] in _VALUE_OPTIONS and i + 1 < len(args) and args[i + 1].startswith("-") and len(args[i + 1]) > 1:
+            out.append(f"{args[i]}={args[i + 1]}")
+            i += 2
+            continue
+        out.append(args[i])
+        i += 1
+    return out
+
+
+def _parse(argv: Sequence[str]) -> argparse.Namespace:
+    """argparse, except that `silence add -c FILE alertname=X`, with an option between the
+    action and its matchers, keeps the matchers (argparse leaves them over as "unrecognized")."""
+    parser = build_parser()
+    args, rest = parser.parse_known_args(_join_values(argv))
+    if rest and isinstance(getattr(args, "args", None), list) and not any(r.startswith("-") for r in rest):
+        args.args += rest
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = _parse(sys.argv[1:] if argv is None else argv)
     try:
         if getattr(args, "needs_config", False):
             cfg = _load(args)
@@ -482,3 +527,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `| head` closed the pipe: stop quietly, and keep Python's exit-time flush from
+        # writing the same traceback again
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 141

@@ -66,6 +66,8 @@ def parse_matchers(args: Iterable[str]) -> dict[str, str | list[str]]:
 def parse_time(text: str, now: datetime) -> datetime:
     """An ISO-8601 time (UTC when it has no offset) or a duration from `now` (`2h`, `+30m`)."""
     text = text.strip()
+    if text.startswith("-") and text[1:2].isdigit():
+        raise ValueError(f"{text!r} is a negative duration: a silence ends after it starts (e.g. 2h)")
     try:
         return now + timedelta(seconds=parse_duration(text.removeprefix("+")))
     except ValueError:
