@@ -156,7 +156,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     from monitor.rules.engine import compile_rules
 
     if args.file and args.config and args.file != args.config:
-        print(f"portal-monitor check-config: two files given ({args.config} and {args.file}): give one", file=sys.stderr)
+        print(
+            f"portal-monitor check-config: two files given ({args.config} and {args.file}): give one",
+            file=sys.stderr,
+        )
         return 2
     path = config_path(args.config or args.file)
     cfg = load_config(path)
