@@ -20,7 +20,8 @@ Common API (every fake)::
         await pd.wait_for(2)                # until 2 requests arrived (TimeoutError after `timeout`, 5 s)
         await pd.wait_until(lambda: len(pd.triggers()) == 1)   # until a condition holds
 
-    Recorded: method, path, query, headers, body (bytes), json (parsed, or None), status (what
+    Recorded: method, path, query, headers, body (bytes), json (parsed strictly: None for a body
+    that is not JSON, a bare `NaN` or `Infinity` included, which every fake refuses), status (what
     was answered; None while hung), at (time.perf_counter() on arrival: for latency benchmarks).
 
 `make_notification(kind="trigger", severity="P1", ...)` builds a realistic Notification
@@ -105,6 +106,11 @@ class _Answer:
     headers: dict[str, str] = field(default_factory=dict)
 
 
+def _not_json(constant: str) -> Any:
+    """`NaN`, `Infinity` and `-Infinity` are not JSON (RFC 8259); Python's parser would take them."""
+    raise ValueError(f"{constant} is not a JSON value")
+
+
 class FakePeer:
     """The recording, switchable HTTP server under every fake; subclasses give the real behaviour."""
 
@@ -182,9 +188,9 @@ class FakePeer:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()
         try:
-            parsed = json.loads(raw) if raw else None
+            parsed = json.loads(raw, parse_constant=_not_json) if raw else None
         except ValueError:
-            parsed = None
+            parsed = None  # every real service answers a body that is not JSON with 400
         rec = Recorded(request.method, request.path, dict(request.query), dict(request.headers), raw, parsed,
                        time.perf_counter())
         self.requests.append(rec)

@@ -234,3 +234,24 @@ async def test_status_page_in_headless_chromium(tmp_path: Path, redis_up: Any) -
     assert "disabled until WHMCS_API_URL is set" in dom
     for secret in (TOKEN, REDIS_PW, WHMCS_SECRET, ROUTING_KEY):
         assert secret not in dom, secret
+
+
+def test_undelivered_pages_show_as_a_banner_above_everything() -> None:
+    undelivered = [{"incident_id": 12, "severity": "P1", "alertname": "PortalUnreachable", "receiver": "oncall",
+                    "level": "L1", "state": "pending", "attempts": 4,
+                    "last_error": "pagerduty receiver 'oncall' (<x>): HTTP 503", "since": "2025-06-01T11:57:00+00:00",
+                    "next_attempt_at": "2025-06-01T12:00:30+00:00"},
+                   {"incident_id": 12, "severity": "P1", "alertname": "PortalUnreachable", "receiver": "chat",
+                    "level": "L1", "state": "failed", "attempts": 1, "last_error": "", "since":
+                    "2025-06-01T11:59:00+00:00", "next_attempt_at": None}]
+    summary = {"up": 1, "down": 0, "pending": 0, "disabled": 0}
+    html = render_page(checks={"ok": True, "summary": summary, "checks": [check("cache", "up")]},
+                       alerts={"alerts": []}, incidents={"incidents": [], "undelivered": undelivered},
+                       silences={"silences": []}, now=NOW)
+    banner = html[html.index('<section class="banner" id="undelivered">'):]
+    assert html.index("</header>") < html.index('id="undelivered"') < html.index('id="alerts"')
+    assert "<h2>2 pages not delivered</h2>" in banner
+    assert ("#12 P1 PortalUnreachable → <b>oncall</b>: not delivered for 3m00s, 4 attempts: "
+            "pagerduty receiver &#x27;oncall&#x27; (&lt;x&gt;): HTTP 503") in banner
+    assert "<b>chat</b>: not delivered for 1m00s, 1 attempt (failed, not retried)" in banner
+    assert 'id="undelivered"' not in page([check("cache", "up")])  # nothing undelivered: no banner

@@ -72,8 +72,10 @@ class EscalationStep(StrictModel):
     severities: list[Severity] | None = None
     vendor: bool = False
     receivers: list[str] = Field(min_length=1)
-    # Used instead of `receivers` when none of them is enabled (e.g. no PagerDuty key yet).
+    # Used instead of `receivers` when none of them is enabled (e.g. no PagerDuty key yet), and
+    # as well as them for a P1/P2 whose page none of them has taken for `fallback_after`.
     fallback: list[str] = Field(default_factory=list)
+    fallback_after: Duration | None = None  # None: the top-level `fallback_after`
 
 
 class InhibitRule(StrictModel):
@@ -160,6 +162,9 @@ class RootConfig(StrictModel):
     time_intervals: list[NamedTimeInterval] = Field(default_factory=list)
     api: ApiConfig = Field(default_factory=ApiConfig)
     heartbeat: HeartbeatConfig = Field(default_factory=HeartbeatConfig)
+    # How long every receiver of an escalation step may fail a P1/P2 page before the step's
+    # `fallback` receivers get it too (a step's own `fallback_after` wins).
+    fallback_after: Duration = 120.0
 
     @field_validator("external_url")
     @classmethod

@@ -38,7 +38,6 @@ Alertmanager; 5xx, 429, network errors and timeouts are retried.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -47,7 +46,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator
 
 from monitor.config.fields import Duration, StrictModel
-from monitor.delivery.transport import JsonPoster, as_utc, raise_for_reply, rfc3339, shorten
+from monitor.delivery.transport import JsonPoster, as_utc, json_body, raise_for_reply, rfc3339, shorten
 from monitor.delivery.webhook import alert_annotations, alert_labels
 from monitor.incidents.messages import incident_url
 from monitor.model import LOCAL_RECEIVER, DeliveryError, Notification, ReceiverContext
@@ -144,10 +143,7 @@ class AlertmanagerReceiver:
 
     async def send(self, notification: Notification) -> None:
         n = notification
-        body = json.dumps(
-            alert_body(n, now=self._now(), resend_ttl=self.cfg.resend_ttl, external_url=self.external_url),
-            ensure_ascii=False,
-        ).encode()
+        body = json_body(alert_body(n, now=self._now(), resend_ttl=self.cfg.resend_ttl, external_url=self.external_url))
         # id 0 (notify-test) is not an outbox row: nothing to remember it by.
         progress = (self._progress.pop(n.id, None) if n.id else None) or _Progress()
         todo = [u for u in self.endpoints if u not in progress.accepted and u not in progress.refused]

@@ -5,8 +5,9 @@ locally. The event carries receiver, kind, escalation_level (not `level`, which 
 `add_log_level` owns), severity, alertname, dedup_key, summary, status and incident_id;
 triggers, re-notifications and tests are logged at warning, acknowledgements and
 resolutions at info. With a `stream` (the CLI passes stdout for `once`), the runbook's
-Internal Status Update text is written there too. It never fails: a receiver that cannot
-deliver to a log has nowhere better to report it.
+Internal Status Update text is written there too. A write that fails (stdout closed, a
+full disk, a broken pipe) raises a retryable `DeliveryError` naming the error: the outbox
+keeps the page and tries again, and it never counts as delivered.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import structlog
 
 from monitor.config.fields import StrictModel
 from monitor.incidents.messages import status_update
-from monitor.model import LOCAL_RECEIVER, Notification, ReceiverContext
+from monitor.model import LOCAL_RECEIVER, DeliveryError, Notification, ReceiverContext
 
 log = structlog.get_logger()
 
@@ -54,8 +55,8 @@ class LogReceiver:
             if self.stream is not None:
                 self.stream.write(status_update(n) + "\n\n")
                 self.stream.flush()
-        except Exception:  # noqa: BLE001 - a log receiver must not fail the outbox
-            pass
+        except (OSError, ValueError) as e:  # ValueError: I/O operation on a closed file
+            raise DeliveryError(f"log receiver {self.name!r}: cannot write: {type(e).__name__}: {e}") from None
 
     async def aclose(self) -> None:
         return None

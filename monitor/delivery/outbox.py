@@ -6,7 +6,10 @@ change and its pages commit together or not at all. `Outbox.run()` then delivers
 task per receiver, each row in order (a receiver's next row waits for its previous one), each
 send under the receiver's timeout. A receiver that fails is retried with exponential backoff
 and jitter (at least its `Retry-After`), so a broken peer sees a bounded number of attempts per
-minute and never holds up the other receivers. `DeliveryError(permanent=True)` (PagerDuty 400)
+minute and never holds up the other receivers. Every failed attempt is a warning in the
+log (`notification_retry`) whose `message` a person reads at once: "page for incident 12 (P1
+PortalUnreachable) not delivered to oncall: <the receiver's error>, attempt 4, next in 30s".
+`DeliveryError(permanent=True)` (PagerDuty 400)
 fails the row at once: logged with the reply, counted and kept visible. Rows older than
 `max_age` expire. Pending rows survive restarts: a row is delivered at least once (a crash
 during a send sends it again; PagerDuty and Alertmanager deduplicate on the dedup key).
@@ -75,6 +78,18 @@ METRICS: dict[str, tuple[str, str]] = {
 
 
 # ---------------------------------------------------------------- delivery
+
+
+def undelivered(row: OutboxRow) -> str:
+    """ "page for incident 12 (P1 PortalUnreachable) not delivered to oncall": the start of the
+    warning every failed attempt logs (a trigger is a page; other kinds say their kind)."""
+    a = row.notification.alert
+    what = "page" if row.kind == "trigger" else row.kind
+    return f"{what} for incident {row.incident_id} ({a.severity} {a.name}) not delivered to {row.receiver}"
+
+
+def _seconds(s: float) -> str:
+    return f"{s:.0f}s" if s >= 10 else f"{s:.1f}s"
 
 
 def send_timeout(receiver: Receiver) -> float:
@@ -264,11 +279,15 @@ class Outbox:
         )
         self._counts[(row.receiver, "retried")] += 1
         self._failing[row.receiver] = True
+        n = row.notification
         log.warning(
             "notification_retry",
+            message=f"{undelivered(row)}: {error}, attempt {attempts}, next in {_seconds(delay)}",
             receiver=row.receiver,
             kind=row.kind,
             incident_id=row.incident_id,
+            severity=n.alert.severity,
+            alertname=n.alert.name,
             attempts=attempts,
             retry_in_s=round(delay, 3),
             retry_after=retry_after,
@@ -299,6 +318,7 @@ class Outbox:
         event = "notification_failed" if state == "failed" else "notification_expired"
         log.error(
             event,
+            message=f"{undelivered(row)}: {error}, {state} after {attempts} attempt{'s' if attempts != 1 else ''}",
             receiver=row.receiver,
             kind=row.kind,
             incident_id=row.incident_id,

@@ -43,7 +43,7 @@ import structlog
 from pydantic import Field, field_validator
 
 from monitor.config.fields import Duration, StrictModel
-from monitor.delivery.transport import JsonPoster, raise_for_reply, rfc3339, shorten
+from monitor.delivery.transport import JsonPoster, json_body, json_value, raise_for_reply, rfc3339, shorten
 from monitor.incidents.messages import incident_url, runbook_steps
 from monitor.model import LOCAL_RECEIVER, DeliveryError, Notification, ReceiverContext
 from monitor.secrets import Secret, redact_url, scrub
@@ -141,7 +141,7 @@ class PagerDutyReceiver:
         page = incident_url(self.external_url, n.incident_id)
         details: dict[str, Any] = {
             "labels": dict(a.labels),
-            "value": a.value,
+            "value": json_value(a.value),
             "runbook_steps": runbook_steps(a.annotations.get("description", "")),
             "runbook": runbook,
             "escalation_level": n.level,
@@ -175,7 +175,7 @@ class PagerDutyReceiver:
             body["client_url"] = self.external_url
         if links:
             body["links"] = links
-        if len(json.dumps(body).encode()) > MAX_BODY_BYTES:
+        if len(json_body(body)) > MAX_BODY_BYTES:
             body["payload"]["custom_details"] = {
                 "error": "custom_details removed: the event was over PagerDuty's 512 KB limit",
                 "escalation_level": n.level,
@@ -202,7 +202,7 @@ class PagerDutyReceiver:
                 retry_after=wait,
                 throttled=True,
             )
-        reply = await self._poster.post(self._what, self.cfg.url, json.dumps(body).encode())
+        reply = await self._poster.post(self._what, self.cfg.url, json_body(body))
         detail = self._detail(reply.body)
         try:
             raise_for_reply(self._what, reply, detail, default_retry_after=DEFAULT_429_BACKOFF_S)

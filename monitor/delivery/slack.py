@@ -18,14 +18,13 @@ The webhook URL is the credential: messages show only `https://hooks.slack.com/*
 
 from __future__ import annotations
 
-import json
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field
 
 from monitor.config.fields import Duration, StrictModel
-from monitor.delivery.transport import JsonPoster, raise_for_reply, shorten
+from monitor.delivery.transport import JsonPoster, json_body, raise_for_reply, shorten
 from monitor.incidents.messages import (
     brief,
     current_actions,
@@ -132,7 +131,7 @@ class SlackReceiver:
         self._poster = JsonPoster(timeout=cfg.timeout, secrets=self._secrets, now=ctx.now, http=ctx.http)
 
     async def send(self, notification: Notification) -> None:
-        body = json.dumps(message(notification, self.external_url), ensure_ascii=False).encode()
+        body = json_body(message(notification, self.external_url))
         reply = await self._poster.post(self._what, self.cfg.url, body)
         raise_for_reply(self._what, reply, shorten(scrub(reply.body, self._secrets)))
 

@@ -7,14 +7,22 @@ on `Retry-After` (seconds or an HTTP date), and on never letting a secret (a Sla
 URL, a routing key, a URL password) reach a message. Every `DeliveryError` raised here is
 `from None`: aiohttp's exception texts can quote the full request URL, and a chained
 traceback in a log would carry it past the scrubbing.
+
+Every body is encoded by `json_body`: strict JSON, in which an alert value that is NaN or
+±Inf (a ratio over zero requests, a rate over a gap) is the string Prometheus writes,
+"NaN", "+Inf" or "-Inf". Python's `json.dumps` would write a bare `NaN`, which is not JSON:
+PagerDuty answers 400 and the page is lost.
 """
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from typing import Any
 
 import aiohttp
 
@@ -57,6 +65,34 @@ def parse_retry_after(value: str | None, now: datetime) -> float | None:
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return max(0.0, (when - now).total_seconds())
+
+
+def json_value(v: float) -> float | str:
+    """A sample value for JSON: a finite number as it is, else "NaN", "+Inf" or "-Inf"."""
+    if math.isfinite(v):
+        return v
+    return "NaN" if math.isnan(v) else ("+Inf" if v > 0 else "-Inf")
+
+
+def format_value(v: float) -> str:
+    """A sample value as text: `%g` when finite, else "NaN", "+Inf" or "-Inf" (as Prometheus)."""
+    return f"{v:g}" if math.isfinite(v) else str(json_value(v))
+
+
+def _strict(doc: Any) -> Any:
+    if isinstance(doc, float):
+        return json_value(doc)
+    if isinstance(doc, dict):
+        return {k: _strict(v) for k, v in doc.items()}
+    if isinstance(doc, (list, tuple)):
+        return [_strict(v) for v in doc]
+    return doc
+
+
+def json_body(doc: Any) -> bytes:
+    """`doc` as a UTF-8 JSON body that any JSON parser accepts: every float that is not
+    finite, wherever it sits, becomes "NaN", "+Inf" or "-Inf" (`allow_nan=False` proves it)."""
+    return json.dumps(_strict(doc), ensure_ascii=False, allow_nan=False).encode()
 
 
 def as_utc(dt: datetime) -> datetime:

@@ -40,13 +40,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
 from monitor.config.fields import Duration, StrictModel
-from monitor.delivery.transport import JsonPoster, raise_for_reply, rfc3339, shorten
+from monitor.delivery.transport import JsonPoster, format_value, json_body, raise_for_reply, rfc3339, shorten
 from monitor.incidents.messages import customer_communication, incident_url, status_update
 from monitor.model import LOCAL_RECEIVER, Notification, ReceiverContext
 from monitor.secrets import SecretMarker, SecretURL, redact_url, scrub, url_password
@@ -116,7 +115,7 @@ def alert_annotations(n: Notification, external_url: str | None) -> dict[str, st
             "escalation_level": n.level,
             "incident_status": n.status,
             "notification_kind": n.kind,
-            "value": f"{n.alert.value:g}",
+            "value": format_value(n.alert.value),
             "status_update": status_update(n),
         }
     )
@@ -173,7 +172,7 @@ class WebhookReceiver:
 
     def request(self, n: Notification) -> tuple[bytes, dict[str, str]]:
         """The exact body bytes and the signature headers for `n`."""
-        body = json.dumps(webhook_body(n, self.name, self.external_url), ensure_ascii=False).encode()
+        body = json_body(webhook_body(n, self.name, self.external_url))
         headers: dict[str, str] = {}
         if self.cfg.secret:
             ts = str(int(self._now().timestamp()))

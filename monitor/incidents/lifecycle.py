@@ -15,6 +15,9 @@ Decisions, documented because a reader would ask:
 - The dedup key is `Alert.fingerprint`; one open incident per key.
 - Routing is the `escalation:` list. A step is due at `fired_at + after`; when due, each of
   its receivers (or its `fallback` when none is enabled) gets a `trigger` at that level, once.
+  A P1/P2 whose page every receiver of the step has failed for `fallback_after` goes to the
+  step's `fallback` as well, once; an alert about a receiver (`receiver` label) avoids every
+  failing receiver (`routing.avoided`, `routing.fallback_receivers`).
   Acknowledging does NOT stop escalation: the runbook escalates what is "not resolved in
   30 minutes"; only a resolve does.
 - Receivers other than PagerDuty hear again (`renotify`) at the severity's cadence while the
@@ -45,8 +48,8 @@ import structlog
 
 from monitor.clock import utc_now
 from monitor.config.fields import format_duration
-from monitor.config.model import Config
-from monitor.incidents import routing, views
+from monitor.config.model import Config, EscalationStep
+from monitor.incidents import deliveries, routing, views
 from monitor.incidents.records import add_timeline, alert_to_dict, enqueue, iso, transaction
 from monitor.incidents.silences import SilenceEntry, Silences
 from monitor.incidents.views import IncidentView
@@ -195,7 +198,10 @@ class Incidents:
         for step in routing.steps_for(alert, self._cfg.root.escalation):
             if now < inc.fired_at + timedelta(seconds=step.after):
                 continue
-            targets = routing.step_receivers(step, self._cfg)
+            avoid = (
+                routing.avoided(alert, deliveries.failing_receivers(self._conn)) if "receiver" in alert.labels else ()
+            )
+            targets = routing.step_receivers(step, self._cfg, avoid)
             if not targets and (inc.id, step.level) not in self._warned:
                 self._warned.add((inc.id, step.level))
                 log.warning(
@@ -205,6 +211,7 @@ class Incidents:
                     receivers=step.receivers,
                     fallback=step.fallback,
                 )
+            targets += self._fallback(inc, alert, step, targets, sent, now)
             new = [r for r in targets if (step.level, r) not in sent]
             for r in new:
                 queued += self._queue(inc, alert, r, "trigger", step.level, now)
@@ -225,6 +232,39 @@ class Incidents:
                 )
                 log.warning("incident_escalated", incident_id=inc.id, level=step.level, receivers=new)
         return queued
+
+    def _fallback(
+        self,
+        inc: IncidentView,
+        alert: Alert,
+        step: EscalationStep,
+        targets: list[str],
+        sent: set[tuple[str, str]],
+        now: datetime,
+    ) -> list[str]:
+        """The step's fallback receivers once its own have failed this P1/P2 page for
+        `fallback_after` (`routing.fallback_receivers`); noted on the timeline when new."""
+        if alert.severity not in routing.FALLBACK_SEVERITIES or not step.fallback or not targets:
+            return []
+        failing = {
+            p.receiver: p.since
+            for p in deliveries.undelivered_pages(self._conn, incident_id=inc.id)
+            if p.level == step.level
+        }
+        chosen = routing.fallback_receivers(step, alert, self._cfg, targets, failing, now)
+        new = [r for r in chosen if (step.level, r) not in sent]
+        if new:
+            wait = format_duration(routing.fallback_after(step, self._cfg).total_seconds())
+            add_timeline(
+                self._conn,
+                inc.id,
+                now,
+                "note",
+                f"{', '.join(targets)} failed this page for {wait}: paging fallback {', '.join(new)} as well",
+                level=step.level,
+            )
+            log.warning("fallback_paged", incident_id=inc.id, level=step.level, failing=list(targets), receivers=new)
+        return chosen
 
     def _renotify(self, inc: IncidentView, alert: Alert, now: datetime) -> int:
         """Non-PagerDuty receivers hear again once per cadence (0s: never)."""
@@ -440,6 +480,10 @@ class Incidents:
     def get(self, incident_id: int) -> IncidentView | None:
         """One incident with its timeline and its notifications (delivered, waiting, failed)."""
         return views.get_incident(self._conn, incident_id)
+
+    def undelivered_pages(self) -> list[deliveries.UndeliveredPage]:
+        """Triggers of open incidents that have not reached their receiver (status page banner)."""
+        return deliveries.undelivered_pages(self._conn)
 
     def open_counts_by_severity(self) -> dict[str, int]:
         return views.open_counts(self._conn)

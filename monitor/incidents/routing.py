@@ -7,7 +7,7 @@ clock or the database, so every rule of the escalation matrix is a plain functio
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 
 from monitor.config.model import Config, EscalationStep, InhibitRule
@@ -39,12 +39,56 @@ def enabled(cfg: Config, receiver: str) -> bool:
     return rc is not None and rc.enabled is not False and receiver not in cfg.disabled
 
 
-def step_receivers(step: EscalationStep, cfg: Config) -> list[str]:
-    """The step's enabled receivers; its enabled `fallback` receivers when none is."""
-    chosen = [r for r in step.receivers if enabled(cfg, r)]
+def step_receivers(step: EscalationStep, cfg: Config, avoid: Collection[str] = ()) -> list[str]:
+    """The step's enabled receivers; its enabled `fallback` receivers when none is.
+
+    `avoid` (see `avoided`) counts as not enabled: an alert about a failing receiver goes to
+    the others, or to the fallback when the step has no other."""
+    chosen = [r for r in step.receivers if enabled(cfg, r) and r not in avoid]
     if not chosen:
-        chosen = [r for r in step.fallback if enabled(cfg, r)]
+        chosen = [r for r in step.fallback if enabled(cfg, r) and r not in avoid]
     return list(dict.fromkeys(chosen))
+
+
+# Severities whose page goes to the step's fallback as well when the step's receivers fail it.
+FALLBACK_SEVERITIES = frozenset({"P1", "P2"})
+
+
+def avoided(alert: Alert, failing: Collection[str]) -> set[str]:
+    """Receivers an alert about delivery must not go to: an alert with a `receiver` label
+    (NotificationDeliveryFailing) avoids the receiver it names and every receiver failing now.
+    Other alerts avoid none (their pages wait in the outbox, and `fallback_receivers` helps)."""
+    named = alert.labels.get("receiver")
+    return {named, *failing} if named else set()
+
+
+def fallback_after(step: EscalationStep, cfg: Config) -> timedelta:
+    """The step's `fallback_after`, else the top-level one."""
+    value = step.fallback_after if step.fallback_after is not None else cfg.root.fallback_after
+    return timedelta(seconds=float(value))
+
+
+def fallback_receivers(
+    step: EscalationStep,
+    alert: Alert,
+    cfg: Config,
+    targets: Sequence[str],
+    failing_since: Mapping[str, datetime],
+    now: datetime,
+) -> list[str]:
+    """The step's enabled `fallback` receivers to page as well as `targets` (the step's own
+    receivers), or [] while any target may still deliver.
+
+    For a P1 or P2 only, once every target has failed its page of this incident for the
+    step's `fallback_after`: `failing_since` maps a receiver to when its undelivered page was
+    queued (`deliveries.undelivered_pages`); a receiver absent from it delivered, or is still
+    trying without having failed. Receivers already among `targets` are not repeated."""
+    if alert.severity not in FALLBACK_SEVERITIES or not targets or not step.fallback:
+        return []
+    wait = fallback_after(step, cfg)
+    if not all(r in failing_since and now - failing_since[r] >= wait for r in targets):
+        return []
+    return [r for r in dict.fromkeys(step.fallback) if enabled(cfg, r) and r not in targets]
 
 
 def receiver_type(cfg: Config, receiver: str) -> str | None:

@@ -46,7 +46,14 @@ runs, so a refused request's body is never read. Errors are `{"error": "..."}` w
                              "value": 0.0, "dedup_key": "4f0c...", "vendor": null,
                              "detected_at": "...", "fired_at": "...", "acked_at": null, "acked_by": null,
                              "resolved_at": null, "resolved_by": null, "held": "",
-                             "level": "L1", "receivers": {"oncall": "L1"}}]}
+                             "level": "L1", "receivers": {"oncall": "L1"}}],
+              "undelivered": [{"incident_id": 12, "severity": "P1", "alertname": "RedisDown",
+                               "receiver": "oncall", "level": "L1", "state": "pending", "attempts": 4,
+                               "last_error": "pagerduty receiver 'oncall' (...): HTTP 503",
+                               "since": "...", "next_attempt_at": "..."}]}
+         `undelivered`: every page (trigger) of an open incident that has not reached its
+         receiver: the receiver is failing (its oldest waiting notification was refused), or the
+         page failed or expired. The status page shows them as a banner; empty when all is well.
     GET  /api/v1/incidents/{id}
          200 the same object plus "timeline": [{"at": "...", "kind": "fired", "detail": "...",
              "receiver": null, "level": null}, ...] and "deliveries": [{"id": 1, "receiver": "oncall",
@@ -286,14 +293,15 @@ class Api:
 
     def incidents_doc(self, open_only: bool) -> dict[str, Any]:
         if self._d.alerting is None:
-            return {"incidents": []}
+            return {"incidents": [], "undelivered": []}
+        undelivered = [p.to_dict() for p in self._d.alerting.incidents.undelivered_pages()]
         rows = self._d.alerting.incidents.list_incidents(open_only=open_only)
         out = []
         for view in rows:
             d = view.to_dict()
             del d["timeline"], d["deliveries"]  # not loaded for lists: see /api/v1/incidents/{id}
             out.append(d)
-        return {"incidents": out}
+        return {"incidents": out, "undelivered": undelivered}
 
     def silences_doc(self, active_only: bool, now: datetime) -> dict[str, Any]:
         if self._d.alerting is None:

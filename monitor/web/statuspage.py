@@ -52,6 +52,8 @@ footer{margin-top:24px;font-size:.9rem}
 footer a{display:inline-flex;align-items:center;min-height:44px;padding:0 10px;margin:0 6px 6px 0;
   border:1px solid #c4c7cc;border-radius:8px;color:#1a73e8;text-decoration:none;background:#fff}
 .empty{color:#5f6368;background:#fff;border-radius:8px;padding:12px}
+.banner{background:#b71c1c;color:#fff;border-radius:8px;padding:10px 14px;margin:8px 0}
+.banner h2{margin:0 0 6px}.banner li{margin:4px 0;overflow-wrap:anywhere}
 """
 
 
@@ -202,6 +204,28 @@ def _silence_item(s: Mapping[str, Any], now: datetime) -> str:
     )
 
 
+def undelivered_banner(pages: Sequence[Mapping[str, Any]], now: datetime) -> str:
+    """A red banner above everything while any page of an open incident has not reached its
+    receiver (`/api/v1/incidents`' `undelivered`): who was not told, for how long, and why."""
+    if not pages:
+        return ""
+    items = []
+    for p in pages:
+        why = p["last_error"] or "waiting behind an earlier notification the receiver refused"
+        tries = f"{p['attempts']} attempt{'s' if p['attempts'] != 1 else ''}"
+        state = "" if p["state"] == "pending" else f" ({p['state']}, not retried)"
+        items.append(
+            f"<li>#{int(p['incident_id'])} {escape(p['severity'])} {escape(p['alertname'])} → "
+            f"<b>{escape(p['receiver'])}</b>: not delivered for {escape(_since(p['since'], now))}, "
+            f"{escape(tries)}{escape(state)}: {escape(why)}</li>"
+        )
+    n = len(pages)
+    return (
+        f'<section class="banner" id="undelivered"><h2>{n} page{"s" if n != 1 else ""} not delivered</h2>'
+        f"<ul>{''.join(items)}</ul></section>"
+    )
+
+
 def _section(title: str, anchor: str, items: list[str], empty: str) -> str:
     body = f"<ul>{''.join(items)}</ul>" if items else f'<p class="empty">{escape(empty)}</p>'
     return f'<section id="{anchor}"><h2>{escape(title)} ({len(items)})</h2>{body}</section>'
@@ -253,6 +277,7 @@ def render_page(
         f"<title>{escape(head)} · portal-monitor</title><style>{CSS}</style></head><body><main>"
         f'<header class="overall {cls}" id="overall"><h1>{escape(head)}</h1>'
         f"<p>{escape(detail)}</p><p>updated {now:%H:%M:%S} UTC · refreshes every {REFRESH_S}s</p></header>"
+        + undelivered_banner(incidents.get("undelivered") or [], now)
         + "".join(sections)
         + f'<footer><p class="muted">JSON API and metrics:</p>{footer}</footer></main></body></html>\n'
     )

@@ -10,6 +10,10 @@
     the event, the child died before committing `delivered`), so PagerDuty merges it.
 (c) `kill -9` of a child writing incidents and deliveries (`killable write`) at random points:
     `PRAGMA integrity_check` is ok and no incident, timeline or outbox row is half-written.
+(d) PagerDuty and Slack both answer 503 for 5 minutes during a P1, on virtual time (the outbox
+    sleeps on a clock the test moves, one evaluation step at a time, once every worker is
+    asleep or done): the escalation step's fallback gets the page within `fallback_after` plus
+    one step, and after the recovery every receiver has the trigger and the resolve once.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from structlog.testing import capture_logs
 
 from monitor.config.loader import load_config_text
 from monitor.config.model import Config
+from monitor.delivery import build_receivers
 from monitor.delivery.outbox import Outbox, list_rows
 from monitor.delivery.pagerduty import PagerDutyReceiver
 from monitor.incidents.lifecycle import Incidents
@@ -40,7 +45,7 @@ from monitor.model import Alert, Notification, ReceiverContext, Transition
 from monitor.rules.engine import fingerprint
 from monitor.statedb import DB_NAME, open_db
 from tests.daemon_proc import ROOT, clean_env
-from tests.fake_receivers import FakePagerDuty
+from tests.fake_receivers import FakePagerDuty, FakeSlack
 from tests.proof import killable
 
 ROUTING_KEY = "De1iveryR0ut1ngKey0123456789abcd"
@@ -425,3 +430,148 @@ async def test_kill_9_during_writes_leaves_a_sound_database(tmp_path: Path, reco
     record_property("write_kills_inside_update", inside)
     print(f"\nkill -9 during writes: {kills} kills ({inside} inside an Incidents.update transaction), "
           f"{n_incidents} incidents ({n_resolved} resolved): integrity_check ok, nothing half-written")
+
+
+# ---------------------------------------------------------------- (d) PagerDuty and Slack down 5 minutes
+
+FALLBACK_AFTER_S = 120.0
+STEP_S = 1.0  # the daemon evaluates at least every second: one step of virtual time
+OUTAGE_S = 300.0
+
+
+def fallback_config(pd_url: str, slack_url: str) -> Config:
+    return load_config_text(f"""
+fallback_after: 2m
+receivers:
+  oncall:  {{type: pagerduty, routing_key: "{ROUTING_KEY}", url: "{pd_url}", timeout: 2s}}
+  chat:    {{type: slack, url: "{slack_url}", timeout: 2s}}
+  console: {{type: log}}
+escalation:
+  - {{level: L1, after: 0s, severities: [P1, P2, P3, P4], receivers: [oncall, chat], fallback: [console]}}
+""", env={})
+
+
+class VirtualTime:
+    """Time that moves only when the test moves it. `sleep` waits until the clock reaches its
+    deadline; `advance` moves the clock and wakes the sleepers that are due. `asleep` holds
+    the tasks waiting on the clock, so the test can wait until every worker is either asleep
+    or done (`settled`) before moving time again: a condition, not a real-time margin."""
+
+    def __init__(self) -> None:
+        self.t = T0
+        self.asleep: dict[asyncio.Task[Any], tuple[datetime, asyncio.Future[None]]] = {}
+
+    def now(self) -> datetime:
+        return self.t
+
+    async def sleep(self, seconds: float) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.asleep[task] = (self.t + timedelta(seconds=seconds), done)
+        try:
+            await done
+        finally:
+            self.asleep.pop(task, None)
+
+    def advance(self, seconds: float) -> None:
+        self.t += timedelta(seconds=seconds)
+        for task, (deadline, done) in list(self.asleep.items()):
+            if deadline <= self.t:
+                del self.asleep[task]
+                done.set_result(None)
+
+
+async def settled(outbox: Outbox, clock: VirtualTime) -> None:
+    """Until every receiver's worker is asleep on the virtual clock or finished (new rows start
+    their workers first), re-checked as tasks finish; at most 30 s of real time."""
+    async with asyncio.timeout(30):
+        while True:
+            outbox._start_workers()
+            busy = [t for t in outbox._workers.values() if not t.done() and t not in clock.asleep]
+            if not busy:
+                return
+            await asyncio.wait(busy, timeout=0.005)  # woken by a finished task, else re-check the clock
+
+
+async def test_pagerduty_and_slack_down_5_minutes_the_fallback_pages_and_everything_arrives_once(
+        tmp_path: Path, quiet: list[dict[str, Any]], record_property) -> None:
+    """A P1 fires while PagerDuty and Slack both answer 503, for 5 minutes of virtual time. The
+    escalation step's fallback (`console`, the log receiver) gets the page once its receivers
+    have failed it for `fallback_after` (2 min), within one evaluation step of it; each failed
+    attempt is a warning naming the incident; the undelivered pages are listed (banner, API)
+    until the outage ends; then PagerDuty and Slack get the trigger, and later every receiver
+    the resolve, each exactly once."""
+    started = time.perf_counter()
+    async with FakePagerDuty() as pd, FakeSlack() as slack:
+        cfg = fallback_config(pd.url, slack.url)
+        conn = open_db(tmp_path / "state")
+        incidents = Incidents(conn, cfg)
+        clock = VirtualTime()
+        receivers = build_receivers(cfg.root.receivers, host="proof", external_url=None, now=clock.now)
+        outbox = Outbox(conn, receivers, now=clock.now, sleep=clock.sleep, rng=random.Random(5))
+        a = Alert(name="PortalUnreachable", labels={"alertname": "PortalUnreachable", "severity": "P1",
+                                                     "check": "bff_health"},
+                  annotations={"summary": "The portal does not answer"}, severity="P1", value=0.0, vendor=None,
+                  fingerprint=fingerprint("PortalUnreachable", {"check": "bff_health"}))
+        pd.answer(503)
+        slack.answer(503)
+        seen: dict[str, list[tuple[float, str]]] = {"oncall": [], "chat": [], "console": []}  # (s after T0, kind)
+        undelivered_at: dict[float, list[str]] = {}
+        resolve_at = OUTAGE_S + 60
+
+        def note_arrivals(s: float) -> None:
+            got = {"oncall": [e["event_action"] for e in pd.events],
+                   "chat": ["resolve" if "\nStatus: Resolved\n" in m["text"] else "trigger" for m in slack.messages],
+                   "console": [e["kind"] for e in quiet if e["event"] == "notification"]}
+            for name, kinds in got.items():
+                seen[name] += [(s, k) for k in kinds[len(seen[name]):]]
+
+        s = 0.0
+        incidents.update([a], [fired(a, T0)], T0)
+        async with asyncio.timeout(120):  # real seconds for 30 virtual minutes
+            while s < 1800:
+                await settled(outbox, clock)
+                note_arrivals(s)
+                if s in (60.0, 180.0, OUTAGE_S - 1):
+                    undelivered_at[s] = sorted(p.receiver for p in incidents.undelivered_pages())
+                if not list_rows(conn, state="pending") and s > resolve_at:
+                    break
+                clock.advance(STEP_S)
+                s += STEP_S
+                if s == OUTAGE_S:
+                    pd.reset()
+                    slack.reset()
+                firing = [] if s >= resolve_at else [a]
+                incidents.update(firing, [resolved(a, clock.t)] if s == resolve_at else [], clock.t)
+        for r in receivers.values():
+            await r.aclose()
+
+        fallback = [t for t, kind in seen["console"] if kind == "trigger"]
+        assert len(fallback) == 1, seen
+        assert FALLBACK_AFTER_S <= fallback[0] <= FALLBACK_AFTER_S + STEP_S, seen
+        for name in ("oncall", "chat", "console"):
+            assert [k for _, k in seen[name]] == ["trigger", "resolve"], (name, seen)
+        assert min(t for t, _ in seen["oncall"]) >= OUTAGE_S and min(t for t, _ in seen["chat"]) >= OUTAGE_S
+        assert pd.opened == 1 and pd.alerts == {a.fingerprint: "resolved"}
+        assert {r.state for r in list_rows(conn)} == {"delivered"}
+        assert undelivered_at == {60.0: ["chat", "oncall"], 180.0: ["chat", "oncall"],
+                                  OUTAGE_S - 1: ["chat", "oncall"]}
+        assert incidents.undelivered_pages() == []
+        warnings = [e for e in quiet if e["event"] == "notification_retry"]
+        assert warnings and all(e["log_level"] == "warning" for e in warnings)
+        assert {e["receiver"] for e in warnings} == {"oncall", "chat"}
+        first_pd = next(e for e in warnings if e["receiver"] == "oncall")
+        assert first_pd["message"].startswith(
+            "page for incident 1 (P1 PortalUnreachable) not delivered to oncall: pagerduty receiver 'oncall'")
+        assert ": HTTP 503" in first_pd["message"] and first_pd["message"].endswith(
+            f", attempt 1, next in {first_pd['retry_in_s']:.1f}s")
+        refused = Counter(r.status for r in [*pd.requests, *slack.requests] if r.status != 202 and r.status != 200)
+        assert set(refused) == {503} and refused[503] <= 2 * 10  # backoff: no storm during 5 minutes
+        conn.close()
+    elapsed = time.perf_counter() - started
+    record_property("fallback_at_s", fallback[0])
+    print(f"\nPagerDuty and Slack down {OUTAGE_S:.0f} s (virtual): fallback console paged at +{fallback[0]:.0f} s "
+          f"(fallback_after {FALLBACK_AFTER_S:.0f} s), {refused[503]} refused attempts, PagerDuty trigger at "
+          f"+{seen['oncall'][0][0]:.0f} s, Slack at +{seen['chat'][0][0]:.0f} s; trigger and resolve once each "
+          f"to all three; {elapsed:.2f} s real")
