@@ -6,7 +6,7 @@ rules. Only what cannot run in a test changes:
 
 - **Time, by one factor.** `SCALE = 600`: one hour of the shipped file is 6 s of test, 30 min
   (L2) 3 s, 5 min 0.5 s, 1 min 0.1 s. Every `for`, `keep_firing_for`, escalation `after`,
-  `renotify` cadence and heartbeat interval is divided by it, and so is the threshold of a
+  `fallback_after`, `renotify` cadence and heartbeat interval is divided by it, and so is the threshold of a
   rule over a metric that *is* elapsed wall time (`ELAPSED_METRICS`: a replay id stalled for
   1800 s becomes 3 s, a query running for 300 s becomes 0.5 s), because the monitored
   systems live in real time. A rule over any other `*_seconds` metric (a response time) keeps
@@ -165,6 +165,9 @@ def derive(shipped: Mapping[str, Any], *, pagerduty_url: str, log_dir: Path,
 
     for step in cfg.get("escalation", []):
         step["after"] = _shrink(step.get("after", "0s"))
+        if "fallback_after" in step:
+            step["fallback_after"] = _shrink(step["fallback_after"])
+    cfg["fallback_after"] = _shrink(cfg.get("fallback_after", "2m"))
     cfg["renotify"] = {sev: _shrink(v) for sev, v in (cfg.get("renotify") or {}).items()}
     if "heartbeat" in cfg and "interval" in cfg["heartbeat"]:
         cfg["heartbeat"]["interval"] = _shrink(cfg["heartbeat"]["interval"])
