@@ -31,6 +31,7 @@ log = structlog.get_logger()
 
 METRICS: dict[str, tuple[str, str]] = {
     "portal_alerts": ("gauge", "alerts by rule, severity and state (pending/firing), as Prometheus' ALERTS"),
+    "portal_monitor_rule_evaluations_total": ("counter", "rule evaluations (each also runs the escalation timers)"),
 }
 
 
@@ -158,7 +159,8 @@ class Alerting:
         self.kick()
 
     def samples(self) -> list[Sample]:
-        return [*alert_samples(self.state), *self.incidents.samples(), *self.outbox.samples()]
+        evaluations = Sample("portal_monitor_rule_evaluations_total", {}, float(self.evaluations))
+        return [*alert_samples(self.state), evaluations, *self.incidents.samples(), *self.outbox.samples()]
 
     async def aclose(self) -> None:
         for r in self.receivers.values():

@@ -10,12 +10,16 @@
     rig.check(l1, triggers={("oncall", "L1"), ("lead", "L2"), ("management", "L3")})
     await rig.close()
 
-Waiting is for events with bounded timeouts (a page arriving, a metric reaching a value);
-the only timed wait, `hold(...)`, waits out a shrunk timer of the config (to show that an
-escalation step did *not* happen, or how long an outage lasts), never a guess of how long
-the daemon needs. `rig.incidents()` reads what the daemon did with each alert (opened, held
-and why, released, resolved) from its log; `rig.story()` is pages + incidents + check
-failures, the message of every failed assertion.
+Waiting is for events with bounded timeouts (a page arriving, a metric reaching a value),
+never a guess of how long the daemon needs. The only timed waits are the config's own shrunk
+timers: `hold(...)` is how long an outage lasts; `past(...)` waits out a step's time and then
+for the condition that shows it did *not* happen (the daemon has evaluated after it and
+delivered everything it queued). A step the row may or may not reach, depending on how fast
+the machine clears the fault, is expected exactly when the daemon logged that escalation
+(`escalated(...)`); a re-notification is accepted only at its cadence. `rig.incidents()`
+reads what the daemon did with each alert (opened, held and why, released, resolved) from its
+log; `rig.story()` is pages + incidents + check failures, the message of every failed
+assertion.
 
 A daemon that ignores SIGTERM gives a `DaemonDidNotStop` warning with its tasks' stacks.
 """
@@ -53,7 +57,7 @@ VENDOR_SECRET = "fault-matrix-vendor-hmac"
 L2_AFTER = shrunk("30m")
 L3_AFTER = shrunk("1h")
 STEP_AFTER = {"L1": 0.0, "L2": L2_AFTER, "L3": L3_AFTER, "L4": 0.0}
-MARGIN = shrunk("5m")  # how far past a step's time a row holds to show the step did not happen
+RENOTIFY = {sev: shrunk(v) for sev, v in {"P1": "30m", "P2": "1h", "P3": "4h", "P4": "24h"}.items()}
 PAGE_TIMEOUT = 10.0  # a page the row expects arrives well within this (real seconds)
 STOP_TIMEOUT = 5.0  # SIGTERM to exit (a clean stop takes ~0.2 s)
 TASKDUMP = Path(__file__).resolve().parent / "taskdump"
@@ -275,13 +279,40 @@ class Rig:
             return await self.metric(name, **labels) == value
         await self.wait(reached, f"{name}{labels} == {value}", timeout)
 
-    async def hold(self, since: float, after: float, margin: float = MARGIN) -> None:
-        """Wait until `after` + `margin` test seconds past `since` (perf_counter): the shrunk
-        timer of an escalation step that must not fire, or the length of an outage. The only
-        timed wait of the matrix."""
+    async def hold(self, since: float, after: float, margin: float = 0.0) -> None:
+        """Wait until `after` (+ `margin`) test seconds past `since` (perf_counter): how long an
+        outage lasts (a shrunk duration of the story, not a guess at the daemon's speed)."""
         delay = since + after + margin - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
+
+    async def past(self, instant: float, what: str) -> None:
+        """Until the daemon has run its rules and escalation timers at a time after `instant`
+        (perf_counter, e.g. `l1.at + L2_AFTER`) and delivered all they queued: whatever was
+        due by then has been paged, so a step that did not page never will.
+
+        The counter is read once `instant` has passed; the evaluation running then may have
+        started before it, so two more must complete (the second started after the read)."""
+        delay = instant - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)  # the config's own (shrunk) timer
+        start = await self.metric("portal_monitor_rule_evaluations_total") or 0.0
+
+        async def evaluated() -> bool:
+            return (await self.metric("portal_monitor_rule_evaluations_total") or 0.0) >= start + 2
+        await self.wait(evaluated, f"two rule evaluations after {what}")
+        await self.wait_metric("portal_monitor_outbox_depth", 0.0)
+
+    def escalated(self, first: Page, maybe: set[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Of `maybe` ((receiver, level) of a step the row may or may not reach, racing the
+        fault's end), those the daemon escalated the incident of `first` to, by its log.
+        `check()` still asserts each came not before its step and was resolved once."""
+        ids = {e["incident_id"] for e in self.daemon.events
+               if e.get("event") == "incident_opened" and e.get("dedup_key") == first.dedup_key}
+        done = {(r, e["level"]) for e in self.daemon.events
+                if e.get("event") == "incident_escalated" and e.get("incident_id") in ids
+                for r in e.get("receivers", [])}
+        return maybe & done
 
     def check(self, first: Page, triggers: set[tuple[str, str]]) -> None:
         """The incident of `first` paged exactly `triggers` (receiver, level), each not before
@@ -300,7 +331,7 @@ class Rig:
         for first, triggers in incidents:
             check_incident([p for p in pages if p.dedup_key == first.dedup_key], first.dedup_key,
                            alertname=first.alertname, severity=first.severity, triggers=triggers,
-                           after_s=STEP_AFTER)
+                           after_s=STEP_AFTER, renotify_s=RENOTIFY[first.severity])
 
 
 def alert_key(alertname: str, labels: Mapping[str, str]) -> str:

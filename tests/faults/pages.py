@@ -88,13 +88,17 @@ def describe(pages: Iterable[Page]) -> str:
 
 
 def check_incident(pages: list[Page], key: str, *, alertname: str, severity: str,
-                   triggers: set[tuple[str, str]], after_s: Mapping[str, float]) -> None:
+                   triggers: set[tuple[str, str]], after_s: Mapping[str, float],
+                   renotify_s: float | None = None) -> None:
     """Assert the whole story of the incident `key` and that `pages` hold nothing else.
 
     `triggers`: the (receiver, level) pairs that must have had exactly one trigger each;
     `after_s`: the earliest time after the first trigger each level may arrive (its
     escalation step's `after`, in test seconds). Every receiver with a trigger must have had
-    exactly one resolve, after its trigger, and nothing else (no acknowledge, no renotify).
+    exactly one resolve, after its trigger, and nothing else (no acknowledge); a renotify
+    between them only if `renotify_s` (the severity's cadence, test seconds) is given and it
+    came at least that long after the receiver's previous page (an incident that stays open
+    that long is re-notified: correct, whether or not a slow machine made it last that long).
     """
     story = describe(pages)
     others = [p for p in pages if p.dedup_key != key]
@@ -109,4 +113,9 @@ def check_incident(pages: list[Page], key: str, *, alertname: str, severity: str
             f"{p.receiver} paged at {p.level} {p.at - first:.2f}s after L1, before its step ({after_s})\n{story}"
     for receiver, _level in triggers:
         mine = [p for p in pages if p.receiver == receiver]
+        if renotify_s is not None:
+            for before, p in zip(mine, mine[1:], strict=False):
+                if p.action == "renotify":
+                    assert p.at - before.at >= renotify_s * 0.95, f"{receiver}: renotify too early\n{story}"
+            mine = [p for p in mine if p.action != "renotify"]
         assert [p.action for p in mine] == ["trigger", "resolve"], f"{receiver}:\n{story}"

@@ -40,7 +40,7 @@ async def test_one_component_failing_pages_integration_degraded_p3_only(rig: Rig
     rig.bff.answer(200, health("fail"))  # the BFF still serves, one integration is down
     l1 = await rig.trigger("IntegrationDegraded", "oncall")
     assert (l1.severity, l1.level, l1.labels["component"]) == ("P3", "L1", "salesforce")
-    await rig.hold(l1.at, L2_AFTER)  # P3 never reaches the lead
+    await rig.past(l1.at + L2_AFTER, "the lead's step")  # P3 never reaches the lead
     rig.bff.answer(200, health("ok"))
     await rig.resolved(l1.dedup_key)
     rig.check(l1, {("oncall", "L1")})

@@ -49,7 +49,7 @@ async def test_error_burst_pages_high_error_rate_p3_only(rig: Rig) -> None:
         l1 = await rig.trigger("HighErrorRate", "oncall")
         assert (l1.severity, l1.level, l1.labels["check"]) == ("P3", "L1", "bff_logs")
         assert l1.value is not None and abs(l1.value - 0.1) < 0.02
-        await rig.hold(l1.at, L2_AFTER)  # P3 never reaches the lead
+        await rig.past(l1.at + L2_AFTER, "the lead's step")  # P3 never reaches the lead
     await rig.resolved(l1.dedup_key, timeout=DRAIN)
     rig.check(l1, {("oncall", "L1")})
     assert rig.incidents() == {"HighErrorRate{check=bff_logs}": ["opened", "resolved"]}, rig.story()
@@ -59,7 +59,7 @@ async def test_slow_responses_page_slow_responses_p3_only(rig: Rig) -> None:
     async with traffic(rig, slow_3_seconds):
         l1 = await rig.trigger("SlowResponses", "oncall")
         assert (l1.severity, l1.level, l1.value) == ("P3", "L1", 3.0)
-        await rig.hold(l1.at, L2_AFTER)
+        await rig.past(l1.at + L2_AFTER, "the lead's step")
     await rig.resolved(l1.dedup_key, timeout=DRAIN)
     rig.check(l1, {("oncall", "L1")})
     assert rig.incidents() == {"SlowResponses{check=bff_logs}": ["opened", "resolved"]}, rig.story()

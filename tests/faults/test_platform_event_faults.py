@@ -168,7 +168,7 @@ async def test_redis_down_with_a_stall_pages_redis_down_then_the_stall_once_redi
         caught_at = time.perf_counter()  # the stall clock started between the last write and now
         async with restarted_from_rdb(rig):
             down = await rig.trigger("RedisDown", "oncall")
-            await rig.hold(down.at, shrunk("20m"), margin=0)  # Redis down for 20 minutes
+            await rig.hold(down.at, shrunk("20m"))  # Redis down for 20 minutes
             rig.redis.start()
             await rig.resolved(down.dedup_key)
             stall = await rig.trigger("PlatformEventsStalled", "oncall", timeout=STALL + PAGE_TIMEOUT)
@@ -180,7 +180,10 @@ async def test_redis_down_with_a_stall_pages_redis_down_then_the_stall_once_redi
         await rig.trigger("PlatformEventsStalled", "vendors")
         events.resume(ORDERS)
         await rig.resolved(stall.dedup_key)
-    rig.check_all((down, {("oncall", "L1")}), (stall, {("oncall", "L1"), ("vendors", "L4")}))
+    # RedisDown's lead step (30 min) comes 10 min after the 20-minute outage ends: whether the
+    # recovery beats it depends on the machine's speed, so the daemon's log says which it did
+    rig.check_all((down, {("oncall", "L1")} | rig.escalated(down, {("lead", "L2")})),
+                  (stall, {("oncall", "L1"), ("vendors", "L4")} | rig.escalated(stall, {("lead", "L2")})))
     assert rig.incidents() == {
         "RedisDown{check=cache}": ["opened", "resolved"],
         "MonitorCheckFailing{check=cache}": ["opened", "held: inhibited by RedisDown", "resolved"],
@@ -201,12 +204,14 @@ async def test_redis_down_during_a_paged_stall_keeps_the_stall_page_open(rig: Ri
         await rig.trigger("PlatformEventsStalled", "vendors")
         async with restarted_from_rdb(rig):
             down = await rig.trigger("RedisDown", "oncall")
-            await rig.hold(down.at, shrunk("10m"), margin=0)
+            await rig.hold(down.at, shrunk("10m"))
             assert [p for p in rig.pages() if p.dedup_key == stall.dedup_key and p.action == "resolve"] == [], \
                 rig.story()
             rig.redis.start()
             await rig.resolved(down.dedup_key)
         events.resume(ORDERS)
         await rig.resolved(stall.dedup_key)
-    rig.check_all((down, {("oncall", "L1")}), (stall, {("oncall", "L1"), ("vendors", "L4")}))
+    # the lead's steps (30 min) race the recovery of a 10-minute outage: see above
+    rig.check_all((down, {("oncall", "L1")} | rig.escalated(down, {("lead", "L2")})),
+                  (stall, {("oncall", "L1"), ("vendors", "L4")} | rig.escalated(stall, {("lead", "L2")})))
     assert rig.pd.opened == 2, rig.story()
