@@ -74,3 +74,36 @@ def test_help_documents_the_exit_statuses() -> None:
     assert out.returncode == 0
     for line in ("0    done", "1    failed", "2    the command line is wrong", "130  interrupted", "141  the reader"):
         assert line in out.stdout
+
+
+def test_on_call_commands_work_when_the_rules_are_broken(tmp_path: Path) -> None:
+    """A bad rule in the middle of an incident: incidents, silence and notify-test still work on
+    the state directory and the receivers, saying once which file was invalid."""
+    path = config(tmp_path)
+    path.write_text(config(tmp_path).read_text().replace("expr: 'portal_redis_up == 0'", "expr: 'portal_redis_up =='")
+                    + "receivers:\n  console: {type: log}\n")
+    assert cli("check-config", str(path)).returncode == 1
+    said = f"portal-monitor: {path} has 1 error (`portal-monitor check-config {path}` lists them)"
+    out = cli("incidents", "list", "-c", str(path))
+    assert out.returncode == 0 and out.stdout.strip() == "no open incidents", out.stderr
+    assert out.stderr.count(said) == 1 and f"(state directory {tmp_path / 'state'})" in out.stderr
+    out = cli("silence", "add", "-c", str(path), "alertname=RedisDown", "--duration", "1h", "--comment", "upgrade")
+    assert out.returncode == 0 and out.stdout.startswith("silence 1 added until"), out.stderr
+    out = cli("silence", "list", "-c", str(path))
+    assert out.returncode == 0 and "silence 1 (alertname=RedisDown" in out.stdout
+    out = cli("notify-test", "console", "-c", str(path))
+    assert out.returncode == 0 and "console (log): delivered" in out.stdout, out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_on_call_commands_fall_back_to_the_state_directory_alone(tmp_path: Path) -> None:
+    path = tmp_path / "alert_rules.yaml"
+    path.write_text(f"state_dir: {tmp_path / 'st'}\nreceivers:\n  pd: {{type: pagerduty, routing_key: short}}\n"
+                    "checks: [\n")
+    out = cli("incidents", "list", "-c", str(path))
+    assert out.returncode == 0, out.stderr
+    assert "goes on with the default state directory" in out.stderr  # the YAML itself is cut short
+    path.write_text(f"state_dir: {tmp_path / 'st'}\nreceivers:\n  pd: {{type: pagerduty, routing_key: short}}\n")
+    out = cli("incidents", "list", "-c", str(path))
+    assert out.returncode == 0 and "the state directory from it (its receivers are broken too)" in out.stderr
+    assert f"(state directory {tmp_path / 'st'})" in out.stderr

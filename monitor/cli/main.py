@@ -15,13 +15,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
+import yaml
 
 import checks
 from monitor import __version__
 from monitor.cli import oncall
 from monitor.clock import utc_now
 from monitor.config.fields import format_duration
-from monitor.config.loader import ConfigError, config_path, load_config
+from monitor.config.loader import ConfigError, config_path, load_config, load_config_text
 from monitor.config.model import API_TOKEN_VAR, MIN_TOKEN_LENGTH, Config
 from monitor.logs import configure_logging
 from monitor.model import CheckResult, MemoryState
@@ -53,6 +54,55 @@ def _load(args: argparse.Namespace) -> Config:
     cfg = config_loader(config_path(args.config), _overrides(args))()
     compile_rules(cfg)  # every bad expression is a config error too, with its position
     return cfg
+
+
+# What `incidents`, `silence` and `notify-test` need from the file: where the state is, the
+# receivers and how they are routed. Not the checks or the rules.
+ONCALL_KEYS = ("listen", "state_dir", "external_url", "receivers", "escalation", "renotify", "api")
+
+
+def _load_for_oncall(args: argparse.Namespace) -> Config:
+    """The config for the on-call commands: the whole file when it is valid; when it is not (a bad
+    rule in the middle of an incident), only the parts they need, with one line on stderr naming
+    the file; when even those are broken, the state directory alone."""
+    try:
+        return _load(args)
+    except ConfigError as e:
+        path = config_path(args.config)
+        cfg, kept = _partial_config(path)
+        n = len(e.errors)
+        print(
+            f"portal-monitor: {path} has {n} error{'s' if n != 1 else ''} (`portal-monitor check-config {path}` "
+            f"lists them); {args.command} goes on with {kept} (state directory {cfg.root.state_dir})",
+            file=sys.stderr,
+        )
+        return cfg
+
+
+def _partial_config(path: Path) -> tuple[Config, str]:
+    """A config made of the on-call keys of `path` that still load, and which ones they are."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        data = None
+    data = data if isinstance(data, dict) else {}
+    attempts: tuple[tuple[list[str], str], ...] = (
+        ([k for k in ONCALL_KEYS if k in data], "the receivers and state directory from it"),
+        (
+            [k for k in ("listen", "state_dir") if k in data],
+            "the state directory from it (its receivers are broken too)",
+        ),
+        ([], "the default state directory (nothing in it could be read)"),
+    )
+    for keys, kept in attempts:
+        if not keys and kept != attempts[-1][1]:
+            continue
+        try:
+            text = yaml.safe_dump({k: data[k] for k in keys}, sort_keys=False)
+            return load_config_text(text, name=path.name, path=path), kept
+        except ConfigError:
+            continue
+    return load_config_text("{}", name=path.name, path=path), attempts[-1][1]
 
 
 def _print_errors(e: ConfigError) -> None:
@@ -521,7 +571,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(sys.argv[1:] if argv is None else argv)
     try:
         if getattr(args, "needs_config", False):
-            cfg = _load(args)
+            cfg = _load_for_oncall(args)
             configure_logging(stream=sys.stderr, level="warning", secrets=cfg.secrets)
             return int(args.func(args, cfg) or 0)
         return int(args.func(args) or 0)
