@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import io
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import TextIO
@@ -32,9 +33,23 @@ async def test_each_notification_is_one_structured_event() -> None:
         "event": "notification", "log_level": "warning", "receiver": "local", "kind": "trigger",
         "escalation_level": "L2", "severity": "P1", "alertname": "RedisDown", "dedup_key": "3f1c0a9e5b7d2c48",
         "summary": "Redis is down on cache", "status": "firing", "incident_id": 12,
+        "steps": ["Check Redis connectivity: redis-cli ping", "Check Redis memory usage: redis-cli info memory",
+                  "Check BFF health endpoint: curl http://localhost:4000/health"],
     }
     assert (logs[1]["event"], logs[1]["log_level"], logs[1]["kind"], logs[1]["status"]) == \
         ("notification", "info", "resolve", "resolved")
+    assert "steps" not in logs[1]
+
+
+async def test_the_console_says_who_acknowledged_and_links_the_page() -> None:
+    r = build_receiver("console", log.Config(type="log"), host="h", external_url="https://ops.example.com/m")
+    n = make_notification("acknowledge")
+    n = replace(n, alert=replace(n.alert, annotations={**n.alert.annotations, "acknowledged_by": "alice"}))
+    with structlog.testing.capture_logs() as logs:
+        await r.send(n)
+    await r.aclose()
+    assert logs[0]["acknowledged_by"] == "alice"
+    assert logs[0]["incident_url"] == "https://ops.example.com/m/incidents/12"
 
 
 async def test_stream_gets_the_status_update_text() -> None:

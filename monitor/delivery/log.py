@@ -2,7 +2,9 @@
 
 What the shipped config routes to when no PagerDuty key is set, so `make run` shows pages
 locally. The event carries receiver, kind, escalation_level (not `level`, which structlog's
-`add_log_level` owns), severity, alertname, dedup_key, summary, status and incident_id;
+`add_log_level` owns), severity, alertname, dedup_key, summary, status, incident_id, the first
+three runbook steps of the rule (`steps`), who acknowledged (`acknowledged_by`) and the
+incident page (`incident_url`) when the daemon knows its external URL;
 triggers, re-notifications and tests are logged at warning, acknowledgements and
 resolutions at info. With a `stream` (the CLI passes stdout for `once`), the runbook's
 Internal Status Update text is written there too. A write that fails (stdout closed, a
@@ -17,7 +19,7 @@ from typing import Literal
 import structlog
 
 from monitor.config.fields import StrictModel
-from monitor.incidents.messages import status_update
+from monitor.incidents.messages import incident_url, runbook_steps, status_update
 from monitor.model import LOCAL_RECEIVER, DeliveryError, Notification, ReceiverContext
 
 log = structlog.get_logger()
@@ -28,6 +30,23 @@ class Config(StrictModel):
     enabled: bool | Literal["auto"] = True
 
 
+FIRST_STEPS = 3
+
+
+def _extras(n: Notification, external_url: str | None) -> dict[str, object]:
+    """What someone reading the console needs besides the summary: the first steps, who
+    acknowledged, where the incident page is. Absent keys stay out of the event."""
+    out: dict[str, object] = {}
+    steps = runbook_steps(n.alert.annotations.get("description", ""))[:FIRST_STEPS]
+    if steps and n.kind not in ("acknowledge", "resolve"):
+        out["steps"] = steps
+    if who := n.alert.annotations.get("acknowledged_by"):
+        out["acknowledged_by"] = who
+    if page := incident_url(external_url, n.incident_id):
+        out["incident_url"] = page
+    return out
+
+
 class LogReceiver:
     """Writes notifications to the structured log (and to `stream`, when given)."""
 
@@ -35,6 +54,7 @@ class LogReceiver:
         self.name = name
         self.cfg = cfg
         self.stream = ctx.stream
+        self.external_url = ctx.external_url
 
     async def send(self, notification: Notification) -> None:
         n = notification
@@ -51,6 +71,7 @@ class LogReceiver:
                 summary=n.alert.annotations.get("summary") or n.alert.name,
                 status=n.status,
                 incident_id=n.incident_id,
+                **_extras(n, self.external_url),
             )
             if self.stream is not None:
                 self.stream.write(status_update(n) + "\n\n")
