@@ -26,6 +26,7 @@ from monitor.httpclient import HttpClient
 from monitor.incidents.lifecycle import Incidents
 from monitor.model import Receiver, Sample
 from monitor.rules.engine import AlertStates, Rule, alert_samples, compile_rules, evaluate, firing
+from monitor.rules.templates import Context
 
 log = structlog.get_logger()
 
@@ -58,7 +59,7 @@ class Alerting:
         self.host = socket.gethostname()
         self.external_url = external_url
         self.http = http
-        self.rules: list[Rule] = compile_rules(cfg)
+        self.rules: list[Rule] = compile_rules(cfg, Context(external_url=external_url or ""))
         self.incidents = Incidents(conn, cfg, now=now)
         self.state = self._restore_state()
         self.receivers = receivers if receivers is not None else self._build_receivers(cfg)
@@ -145,7 +146,7 @@ class Alerting:
     async def set_config(self, cfg: Config) -> None:
         """After a reload: rules swapped in one assignment, routing and receivers replaced.
         Alert states stay: an alert whose rule is gone resolves at the next evaluation."""
-        rules = compile_rules(cfg)
+        rules = compile_rules(cfg, Context(external_url=self.external_url or ""))
         old_receivers = self.receivers
         self.receivers = self._build_receivers(cfg)
         self.rules = rules

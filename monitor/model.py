@@ -155,11 +155,20 @@ class Alert:
 
     name: str  # the rule's `alert`
     labels: Mapping[str, str]  # series labels + rule labels, incl. alertname and severity
-    annotations: Mapping[str, str]  # summary, description, runbook (templates filled in)
+    annotations: Mapping[str, str]  # by name: summary, description, runbook_url, ... (templates filled in)
     severity: str  # P1..P4
     value: float
     vendor: str | None
     fingerprint: str  # stable hash of name + sorted labels: the dedup key
+
+    @property
+    def runbook(self) -> str:
+        """The runbook link: the `runbook_url` annotation (`runbook` in states saved before it)."""
+        return self.annotations.get("runbook_url") or self.annotations.get("runbook", "")
+
+    def other_annotations(self) -> dict[str, str]:
+        """The annotations besides summary, description and the runbook link (`annotations:` map)."""
+        return {k: v for k, v in self.annotations.items() if k not in ("summary", "description", "runbook_url", "runbook")}
 
 
 @dataclass(frozen=True, slots=True)

@@ -524,7 +524,7 @@ def make_notification(kind: str = "trigger", *, severity: str = "P1", status: st
         resolved_at = started_at + timedelta(minutes=45)
     alert_labels = {"alertname": alertname, "severity": severity, "check": "cache"}
     alert_labels.update(labels or {})
-    annotations = {"summary": summary, "description": description, "runbook": runbook}
+    annotations = {"summary": summary, "description": description, "runbook_url": runbook}
     alert = Alert(name=alertname, labels=alert_labels, annotations=annotations, severity=severity,
                   value=value, vendor=vendor, fingerprint=dedup_key)
     return Notification(id=id, receiver=receiver, kind=kind, incident_id=incident_id, dedup_key=dedup_key,

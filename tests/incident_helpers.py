@@ -51,7 +51,7 @@ def alert(name: str = "RedisDown", severity: str = "P1", *, vendor: str | None =
         labels=full,
         annotations={
             "summary": f"{name} on {labels.get('check', 'x')}",
-            "runbook": f"https://wiki.example/runbooks/incident-response#{name.lower()}",
+            "runbook_url": f"https://wiki.example/runbooks/incident-response#{name.lower()}",
         },
         severity=severity,
         value=value,

@@ -327,7 +327,7 @@ async def test_alerts_shape_firing_first(rig: ApiRig) -> None:
     assert firing == {
         "name": "RedisDown", "state": "firing", "severity": "P1", "value": 0.0,
         "labels": {"alertname": "RedisDown", "check": "cache", "severity": "P1"},
-        "annotations": {"summary": "Redis cache is down", "runbook": RUNBOOK},
+        "annotations": {"summary": "Redis cache is down", "runbook_url": RUNBOOK},
         "active_since": "2025-06-01T12:00:00.000000+00:00", "fired_at": "2025-06-01T12:00:00.000000+00:00",
         "fingerprint": firing["fingerprint"]}
     assert len(firing["fingerprint"]) == 32

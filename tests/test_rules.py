@@ -199,7 +199,7 @@ def test_alert_labels_annotations_and_vendor() -> None:
     assert dict(t.alert.annotations) == {
         "summary": "No event on /event/X for 2120s ()",
         "description": "check cache",
-        "runbook": "https://wiki.example/runbooks/incident-response#1-salesforce-platform-events-not-receiving",
+        "runbook_url": "https://wiki.example/runbooks/incident-response#1-salesforce-platform-events-not-receiving",
     }
     assert (t.alert.severity, t.alert.vendor, t.alert.value) == ("P2", "Salesforce", 2120.0)
     assert t.alert.fingerprint == fingerprint("PlatformEventsStalled", t.alert.labels)
@@ -327,7 +327,7 @@ def test_compile_reports_every_bad_rule_not_only_the_first() -> None:
     text = """
 rules:
   - {alert: A, expr: "rate(x[5m])", severity: P1}
-  - {alert: B, expr: "x > 1", severity: P2, summary: "{{ .Value }}"}
+  - {alert: B, expr: "x > 1", severity: P2, summary: "{{ .Nope }}"}
   - {alert: C, expr: "x >", severity: P3, labels: {alertname: X, "bad-name": y}}
   - {alert: D, expr: "x > 1", severity: P4}
 """
@@ -360,7 +360,7 @@ def test_shipped_rules_compile_and_cover_the_runbook() -> None:
         "incident-response-workflow",
     }
     for r in rules:
-        runbook = r.annotations["runbook"].text
+        runbook = r.annotations["runbook_url"].text
         assert runbook.startswith("https://wiki.example/runbooks/incident-response#"), r.alert
         assert runbook.split("#", 1)[1] in anchors, r.alert
         assert r.annotations["summary"].text, r.alert

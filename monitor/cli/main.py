@@ -435,7 +435,7 @@ def _alerts_now(cfg: Config, results: list[CheckResult]) -> list[dict[str, Any]]
             "state": st.state,
             "summary": st.alert.annotations.get("summary", ""),
             "labels": dict(st.alert.labels),
-            "runbook": st.alert.annotations.get("runbook", ""),
+            "runbook": st.alert.runbook,
         }
         for st in state.alerts.values()
     ]

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from checks import CHECK_TYPES, CheckConfig
 from monitor.config.fields import Duration, StrictModel
@@ -52,6 +52,9 @@ class RuleConfig(StrictModel):
     keep_firing_for: Duration = 0.0
     severity: Severity
     labels: dict[str, str] = Field(default_factory=dict)
+    # Prometheus's `annotations:` map (any names, templated); `summary`, `description` and
+    # `runbook` are shorthands for the `summary`, `description` and `runbook_url` annotations.
+    annotations: dict[str, str] = Field(default_factory=dict)
     summary: str = ""
     description: str = ""
     runbook: str = ""
@@ -59,6 +62,23 @@ class RuleConfig(StrictModel):
     # Names from the top-level `time_intervals`: inside one, this rule's incidents are held
     # back as by a silence (opened, shown as held, paged when it ends if still firing).
     mute_time_intervals: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _one_spelling(self) -> RuleConfig:
+        for key, name in SHORTHANDS.items():
+            if getattr(self, key) and name in self.annotations:
+                raise ValueError(f"`{key}:` and `annotations.{name}` say the same thing: keep one")
+        return self
+
+    def all_annotations(self) -> dict[str, str]:
+        """Every annotation template by its Prometheus name, shorthands first, then the map's."""
+        out = {name: getattr(self, key) for key, name in SHORTHANDS.items() if getattr(self, key)}
+        out.update(self.annotations)
+        return out
+
+
+# The rule keys that are shorthands for annotations, and the annotation each one sets.
+SHORTHANDS: dict[str, str] = {"summary": "summary", "description": "description", "runbook": "runbook_url"}
 
 
 Matcher = dict[str, str | list[str]]

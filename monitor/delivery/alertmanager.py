@@ -8,8 +8,8 @@ Alertmanager 0.27 removed API v1.)
 The body is a one-element JSON array:
 `[{"labels": {..., "alertname", "severity": "P1"}, "annotations": {...}, "startsAt",
 "endsAt", "generatorURL"}]`. Labels are the alert's labels (Alertmanager's identity for the
-alert); annotations are the same as the webhook receiver's (summary, description, runbook,
-runbook_url, incident_id, escalation_level, incident_status, notification_kind, value,
+alert); annotations are the same as the webhook receiver's (every annotation of the rule:
+summary, description, runbook_url and the rest of its `annotations:` map; then incident_id, escalation_level, incident_status, notification_kind, value,
 status_update, customer_communication for P1/P2, incident_url).
 
 `endsAt`, the contract with Alertmanager, which forgets an alert whose `endsAt` has passed

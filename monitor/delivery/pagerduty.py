@@ -17,7 +17,7 @@ The trigger's payload: `summary` (the alert's summary, ≤ 1024 characters), `so
 `timestamp` (when the alert fired), `component` (the series' `check` label, else the alert
 name), `group` (a `group` label, else the rule's `vendor`, else `portal`), `class` (the alert
 name) and `custom_details` (labels, value, runbook steps, runbook URL, escalation level,
-incident id and URL, status). `links` carry the runbook and the incident page. A body over
+incident id and URL, status, and `annotations`: the rule's other annotations, when it has any). `links` carry the runbook and the incident page. A body over
 PagerDuty's 512 KB limit has its `custom_details` replaced by a note, as Alertmanager does.
 
 Replies: 202 is delivered; 400 is permanent (PagerDuty's `errors` go into the message);
@@ -137,7 +137,7 @@ class PagerDutyReceiver:
             summary = f"[TEST] {summary}"
         if len(summary) > MAX_SUMMARY:
             summary = summary[: MAX_SUMMARY - 1] + "…"
-        runbook = a.annotations.get("runbook", "")
+        runbook = a.runbook
         page = incident_url(self.external_url, n.incident_id)
         details: dict[str, Any] = {
             "labels": dict(a.labels),
@@ -151,6 +151,8 @@ class PagerDutyReceiver:
         }
         if page:
             details["incident_url"] = page
+        if other := a.other_annotations():
+            details["annotations"] = other
         links = []
         if runbook:
             links.append({"href": runbook, "text": f"Runbook: {a.name}"})

@@ -4,8 +4,9 @@ The message is `{"text": ..., "blocks": [...]}`. `text` is the whole Internal St
 (`monitor.incidents.messages.status_update`), followed for P1/P2 by the Customer Communication draft:
 it is what notifications, screen readers and old clients show. The blocks lay the same
 fields out: a header `INCIDENT UPDATE - P1 - <brief>`, the fields Status, Impact, Started,
-Last Update, Next Update and Escalation, the Current Actions, the customer draft (P1/P2) in a
-code block, and links to the runbook and the incident. Slack's limits (header 150
+Last Update, Next Update and Escalation, the Current Actions, the rule's other annotations
+(its `annotations:` map besides summary, description and runbook_url), the customer draft
+(P1/P2) in a code block, and links to the runbook and the incident. Slack's limits (header 150
 characters, section text 3000, field 2000) are kept by shortening.
 
 Slack answers 200 `ok`; errors are a short code in the body: 400 `invalid_payload`,
@@ -93,6 +94,9 @@ def message(n: Notification, external_url: str | None = None) -> dict[str, Any]:
         },
         {"type": "section", "text": {"type": "mrkdwn", "text": _cut(f"*Current Actions:*\n{actions}", SECTION_MAX)}},
     ]
+    if other := a.other_annotations():
+        lines = "\n".join(f"*{escape(k)}:* {escape(v)}" for k, v in sorted(other.items()))
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _cut(lines, SECTION_MAX)}})
     draft = customer_communication(n)
     if draft:
         blocks += [
@@ -106,7 +110,7 @@ def message(n: Notification, external_url: str | None = None) -> dict[str, Any]:
             },
         ]
     links = []
-    runbook = a.annotations.get("runbook", "")
+    runbook = a.runbook
     if runbook:
         links.append(f"<{runbook}|Runbook>")
     page = incident_url(external_url, n.incident_id)

@@ -15,8 +15,8 @@ group holding one alert:
 
 Our fields:
 - labels: the alert's labels, always with `alertname` and `severity` (`P1`..`P4`);
-- annotations: the rule's `summary`, `description` (the runbook steps) and `runbook`, plus
-  `runbook_url` (the same URL, under Prometheus' conventional name), `incident_id`,
+- annotations: every annotation of the rule (`summary`, `description` (the runbook steps),
+  `runbook_url` and any other name of its `annotations:` map), plus `incident_id`,
   `escalation_level` (`L1`..`L4`), `incident_status` (`firing`, `acknowledged`,
   `resolved`: Alertmanager has no "acknowledged", so `status` stays `firing`),
   `notification_kind` (`trigger`, `renotify`, `acknowledge`, `resolve`, `test`), `value`,
@@ -107,8 +107,8 @@ def alert_labels(n: Notification) -> dict[str, str]:
 def alert_annotations(n: Notification, external_url: str | None) -> dict[str, str]:
     """The alert's annotations plus our fields (see the module docstring)."""
     ann = dict(n.alert.annotations)
-    if ann.get("runbook"):
-        ann.setdefault("runbook_url", ann["runbook"])
+    if ann.get("runbook"):  # an alert state saved before annotations took Prometheus's names
+        ann.setdefault("runbook_url", ann.pop("runbook"))
     ann.update(
         {
             "incident_id": str(n.incident_id),

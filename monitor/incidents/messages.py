@@ -98,7 +98,7 @@ def current_actions(n: Notification) -> list[str]:
         actions.insert(
             0, f"Acknowledged by {who}: on-call is working on it" if who else "Acknowledged: on-call is working on it"
         )
-    runbook = n.alert.annotations.get("runbook", "")
+    runbook = n.alert.runbook
     if runbook:
         actions.append(f"Runbook: {runbook}")
     return actions or ["Follow the incident-response runbook"]

@@ -100,7 +100,7 @@ class IncidentView:
 
     @property
     def runbook(self) -> str:
-        return self.alert.annotations.get("runbook", "")
+        return self.alert.runbook
 
     def to_dict(self) -> dict[str, Any]:
         return {

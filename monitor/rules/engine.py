@@ -37,11 +37,11 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from monitor.config.model import Config, RuleConfig
+from monitor.config.model import SHORTHANDS, Config, RuleConfig
 from monitor.config.yamlpos import ConfigError, format_path, nearest
 from monitor.model import Alert, Sample, Transition
 from monitor.rules.expr import Expr, ExprError, index_samples, locate, parse
-from monitor.rules.templates import Template, compile_template, render
+from monitor.rules.templates import Context, Template, compile_template, render
 
 PENDING = "pending"
 FIRING = "firing"
@@ -49,7 +49,6 @@ RESOLVED = "resolved"
 OUTAGE_TOLERANCE = timedelta(hours=1)
 STATE_VERSION = 1
 _RESERVED_LABELS = ("alertname", "severity", "vendor")
-_ANNOTATIONS = ("summary", "description", "runbook")
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 
 
@@ -63,8 +62,9 @@ class Rule:
     for_s: float = 0.0
     keep_firing_for_s: float = 0.0
     labels: Mapping[str, str] = field(default_factory=dict)
-    annotations: Mapping[str, Template] = field(default_factory=dict)  # summary, description, runbook
+    annotations: Mapping[str, Template] = field(default_factory=dict)  # by name: summary, runbook_url, ...
     vendor: str | None = None
+    context: Context = field(default_factory=Context)  # what templates see besides the series ($externalURL)
 
     @classmethod
     def from_config(cls, cfg: RuleConfig) -> Rule:
@@ -79,7 +79,7 @@ class Rule:
         labels = {**series, **self.labels, "alertname": self.alert, "severity": self.severity}
         if self.vendor:
             labels["vendor"] = self.vendor
-        annotations = {k: render(t, series, value) for k, t in self.annotations.items()}
+        annotations = {k: render(t, series, value, self.context) for k, t in self.annotations.items()}
         return Alert(
             name=self.alert,
             labels=labels,
@@ -100,37 +100,44 @@ def fingerprint(name: str, labels: Mapping[str, str]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 
-def _compile(cfg: RuleConfig) -> tuple[Rule | None, list[tuple[str, Exception]]]:
-    """The rule, or None and every problem as (key, error)."""
-    problems: list[tuple[str, Exception]] = []
+def _compile(
+    cfg: RuleConfig, context: Context | None = None
+) -> tuple[Rule | None, list[tuple[tuple[str, ...], Exception]]]:
+    """The rule, or None and every problem as (key path inside the rule, error)."""
+    problems: list[tuple[tuple[str, ...], Exception]] = []
     expr: Expr | None = None
     try:
         expr = parse(cfg.expr)
     except ExprError as e:
-        problems.append(("expr", e))
+        problems.append((("expr",), e))
     annotations: dict[str, Template] = {}
-    for key in _ANNOTATIONS:
-        if text := getattr(cfg, key):
-            try:
-                annotations[key] = compile_template(text)
-            except ExprError as e:
-                problems.append((key, e))
+    keys = {name: (key,) for key, name in SHORTHANDS.items()}
+    for name, text in cfg.all_annotations().items():
+        key = ("annotations", name) if name in cfg.annotations else keys[name]
+        if not _LABEL_NAME.fullmatch(name):
+            problems.append((key, ValueError(f"annotation name {name!r} must match [a-zA-Z_][a-zA-Z0-9_]*")))
+            continue
+        try:
+            annotations[name] = compile_template(text)
+        except ExprError as e:
+            problems.append((key, e))
     for name, value in cfg.labels.items():
         if name in _RESERVED_LABELS:
             problems.append(
-                ("labels", ValueError(f"label {name!r} is set by the rule's own `{name}:` key, not under labels"))
+                (("labels",), ValueError(f"label {name!r} is set by the rule's own `{name}:` key, not under labels"))
             )
         elif not _LABEL_NAME.fullmatch(name) or name.startswith("__"):
             problems.append(
-                ("labels", ValueError(f"label name {name!r} must match [a-zA-Z_][a-zA-Z0-9_]* and not start with '__'"))
+                (
+                    ("labels",),
+                    ValueError(f"label name {name!r} must match [a-zA-Z_][a-zA-Z0-9_]* and not start with '__'"),
+                )
             )
         elif "{{" in value:
             problems.append(
                 (
-                    "labels",
-                    ValueError(
-                        f"label {name}: label values are not templated (only summary, description, runbook are)"
-                    ),
+                    ("labels",),
+                    ValueError(f"label {name}: label values are not templated (only annotations are)"),
                 )
             )
     if problems or expr is None:
@@ -144,26 +151,28 @@ def _compile(cfg: RuleConfig) -> tuple[Rule | None, list[tuple[str, Exception]]]
         labels=dict(cfg.labels),
         annotations=annotations,
         vendor=cfg.vendor,
+        context=context or Context(),
     ), []
 
 
-def compile_rules(cfg: Config) -> list[Rule]:
+def compile_rules(cfg: Config, context: Context | None = None) -> list[Rule]:
     """Compile every rule of a loaded config; raise ConfigError listing every problem of every rule.
 
     An expression error reads `file:line:col: rules[i].expr: <problem> at column N (hint)`, the
     file position pointing at the offending token where that can be worked out (see `locate`).
+    `context` is what the annotation templates see besides the series (`$externalURL`).
     """
     rules: list[Rule] = []
     errors: list[tuple[tuple[int, int], str]] = []
     lines: list[str] | None = None
     for i, rc in enumerate(cfg.root.rules):
-        rule, problems = _compile(rc)
+        rule, problems = _compile(rc, context)
         if rule is not None:
             rules.append(rule)
         for key, err in problems:
             if lines is None:
                 lines = _source_lines(cfg.path)
-            errors.append(_error_at(cfg, lines, ("rules", i, key), rc, err))
+            errors.append(_error_at(cfg, lines, ("rules", i, *key), rc, err))
     if errors:
         errors.sort(key=lambda e: e[0])
         raise ConfigError([msg for _, msg in errors])
@@ -171,11 +180,12 @@ def compile_rules(cfg: Config) -> list[Rule]:
 
 
 def _error_at(
-    cfg: Config, lines: list[str], path: tuple[str, int, str], rc: RuleConfig, err: Exception
+    cfg: Config, lines: list[str], path: tuple[str | int, ...], rc: RuleConfig, err: Exception
 ) -> tuple[tuple[int, int], str]:
     line, col = nearest(cfg.positions, path)
     if isinstance(err, ExprError) and path in cfg.positions:
-        text = rc.expr if path[2] == "expr" else getattr(rc, path[2])
+        key = path[2:]
+        text = rc.expr if key == ("expr",) else rc.annotations[str(key[1])] if len(key) == 2 else getattr(rc, str(key[0]))
         line, col = locate(lines, line, col, text, err.position)
     return (line, col), f"{cfg.path.name}:{line}:{col}: {format_path(path)}: {err}"
 

@@ -4,8 +4,9 @@ For the day one machine is no longer enough: the expressions are valid PromQL ov
 metric names, so an existing Prometheus + Alertmanager evaluates the same rules from the
 `/metrics` it scrapes. Each rule keeps its `expr`, `for` and `keep_firing_for` (Prometheus
 2.42 or later); `severity` (and `vendor`, when set) become labels, exactly the labels our own
-alerts carry; `summary` and `description` stay annotations and `runbook` becomes the
-conventional `runbook_url`. Templates are already Prometheus syntax. The rules are compiled
+alerts carry; the `annotations:` map is exported as it is, with the shorthands `summary` and
+`description` as annotations of the same name and `runbook` as the conventional `runbook_url`.
+Templates are already Prometheus syntax (`$labels`, `$value`, `$externalURL`, humanize...). The rules are compiled
 first, so an invalid expression is refused here too, never exported.
 
 A rule's `mute_time_intervals` is an Alertmanager route setting, not a rule field: the header
@@ -24,7 +25,6 @@ from monitor.config.model import Config
 from monitor.rules.engine import compile_rules
 
 GROUP = "portal-monitor"
-_ANNOTATION_KEYS = (("summary", "summary"), ("description", "description"), ("runbook", "runbook_url"))
 
 
 class _Dumper(yaml.SafeDumper):
@@ -53,7 +53,7 @@ def prometheus_rules(cfg: Config) -> dict[str, Any]:
         if rc.vendor:
             labels["vendor"] = rc.vendor
         rule["labels"] = labels
-        annotations = {out: getattr(rc, key) for key, out in _ANNOTATION_KEYS if getattr(rc, key)}
+        annotations = rc.all_annotations()
         if annotations:
             rule["annotations"] = annotations
         rules.append(rule)

@@ -33,7 +33,7 @@ runs, so a refused request's body is never read. Errors are `{"error": "..."}` w
     GET  /api/v1/alerts
          200 {"alerts": [{"name": "RedisDown", "state": "firing", "severity": "P1", "value": 0.0,
                           "labels": {"alertname": "RedisDown", "check": "cache", "severity": "P1"},
-                          "annotations": {"summary": "Redis cache is down", "runbook": "https://..."},
+                          "annotations": {"summary": "Redis cache is down", "runbook_url": "https://..."},
                           "active_since": "2025-06-01T12:00:00.000000+00:00",
                           "fired_at": "2025-06-01T12:00:00.000000+00:00",
                           "fingerprint": "4f0c..."}]}

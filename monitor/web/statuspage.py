@@ -149,7 +149,7 @@ def _alert_item(a: Mapping[str, Any], now: datetime) -> str:
         f'<span class="name">{escape(a["name"])}</span><span class="badge {state_badge}">{escape(a["state"])}'
         f"</span></div><div>{escape(ann.get('summary') or a['name'])}</div>"
         f'<div class="muted">{escape(when)}{" · " + escape(labels) if labels else ""}</div>'
-        f"{_link(ann.get('runbook', ''), 'Runbook')}</li>"
+        f"{_link(ann.get('runbook_url') or ann.get('runbook', ''), 'Runbook')}</li>"
     )
 
 
