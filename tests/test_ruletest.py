@@ -210,7 +210,7 @@ def test_export_has_the_prometheus_rule_file_structure() -> None:
     assert stalled["for"] == "5m"
     assert stalled["labels"] == {"severity": "P2", "vendor": "Salesforce"}
     assert stalled["annotations"]["summary"] == (
-        "No Salesforce Platform Event on {{ $labels.channel }} for {{ $value }}s")
+        "No Salesforce Platform Event on {{ $labels.channel }} for {{ $value | humanizeDuration }}")
     assert stalled["annotations"]["runbook_url"].endswith("#1-salesforce-platform-events-not-receiving")
     assert set(stalled) == {"alert", "expr", "for", "labels", "annotations"}
     assert by_name["PortalUnreachable"]["keep_firing_for"] == "1m"
