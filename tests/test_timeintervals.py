@@ -44,7 +44,7 @@ def test_location_shifts_the_clock_to_local_time_with_daylight_saving() -> None:
     assert london_night.contains(utc(2026, 1, 15, 0, 30))  # GMT: 00:30 local
     assert not london_night.contains(utc(2026, 7, 15, 5, 30))  # BST: 06:30 local
     assert london_night.contains(utc(2026, 7, 14, 23, 30))  # BST: 00:30 local, the next day
-    sydney = interval(weekdays=["saturday:sunday"], location="Australia/Sydney")
+    sydney = interval(weekdays=["saturday", "sunday"], location="Australia/Sydney")
     assert sydney.contains(utc(2026, 11, 27, 14, 0))  # Friday 14:00 UTC is Saturday 01:00 in Sydney
 
 
@@ -80,13 +80,18 @@ def test_a_named_set_matches_when_any_of_its_intervals_does() -> None:
     ({"times": [{"start_time": "00:00", "end_time": "24:01"}]}, "not a time of day HH:MM"),
     ({"weekdays": ["funday"]}, "'funday' is not a weekday"),
     ({"weekdays": ["1"]}, "weekdays are names"),
-    ({"weekdays": ["friday:monday"]}, "start must not come after its end"),
+    ({"weekdays": ["friday:monday"]}, "start day cannot be after end day"),
+    ({"weekdays": ["saturday:sunday"]}, "weeks start on sunday"),
     ({"days_of_month": [32]}, "between 1 and 31"),
-    ({"days_of_month": ["-1:5"]}, "start must not come after its end"),
+    ({"days_of_month": [0]}, "0 is not a valid day of the month"),
+    ({"days_of_month": ["-1:5"]}, "the end day must be negative"),
+    ({"days_of_month": ["25:-5"]}, "end day -5 is always before start day 25"),
+    ({"days_of_month": ["5:1"]}, "end day 1 is always before start day 5"),
     ({"months": ["smarch"]}, "'smarch' is not a month"),
-    ({"years": ["2026:2025"]}, "start must not come after its end"),
+    ({"months": ["march:january"]}, "end month is before start month"),
+    ({"years": ["2026:2025"]}, "end year 2025 is before start year 2026"),
     ({"location": "Mars/Olympus"}, "not a time zone of the IANA database"),
-    ({"weekdays": ["monday:tuesday:friday"]}, "range of them"),
+    ({"weekdays": ["monday:tuesday:friday"]}, "couldn't parse range"),
 ])
 def test_bad_intervals_are_refused_with_a_reason(spec: dict[str, object], message: str) -> None:
     with pytest.raises(ValidationError, match=message):
@@ -184,3 +189,128 @@ def test_zones_resolve_without_a_system_time_zone_database() -> None:
         assert utc(2026, 7, 15, 5, 30).astimezone(london).hour == 6
     finally:
         zoneinfo.reset_tzpath()
+
+
+# ---------------------------------------------------------------- Alertmanager's ranges
+
+
+def test_days_of_month_count_from_the_end_and_clamp_to_the_month() -> None:
+    whole = interval(days_of_month=["1:-1"])
+    assert all(whole.contains(utc(2026, 2, d)) for d in range(1, 29))
+    assert whole.contains(utc(2026, 1, 31)) and whole.contains(utc(2028, 2, 29))
+    late = interval(days_of_month=["20:-1"])
+    assert late.contains(utc(2026, 2, 20)) and late.contains(utc(2026, 2, 28)) and late.contains(utc(2026, 1, 31))
+    assert not late.contains(utc(2026, 2, 19))
+    last_week = interval(days_of_month=["-7:-1"])
+    assert last_week.contains(utc(2026, 2, 22)) and not last_week.contains(utc(2026, 2, 21))
+    assert last_week.contains(utc(2026, 1, 25)) and not last_week.contains(utc(2026, 1, 24))
+    assert interval(days_of_month=["-1"]).contains(utc(2028, 2, 29))
+    assert not interval(days_of_month=["-1"]).contains(utc(2028, 2, 28))
+    thirtieth = interval(days_of_month=["30"])  # never in February, not moved to its last day
+    assert not any(thirtieth.contains(utc(2026, 2, d)) for d in range(1, 29))
+    assert interval(days_of_month=["1:31"]).contains(utc(2026, 2, 28))  # the end is clamped
+    assert interval(days_of_month=["-31:-1"]).contains(utc(2026, 2, 1))  # so is a negative start
+    assert interval(days_of_month=["27:-1"]).contains(utc(2026, 2, 28))  # 27..28 in February
+
+
+def test_weekday_names_and_ranges_start_on_sunday_case_insensitive() -> None:
+    start = interval(weekdays=["Sunday:MONDAY"])  # 2026-11-29 is a Sunday
+    assert start.contains(utc(2026, 11, 29)) and start.contains(utc(2026, 11, 30))
+    assert not start.contains(utc(2026, 11, 28)) and not start.contains(utc(2026, 12, 1))
+    assert interval(weekdays=["saturday"]).contains(utc(2026, 11, 28))
+    assert interval(weekdays=["monday:friday"]).contains(utc(2026, 11, 27))  # a Friday
+
+
+def test_months_by_name_or_number_and_years() -> None:
+    assert interval(months=["FEBRUARY:april"]).contains(utc(2026, 4, 30))
+    assert interval(months=[3, "11:12"]).contains(utc(2026, 12, 31))
+    assert not interval(months=["13"]).contains(utc(2026, 12, 31))  # accepted (as Alertmanager does), never true
+    assert interval(years=["2026:2026", 2030]).contains(utc(2030, 1, 1))
+    assert not interval(years=["2026:2029"]).contains(utc(2030, 1, 1))
+
+
+def test_location_local_is_the_machines_zone(monkeypatch: pytest.MonkeyPatch) -> None:
+    from monitor.rules.timeintervals import zone
+
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    zone.cache_clear()
+    try:
+        night = interval(times=[{"start_time": "00:00", "end_time": "06:00"}], location="Local")
+        assert night.contains(utc(2026, 1, 15, 16, 30))  # 01:30 in Tokyo
+        assert not night.contains(utc(2026, 1, 15, 0, 30))  # 09:30 in Tokyo
+    finally:
+        zone.cache_clear()
+
+
+# Every spec: Alertmanager accepts it exactly when we do (amtool check-config is the judge).
+ALERTMANAGER_SPECS: list[str] = [
+    "days_of_month: ['1:-1']",
+    "days_of_month: ['20:-1']",
+    "days_of_month: ['-7:-1', '1', 15, '-1']",
+    "days_of_month: ['28:-1']",
+    "days_of_month: ['1:31', '-31:-1']",
+    "days_of_month: ['25:-5']",
+    "days_of_month: ['-3:5']",
+    "days_of_month: ['0']",
+    "days_of_month: ['32']",
+    "days_of_month: ['-32:-1']",
+    "days_of_month: ['5:1']",
+    "days_of_month: ['-1:-2']",
+    "weekdays: ['monday:friday', 'Sunday', 'SATURDAY']",
+    "weekdays: ['sunday:saturday']",
+    "weekdays: ['saturday:sunday']",
+    "weekdays: ['friday:monday']",
+    "weekdays: ['1']",
+    "weekdays: ['funday']",
+    "weekdays: ['monday:tuesday:friday']",
+    "months: ['january:march', 'December', '5', '7:8']",
+    "months: ['13']",
+    "months: ['march:january']",
+    "months: ['smarch']",
+    "years: ['2026', '2026:2030', 1999]",
+    "years: ['2030:2026']",
+    "years: ['twenty']",
+    "times: [{start_time: '00:00', end_time: '24:00'}]",
+    "times: [{start_time: '22:30', end_time: '23:59'}]",
+    "times: [{start_time: '06:00', end_time: '06:00'}]",
+    "times: [{start_time: '7:00', end_time: '08:00'}]",
+    "times: [{start_time: '00:00', end_time: '24:01'}]",
+    "times: [{start_time: '00:60', end_time: '01:00'}]",
+    "location: Europe/London",
+    "location: UTC",
+    "location: Local",
+    "location: Mars/Olympus",
+]
+
+
+def test_we_accept_exactly_what_alertmanager_accepts(tmp_path: Path) -> None:
+    import re
+    import subprocess
+
+    import yaml
+
+    from tests.conftest import require_tool
+
+    amtool = require_tool("amtool", "amtool is not installed (Debian package: prometheus-alertmanager)")
+    files = []
+    for n, spec in enumerate(ALERTMANAGER_SPECS):
+        path = tmp_path / f"am{n}.yml"
+        path.write_text(
+            "route: {receiver: x}\nreceivers: [{name: x}]\n"
+            f"time_intervals:\n  - name: t\n    time_intervals:\n      - {spec}\n"
+        )
+        files.append(str(path))
+    done = subprocess.run([amtool, "check-config", *files], capture_output=True, text=True, timeout=60)
+    verdicts = dict(re.findall(r"Checking '([^']+)'\s+(SUCCESS|FAILED)", done.stdout + done.stderr))
+    assert len(verdicts) == len(files), done.stdout + done.stderr
+    disagree = []
+    for spec, path in zip(ALERTMANAGER_SPECS, files, strict=True):
+        try:
+            interval(**yaml.safe_load(spec))
+            ours = "SUCCESS"
+        except ValidationError:
+            ours = "FAILED"
+        if ours != verdicts[path]:
+            disagree.append(f"{spec}: Alertmanager {verdicts[path]}, we {ours}")
+    assert disagree == []
+    assert list(verdicts.values()).count("SUCCESS") >= 12  # the accepting half is really exercised
