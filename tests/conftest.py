@@ -16,7 +16,7 @@ Tests that stop or kill a server need do nothing to put it back: the next test's
 fixture does.
 
 Missing tools: every test that needs a program from outside Python (`redis-server`,
-PostgreSQL's `initdb`, `chromium`, `promtool`, `wrk`, `systemd-analyze`, `openssl`) asks for
+PostgreSQL's `initdb`, `chromium`, `promtool`, `amtool`, `wrk`, `systemd-analyze`, `openssl`) asks for
 it through `require_tool()`. Where the program is missing the test is skipped, with the
 reason in the summary; under `CI=true` it fails with the same reason instead, because CI
 installs those programs first (`.ci/run`) and a green run must not hide a part of the suite.
