@@ -5,7 +5,7 @@ Runbook scenario 5 (`top -p $(pgrep -f "node.*bff")`).
 Like `pgrep -f`, `cmdline` is searched (not anchored) in each process's arguments joined by
 spaces; the monitor's own process never matches, and processes without a readable command
 line (kernel threads, zombies, other users' processes under hidepid) are skipped. No match
-raises `CheckError("not_found")`, keeping `portal_process_count 0`.
+raises `CheckError("not_found")`, keeping `portal_process_matching 0`.
 
 The default pattern, `DEFAULT_CMDLINE`, wants the program itself to be `node` (any path, or
 `nodejs`) and a later argument to contain `bff`: `node /srv/bff/dist/main.js` matches, while
@@ -47,11 +47,11 @@ from monitor.model import CheckContext, CheckError, Sample
 
 METRICS: dict[str, tuple[str, str]] = {
     "portal_process_up": ("gauge", "1 when a process matching the pattern runs"),
-    "portal_process_count": ("gauge", "processes matching the pattern"),
+    "portal_process_matching": ("gauge", "processes matching the pattern"),
     "portal_process_cpu_ratio": ("gauge", "CPU time per wall second since the last check (1 = one core)"),
     "portal_process_resident_bytes": ("gauge", "resident memory of the matching processes"),
 }
-KEY_METRICS = ("portal_process_count", "portal_process_cpu_ratio", "portal_process_resident_bytes")
+KEY_METRICS = ("portal_process_matching", "portal_process_cpu_ratio", "portal_process_resident_bytes")
 
 DEFAULT_CMDLINE = r"^([^ ]*/)?node(js)? (.* )?[^ ]*bff"
 MAX_DESCRIBED = 5  # PIDs named by describe(); the rest are counted
@@ -190,10 +190,10 @@ class ProcessCheck:
             raise CheckError(
                 "not_found",
                 f"no process command line matches {where} (like pgrep -f, excluding the monitor)",
-                [Sample("portal_process_count", {}, 0.0)],
+                [Sample("portal_process_matching", {}, 0.0)],
             )
         return [
-            Sample("portal_process_count", {}, float(len(procs))),
+            Sample("portal_process_matching", {}, float(len(procs))),
             Sample("portal_process_cpu_ratio", {}, ratio),
             Sample("portal_process_resident_bytes", {}, float(sum(p.rss_bytes for p in procs))),
         ]

@@ -27,8 +27,9 @@ METRICS: dict[str, tuple[str, str]] = {
         "how late the event loop woke up for a 250 ms timer, last second's max",
     ),
     "portal_monitor_schedule_delay_seconds": (
-        "gauge",
-        "how late checks started against their schedule: quantiles 0.5, 0.99 and 1 (max) of the last 1000 runs",
+        "summary",
+        "how late checks started against their schedule: quantiles 0.5, 0.99 and 1 (max) of the last 1000 runs; "
+        "sum and count of every run",
     ),
     "portal_monitor_checks_skipped_total": ("counter", "scheduled runs skipped because the previous run overran"),
 }
@@ -95,6 +96,8 @@ class Scheduler:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._last_up: dict[str, bool] = {}
         self.delays: deque[float] = deque(maxlen=delay_window)  # how late each scheduled run started
+        self.delay_sum = 0.0  # of every run since start (the summary's _sum and _count)
+        self.delay_count = 0
         self.skipped = 0
         self.loop_lag_s = 0.0
         self.ticks = 0  # grows while the scheduler makes progress (systemd watchdog)
@@ -169,7 +172,10 @@ class Scheduler:
                 wake.clear()
                 now = self._clock()
                 if not woken or now >= next_at:
-                    self.delays.append(max(0.0, now - next_at))
+                    delay = max(0.0, now - next_at)
+                    self.delays.append(delay)
+                    self.delay_sum += delay
+                    self.delay_count += 1
                 await self._run_and_store(check)
                 task = asyncio.current_task()
                 if task is not None and task.cancelling():
@@ -238,6 +244,8 @@ class Scheduler:
                         ordered[min(len(ordered) - 1, int(len(ordered) * q))],
                     )
                 )
+            out.append(Sample("portal_monitor_schedule_delay_seconds_sum", {}, self.delay_sum))
+            out.append(Sample("portal_monitor_schedule_delay_seconds_count", {}, float(self.delay_count)))
         return out
 
 

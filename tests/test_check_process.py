@@ -113,7 +113,7 @@ async def test_counts_memory_and_cpu_of_a_matching_child(marker: str) -> None:
     check = make_check(marker, clock)
     try:
         first = values(await check.collect())
-        assert first["portal_process_count"] == 1
+        assert first["portal_process_matching"] == 1
         rss = psutil.Process(child.proc.pid).memory_info().rss
         assert 0.5 * rss <= first["portal_process_resident_bytes"] <= 2 * rss
         # First run: the average since the child started, like `ps -o %cpu`.
@@ -143,7 +143,7 @@ async def test_sums_over_several_matching_processes(marker: str) -> None:
             await c.burn(0.2)
         clock.t += 1.0
         got = values(await check.collect())
-        assert got["portal_process_count"] == 2
+        assert got["portal_process_matching"] == 2
         assert 0.35 <= got["portal_process_cpu_ratio"] <= 0.5, got
         assert got["portal_process_resident_bytes"] > 0
     finally:
@@ -163,7 +163,7 @@ async def test_a_restarted_process_counts_its_whole_short_life(marker: str) -> N
         await new.burn(0.3)
         clock.t += 10.0  # the new child is younger than the window
         got = values(await check.collect())
-        assert got["portal_process_count"] == 1
+        assert got["portal_process_matching"] == 1
         assert 0.025 <= got["portal_process_cpu_ratio"] <= 0.06, got  # ~0.3 s (+ start-up) over 10 s
     finally:
         await new.stop()
@@ -175,7 +175,7 @@ async def test_no_match_is_not_found(marker: str) -> None:
         await check.collect()
     assert info.value.reason == "not_found"
     assert f"/{marker}/" in str(info.value)
-    assert info.value.samples == [Sample("portal_process_count", {}, 0.0)]
+    assert info.value.samples == [Sample("portal_process_matching", {}, 0.0)]
 
 
 async def test_the_monitor_itself_never_matches() -> None:
@@ -185,7 +185,7 @@ async def test_the_monitor_itself_never_matches() -> None:
         await make_check(pattern).collect()
     assert info.value.reason == "not_found"
     found = values(await make_check(pattern, own_pid=-1).collect())
-    assert found["portal_process_count"] >= 1
+    assert found["portal_process_matching"] >= 1
 
 
 async def test_the_process_table_is_walked_off_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -200,7 +200,7 @@ async def test_the_process_table_is_walked_off_the_event_loop(monkeypatch: pytes
     monkeypatch.setattr(process, "scan", blocking_scan)
     asyncio.get_running_loop().call_soon(gate.set)
     got = values(await make_check("anything").collect())
-    assert got == {"portal_process_count": 1, "portal_process_cpu_ratio": pytest.approx(0.05, rel=0.05),
+    assert got == {"portal_process_matching": 1, "portal_process_cpu_ratio": pytest.approx(0.05, rel=0.05),
                    "portal_process_resident_bytes": 1 << 20}
 
 

@@ -19,7 +19,8 @@ from monitor.model import Sample
 
 MetricInfo = Mapping[str, tuple[str, str]]  # name -> (kind, help)
 
-_SUFFIXES = {"histogram": ("_bucket", "_sum", "_count"), "summary": ("_sum", "_count")}
+# The samples of a family by kind: a summary's quantiles carry the family's own name.
+_SUFFIXES = {"histogram": ("_bucket", "_sum", "_count"), "summary": ("", "_sum", "_count")}
 
 
 class SampleCollector:

@@ -235,8 +235,8 @@ class StandIn:
             case "process":
                 if w.active("bff_restart", sod):
                     raise CheckError("not_found", "no process command line matches /node.*bff/",
-                                     [Sample("portal_process_count", {}, 0.0)])
-                return [Sample("portal_process_count", {}, 1.0),
+                                     [Sample("portal_process_matching", {}, 0.0)])
+                return [Sample("portal_process_matching", {}, 1.0),
                         Sample("portal_process_cpu_ratio", {}, 0.05 + 0.5 * share),
                         Sample("portal_process_resident_bytes", {}, 310e6 + 60e6 * share)]
         raise AssertionError(self.type)
