@@ -20,6 +20,10 @@ CHECK_TYPES: tuple[str, ...] = tuple(get_args(m.Config.model_fields["type"].anno
 
 # name -> (kind, help) of every series a check may emit; /metrics reads types and help here.
 METRICS: dict[str, tuple[str, str]] = {k: v for m in _MODULES for k, v in m.METRICS.items()}
+# check type -> (METRICS, LABELS) of its module: what a check of that type exports.
+EXPORTS: dict[str, tuple[dict[str, tuple[str, str]], dict[str, tuple[str, ...]]]] = {
+    get_args(m.Config.model_fields["type"].annotation)[0]: (m.METRICS, m.LABELS) for m in _MODULES
+}
 KEY_METRICS: dict[str, tuple[str, ...]] = {
     get_args(m.Config.model_fields["type"].annotation)[0]: m.KEY_METRICS for m in _MODULES
 }

@@ -42,6 +42,9 @@ METRICS: dict[str, tuple[str, str]] = {
     "portal_http_response_seconds": ("gauge", "time to the full reply"),
     "portal_http_component_up": ("gauge", "1 when a component of the health reply is ok/pass/up/healthy/true"),
 }
+# Labels of each series besides `check` and the check's `labels` (the store adds those); a
+# metric not named here has none. With METRICS, the catalogue `check-config` checks rules against.
+LABELS: dict[str, tuple[str, ...]] = {"portal_http_component_up": ("component",)}
 KEY_METRICS = ("portal_http_status_code", "portal_http_response_seconds")
 
 MAX_BODY = 1 << 20  # a health reply is a few hundred bytes; a bigger one is cut, not buffered

@@ -50,6 +50,9 @@ METRICS: dict[str, tuple[str, str]] = {
     "portal_postgres_connections_used_ratio": ("gauge", "connections / max_connections"),
     "portal_postgres_longest_query_seconds": ("gauge", "age of the longest running active query"),
 }
+# Labels of each series besides `check` and the check's `labels` (the store adds those); a
+# metric not named here has none. With METRICS, the catalogue `check-config` checks rules against.
+LABELS: dict[str, tuple[str, ...]] = {"portal_postgres_connections": ("state",)}
 KEY_METRICS = (
     "portal_postgres_ping_seconds",
     "portal_postgres_connections_used_ratio",

@@ -51,6 +51,9 @@ METRICS: dict[str, tuple[str, str]] = {
     "portal_process_cpu_ratio": ("gauge", "CPU time per wall second since the last check (1 = one core)"),
     "portal_process_resident_bytes": ("gauge", "resident memory of the matching processes"),
 }
+# Labels of each series besides `check` and the check's `labels` (the store adds those); a
+# metric not named here has none. With METRICS, the catalogue `check-config` checks rules against.
+LABELS: dict[str, tuple[str, ...]] = {}
 KEY_METRICS = ("portal_process_matching", "portal_process_cpu_ratio", "portal_process_resident_bytes")
 
 DEFAULT_CMDLINE = r"^([^ ]*/)?node(js)? (.* )?[^ ]*bff"

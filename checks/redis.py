@@ -54,6 +54,13 @@ METRICS: dict[str, tuple[str, str]] = {
         "when the replay id of a channel last changed (Unix time)",
     ),
 }
+# Labels of each series besides `check` and the check's `labels` (the store adds those); a
+# metric not named here has none. With METRICS, the catalogue `check-config` checks rules against.
+LABELS: dict[str, tuple[str, ...]] = {
+    "portal_sf_replay_id": ("channel",),
+    "portal_sf_replay_stalled_seconds": ("channel",),
+    "portal_sf_replay_last_advance_timestamp_seconds": ("channel",),
+}
 KEY_METRICS = ("portal_redis_ping_seconds", "portal_redis_memory_used_ratio", "portal_sf_replay_keys")
 
 SCAN_COUNT = 1000  # COUNT hint per SCAN call: keys the server looks at, not keys it returns

@@ -50,6 +50,9 @@ METRICS: dict[str, tuple[str, str]] = {
     "portal_whmcs_up": ("gauge", "1 when WHMCS answered result: success"),
     "portal_whmcs_response_seconds": ("gauge", "time to the WHMCS API reply"),
 }
+# Labels of each series besides `check` and the check's `labels` (the store adds those); a
+# metric not named here has none. With METRICS, the catalogue `check-config` checks rules against.
+LABELS: dict[str, tuple[str, ...]] = {}
 KEY_METRICS = ("portal_whmcs_response_seconds",)
 
 _IP_DENIED = re.compile(r"\b(invalid|forbidden|banned|blocked)\s+ip\b|\bip\b.{0,40}\bnot\s+allowed", re.I)

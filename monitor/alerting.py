@@ -34,6 +34,8 @@ METRICS: dict[str, tuple[str, str]] = {
     "portal_alerts": ("gauge", "alerts by rule, severity and state (pending/firing), as Prometheus' ALERTS"),
     "portal_monitor_rule_evaluations_total": ("counter", "rule evaluations (each also runs the escalation timers)"),
 }
+# Every label of the series above (the daemon's own: no `check`).
+LABELS: dict[str, tuple[str, ...]] = {"portal_alerts": ("alertname", "severity", "state")}
 
 
 class Alerting:

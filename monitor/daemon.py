@@ -52,6 +52,8 @@ METRICS: dict[str, tuple[str, str]] = {
     "portal_monitor_config_last_reload_successful": ("gauge", "1 when the last config (re)load succeeded"),
     "portal_monitor_config_last_reload_timestamp_seconds": ("gauge", "when the config was last (re)loaded"),
 }
+# Every label of the series above (the daemon's own: no `check`).
+LABELS: dict[str, tuple[str, ...]] = {}
 
 
 def build_check(config: Config, cfg: Any, state: StateStore, http: HttpClient | None = None) -> Check:

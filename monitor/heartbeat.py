@@ -31,6 +31,8 @@ METRICS: dict[str, tuple[str, str]] = {
     ),
     "portal_monitor_heartbeats_total": ("counter", "heartbeat pings by result (ok, failed, skipped)"),
 }
+# Every label of the series above (the daemon's own: no `check`).
+LABELS: dict[str, tuple[str, ...]] = {"portal_monitor_heartbeats_total": ("result",)}
 
 
 class HeartbeatConfig(StrictModel):

@@ -33,6 +33,8 @@ METRICS: dict[str, tuple[str, str]] = {
     ),
     "portal_monitor_checks_skipped_total": ("counter", "scheduled runs skipped because the previous run overran"),
 }
+# Every label of the series above (the daemon's own: no `check`).
+LABELS: dict[str, tuple[str, ...]] = {}
 
 
 async def run_check(

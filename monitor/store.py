@@ -18,6 +18,14 @@ METRICS: dict[str, tuple[str, str]] = {
     "portal_check_errors_total": ("counter", "failed check runs by reason"),
     "portal_check_runs_total": ("counter", "check runs"),
 }
+# Labels of the series above besides `check` and the check's `labels` (see checks.LABELS).
+LABELS: dict[str, tuple[str, ...]] = {
+    "portal_check_up": ("type",),
+    "portal_check_duration_seconds": ("type",),
+    "portal_check_last_run_timestamp_seconds": ("type",),
+    "portal_check_errors_total": ("type", "reason"),
+    "portal_check_runs_total": ("type",),
+}
 
 
 class Store:

@@ -92,6 +92,16 @@ METRICS: dict[str, tuple[str, str]] = {
         "most auth failures from one client IP in the window",
     ),
 }
+# Labels of each series besides `check` and the check's `labels` (the store adds those); a
+# metric not named here has none. With METRICS, the catalogue `check-config` checks rules against.
+LABELS: dict[str, tuple[str, ...]] = {
+    "portal_log_file_up": ("path",),
+    "portal_log_unread_bytes": ("path",),
+    "portal_log_lines_total": ("level",),
+    "portal_log_requests_total": ("status_class",),
+    "portal_log_parse_errors_total": ("reason",),
+    "portal_log_pattern_lines_total": ("pattern",),
+}
 KEY_METRICS = (
     "portal_log_error_ratio",
     "portal_log_response_seconds_avg",

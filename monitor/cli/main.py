@@ -202,6 +202,18 @@ def _link_warnings(cfg: Config) -> list[str]:
     ]
 
 
+def rule_problems(cfg: Config) -> list[str]:
+    """Rules naming a metric no configured check exports, or a label the metric never carries."""
+    from monitor import alerting, daemon, heartbeat, scheduler, store
+    from monitor.delivery import outbox
+    from monitor.incidents import lifecycle
+    from monitor.rules.lint import catalogue, lint
+
+    own = [(m.METRICS, m.LABELS) for m in (scheduler, alerting, lifecycle, outbox, heartbeat, daemon)]
+    cat = catalogue(cfg, checks.EXPORTS, (store.METRICS, store.LABELS), own)
+    return [str(p) for p in lint(cfg, cat)]
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     from monitor.rules.engine import compile_rules
 
@@ -214,8 +226,13 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     path = config_path(args.config or args.file)
     cfg = load_config(path)
     compile_rules(cfg)
+    problems = rule_problems(cfg)
+    if problems and args.strict:
+        raise ConfigError(problems)
+    for line in problems:
+        print(f"warning: {line}", file=sys.stderr)
     root = cfg.root
-    print(f"{path}: OK")
+    print(f"{path}: OK" + (f" ({len(problems)} warning{'s' if len(problems) != 1 else ''})" if problems else ""))
     print(f"listen {root.listen}   state_dir {root.state_dir}")
     for warning in _link_warnings(cfg):
         print(f"warning: {warning}", file=sys.stderr)
@@ -500,9 +517,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("check-config", help="validate the config; print a summary or every error")
+    p = sub.add_parser(
+        "check-config",
+        help="validate the config; print a summary or every error (exit 0 valid, 1 invalid)",
+        description="Validate the config and print a summary (exit 0), or every error (exit 1). A rule naming "
+        "a metric that no configured check exports, or a label that metric does not carry, is a warning "
+        "(stderr, exit 0); with --strict it is an error (exit 1).",
+    )
     _add_config(p)
     p.add_argument("file", nargs="?", metavar="FILE", help="the config file, as -c FILE (promtool's habit)")
+    p.add_argument("--strict", action="store_true", help="unknown metrics and labels in rules are errors (exit 1)")
     p.set_defaults(func=cmd_check_config)
 
     p = sub.add_parser("once", help="run every check once and print a table (exit 1 if any is down)")

@@ -50,6 +50,7 @@ from monitor.incidents.records import (
 from monitor.model import DeliveryError, Receiver, Sample
 
 __all__ = [
+    "LABELS",
     "METRICS",
     "Outbox",
     "OutboxRow",
@@ -74,6 +75,11 @@ METRICS: dict[str, tuple[str, str]] = {
     "portal_monitor_outbox_depth": ("gauge", "notifications waiting for delivery"),
     "portal_monitor_outbox_oldest_seconds": ("gauge", "age of the oldest waiting notification (0 when none)"),
     "portal_monitor_receiver_failing": ("gauge", "1 while the receiver's last delivery attempt failed"),
+}
+# Every label of the series above (the daemon's own: no `check`).
+LABELS: dict[str, tuple[str, ...]] = {
+    "portal_monitor_notifications_total": ("receiver", "result"),
+    "portal_monitor_receiver_failing": ("receiver",),
 }
 
 

@@ -60,6 +60,8 @@ log = structlog.get_logger()
 METRICS: dict[str, tuple[str, str]] = {
     "portal_incidents_open": ("gauge", "open incidents by severity (held-back ones included)")
 }
+# Every label of the series above (the daemon's own: no `check`).
+LABELS: dict[str, tuple[str, ...]] = {"portal_incidents_open": ("severity",)}
 
 
 class Incidents:
