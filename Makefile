@@ -34,10 +34,23 @@ $(DEV_STAMP): requirements-dev.lock pyproject.toml | $(VENV)/bin/python
 run: $(RUNTIME_STAMP)
 	$(VENV)/bin/portal-monitor run -c alert_rules.yaml --api-token-file state/api-token
 
-## test: the whole suite (disposable Redis and PostgreSQL are started by the tests themselves)
+## test: the whole suite (disposable Redis and PostgreSQL are started by the tests themselves),
+## then the shipped rule tests with both our test-rules and promtool
 test: $(DEV_STAMP)
 	$(PY) -m pytest -q
+	$(MAKE) --no-print-directory test-rules
+
+## test-rules: tests/rules/default_rules_test.yaml, unchanged, with `portal-monitor test-rules` on alert_rules.yaml
+## and with `promtool test rules` on the output of `export-rules` (laid out so that the file's own
+## `rule_files: [../../alert_rules.yaml]` finds the exported rules)
+.PHONY: test-rules
+test-rules: $(DEV_STAMP)
 	$(VENV)/bin/portal-monitor test-rules tests/rules/default_rules_test.yaml
+	@command -v promtool >/dev/null || { echo "promtool is not installed (Debian package: prometheus)" >&2; exit 1; }
+	@tmp=$$(mktemp -d) && mkdir -p $$tmp/tests/rules && \
+	$(VENV)/bin/portal-monitor export-rules -c alert_rules.yaml > $$tmp/alert_rules.yaml && \
+	cp tests/rules/default_rules_test.yaml $$tmp/tests/rules/ && \
+	promtool test rules $$tmp/tests/rules/default_rules_test.yaml; status=$$?; rm -rf $$tmp; exit $$status
 
 ## test-quick: the unit layer only: no real server, daemon process, browser or fuzzer (tests/conftest.py marks those slow)
 test-quick: $(DEV_STAMP)

@@ -135,7 +135,8 @@ tests:
       - eval_time: 30s
         alertname: RedisDown
         exp_alerts: [{exp_labels: {check: cache, severity: P1}, exp_annotations: {summary: Redis cache down}}]
-      - {eval_time: 45s, alertname: RedisDown, exp_alerts: [{exp_labels: {check: cache, severity: P1}}]}
+      - {eval_time: 45s, alertname: RedisDown, exp_alerts: [{exp_labels: {check: cache, severity: P1},
+                                                             exp_annotations: {summary: Redis cache down}}]}
       - {eval_time: 50s, alertname: RedisDown, exp_alerts: []}
 """)
     report = run_rule_tests(path, env={})
@@ -157,7 +158,9 @@ tests:
          "    alert_rule_test: [{eval_time: 0s, alertname: RedisDown, exp_alerts: []}]",
          "input_series[0].series"),
         ("rule_files: [rules.yaml]\ntests:\n  - promql_expr_test: [{expr: up, eval_time: 0s}]",
-         "promql_expr_test is not supported"),
+         "promql_expr_test needs a PromQL evaluator, and none is available"),
+        ("rule_files: [rules.yaml]\ntests:\n  - promql_expr_test: [{expr: up, exp_samples: [{labels: 'a{'}]}]",
+         "promql_expr_test[0].exp_samples[0]"),
         ("[1, 2]", "must be a mapping"),
         ("rule_files: [rules.yaml]\ntests: [\n", "invalid YAML"),
     ],
@@ -187,7 +190,8 @@ rule_files: ['r/*.yaml']
 tests:
   - input_series: [{series: 'portal_redis_up{check="c"}', values: '0'}]
     alert_rule_test:
-      - {eval_time: 0s, alertname: RedisGone, exp_alerts: [{exp_labels: {check: c, severity: P1}}]}
+      - {eval_time: 0s, alertname: RedisGone, exp_alerts: [{exp_labels: {check: c, severity: P1},
+                                                            exp_annotations: {summary: Redis c down}}]}
       - {eval_time: 0s, alertname: RedisDown, exp_alerts: []}
 """)
     assert run_rule_tests(path, env={}).failures == ()
@@ -253,34 +257,108 @@ def _promtool_test(tmp_path: Path, rules: dict[str, object], tests: dict[str, ob
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def test_promtool_agrees_with_our_engine_on_timing_and_labels(tmp_path: Path) -> None:
-    """Every shipped rule test, run by promtool on the exported rules without annotations:
-    the same alerts fire at the same evaluations (for, keep_firing_for, lookback, stale)."""
-    rules = prometheus_rules(load_config(SHIPPED, env={}))
-    for rule in rules["groups"][0]["rules"]:
-        rule.pop("annotations", None)
+def test_the_shipped_test_file_passes_promtool_unchanged(tmp_path: Path) -> None:
+    """promtool-compatible both ways: the same file, byte for byte, passes `promtool test rules`
+    on the output of `export-rules` (laid out so that its `../../alert_rules.yaml` is the export)
+    and passes ours (test_default_rule_tests_pass): timing, labels and every annotation."""
+    (tmp_path / "tests" / "rules").mkdir(parents=True)
+    write(tmp_path, "alert_rules.yaml", export_prometheus(load_config(SHIPPED, env={})))
+    test = write(tmp_path / "tests" / "rules", "default_rules_test.yaml", DEFAULT_TESTS.read_text())
+    done = subprocess.run([promtool(), "test", "rules", str(test)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "SUCCESS" in done.stdout
     data = yaml.safe_load(DEFAULT_TESTS.read_text())
-    for test in data["tests"]:
-        for case in test["alert_rule_test"]:
-            for alert in case["exp_alerts"]:
-                alert.pop("exp_annotations", None)
-    _promtool_test(tmp_path, rules, data)
+    with_annotations = [a for t in data["tests"] for c in t["alert_rule_test"] for a in c["exp_alerts"] or []]
+    assert len(with_annotations) >= 30 and all(a["exp_annotations"]["runbook_url"] for a in with_annotations)
 
 
-def test_promtool_agrees_with_our_templates(tmp_path: Path) -> None:
-    """The shipped tests that state annotations, run by promtool: Prometheus renders the same text
-    (`{{ $value }}` included)."""
-    data = yaml.safe_load(DEFAULT_TESTS.read_text())
-    kept = 0
-    for test in data["tests"]:
-        cases = []
-        for case in test["alert_rule_test"]:
-            if case["exp_alerts"] and all("exp_annotations" in a for a in case["exp_alerts"]):
-                cases.append(case)
-        test["alert_rule_test"] = cases
-        kept += len(cases)
-    assert kept >= 9
-    _promtool_test(tmp_path, prometheus_rules(load_config(SHIPPED, env={})), data)
+MISSING_ANNOTATIONS = """
+rule_files: [rules.yml]
+tests:
+  - input_series: [{series: 'portal_redis_up{check="cache"}', values: '0x3'}]
+    alert_rule_test:
+      - {eval_time: 1m, alertname: RedisDown, exp_alerts: [{exp_labels: {check: cache, severity: P1}}]}
+"""
+
+
+def test_a_missing_exp_annotations_means_none_in_both_tools(tmp_path: Path) -> None:
+    """As promtool: leaving exp_annotations out expects an alert without annotations, so the
+    same file fails in both when the rule has a summary."""
+    write(tmp_path, "rules.yml", RULES)
+    ours = run_rule_tests(write(tmp_path, "t.yml", MISSING_ANNOTATIONS), env={})
+    assert not ours.ok
+    (failure,) = ours.failures
+    assert "{alertname='RedisDown', check='cache', severity='P1'} annotations {}" in failure
+    assert "annotations {summary='Redis cache down'}" in failure
+    exported = tmp_path / "prom"
+    exported.mkdir()
+    write(exported, "rules.yml", export_prometheus(load_config(tmp_path / "rules.yml", env={})))
+    test = write(exported, "t.yml", MISSING_ANNOTATIONS)
+    done = subprocess.run([promtool(), "test", "rules", str(test)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and 'Annotations:{summary="Redis cache down"}' in done.stdout + done.stderr
+
+
+def test_external_url_and_labels_reach_the_templates(tmp_path: Path) -> None:
+    write(tmp_path, "rules.yaml", """
+rules:
+  - alert: A
+    expr: x > 0
+    severity: P4
+    annotations: {link: "{{ $externalURL }}/a", site: "{{ $externalLabels.site }}"}
+""")
+    path = write(tmp_path, "t.yaml", """
+rule_files: [rules.yaml]
+tests:
+  - external_url: http://mon.example:9820
+    external_labels: {site: paris}
+    input_series: [{series: 'x', values: '1'}]
+    alert_rule_test:
+      - eval_time: 0s
+        alertname: A
+        exp_alerts: [{exp_labels: {severity: P4}, exp_annotations: {link: "http://mon.example:9820/a", site: paris}}]
+""")
+    report = run_rule_tests(path, env={})
+    assert report.failures == () and report.passed == 1
+
+
+EXPR_TESTS = """
+rule_files: [rules.yaml]
+tests:
+  - interval: 1m
+    input_series:
+      - {series: 'portal_redis_up{check="cache"}', values: '1 0 0'}
+      - {series: 'portal_redis_up{check="other"}', values: '1 1 1'}
+    promql_expr_test:
+      - expr: portal_redis_up
+        eval_time: 1m
+        exp_samples:
+          - {labels: 'portal_redis_up{check="other"}', value: 1}
+          - {labels: 'portal_redis_up{check="cache"}', value: 0}
+      - expr: portal_redis_up
+        eval_time: 2m
+        exp_samples: [{labels: 'portal_redis_up{check="cache"}', value: 1}]
+      - {expr: 'rate(x[5m])', eval_time: 0s, exp_samples: []}
+"""
+
+
+def _selector_evaluator(series, expr, at):
+    """A stand-in for the PromQL engine that knows bare metric names only: enough to test how
+    promql_expr_test compares (the engine's own conformance tests cover PromQL)."""
+    if not expr.isidentifier():
+        raise ValueError(f"cannot evaluate {expr!r}")
+    return [({"__name__": s.name, **s.labels}, v) for s in series
+            if s.name == expr and (v := value_at(s.points, s.interval_s, at)) is not None]
+
+
+def test_promql_expr_test_compares_samples_as_promtool(tmp_path: Path) -> None:
+    write(tmp_path, "rules.yaml", RULES)
+    report = run_rule_tests(write(tmp_path, "t.yaml", EXPR_TESTS), env={}, evaluator=_selector_evaluator)
+    assert report.passed == 1 and report.failed == 2
+    wrong, refused = report.failures
+    assert "promql_expr_test[1]: expr 'portal_redis_up' at 2m:" in wrong
+    assert "exp: {__name__='portal_redis_up', check='cache'} 1" in wrong
+    assert "got: {__name__='portal_redis_up', check='cache'} 0, {__name__='portal_redis_up', check='other'} 1" in wrong
+    assert refused.endswith("promql_expr_test[2]: expr 'rate(x[5m])' at 0s: cannot evaluate 'rate(x[5m])'")
 
 
 def test_a_broken_test_file_is_a_positioned_error_not_a_crash(tmp_path) -> None:

@@ -13,7 +13,11 @@
             alertname: RedisDown
             exp_alerts:                    # [] = must not fire
               - exp_labels: {check: cache, severity: P1}
-                exp_annotations: {summary: "..."}
+                exp_annotations: {summary: "...", description: "...", runbook_url: "..."}
+        promql_expr_test:                  # needs a PromQL evaluator (see `Evaluator`)
+          - expr: portal_redis_up == 0
+            eval_time: 2m
+            exp_samples: [{labels: 'portal_redis_up{check="cache"}', value: 0}]
 
 The rule files are `alert_rules.yaml`-shaped and loaded exactly as the daemon loads them
 (`monitor.config.loader.load_config`, with the environment given, by default the process's): only
@@ -22,13 +26,22 @@ the way. Rules are evaluated by `monitor.rules.engine.evaluate` at every `evalua
 to the last `eval_time`, as promtool does; a test checks the alerts firing after the last
 evaluation at or before its `eval_time`.
 
-As promtool: a series' value at time t is its last sample at or before t and less than 5
-minutes old (Prometheus 3's lookback), `stale` ends it, `_` is simply no sample; `alertname`
-is added to `exp_labels`, which must then equal the alert's labels exactly; alerts compare as
-a set. Differences: `exp_annotations`, when given, must equal the alert's annotations
-exactly, but may be left out to test labels only (promtool always compares them); naming an
-`alertname` that no rule has is a failure (so a typo cannot pass as "does not fire");
-`promql_expr_test` is not supported and fails.
+The same file passes `promtool test rules` run on the output of `export-rules` (`make test`
+runs both). As promtool (`cmd/promtool/unittest.go`): a series' value at time t is its last
+sample at or before t and less than 5 minutes old (Prometheus 3's lookback), `stale` ends it,
+`_` is simply no sample; `interval` defaults to 1m whatever `evaluation_interval` is;
+`alertname` is added to `exp_labels`, which must then equal the alert's labels exactly;
+`exp_annotations` must equal the alert's annotations exactly, and a missing one means "no
+annotations" (so an alert of a rule with a summary needs it); the runbook link is the
+`runbook_url` annotation; alerts compare as a set; `external_url` and `external_labels` are
+what templates see as `$externalURL` and `$externalLabels`. One difference, deliberate: naming
+an `alertname` that no rule has is a failure here (so a typo cannot pass as "does not fire").
+
+`promql_expr_test` (expr, eval_time, exp_samples of `labels` in series notation and `value`,
+compared as promtool does: the same label sets, `__name__` included, and exactly equal values)
+runs through an `Evaluator` handed to `run_rule_tests`: a function of the test's input series
+(`InputSeries`), the expression and the evaluation time (seconds since the start) returning
+the instant vector as (labels, value) pairs. Without one, a `promql_expr_test` fails, saying so.
 """
 
 from __future__ import annotations
@@ -36,8 +49,8 @@ from __future__ import annotations
 import glob
 import math
 import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -48,6 +61,7 @@ from monitor.config.yamlpos import load_yaml_text
 from monitor.model import Alert, Sample
 from monitor.rules.engine import AlertStates, Rule, compile_rules, evaluate, firing
 from monitor.rules.expr import ExprError, parse_series
+from monitor.rules.templates import Context, format_value
 
 LOOKBACK_S = 300.0
 MAX_STEPS = 100_000
@@ -70,6 +84,21 @@ _TEST_KEYS = {
 }
 
 Point = float | str | None  # a value, STALE, or None for no sample
+
+
+@dataclass(frozen=True, slots=True)
+class InputSeries:
+    """One `input_series` entry: its name, labels and one point per `interval_s` from 0."""
+
+    name: str
+    labels: Mapping[str, str]
+    points: Sequence[Point]
+    interval_s: float
+
+
+# (input series, expression, evaluation time in seconds) -> the instant vector: (labels incl.
+# __name__ where the result keeps it, value) pairs. Raises ValueError for an expression it refuses.
+Evaluator = Callable[[Sequence[InputSeries], str, float], list[tuple[dict[str, str], float]]]
 
 
 class BadTestFile(Exception):
@@ -140,8 +169,11 @@ def value_at(points: Sequence[Point], interval_s: float, t: float) -> float | No
     return point
 
 
-def run_rule_tests(path: str | Path, env: Mapping[str, str] | None = None) -> RuleTestReport:
-    """Run every alert_rule_test of a promtool-format test file against our rule engine."""
+def run_rule_tests(
+    path: str | Path, env: Mapping[str, str] | None = None, evaluator: Evaluator | None = None
+) -> RuleTestReport:
+    """Run every alert_rule_test (and, with an `evaluator`, every promql_expr_test) of a
+    promtool-format test file against our rule engine."""
     path = Path(path)
     try:
         data = load_yaml_text(path.read_text(encoding="utf-8"), str(path))
@@ -165,10 +197,12 @@ def run_rule_tests(path: str | Path, env: Mapping[str, str] | None = None) -> Ru
         label = test.get("name") if isinstance(test, dict) else None
         where = f"{path}: tests[{n}]" + (f" {label!r}" if label else "")
         try:
-            p, f = _run_test(test, rules, eval_s, where)
+            p, f = _run_test(test, rules, eval_s, where, evaluator)
         except BadTestFile as e:
             cases = test.get("alert_rule_test") if isinstance(test, dict) else None
-            f = [f"{where}: {e}"] * max(1, len(cases) if isinstance(cases, list) else 1)
+            exprs = test.get("promql_expr_test") if isinstance(test, dict) else None
+            n_cases = (len(cases) if isinstance(cases, list) else 0) + (len(exprs) if isinstance(exprs, list) else 0)
+            f = [f"{where}: {e}"] * max(1, n_cases)
             p = 0
         passed += p
         failures.extend(f)
@@ -204,18 +238,20 @@ def _load_rules(path: Path, files: Any, env: Mapping[str, str] | None) -> list[R
     return rules
 
 
-def _run_test(test: Any, rules: list[Rule], eval_s: float, where: str) -> tuple[int, list[str]]:
+def _run_test(
+    test: Any, rules: list[Rule], eval_s: float, where: str, evaluator: Evaluator | None
+) -> tuple[int, list[str]]:
     if not isinstance(test, dict):
         raise BadTestFile("a test is a mapping with input_series and alert_rule_test")
     if unknown := sorted(set(test) - _TEST_KEYS):
         raise BadTestFile(f"unknown key(s) {', '.join(unknown)}")
-    if test.get("promql_expr_test"):
-        raise BadTestFile("promql_expr_test is not supported by portal-monitor (only alert_rule_test)")
+    rules = _with_context(rules, test)
     interval_s = _duration(test.get("interval", "1m"), "interval")
     if interval_s <= 0:
         raise BadTestFile("interval must be more than 0s")
     start = _start(test.get("start_timestamp", 0))
     series = _series(test.get("input_series") or [])
+    expr_passed, expr_failures = _expr_tests(test.get("promql_expr_test") or [], series, interval_s, where, evaluator)
     cases = test.get("alert_rule_test") or []
     if not isinstance(cases, list):
         raise BadTestFile("alert_rule_test must be a list")
@@ -230,7 +266,7 @@ def _run_test(test: Any, rules: list[Rule], eval_s: float, where: str) -> tuple[
     if last / eval_s > MAX_STEPS:
         raise BadTestFile(f"eval_time {format_duration(last)} needs more than {MAX_STEPS} evaluations")
 
-    passed, failures = 0, []
+    passed, failures = expr_passed, list(expr_failures)
     state = AlertStates()
     step, todo = 0, 0
     while todo < len(checks):
@@ -253,6 +289,68 @@ def _run_test(test: Any, rules: list[Rule], eval_s: float, where: str) -> tuple[
                 )
         step += 1
     return passed, failures
+
+
+def _with_context(rules: list[Rule], test: Mapping[str, Any]) -> list[Rule]:
+    """The rules with the test's `external_url` and `external_labels` for their templates."""
+    url, ext = test.get("external_url"), test.get("external_labels")
+    if url is None and ext is None:
+        return rules
+    if ext is not None and not isinstance(ext, dict):
+        raise BadTestFile("external_labels must be a mapping")
+    context = Context(external_url=str(url or ""), external_labels={str(k): str(v) for k, v in (ext or {}).items()})
+    return [replace(r, context=context) for r in rules]
+
+
+def _expr_tests(
+    cases: Any, series: list[tuple[str, dict[str, str], list[Point]]], interval_s: float, where: str,
+    evaluator: Evaluator | None,
+) -> tuple[int, list[str]]:
+    """promql_expr_test, compared as promtool compares: the same samples, exactly."""
+    if not isinstance(cases, list):
+        raise BadTestFile("promql_expr_test must be a list")
+    inputs = [InputSeries(name, labels, points, interval_s) for name, labels, points in series]
+    passed, failures = 0, []
+    for k, case in enumerate(cases):
+        if not isinstance(case, dict) or not isinstance(case.get("expr"), str):
+            raise BadTestFile(f"promql_expr_test[{k}] needs expr, eval_time and exp_samples")
+        at = _duration(case.get("eval_time", "0s"), f"promql_expr_test[{k}].eval_time")
+        head = f"{where}: promql_expr_test[{k}]: expr {case['expr']!r} at {format_duration(at)}"
+        expected = []
+        for j, smp in enumerate(case.get("exp_samples") or []):
+            try:
+                name, labels = parse_series(str((smp or {}).get("labels", "{}")))
+                value = float(str((smp or {}).get("value", 0)).lower())
+            except (ExprError, ValueError) as e:
+                raise BadTestFile(f"promql_expr_test[{k}].exp_samples[{j}]: {e}") from None
+            expected.append(({**labels, **({"__name__": name} if name else {})}, value))
+        if evaluator is None:
+            failures.append(f"{head}: promql_expr_test needs a PromQL evaluator, and none is available")
+            continue
+        try:
+            got = [(dict(lb), float(v)) for lb, v in evaluator(inputs, case["expr"], at)]
+        except ValueError as e:
+            failures.append(f"{head}: {e}")
+            continue
+        if _same_samples(got, expected):
+            passed += 1
+        else:
+            failures.append(f"{head}:\n    exp: {_samples_text(expected)}\n    got: {_samples_text(got)}")
+    return passed, failures
+
+
+def _same_samples(a: list[tuple[dict[str, str], float]], b: list[tuple[dict[str, str], float]]) -> bool:
+    """Go's reflect.DeepEqual of the sorted samples: equal labels, values equal by `==` (NaN never)."""
+
+    def key(s: tuple[dict[str, str], float]) -> list[tuple[str, str]]:
+        return sorted(s[0].items())
+
+    x, y = sorted(a, key=key), sorted(b, key=key)
+    return len(x) == len(y) and all(key(p) == key(q) and p[1] == q[1] for p, q in zip(x, y, strict=True))
+
+
+def _samples_text(samples: list[tuple[dict[str, str], float]]) -> str:
+    return ", ".join(f"{_labels(lb)} {format_value(v)}" for lb, v in sorted(samples, key=lambda s: sorted(s[0].items()))) or "nil"
 
 
 def _start(value: Any) -> datetime:
@@ -296,23 +394,19 @@ def _compare(case: Mapping[str, Any], alerts: list[Alert], names: set[str]) -> s
     for e in case.get("exp_alerts") or []:
         labels = {str(k): str(v) for k, v in ((e or {}).get("exp_labels") or {}).items()}
         labels["alertname"] = name
-        ann = (e or {}).get("exp_annotations")
-        expected.append((labels, None if ann is None else {str(k): str(v) for k, v in ann.items()}))
+        # As promtool: no exp_annotations means the alert has none.
+        ann = (e or {}).get("exp_annotations") or {}
+        expected.append((labels, {str(k): str(v) for k, v in ann.items()}))
     unmatched = list(got)
     for labels, ann in expected:
-        hit = next(
-            (a for a in unmatched if dict(a.labels) == labels and (ann is None or dict(a.annotations) == ann)), None
-        )
+        hit = next((a for a in unmatched if dict(a.labels) == labels and dict(a.annotations) == ann), None)
         if hit is None:
             break
         unmatched.remove(hit)
     else:
         if not unmatched:
             return None
-    exp_text = (
-        "\n".join(f"      {_labels(lb)}" + ("" if an is None else f" annotations {_labels(an)}") for lb, an in expected)
-        or "      (none)"
-    )
+    exp_text = "\n".join(f"      {_labels(lb)} annotations {_labels(an)}" for lb, an in expected) or "      (none)"
     got_text = (
         "\n".join(f"      {_labels(a.labels)} annotations {_labels(a.annotations)}" for a in got) or "      (none)"
     )
