@@ -168,7 +168,9 @@ class Alert:
 
     def other_annotations(self) -> dict[str, str]:
         """The annotations besides summary, description and the runbook link (`annotations:` map)."""
-        return {k: v for k, v in self.annotations.items() if k not in ("summary", "description", "runbook_url", "runbook")}
+        return {
+            k: v for k, v in self.annotations.items() if k not in ("summary", "description", "runbook_url", "runbook")
+        }
 
 
 @dataclass(frozen=True, slots=True)

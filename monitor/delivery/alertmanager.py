@@ -9,8 +9,9 @@ The body is a one-element JSON array:
 `[{"labels": {..., "alertname", "severity": "P1"}, "annotations": {...}, "startsAt",
 "endsAt", "generatorURL"}]`. Labels are the alert's labels (Alertmanager's identity for the
 alert); annotations are the same as the webhook receiver's (every annotation of the rule:
-summary, description, runbook_url and the rest of its `annotations:` map; then incident_id, escalation_level, incident_status, notification_kind, value,
-status_update, customer_communication for P1/P2, incident_url).
+summary, description, runbook_url and the rest of its `annotations:` map; then incident_id,
+escalation_level, incident_status, notification_kind, value, status_update,
+customer_communication for P1/P2, incident_url).
 
 `endsAt`, the contract with Alertmanager, which forgets an alert whose `endsAt` has passed
 (and an alert posted without one after its `resolve_timeout`, 5 m by default):

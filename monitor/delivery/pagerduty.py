@@ -17,8 +17,9 @@ The trigger's payload: `summary` (the alert's summary, ≤ 1024 characters), `so
 `timestamp` (when the alert fired), `component` (the series' `check` label, else the alert
 name), `group` (a `group` label, else the rule's `vendor`, else `portal`), `class` (the alert
 name) and `custom_details` (labels, value, runbook steps, runbook URL, escalation level,
-incident id and URL, status, and `annotations`: the rule's other annotations, when it has any). `links` carry the runbook and the incident page. A body over
-PagerDuty's 512 KB limit has its `custom_details` replaced by a note, as Alertmanager does.
+incident id and URL, status, and `annotations`: the rule's other annotations, when it has
+any). `links` carry the runbook and the incident page. A body over PagerDuty's 512 KB limit
+has its `custom_details` replaced by a note, as Alertmanager does.
 
 Replies: 202 is delivered; 400 is permanent (PagerDuty's `errors` go into the message);
 429 is retried after `Retry-After`, else after 30 s; 5xx, network errors and timeouts are

@@ -185,7 +185,9 @@ def _error_at(
     line, col = nearest(cfg.positions, path)
     if isinstance(err, ExprError) and path in cfg.positions:
         key = path[2:]
-        text = rc.expr if key == ("expr",) else rc.annotations[str(key[1])] if len(key) == 2 else getattr(rc, str(key[0]))
+        text = (
+            rc.expr if key == ("expr",) else rc.annotations[str(key[1])] if len(key) == 2 else getattr(rc, str(key[0]))
+        )
         line, col = locate(lines, line, col, text, err.position)
     return (line, col), f"{cfg.path.name}:{line}:{col}: {format_path(path)}: {err}"
 

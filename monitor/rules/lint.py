@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import promql_parser
-import re2
+import re2  # type: ignore[import-untyped]
 
 from monitor.config.model import Config
 
@@ -75,7 +75,7 @@ def catalogue(
     `labels`), the series the store adds for every check (`per_check`, and `portal_<type>_up`),
     the daemon's own tables, and recording rules' `record:` names."""
     cat: Catalogue = {}
-    checks = [(c.type, tuple(c.labels)) for c in cfg.root.checks]
+    checks: list[tuple[str, tuple[str, ...]]] = [(str(c.type), tuple(c.labels)) for c in cfg.root.checks]
     checks += [(t, ()) for t in cfg.skipped_types.values() if t in check_types]
     for typ, own in checks:
         extra = ("check", *own)
@@ -163,7 +163,7 @@ def _check(name: str | None, matchers: list[tuple[str, str, str]], cat: Catalogu
     if labels is None:
         return out
     what = metrics[0] if len(metrics) == 1 else f"the metrics matching {name or '__name__'}"
-    for label, _op_, _value in matchers:
+    for label, *_ in matchers:
         if label == "__name__" or label in labels:
             continue
         carried = ", ".join(sorted(labels)) or "none"

@@ -303,7 +303,10 @@ def _with_context(rules: list[Rule], test: Mapping[str, Any]) -> list[Rule]:
 
 
 def _expr_tests(
-    cases: Any, series: list[tuple[str, dict[str, str], list[Point]]], interval_s: float, where: str,
+    cases: Any,
+    series: list[tuple[str, dict[str, str], list[Point]]],
+    interval_s: float,
+    where: str,
     evaluator: Evaluator | None,
 ) -> tuple[int, list[str]]:
     """promql_expr_test, compared as promtool compares: the same samples, exactly."""
@@ -350,7 +353,10 @@ def _same_samples(a: list[tuple[dict[str, str], float]], b: list[tuple[dict[str,
 
 
 def _samples_text(samples: list[tuple[dict[str, str], float]]) -> str:
-    return ", ".join(f"{_labels(lb)} {format_value(v)}" for lb, v in sorted(samples, key=lambda s: sorted(s[0].items()))) or "nil"
+    return (
+        ", ".join(f"{_labels(lb)} {format_value(v)}" for lb, v in sorted(samples, key=lambda s: sorted(s[0].items())))
+        or "nil"
+    )
 
 
 def _start(value: Any) -> datetime:

@@ -345,7 +345,12 @@ Command = tuple[Node, ...]
 Pipeline = tuple[Command, ...]
 
 _VARIABLES = {"$labels", "$value", "$externalURL", "$externalLabels", "$"}
-_DOT_FIELDS = {"Labels": "$labels", "Value": "$value", "ExternalURL": "$externalURL", "ExternalLabels": "$externalLabels"}
+_DOT_FIELDS = {
+    "Labels": "$labels",
+    "Value": "$value",
+    "ExternalURL": "$externalURL",
+    "ExternalLabels": "$externalLabels",
+}
 
 
 def _to_float(v: Value, fn: str) -> float:
@@ -644,9 +649,7 @@ def _run(pipeline: Pipeline, env: Mapping[str, Value]) -> Value:
     return result
 
 
-def render(
-    template: str | Template, labels: Mapping[str, str], value: float, context: Context | None = None
-) -> str:
+def render(template: str | Template, labels: Mapping[str, str], value: float, context: Context | None = None) -> str:
     """Fill the template for one series; nothing is executed."""
     tpl = template if isinstance(template, Template) else compile_template(template)
     ctx = context or Context()

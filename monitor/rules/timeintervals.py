@@ -45,7 +45,9 @@ from pydantic import Field, PrivateAttr, ValidationInfo, field_validator, model_
 from monitor.config.fields import StrictModel
 
 # Alertmanager's numbering: sunday = 0 (Go's time.Weekday), january = 1.
-WEEKDAYS = {name: i for i, name in enumerate(("sunday", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday"))}
+WEEKDAYS = {
+    name: i for i, name in enumerate(("sunday", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday"))
+}
 MONTHS = {name.lower(): i for i, name in enumerate(calendar.month_name) if name}  # january = 1
 _CLOCK = re.compile(r"^(?:([01][0-9]|2[0-3]):([0-5][0-9])|(24):(00))$")  # Alertmanager's validTime
 _INT = re.compile(r"^[+-]?[0-9]+$")  # Go's strconv.Atoi
