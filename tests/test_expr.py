@@ -282,13 +282,11 @@ def test_render_never_executes_label_values() -> None:
 @pytest.mark.parametrize(
     ("template", "position"),
     [
-        ("{{ $value | humanize }}", 0),
-        ("x {{ .Labels.check }}", 2),
-        ("{{ $labels }}", 0),
-        ("{{ $externalLabels.env }}", 0),
-        ("ok {{ $value }} then {{ printf \"%s\" 1 }}", 21),
-        ("{{- $value -}}", 0),
-        ("{{ $labels.a-b }}", 0),
+        ("{{ if $value }}x{{ end }}", 0),  # the whole action: no control structures
+        ("x {{ .Nope }}", 5),  # the offending token
+        ("{{ $nope }}", 3),
+        ("ok {{ $value }} then {{ query \"up\" }}", 24),
+        ("{{ $labels.a-b }}", 12),
         ("tail {{ $value", 5),
     ],
 )
@@ -363,7 +361,7 @@ def test_config_errors_point_at_the_token_in_the_file(tmp_path: Path) -> None:
         "  - alert: Template\n"
         "    expr: portal_x > 1\n"
         "    severity: P4\n"
-        "    summary: 'value {{ $value | humanize }}'\n"
+        "    summary: 'value {{ $value | nope }}'\n"
         "    labels: {severity: P1}\n"
     )
     path = tmp_path / "alert_rules.yaml"
@@ -376,12 +374,13 @@ def test_config_errors_point_at_the_token_in_the_file(tmp_path: Path) -> None:
         "absent(); write a selector, a selector compared with a number, or absent(selector))",
         "alert_rules.yaml:9:32: rules[2].expr: unexpected token 'bar' at column 19 "
         "(compare with a number, e.g. > 0.9, == 0, > 1e3)",
-        "alert_rules.yaml:14:21: rules[3].summary: unsupported template '{{ $value | humanize }}' "
-        "at column 7 (only {{ $labels.NAME }} and {{ $value }} are filled in)",
+        "alert_rules.yaml:14:33: rules[3].summary: function \"nope\" not defined here (templates may use "
+        "humanize, humanize1024, humanizeDuration, humanizePercentage, humanizeTimestamp, printf, toUpper, "
+        "toLower, title, index) at column 19",
         "alert_rules.yaml:15:13: rules[3].labels: label 'severity' is set by the rule's own `severity:` key, "
         "not under labels",
     ]
     lines = text.splitlines()
     assert lines[5][10:].startswith("rate")
     assert lines[8][31:].startswith("bar")
-    assert lines[13][20:].startswith("{{ $value |")
+    assert lines[13][32:].startswith("nope")
