@@ -149,6 +149,10 @@ class ReceiverContext:
 LOCAL_RECEIVER = ReceiverContext()  # the default: no shared client, the real clocks, no host
 
 
+# Annotations with a place of their own in every message (and our acknowledged_by).
+_NOT_OTHER = frozenset({"summary", "description", "runbook_url", "runbook", "acknowledged_by"})
+
+
 @dataclass(frozen=True, slots=True)
 class Alert:
     """One firing (or pending) instance of a rule: one per matching series."""
