@@ -519,7 +519,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "check-config",
-        help="validate the config; print a summary or every error (exit 0 valid, 1 invalid)",
+        help="validate the config; print a summary or every error (exit 0 valid, 1 invalid, 2 usage)",
         description="Validate the config and print a summary (exit 0), or every error (exit 1). A rule naming "
         "a metric that no configured check exports, or a label that metric does not carry, is a warning "
         "(stderr, exit 0); with --strict it is an error (exit 1).",
