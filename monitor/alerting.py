@@ -14,6 +14,7 @@ import asyncio
 import socket
 import sqlite3
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import datetime
 
 import structlog
@@ -24,9 +25,10 @@ from monitor.delivery import build_receivers
 from monitor.delivery.outbox import Outbox
 from monitor.httpclient import HttpClient
 from monitor.incidents.lifecycle import Incidents
-from monitor.model import Receiver, Sample
+from monitor.model import Alert, Receiver, Sample
 from monitor.rules.engine import AlertStates, Rule, alert_samples, compile_rules, evaluate, firing
 from monitor.rules.templates import Context
+from monitor.secrets import scrub
 
 log = structlog.get_logger()
 
@@ -36,6 +38,9 @@ METRICS: dict[str, tuple[str, str]] = {
 }
 # Every label of the series above (the daemon's own: no `check`).
 LABELS: dict[str, tuple[str, ...]] = {"portal_alerts": ("alertname", "severity", "state")}
+
+
+MAX_CHECK_ERROR = 500  # characters of a check's error carried into a page
 
 
 class Alerting:
@@ -53,8 +58,11 @@ class Alerting:
         http: HttpClient | None = None,
         min_gap_s: float = 0.02,
         save_every_s: float = 15.0,
+        check_error: Callable[[str], str] | None = None,
     ) -> None:
         self._samples = samples
+        self._check_error = check_error
+        self._secrets = cfg.secrets
         self._now = now
         self._min_gap_s = min_gap_s
         self._save_every_s = save_every_s
@@ -94,13 +102,20 @@ class Alerting:
         """Evaluate every rule once; return how many notifications were queued."""
         now = now or self._now()
         self.state, transitions = evaluate(self.rules, self._samples(), self.state, now)
+        transitions = [
+            replace(t, alert=self._with_check_error(t.alert)) if t.state == "firing" else t for t in transitions
+        ]
         self.evaluations += 1
         save = (
             bool(transitions) or self._saved_at is None or (now - self._saved_at).total_seconds() >= self._save_every_s
         )
         quiet = {fp for fp, st in self.state.alerts.items() if st.keep_firing_since is not None}
         queued = self.incidents.update(
-            firing(self.state), transitions, now, alert_states=self.state.to_json() if save else None, quiet=quiet
+            [self._with_check_error(a) for a in firing(self.state)],
+            transitions,
+            now,
+            alert_states=self.state.to_json() if save else None,
+            quiet=quiet,
         )
         if save:
             self._saved_at = now
@@ -116,6 +131,17 @@ class Alerting:
         if queued:
             self.outbox_wake.set()
         return queued
+
+    def _with_check_error(self, alert: Alert) -> Alert:
+        """A firing alert on a check that is failing now carries the check's error (`check_error`),
+        so the page says "HTTP 503 (components down: cache)", not only "the portal is down"."""
+        check = alert.labels.get("check")
+        if not check or self._check_error is None:
+            return alert
+        error = scrub(self._check_error(check), self._secrets)
+        if not error:
+            return alert
+        return replace(alert, annotations={**alert.annotations, "check_error": error[:MAX_CHECK_ERROR]})
 
     # -------------------------------------------------------------- running
 
@@ -152,6 +178,7 @@ class Alerting:
         old_receivers = self.receivers
         self.receivers = self._build_receivers(cfg)
         self.rules = rules
+        self._secrets = cfg.secrets
         self.incidents.set_config(cfg)
         self.outbox.set_receivers(self.receivers)
         for r in old_receivers.values():

@@ -113,6 +113,11 @@ class Daemon:
 
     # -------------------------------------------------------------- readiness and status
 
+    def _check_error(self, check: str) -> str:
+        """The last error of a check that is failing now, for the pages of the alerts on it."""
+        result = self.store.result(check)
+        return result.error if result is not None and not result.up else ""
+
     def ready(self) -> bool:
         """Config loaded and every enabled check has run at least once."""
         return self.scheduler is not None and self._first_round >= set(self.scheduler.checks)
@@ -179,6 +184,7 @@ class Daemon:
                 self.store.samples,
                 external_url=external_url(root, self.port),
                 http=self.http,
+                check_error=self._check_error,
             )
             self.store.add_source(self.alerting.samples)
             self._resolve_orphans()

@@ -149,8 +149,8 @@ class ReceiverContext:
 LOCAL_RECEIVER = ReceiverContext()  # the default: no shared client, the real clocks, no host
 
 
-# Annotations with a place of their own in every message (and our acknowledged_by).
-_NOT_OTHER = frozenset({"summary", "description", "runbook_url", "runbook", "acknowledged_by"})
+# Annotations with a place of their own in every message (and our acknowledged_by, check_error).
+_NOT_OTHER = frozenset({"summary", "description", "runbook_url", "runbook", "acknowledged_by", "check_error"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,9 +172,7 @@ class Alert:
 
     def other_annotations(self) -> dict[str, str]:
         """The annotations besides summary, description and the runbook link (`annotations:` map)."""
-        return {
-            k: v for k, v in self.annotations.items() if k not in ("summary", "description", "runbook_url", "runbook")
-        }
+        return {k: v for k, v in self.annotations.items() if k not in _NOT_OTHER}
 
 
 @dataclass(frozen=True, slots=True)

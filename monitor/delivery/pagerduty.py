@@ -152,6 +152,8 @@ class PagerDutyReceiver:
         }
         if page:
             details["incident_url"] = page
+        if check_error := a.annotations.get("check_error"):
+            details["check_error"] = check_error
         if other := a.other_annotations():
             details["annotations"] = other
         links = []

@@ -94,6 +94,14 @@ def message(n: Notification, external_url: str | None = None) -> dict[str, Any]:
         },
         {"type": "section", "text": {"type": "mrkdwn", "text": _cut(f"*Current Actions:*\n{actions}", SECTION_MAX)}},
     ]
+    if (check_error := a.annotations.get("check_error")) and n.status != "resolved":
+        blocks.insert(
+            2,
+            {
+                "type": "section",
+                "text": {"type": "mrkdwn", "text": _cut(f"*The check says:*\n{escape(check_error)}", SECTION_MAX)},
+            },
+        )
     if other := a.other_annotations():
         lines = "\n".join(f"*{escape(k)}:* {escape(v)}" for k, v in sorted(other.items()))
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _cut(lines, SECTION_MAX)}})
