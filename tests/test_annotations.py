@@ -126,3 +126,29 @@ def test_a_state_saved_with_the_old_runbook_key_still_links_the_runbook() -> Non
     assert old.alert.runbook == "https://wiki.example/rb"
     ann = alert_annotations(old, None)
     assert ann["runbook_url"] == "https://wiki.example/rb" and "runbook" not in ann
+
+
+async def test_the_daemons_external_url_is_externalurl_in_templates_also_after_a_reload(tmp_path) -> None:
+    from monitor.alerting import Alerting
+    from monitor.statedb import open_db
+
+    text = f"""
+state_dir: {tmp_path / "state"}
+rules:
+  - alert: A
+    expr: portal_redis_memory_used_ratio > 0.9
+    severity: P4
+    annotations: {{page: "{{{{ $externalURL }}}}/status"}}
+"""
+    cfg = load_config_text(text, env={})
+    sample = Sample("portal_redis_memory_used_ratio", {"check": "cache"}, 0.95)
+    alerting = Alerting(
+        open_db(cfg.root.state_dir), cfg, lambda: [sample], receivers={}, external_url="https://mon.example"
+    )
+    alerting.evaluate(T0)
+    (st,) = alerting.state.alerts.values()
+    assert st.alert.annotations == {"page": "https://mon.example/status"}
+    await alerting.set_config(load_config_text(text.replace("/status", "/s"), env={}))
+    alerting.evaluate(T0)
+    (st,) = alerting.state.alerts.values()
+    assert st.alert.annotations == {"page": "https://mon.example/s"}
