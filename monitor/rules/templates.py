@@ -432,7 +432,7 @@ class Template:
     parts: tuple[tuple[str, Any], ...]
 
 
-def _unquote(lit: str, at: int, text: str) -> str:
+def _unquote(lit: str, at: int) -> str:
     out: list[str] = []
     i, body = 0, lit[1:-1]
     while i < len(body):
@@ -448,7 +448,11 @@ def _unquote(lit: str, at: int, text: str) -> str:
         elif esc in "xuU":
             width = {"x": 2, "u": 4, "U": 8}[esc]
             digits = body[i + 2 : i + 2 + width]
-            if len(digits) != width or not all(c in "0123456789abcdefABCDEF" for c in digits):
+            if (
+                len(digits) != width
+                or not all(c in "0123456789abcdefABCDEF" for c in digits)
+                or int(digits, 16) > 0x10FFFF
+            ):
                 raise TemplateError(at, lit, f"invalid escape \\{esc}{digits} in {lit}")
             out.append(chr(int(digits, 16)))
             i += 2 + width
@@ -465,7 +469,7 @@ def _number(text: str) -> Value:
 
 
 class _Parser:
-    def __init__(self, body: str, offset: int, source: str) -> None:
+    def __init__(self, body: str, offset: int) -> None:
         self.tokens: list[tuple[str, str, int]] = []
         self.offset = offset
         pos = 0
@@ -513,19 +517,17 @@ class _Parser:
         if nodes[0][0] != "func" and len(nodes) > 1:
             raise self.fail(f"can't give an argument to a non-function ({self.body.strip()})")
         if nodes[0][0] == "func":
-            fn, least, most = _FUNCS[nodes[0][1]]
-            del fn
+            most = _FUNCS[nodes[0][1]][2]
             given = len(nodes) - 1  # a piped value adds one: checked when the pipeline runs
             if most >= 0 and given > most:
                 raise self.fail(f"wrong number of args for {nodes[0][1]}: want {most} got {given}")
-            del least
         return tuple(nodes)
 
     def operand(self) -> Node:
         kind, text, at = self.tokens[self.i]
         self.i += 1
         if kind == "str":
-            return ("str", _unquote(text, at, self.body))
+            return ("str", _unquote(text, at))
         if kind == "raw":
             return ("str", text[1:-1])
         if kind == "num":
@@ -571,14 +573,12 @@ def compile_template(text: str) -> Template:
     """Parse once; raise TemplateError (with the column) at anything the language refuses."""
     parts: list[tuple[str, Any]] = []
     pos = 0
-    pending = ""
     for m in _ACTION.finditer(text):
-        literal = pending + text[pos : m.start()]
-        if m.group(1):
+        literal = text[pos : m.start()]
+        if m.group(1):  # {{- trims the whitespace before, -}} the whitespace after
             literal = literal.rstrip(" \t\r\n")
         if literal:
             parts.append(("text", literal))
-        pending = ""
         body = m.group(2)
         pos = m.end()
         if m.group(3):
@@ -599,10 +599,8 @@ def compile_template(text: str) -> Template:
                 f"`{{{{ {first} }}}}` is not supported in annotations",
                 "values, labels, pipelines and the humanize/printf functions are",
             )
-        start = m.start(2)
-        parser = _Parser(body, start, text)
-        parts.append(("action", parser.pipeline()))
-    rest = pending + text[pos:]
+        parts.append(("action", _Parser(body, m.start(2)).pipeline()))
+    rest = text[pos:]
     if "{{" in rest:
         at = text.index("{{", pos)
         raise TemplateError(at, text[at : at + 20], "'{{' without a closing '}}'")
