@@ -41,6 +41,7 @@ STALE_NAN_BITS = 0x7FF0000000000002
 STALE_NAN: float = struct.unpack("<d", struct.pack("<Q", STALE_NAN_BITS))[0]
 _MAX_REL = 0xFFFFFFFF  # the largest offset array('I') holds: 49.7 days of milliseconds
 _DUMP_VERSION = 1
+_MAX_RESETS = 64  # past this many decreases, and one in 16 samples, a series is not indexed for resets
 
 _TS_CODE = "I" if array("I").itemsize == 4 else "L"  # 4-byte unsigned on every platform we run on
 
@@ -98,8 +99,10 @@ class Series:
         self.ts = array(_TS_CODE)
         self.vs = array("d")
         self.stale = array("q")  # absolute ms of staleness markers, ascending
-        self.reset_t = array("q")  # absolute ms of samples lower than the sample before them
-        self.reset_prev = array("d")  # the value before each such sample
+        # Counter resets: absolute ms of samples lower than the sample before them, and that value.
+        # None once the series falls more often than a counter would (a gauge): then readers scan.
+        self.reset_t: array[int] | None = array("q")
+        self.reset_prev: array[float] | None = array("d")
 
     def __len__(self) -> int:
         return len(self.vs)
@@ -132,16 +135,20 @@ class Series:
         b = hi - self.base
         if b < 0:
             return 0, 0
-        i = 0 if a < 0 else bisect.bisect_right(self.ts, min(a, _MAX_REL))
-        j = bisect.bisect_right(self.ts, min(b, _MAX_REL))
+        ts = self.ts
+        i = 0 if a < 0 else bisect.bisect_right(ts, a if a <= _MAX_REL else _MAX_REL)
+        j = bisect.bisect_right(ts, b if b <= _MAX_REL else _MAX_REL)
         return i, j
 
     def times(self, i: int, j: int) -> list[int]:
         base = self.base
         return [x + base for x in self.ts[i:j]]
 
-    def resets_in(self, first: int, last: int) -> tuple[int, float]:
-        """Count and sum of the values before each counter reset at first < t <= last."""
+    def resets_in(self, first: int, last: int) -> tuple[int, float] | None:
+        """Count and sum of the values before each counter reset at first < t <= last; None when
+        the series is not indexed for resets (it decreases too often to be a counter)."""
+        if self.reset_t is None or self.reset_prev is None:
+            return None
         if not self.reset_t:
             return 0, 0.0
         i = bisect.bisect_right(self.reset_t, first)
@@ -167,7 +174,8 @@ class Series:
 
     def nbytes(self) -> int:
         """Bytes held by the sample arrays (allocated, slack included)."""
-        return sum(sys.getsizeof(a) for a in (self.ts, self.vs, self.stale, self.reset_t, self.reset_prev))
+        arrays = (self.ts, self.vs, self.stale, self.reset_t, self.reset_prev)
+        return sum(sys.getsizeof(a) for a in arrays if a is not None)
 
     # ---- writing -------------------------------------------------------------------------
     def _rebase(self, t: int) -> bool:
@@ -200,11 +208,13 @@ class Series:
             if k < len(self.stale) and self.stale[k] == t:
                 del self.stale[k]
         if not self.ts or rel > self.ts[-1]:
-            if self.ts:
+            if self.ts and self.reset_t is not None and self.reset_prev is not None:
                 prev = self.vs[-1]
                 if v < prev:
                     self.reset_t.append(t)
                     self.reset_prev.append(prev)
+                    if len(self.reset_t) > _MAX_RESETS and len(self.reset_t) * 16 > len(self.vs):
+                        self.reset_t = self.reset_prev = None
             self.ts.append(rel)
             self.vs.append(v)
             return True
@@ -234,14 +244,18 @@ class Series:
         return True
 
     def _recompute_resets(self) -> None:
-        self.reset_t = array("q")
-        self.reset_prev = array("d")
+        reset_t = array("q")
+        reset_prev = array("d")
         vs = self.vs
         base = self.base
         for i in range(1, len(vs)):
             if vs[i] < vs[i - 1]:
-                self.reset_t.append(self.ts[i] + base)
-                self.reset_prev.append(vs[i - 1])
+                reset_t.append(self.ts[i] + base)
+                reset_prev.append(vs[i - 1])
+        if len(reset_t) > _MAX_RESETS and len(reset_t) * 16 > len(vs):
+            self.reset_t = self.reset_prev = None
+        else:
+            self.reset_t, self.reset_prev = reset_t, reset_prev
 
     def drop_before(self, cutoff: int) -> int:
         """Forget samples and markers at t < cutoff; returns how many samples went."""
@@ -254,7 +268,7 @@ class Series:
                 del self.vs[:n]
         if self.stale and self.stale[0] < cutoff:
             del self.stale[: bisect.bisect_left(self.stale, cutoff)]
-        if self.reset_t and self.reset_t[0] < cutoff:
+        if self.reset_t and self.reset_prev is not None and self.reset_t[0] < cutoff:
             k = bisect.bisect_left(self.reset_t, cutoff)
             del self.reset_t[:k]
             del self.reset_prev[:k]
@@ -287,6 +301,8 @@ class History:
         self._sources: dict[str, set[tuple[tuple[str, str], ...]]] = {}
         self._samples = 0
         self._strings: dict[str, str] = {}
+        # select() results by matchers, valid while no series is added or removed
+        self._selected: dict[tuple[Matcher, ...], list[Series]] = {}
 
     # ---- writing -------------------------------------------------------------------------
     def _intern(self, s: str) -> str:
@@ -300,6 +316,7 @@ class History:
             key = tuple(interned.items())
             series = Series(interned, key, t)
             self._series[key] = series
+            self._selected.clear()
             self._by_name.setdefault(interned.get("__name__", ""), {})[key] = series
         return series
 
@@ -353,6 +370,7 @@ class History:
                 empty.append(key)
         for key in empty:
             series = self._series.pop(key)
+            self._selected.clear()
             by = self._by_name.get(series.name)
             if by is not None:
                 by.pop(key, None)
@@ -362,6 +380,7 @@ class History:
         return dropped
 
     def clear(self) -> None:
+        self._selected.clear()
         self._series.clear()
         self._by_name.clear()
         self._sources.clear()
@@ -369,7 +388,19 @@ class History:
 
     # ---- reading -------------------------------------------------------------------------
     def select(self, matchers: Sequence[Matcher]) -> list[Series]:
-        """The series every matcher accepts (a missing label reads as "")."""
+        """The series every matcher accepts (a missing label reads as ""), in label order.
+
+        The list is cached until a series is added or removed: callers must not change it."""
+        cache_key = tuple(matchers)
+        found = self._selected.get(cache_key)
+        if found is None:
+            found = self._select(matchers)
+            if len(self._selected) > 10_000:
+                self._selected.clear()
+            self._selected[cache_key] = found
+        return found
+
+    def _select(self, matchers: Sequence[Matcher]) -> list[Series]:
         name = next((m.value for m in matchers if m.name == "__name__" and m.op == "="), None)
         pool: Iterable[Series]
         if name is not None:

@@ -128,3 +128,16 @@ def test_counter_resets_are_noted_for_rate() -> None:
     (c,) = h.select([Matcher.of("__name__", "=", "c")])
     assert c.resets_in(0, 4000) == (2, 13.0)
     assert c.resets_in(2000, 4000) == (1, 8.0)
+
+
+def test_a_series_that_falls_often_is_not_indexed_for_resets_and_rate_still_counts_them() -> None:
+    h = History()
+    for t in range(400):
+        h.add({"__name__": "g"}, t, float(t % 2))  # a gauge: falls every other sample
+    (g,) = h.select([Matcher.of("__name__", "=", "g")])
+    assert g.resets_in(0, 400_000) is None
+    assert g.reset_t is None
+    from monitor.rules.promql import Engine
+
+    v = Engine(h).instant("resets(g[100s])", 399)
+    assert [e.value for e in v] == [49.0]  # type: ignore[union-attr]  # 1 -> 0 at 302, 304, ..., 398

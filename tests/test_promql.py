@@ -117,3 +117,38 @@ def test_needed_history_and_selected_series() -> None:
     sel = selected_series(parse('rate(a{job="x"}[5m]) / on() group_left b or {__name__="c"}'))
     assert [s.metric for s in sel] == ["a", "b", "c"]
     assert [(m.name, m.op, m.value) for m in sel[0].matchers] == [("__name__", "=", "a"), ("job", "=", "x")]
+
+
+def test_a_cycle_gives_the_same_values_as_separate_queries() -> None:
+    e = Engine(_history())
+    exprs = [
+        "sum(rate(req_total[5m]))",
+        "rate(req_total[5m]) > 1",
+        "max_over_time(rate(req_total[5m])[2m:30s])",
+        "max_over_time(rate(req_total[5m])[2m:30s]) * 2",
+        "req_total / on(job) limit",
+    ]
+    cycle = e.cycle(600)
+    for text in exprs:
+        assert _values(cycle.instant(text)) == _values(e.instant(text, 600)), text
+
+
+def test_equal_subtrees_are_one_object() -> None:
+    a = parse("rate(x[5m]) > 1")
+    b = parse("sum(rate(x[5m]))")
+    assert a.root.lhs is b.root.expr  # type: ignore[attr-defined]
+
+
+def test_annotations_carry_prometheus_messages_and_positions() -> None:
+    e = Engine(_history())
+    _, notes = e.instant_annotated("rate(limit[5m])", 600)
+    assert notes == [
+        'PromQL info: metric might not be a counter, name does not end in _total/_sum/_count/_bucket: "limit" (1:6)'
+    ]
+    _, notes = e.instant_annotated("quantile(1.5, limit)", 600)
+    assert notes == ["PromQL warning: quantile value should be between 0 and 1, got 1.5 (1:10)"]
+    _, notes = e.range_annotated("sum(sort(limit))", 0, 60, 30)
+    assert notes == [
+        "PromQL warning: sort is ineffective for range queries since results are always ordered by labels (1:5)"
+    ]
+    assert e.instant_annotated("rate(req_total[5m])", 600)[1] == []

@@ -15,8 +15,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "promqltest"))
 
 import harness  # noqa: E402
 
-# Cases that pass today, out of every eval command in the folder (skips count as not passed).
-MIN_PASSED = 1095
+# Cases that pass today (values, errors and annotations), out of every eval command in the folder
+# (skips count as not passed).
+MIN_PASSED = 993
 
 
 def test_conformance_does_not_regress() -> None:

@@ -8,11 +8,15 @@ Each `eval` command is one case: passed, failed, or skipped with a reason. Suppo
 step`, the deprecated `eval_fail`/`eval_ordered`/`eval_warn`/`eval_info`, and the `expect fail`,
 `expect ordered`, `expect string`, `expect range vector`, `expect warn/info/no_warn/no_info`
 lines. Results compare as Prometheus's harness does: labels exactly, values within a relative
-1e-6 (`almost.Equal`), NaN equal to NaN, order only under `expect ordered`.
+1e-6 (`almost.Equal`), NaN equal to NaN, order only under `expect ordered`; warnings and infos
+as FORMAT.md says (each `expect warn|info` line matches one, and with any such line every one
+must be expected; `no_warn`/`no_info` allow none).
 
-Skipped, with the reason printed: cases that read native histograms (loaded as `{{…}}` or by
-`load_with_nhcb`, or expected as histograms), and cases that use experimental features
-Prometheus itself only runs behind a feature flag (listed in EXPERIMENTAL below).
+Skipped, with the reason printed: cases that read native histograms: expected as histograms,
+reading a histogram `load_with_nhcb` made, or reading a series with `{{…}}` samples and failing
+without them (histogram samples are not stored: the float samples of such a series are, and a
+case that still gets Prometheus's answer and annotations counts as passed); and cases that use
+experimental features Prometheus itself only runs behind a feature flag (EXPERIMENTAL below).
 """
 
 from __future__ import annotations
@@ -183,6 +187,8 @@ class Case:
     ordered: bool = False
     expect_string: str | None = None
     range_vector: tuple[int, int, int] | None = None
+    # (kind, match, text): kind warn/info/no_warn/no_info; match "", "msg" or "regex"
+    annotations: list[tuple[str, str, str]] = field(default_factory=list)
     expected: list[SeriesSpec] = field(default_factory=list)
     scalar: float | None = None
     raw_expected: list[str] = field(default_factory=list)
@@ -289,9 +295,11 @@ class Runner:
             return Result(case, "skipped", "native histograms are out of scope (reads a load_with_nhcb histogram)")
         try:
             if case.kind == "instant":
-                value = self.engine.instant(case.query, case.at / 1000.0)
+                value, notes = self.engine.instant_annotated(case.query, case.at / 1000.0)
             else:
-                value = self.engine.range(case.query, case.start / 1000.0, case.end / 1000.0, case.step / 1000.0)
+                value, notes = self.engine.range_annotated(
+                    case.query, case.start / 1000.0, case.end / 1000.0, case.step / 1000.0
+                )
         except Exception as exc:
             if case.expect_fail:
                 msg = getattr(exc, "message", None) or str(exc)
@@ -303,7 +311,7 @@ class Runner:
             return Result(case, "failed", f"{type(exc).__name__}: {exc}")
         if case.expect_fail:
             return Result(case, "failed", "expected an error, got a result")
-        problem = self.compare(case, value)
+        problem = self.compare(case, value) or check_annotations(case, notes)
         return Result(case, "failed", problem) if problem else Result(case, "passed")
 
     def compare(self, case: Case, value: object) -> str:
@@ -374,6 +382,32 @@ class Runner:
         return f"unexpected result {value!r}"
 
 
+def check_annotations(case: Case, notes: list[str]) -> str:
+    """The `expect warn/info/no_warn/no_info` lines against the engine's annotations (FORMAT.md)."""
+    for level, prefix in (("warn", "PromQL warning:"), ("info", "PromQL info:")):
+        got = [n for n in notes if n.startswith(prefix)]
+        wanted = [(match, text) for kind, match, text in case.annotations if kind == level]
+        if any(kind == f"no_{level}" for kind, _, _ in case.annotations) and got:
+            return f"expected no {level}, got {got}"
+        if not wanted:
+            continue
+
+        def hit(note: str, match: str, text: str) -> bool:
+            if match == "msg":
+                return note == text
+            if match == "regex":
+                return re.search(text, note) is not None
+            return True
+
+        for match, text in wanted:
+            if not any(hit(n, match, text) for n in got):
+                return f"expected {level} {match} {text!r}, got {got}"
+        for n in got:
+            if not any(hit(n, match, text) for match, text in wanted):
+                return f"unexpected {level} {n!r}"
+    return ""
+
+
 _EVAL = re.compile(r"^eval(?P<variant>_fail|_ordered|_warn|_info)?\s+(?P<kind>instant|range)\s+(?P<rest>.*)$")
 
 
@@ -412,6 +446,8 @@ def parse_file(path: Path) -> list[tuple[str, object]]:
             case.expect_fail = True
         elif variant == "_ordered":
             case.ordered = True
+        elif variant in ("_warn", "_info"):
+            case.annotations.append((variant[1:], "", ""))
         if case.kind == "instant":
             mm = re.match(r"^at\s+(\S+)\s+(.*)$", rest)
             if not mm:
@@ -480,7 +516,10 @@ def _read_expect(case: Case, body: str) -> None:
         mm = re.match(r"range vector\s+(?:from\s+)?(\S+)\s+to\s+(\S+)\s+step\s+(\S+)", rest)
         if mm:
             case.range_vector = (duration_ms(mm.group(1)), duration_ms(mm.group(2)), duration_ms(mm.group(3)))
-    # warn/info/no_warn/no_info: annotations are not compared (see the module docstring)
+    else:
+        mm = re.match(r"^(warn|info|no_warn|no_info)\b\s*(?:(msg|regex):\s*(.*))?$", rest)
+        if mm:
+            case.annotations.append((mm.group(1), mm.group(2) or "", _unquote((mm.group(3) or "").strip())))
 
 
 def _unquote(text: str) -> str:

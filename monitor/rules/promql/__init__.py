@@ -10,6 +10,8 @@ else of ours. The rule engine, the web API and the CLI build on this interface:
     engine = Engine(history, lookback_s=300)
     value = engine.instant(expr, t)            # t in seconds; str accepted too
     matrix = engine.range(expr, start, end, step)
+    cycle = engine.cycle(t)                    # a rule group: many expressions at one time,
+    values = [cycle.instant(e) for e in exprs] # each shared subexpression computed once
 
 - `parse(text) -> Expr`; `ExprError.position` is the 0-based column, `.message` the parser's.
   `Expr.kind` is "scalar", "vector", "matrix" or "string".
@@ -18,6 +20,9 @@ else of ours. The rule engine, the web API and the CLI build on this interface:
   bare range selector, `Matrix`. `Engine.range` returns `Matrix` (list of
   `Series(labels, points)`, points `(t, value)`), sorted by labels. Both raise `EvalError` when
   Prometheus refuses the query at evaluation time (duplicate label sets, many-to-many matching).
+- `Engine.cycle(t).instant(expr)` gives the same values as `Engine.instant(expr, t)`; within one
+  cycle equal subtrees (`rate(x[5m])` in two rules, a subquery's steps) are evaluated once.
+  Use a new cycle for each evaluation time.
 - `needed_history_s(expr, lookback_s=300) -> float`: the seconds of history before the
   evaluation time the expression can read (ranges + offsets + subquery ranges + lookback), so
   the history's retention can be computed from the rules.
@@ -31,11 +36,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from monitor.history import Matcher
-from monitor.rules.promql.engine import Engine
+from monitor.rules.promql.engine import Cycle, Engine
 from monitor.rules.promql.parse import Expr, ExprError, lookback_needed, parse, selectors
 from monitor.rules.promql.values import Element, EvalError, Matrix, Scalar, Series, String, Value, Vector
 
 __all__ = [
+    "Cycle",
     "Element",
     "Engine",
     "EvalError",

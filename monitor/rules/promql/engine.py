@@ -14,13 +14,13 @@ inside its range.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
 from monitor.history import History, ms
 from monitor.history import Series as HistorySeries
 from monitor.rules.promql import aggregate, binary, functions
+from monitor.rules.promql.annotations import SORT_IN_RANGE, call_position, invalid_quantile
 from monitor.rules.promql.parse import (
     Aggregate,
     At,
@@ -35,6 +35,7 @@ from monitor.rules.promql.parse import (
     Unary,
     VectorSel,
     parse,
+    walk,
 )
 from monitor.rules.promql.values import (
     Element,
@@ -66,13 +67,28 @@ class Engine:
 
     def instant(self, expr: Expr | str, t: float) -> Value:
         """The value of `expr` at `t` (seconds)."""
+        return self.instant_annotated(expr, t)[0]
+
+    def instant_annotated(self, expr: Expr | str, t: float) -> tuple[Value, list[str]]:
+        """The value of `expr` at `t` and Prometheus's warnings and infos about it ("PromQL
+        warning: …", "PromQL info: …", each ending in the line:column it concerns)."""
         e = self._expr(expr)
         tm = ms(t)
         ev = _Evaluator(self, tm, tm, 0)
-        return _finish_instant(ev.eval(e.root, tm), tm)
+        value = _finish_instant(ev.eval(e.root, tm), tm)
+        return value, ev.messages(e.text)
+
+    def cycle(self, t: float) -> Cycle:
+        """Evaluate several expressions at one time `t` (a rule group's cycle), computing each
+        subexpression they share (a selector, `rate(x[5m])`, a subquery step) once."""
+        return Cycle(self, t)
 
     def range(self, expr: Expr | str, start: float, end: float, step: float) -> Matrix:
         """The value of `expr` at start, start+step, ... <= end, as series of points."""
+        return self.range_annotated(expr, start, end, step)[0]
+
+    def range_annotated(self, expr: Expr | str, start: float, end: float, step: float) -> tuple[Matrix, list[str]]:
+        """As `range`, with the warnings and infos (see `instant_annotated`)."""
         e = self._expr(expr)
         if e.kind not in ("scalar", "vector"):
             raise EvalError(
@@ -82,6 +98,9 @@ class Engine:
         if dt <= 0:
             raise EvalError("zero or negative query resolution step widths are not accepted")
         ev = _Evaluator(self, t0, t1, dt)
+        for node in walk(e.root):
+            if isinstance(node, Call) and node.func in ("sort", "sort_desc", "sort_by_label", "sort_by_label_desc"):
+                ev.annotate("warn", SORT_IN_RANGE, node.func, -1)
         out: dict[tuple[tuple[str, str], ...], tuple[dict[str, str], bool, list[tuple[int, float]]]] = {}
         t = t0
         while t <= t1:
@@ -116,7 +135,31 @@ class Engine:
             Series(dict(metric), [(t / 1000.0, v) for t, v in points])
             for key, (metric, points) in sorted(merged.items())
         )
-        return result
+        return result, ev.messages(e.text)
+
+
+class Cycle:
+    """One evaluation time shared by many expressions: `cycle.instant(expr)` as Engine.instant."""
+
+    def __init__(self, engine: Engine, t: float) -> None:
+        self._engine = engine
+        self.t = ms(t)
+        self._ev = _Evaluator(engine, self.t, self.t, 0, memo=True)
+        self._keep: list[Expr] = []  # the shared results are keyed by node identity: keep the nodes
+
+    def instant(self, expr: Expr | str) -> Value:
+        e = self._engine._expr(expr)
+        self._keep.append(e)
+        return _finish_instant(self._ev.eval(e.root, self.t), self.t)
+
+    def instant_annotated(self, expr: Expr | str) -> tuple[Value, list[str]]:
+        """As Engine.instant_annotated (annotations of shared subexpressions are reported by the
+        first expression that evaluated them)."""
+        e = self._engine._expr(expr)
+        self._keep.append(e)
+        self._ev.annotations.clear()
+        value = _finish_instant(self._ev.eval(e.root, self.t), self.t)
+        return value, self._ev.messages(e.text)
 
 
 def _type_name(kind: str) -> str:
@@ -158,8 +201,14 @@ def trunc_div(a: int, b: int) -> int:
 
 
 class _Evaluator:
-    def __init__(self, engine: Engine, start: int, end: int, step: int) -> None:
+    def __init__(self, engine: Engine, start: int, end: int, step: int, memo: bool = False) -> None:
         self.history = engine.history
+        # (id(node), t) -> value, when results are shared between expressions (nodes are interned,
+        # so equal subtrees are one object; the tree holds the node, so its id stays unique)
+        self._memo: dict[tuple[int, int], Internal] | None = {} if memo else None
+        # (level, message, function, argument index or -1 for the call): positions are found in
+        # the expression's text when the messages are rendered
+        self.annotations: dict[tuple[str, str, str, int], None] = {}
         self.step = step
         self.lookback = engine.lookback
         self.subquery_step = engine.subquery_step
@@ -178,8 +227,27 @@ class _Evaluator:
             Unary: self._unary,
         }
 
+    def annotate(self, level: str, message: str, func: str, arg: int) -> None:
+        self.annotations[(level, message, func, arg)] = None
+
+    def messages(self, text: str) -> list[str]:
+        out = []
+        for level, message, func, arg in self.annotations:
+            line, col = call_position(text, func, arg)
+            prefix = "PromQL warning" if level == "warn" else "PromQL info"
+            out.append(f"{prefix}: {message} ({line}:{col})")
+        return out
+
     def eval(self, node: Node, t: int) -> Internal:
-        return self._dispatch[type(node)](node, t)
+        memo = self._memo
+        if memo is None:
+            return self._dispatch[type(node)](node, t)
+        key = (id(node), t)
+        found = memo.get(key)
+        if found is None:
+            found = self._dispatch[type(node)](node, t)
+            memo[key] = found
+        return found
 
     # ---- leaves ------------------------------------------------------------------------------
     def _number(self, node: NumberLit, t: int) -> Internal:
@@ -242,6 +310,7 @@ class _Evaluator:
         if first <= ref - node.range:
             first += step
         series: dict[tuple[tuple[str, str], ...], RangeSeries] = {}
+        keys: dict[int, tuple[dict[str, str], tuple[tuple[str, str], ...]]] = {}  # id(metric) -> (metric, key)
         tt = first
         while tt <= ref:
             v = self.eval(node.expr, tt)
@@ -250,7 +319,11 @@ class _Evaluator:
             if not isinstance(v, InstantVector):
                 raise EvalError("subquery is only allowed on instant vector or scalar expressions")
             for s in v:
-                key = tuple(sorted(s.metric.items()))
+                known = keys.get(id(s.metric))
+                if known is None:
+                    known = (s.metric, tuple(sorted(s.metric.items())))
+                    keys[id(s.metric)] = known  # holding the dict keeps its id from being reused
+                key = known[1]
                 rs = series.get(key)
                 if rs is None:
                     rs = RangeSeries(s.metric, s.drop, ts=[], vs=[])
@@ -288,16 +361,9 @@ class _Evaluator:
         param = self.eval(node.param, t) if node.param is not None else None
         v = self.eval(node.expr, t)
         assert isinstance(v, InstantVector)
+        if node.op == "quantile" and isinstance(param, float) and not (0 <= param <= 1):
+            self.annotate("warn", invalid_quantile(param), node.op, 0)
         return aggregate.evaluate(node, param, v)
 
     def _call(self, node: Call, t: int) -> Internal:
         return functions.call(self, node, t)
-
-
-def vector_from(value: Value) -> list[Element]:
-    """The elements of an instant result (empty for anything else)."""
-    return list(value) if isinstance(value, Vector) else []
-
-
-def is_nan(v: float) -> bool:
-    return math.isnan(v)

@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import calendar
 import math
+import operator
 import re
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from monitor.history import compile_regex
-from monitor.rules.promql.aggregate import _avg, kahan_inc, kahan_sum, quantile
+from monitor.rules.promql.aggregate import fast_avg, fast_sum, kahan_inc, quantile
+from monitor.rules.promql.annotations import BAD_BUCKET_LABEL, MONOTONICITY, NOT_A_COUNTER, invalid_quantile
 from monitor.rules.promql.binary import fmod
 from monitor.rules.promql.parse import Call, MatrixSel, Node, StringLit, Subquery, VectorSel
 from monitor.rules.promql.values import EvalError, InstantVector, Internal, RangeSeries, RangeVector, Sample
@@ -159,10 +161,18 @@ def _extrapolated(rs: RangeSeries, lo: int, hi: int, range_ms: int, counter: boo
     n = len(rs)
     if n < 2:
         return None
-    first_t = rs.t_at(0)
-    last_t = rs.t_at(-1)
-    first_v = rs.v_at(0)
-    result = rs.v_at(-1) - first_v
+    hs = rs._series
+    if hs is not None:
+        i, j = rs._i, rs._j - 1
+        first_t = hs.ts[i] + hs.base
+        last_t = hs.ts[j] + hs.base
+        first_v = hs.vs[i]
+        result = hs.vs[j] - first_v
+    else:
+        first_t = rs.t_at(0)
+        last_t = rs.t_at(-1)
+        first_v = rs.v_at(0)
+        result = rs.v_at(-1) - first_v
     if counter:
         _, correction = rs.resets()
         result += correction
@@ -237,7 +247,47 @@ def linear_regression(times: Sequence[int], values: Sequence[float], intercept_t
     return slope, intercept
 
 
+def fast_regression(rs: RangeSeries, intercept_t: int) -> tuple[float, float]:
+    """Slope (per second) and the fitted value at `intercept_t`, by exact integer sums over the
+    stored timestamps and fsum over the values; non-finite values take Prometheus's loop."""
+    vs = rs.values()
+    n = len(vs)
+    try:
+        sum_y = math.fsum(vs)
+    except (OverflowError, ValueError):
+        sum_y = math.nan
+    if not math.isfinite(sum_y):
+        return linear_regression(rs.times(), vs, intercept_t)
+    y0 = vs[0]
+    if vs.count(y0) == n:
+        return 0.0, y0
+    ts, base = rs.raw_times()
+    sum_x = sum(ts)
+    sum_x2 = sum(map(operator.mul, ts, ts))
+    sum_xy = math.fsum(map(operator.mul, ts, vs))
+    var_x = (n * sum_x2 - sum_x * sum_x) / n
+    cov_xy = sum_xy - sum_x * sum_y / n
+    slope_ms = cov_xy / var_x
+    intercept = sum_y / n - slope_ms * (sum_x / n - (intercept_t - base))
+    return slope_ms * 1000.0, intercept
+
+
 def _variance(values: Sequence[float]) -> float:
+    try:
+        total = math.fsum(values)
+    except (OverflowError, ValueError):
+        total = math.nan
+    if math.isfinite(total):
+        n = len(values)
+        if values.count(values[0]) == n:
+            return 0.0
+        mean = total / n
+        dev = [v - mean for v in values]
+        return math.fsum(map(operator.mul, dev, dev)) / n
+    return _variance_loop(values)
+
+
+def _variance_loop(values: Sequence[float]) -> float:
     count = 0.0
     mean = c_mean = 0.0
     aux = c_aux = 0.0
@@ -250,6 +300,8 @@ def _variance(values: Sequence[float]) -> float:
 
 
 def _max(values: Sequence[float]) -> float:
+    if not any(map(math.isnan, values)):
+        return max(values)
     best = values[0]
     for v in values:
         if v > best or math.isnan(best):
@@ -258,6 +310,8 @@ def _max(values: Sequence[float]) -> float:
 
 
 def _min(values: Sequence[float]) -> float:
+    if not any(map(math.isnan, values)):
+        return min(values)
     best = values[0]
     for v in values:
         if v < best or math.isnan(best):
@@ -266,6 +320,8 @@ def _min(values: Sequence[float]) -> float:
 
 
 def _changes(values: Sequence[float]) -> float:
+    if not any(map(math.isnan, values)):
+        return float(sum(map(operator.ne, values[1:], values[:-1])))
     n = 0
     prev = values[0]
     for cur in values[1:]:
@@ -330,31 +386,37 @@ def _almost_equal(a: float, b: float, eps: float) -> bool:
     return diff / min(abs_sum, 1.7976931348623157e308) < eps
 
 
-def bucket_quantile(q: float, buckets: list[list[float]]) -> float:
+def bucket_quantile(q: float, buckets: list[list[float]]) -> tuple[float, bool]:
+    """The quantile, and whether the bucket counts had to be forced to be monotonic."""
     if math.isnan(q):
-        return math.nan
+        return math.nan, False
     if q < 0:
-        return -math.inf
+        return -math.inf, False
     if q > 1:
-        return math.inf
+        return math.inf, False
     buckets = sorted(buckets, key=lambda b: b[0])
     if not math.isinf(buckets[-1][0]) or buckets[-1][0] < 0:
-        return math.nan
+        return math.nan, False
     buckets = _coalesce(buckets)
+    forced = False
     prev = buckets[0][1]
     for i in range(1, len(buckets)):
         cur = buckets[i][1]
         if cur == prev:
             continue
-        if _almost_equal(prev, cur, 1e-12) or cur < prev:
+        if _almost_equal(prev, cur, 1e-12):
             buckets[i][1] = prev
+            continue
+        if cur < prev:
+            buckets[i][1] = prev
+            forced = True
             continue
         prev = cur
     if len(buckets) < 2:
-        return math.nan
+        return math.nan, forced
     observations = buckets[-1][1]
     if observations == 0:
-        return math.nan
+        return math.nan, forced
     rank = q * observations
     b = len(buckets) - 1
     for i in range(len(buckets) - 1):
@@ -362,9 +424,9 @@ def bucket_quantile(q: float, buckets: list[list[float]]) -> float:
             b = i
             break
     if b == len(buckets) - 1:
-        return buckets[-2][0]
+        return buckets[-2][0], forced
     if b == 0 and buckets[0][0] <= 0:
-        return buckets[0][0]
+        return buckets[0][0], forced
     start = 0.0
     end = buckets[b][0]
     count = buckets[b][1]
@@ -372,7 +434,7 @@ def bucket_quantile(q: float, buckets: list[list[float]]) -> float:
         start = buckets[b - 1][0]
         count -= buckets[b - 1][1]
         rank -= buckets[b - 1][1]
-    return start + (end - start) * (rank / count)
+    return start + (end - start) * (rank / count), forced
 
 
 def bucket_fraction(lower: float, upper: float, buckets: list[list[float]]) -> float:
@@ -424,16 +486,16 @@ def bucket_fraction(lower: float, upper: float, buckets: list[list[float]]) -> f
 
 
 def _buckets_by_series(
-    vec: InstantVector,
+    ev: _Evaluator, vec: InstantVector, func: str, arg: int
 ) -> dict[tuple[tuple[str, str], ...], tuple[dict[str, str], list[list[float]]]]:
     groups: dict[tuple[tuple[str, str], ...], tuple[dict[str, str], list[list[float]]]] = {}
     for s in vec:
-        le = s.metric.get("le")
-        if le is None:
-            continue
+        le = s.metric.get("le", "")
         try:
-            bound = float(le)
+            bound = _parse_go_float(le)
         except ValueError:
+            name = s.metric.get("__name__", "")
+            ev.annotate("warn", BAD_BUCKET_LABEL.format(le=le, name=name), func, arg)
             continue
         key = tuple(sorted((k, v) for k, v in s.metric.items() if k != "le"))
         g = groups.get(key)
@@ -631,21 +693,20 @@ def _range_call(ev: _Evaluator, node: Call, t: int) -> Internal:
         elif name == "deriv":
             if n < 2:
                 continue
-            times = rs.times()
-            value = linear_regression(times, rs.values(), times[0])[0]
+            value = fast_regression(rs, rs.t_at(0))[0]
         elif name == "predict_linear":
             if n < 2:
                 continue
-            slope, intercept = linear_regression(rs.times(), rs.values(), t)
+            slope, intercept = fast_regression(rs, t)
             value = slope * others[0] + intercept
         elif name == "changes":
             value = _changes(rs.values())
         elif name == "resets":
             value = _resets(rs)
         elif name == "avg_over_time":
-            value = _avg(list(rs.values()))
+            value = fast_avg(rs.values())
         elif name == "sum_over_time":
-            value = kahan_sum(list(rs.values()))
+            value = fast_sum(rs.values())
         elif name == "min_over_time":
             value = _min(rs.values())
         elif name == "max_over_time":
@@ -663,6 +724,8 @@ def _range_call(ev: _Evaluator, node: Call, t: int) -> Internal:
         elif name == "stdvar_over_time":
             value = _variance(rs.values())
         elif name == "quantile_over_time":
+            if not (0 <= others[0] <= 1):
+                ev.annotate("warn", invalid_quantile(others[0]), name, 0)
             value = quantile(others[0], list(rs.values()))
         elif name == "mad_over_time":
             value = _mad(rs.values())
@@ -674,6 +737,10 @@ def _range_call(ev: _Evaluator, node: Call, t: int) -> Internal:
             raise EvalError(f"function {name} is not supported")
         if value is None:
             continue
+        if name in ("rate", "increase"):
+            metric_name = rs.metric.get("__name__", "")
+            if metric_name and not metric_name.endswith(("_total", "_sum", "_count", "_bucket")):
+                ev.annotate("info", NOT_A_COUNTER.format(name=metric_name), name, 0)
         out.append(Sample(rs.metric, value, rs.drop or not keep_name))
     return out
 
@@ -760,20 +827,32 @@ def call(ev: _Evaluator, node: Call, t: int) -> Internal:
         q = _scalar_arg(args[0])
         vec = args[1]
         assert isinstance(vec, InstantVector)
-        return InstantVector(
-            Sample(metric, bucket_quantile(q, buckets), True) for metric, buckets in _buckets_by_series(vec).values()
-        )
+        if not (0 <= q <= 1):
+            ev.annotate("warn", invalid_quantile(q), name, 0)
+        out = InstantVector()
+        for metric, buckets in _buckets_by_series(ev, vec, name, 1).values():
+            value, forced = bucket_quantile(q, buckets)
+            if forced:
+                ev.annotate("info", MONOTONICITY.format(name=metric.get("__name__", "")), name, 1)
+            out.append(Sample(metric, value, True))
+        return out
     if name == "histogram_quantiles":
         vec = args[0]
         assert isinstance(vec, InstantVector)
         label = str(args[1])
         qs = [_scalar_arg(a) for a in args[2:]]
+        for k, q in enumerate(qs):
+            if not (0 <= q <= 1):
+                ev.annotate("warn", invalid_quantile(q), name, 2 + k)
         out = InstantVector()
-        for metric, buckets in _buckets_by_series(vec).values():
+        for metric, buckets in _buckets_by_series(ev, vec, name, 0).values():
             for q in qs:
                 m = dict(metric)
                 m[label] = _quantile_label(q)
-                out.append(Sample(m, bucket_quantile(q, [list(b) for b in buckets]), True))
+                value, forced = bucket_quantile(q, [list(b) for b in buckets])
+                if forced:
+                    ev.annotate("info", MONOTONICITY.format(name=metric.get("__name__", "")), name, 0)
+                out.append(Sample(m, value, True))
         return out
     if name == "histogram_fraction":
         lower, upper = _scalar_arg(args[0]), _scalar_arg(args[1])
@@ -781,7 +860,7 @@ def call(ev: _Evaluator, node: Call, t: int) -> Internal:
         assert isinstance(vec, InstantVector)
         return InstantVector(
             Sample(metric, bucket_fraction(lower, upper, buckets), True)
-            for metric, buckets in _buckets_by_series(vec).values()
+            for metric, buckets in _buckets_by_series(ev, vec, name, 2).values()
         )
     if name in ("histogram_count", "histogram_sum", "histogram_avg", "histogram_stddev", "histogram_stdvar"):
         return InstantVector()  # native histograms only: float samples give nothing
@@ -819,6 +898,13 @@ def _label_sort_key(s: Sample, names: list[str]) -> list[list[tuple[int, int | s
     keys = [_natural_key(s.metric.get(n, "")) for n in names]
     keys.append(_natural_key(str(sorted(s.metric.items()))))
     return keys
+
+
+def _parse_go_float(text: str) -> float:
+    """strconv.ParseFloat: Inf/NaN spellings, no surrounding spaces, no underscores."""
+    if text != text.strip() or "_" in text or not text:
+        raise ValueError(text)
+    return float(text)
 
 
 def _quantile_label(q: float) -> str:

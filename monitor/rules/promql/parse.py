@@ -162,7 +162,19 @@ def _matcher(m: Any) -> Matcher:
     return Matcher.of(m.name, _MATCH_OPS[_enum_name(m.op)], m.value)
 
 
+# Structurally equal subtrees are one object, so an evaluation cycle can share their results by
+# identity (Engine.cycle). Bounded: forgetting only loses sharing, never correctness.
+_INTERNED: dict[Node, Node] = {}
+
+
 def _convert(node: Any, bad: dict[str, str] | None = None) -> Node:
+    out = _convert_raw(node, bad)
+    if len(_INTERNED) > 50_000:
+        _INTERNED.clear()
+    return _INTERNED.setdefault(out, out)
+
+
+def _convert_raw(node: Any, bad: dict[str, str] | None = None) -> Node:
     bad = bad or {}
     if isinstance(node, pp.ParenExpr):
         return _convert(node.expr, bad)

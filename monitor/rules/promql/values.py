@@ -120,6 +120,13 @@ class RangeSeries:
         assert self._ts is not None
         return self._ts
 
+    def raw_times(self) -> tuple[Sequence[int], int]:
+        """Timestamps as stored (ms after a base) and the base: integers without a copy per point."""
+        if self._series is not None:
+            return self._series.ts[self._i : self._j], self._series.base
+        assert self._ts is not None
+        return self._ts, 0
+
     def t_at(self, k: int) -> int:
         if self._series is not None:
             idx = self._i + k if k >= 0 else self._j + k
@@ -139,7 +146,9 @@ class RangeSeries:
         if self._series is not None:
             if self._j - self._i < 2:
                 return 0, 0.0
-            return self._series.resets_in(self.t_at(0), self.t_at(-1))
+            indexed = self._series.resets_in(self.t_at(0), self.t_at(-1))
+            if indexed is not None:
+                return indexed
         vs = self.values()
         n = 0
         total = 0.0
