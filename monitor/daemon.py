@@ -221,10 +221,15 @@ class Daemon:
                     group.create_task(scheduler.run(), name="scheduler"),
                     group.create_task(self.alerting.run(self.ready), name="rules"),
                     group.create_task(self.alerting.outbox.run(self.alerting.outbox_wake), name="outbox"),
-                    group.create_task(watchdog_loop(self.notifier, lambda: scheduler.ticks), name="watchdog"),
+                    group.create_task(
+                        watchdog_loop(self.notifier, lambda: scheduler.ticks, stalled=scheduler.stalled),
+                        name="watchdog",
+                    ),
                     group.create_task(status_loop(self.notifier, self.status_line), name="status"),
                     group.create_task(
-                        self.heartbeat.run(progressing(lambda: scheduler.ticks, self.ready), self.http),
+                        self.heartbeat.run(
+                            progressing(lambda: scheduler.ticks, self.ready, scheduler.stalled), self.http
+                        ),
                         name="heartbeat",
                     ),
                 ]

@@ -110,14 +110,17 @@ class Heartbeat:
         ]
 
 
-def progressing(progress: Callable[[], int], ready: Callable[[], bool]) -> Callable[[], bool]:
-    """A health test for `Heartbeat.run`: ready, and `progress()` moved since the last call."""
+def progressing(
+    progress: Callable[[], int], ready: Callable[[], bool], stalled: Callable[[], str] = lambda: ""
+) -> Callable[[], bool]:
+    """A health test for `Heartbeat.run`: ready, `progress()` moved since the last call, and no
+    check wedged (`stalled()` empty: `Scheduler.stalled`)."""
     last = [-1]
 
     def healthy() -> bool:
         now = progress()
         moved = now != last[0]
         last[0] = now
-        return moved and ready()
+        return moved and ready() and not stalled()
 
     return healthy

@@ -102,7 +102,8 @@ class Scheduler:
         self.delay_count = 0
         self.skipped = 0
         self.loop_lag_s = 0.0
-        self.ticks = 0  # grows while the scheduler makes progress (systemd watchdog)
+        self.ticks = 0  # grows while the event loop runs (the lag timer) and as checks complete
+        self._last_done: dict[str, float] = {}  # check -> clock() of its last completed run (or of add)
         self._group: asyncio.TaskGroup | None = None
         self._started = asyncio.Event()
 
@@ -117,6 +118,7 @@ class Scheduler:
             raise ValueError(f"check {check.name!r} is already scheduled")
         self._checks[check.name] = check
         self._labels[check.name] = dict(labels or {})
+        self._last_done[check.name] = self._clock()
         if self._group is not None:
             self._tasks[check.name] = self._group.create_task(self._loop(check), name=f"check:{check.name}")
 
@@ -134,6 +136,7 @@ class Scheduler:
             await _close(check)
         self._labels.pop(name, None)
         self._last_up.pop(name, None)
+        self._last_done.pop(name, None)
         self.store.remove(name)
 
     # -------------------------------------------------------------- running
@@ -210,6 +213,8 @@ class Scheduler:
     async def _run_and_store(self, check: Check) -> None:
         result = await run_check(check, wall=self._wall)
         self.ticks += 1
+        if check.name in self._last_done:  # not removed meanwhile
+            self._last_done[check.name] = self._clock()
         self.store.put(result, self._labels.get(check.name))
         previous = self._last_up.get(check.name)
         self._last_up[check.name] = result.up
@@ -228,6 +233,23 @@ class Scheduler:
             window.append(max(0.0, self._clock() - t0 - period))
             self.loop_lag_s = max(window)
             self.ticks += 1
+
+    # -------------------------------------------------------------- liveness
+
+    def stalled(self) -> str:
+        """Empty while every check completes its runs; otherwise which checks have not.
+
+        A check's runs end within its timeout (`run_check`), so one that has not completed a
+        run for `stall_bound(check)` is wedged (a client that swallows cancellation, a task
+        blocked forever): its series stand still and nothing would say so. The systemd
+        watchdog withholds its pings on this, so the service manager restarts the daemon."""
+        now = self._clock()
+        late = [
+            f"{name} ({now - done:.1f}s > {stall_bound(self._checks[name]):g}s)"
+            for name, done in sorted(self._last_done.items())
+            if name in self._checks and now - done > stall_bound(self._checks[name])
+        ]
+        return ("no completed run: " + ", ".join(late)) if late else ""
 
     # -------------------------------------------------------------- metrics
 
@@ -249,6 +271,16 @@ class Scheduler:
             out.append(Sample("portal_monitor_schedule_delay_seconds_sum", {}, self.delay_sum))
             out.append(Sample("portal_monitor_schedule_delay_seconds_count", {}, float(self.delay_count)))
         return out
+
+
+STALL_GRACE_S = 1.0  # scheduling slack on top of two intervals and a timeout
+
+
+def stall_bound(check: Check) -> float:
+    """How long a check may go without a completed run before it counts as wedged: its first
+    run starts within one interval, the next one interval after it, and each ends within the
+    timeout."""
+    return 2 * check.interval_s + check.timeout_s + STALL_GRACE_S
 
 
 async def _close(check: Check) -> None:

@@ -10,9 +10,10 @@ A notification is a courtesy to the service manager, never a reason to stop moni
 non-blocking, so a service manager that stops reading can never stall the event loop.
 
 The watchdog is the point of the exercise: `watchdog_loop` pings `WATCHDOG=1` only while the
-daemon shows progress (the scheduler's tick counter), so a wedged event loop *or* a scheduler
-that stopped ticking both stop the pings, and systemd kills and restarts the service after
-`WatchdogSec=`.
+daemon shows progress (the scheduler's tick counter moved) and no check is wedged (every check
+completed a run within a bound derived from its interval and timeout: `Scheduler.stalled`), so
+a blocked event loop *or* checks that stopped completing both stop the pings, and systemd kills
+and restarts the service after `WatchdogSec=`.
 """
 
 from __future__ import annotations
@@ -167,14 +168,17 @@ async def watchdog_loop(
     *,
     sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
     clock: Callable[[], float] = time.monotonic,
+    stalled: Callable[[], str] = lambda: "",
 ) -> None:
-    """Ping `WATCHDOG=1` every half `WatchdogSec=`, but only if `progress()` moved since the last ping.
+    """Ping `WATCHDOG=1` every half `WatchdogSec=`, but only if `progress()` moved since the last
+    ping and `stalled()` is empty.
 
-    `progress` is the scheduler's tick counter. This coroutine runs on the same event loop, so
-    a blocked loop stops it outright; a loop that runs while the scheduler is wedged keeps it
-    running but the counter stands still, and the pings are withheld. Either way systemd sees
-    silence for `WatchdogSec=` and restarts the service. Returns at once when no watchdog is
-    configured; otherwise runs until cancelled (one sleep per iteration, nothing unbounded).
+    `progress` is the scheduler's tick counter, `stalled` its `Scheduler.stalled` (which checks
+    have not completed a run for too long). This coroutine runs on the same event loop, so a
+    blocked loop stops it outright; a loop that runs while a check runner is wedged keeps it
+    running, but `stalled()` names the check and the pings are withheld. Either way systemd
+    sees silence for `WatchdogSec=` and restarts the service. Returns at once when no watchdog
+    is configured; otherwise runs until cancelled (one sleep per iteration, nothing unbounded).
     """
     interval = notifier.watchdog_interval()
     if interval is None or not notifier.enabled:
@@ -189,8 +193,11 @@ async def watchdog_loop(
     while True:
         await sleep(period)
         now_progress = progress()
-        if now_progress != last:
+        moved = now_progress != last
+        if moved:
             last, last_change = now_progress, clock()
+        wedged = stalled()
+        if moved and not wedged:
             notifier.watchdog()
             if withheld:
                 log.info("watchdog_resumed")
@@ -199,7 +206,7 @@ async def watchdog_loop(
             withheld = True
             log.error(
                 "watchdog_withheld",
-                reason="scheduler made no progress",
+                reason=f"checks wedged: {wedged}" if wedged else "scheduler made no progress",
                 stalled_s=round(clock() - last_change, 3),
                 watchdog_s=interval,
             )

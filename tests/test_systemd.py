@@ -8,6 +8,8 @@ waits for time to pass. The unit file is checked with `systemd-analyze` where it
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import inspect
 import os
 import re
@@ -20,7 +22,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -28,6 +30,9 @@ import yaml
 from structlog.testing import capture_logs
 
 import monitor.daemon
+from monitor.model import Sample
+from monitor.scheduler import Scheduler
+from monitor.store import Store
 from monitor.config.loader import interpolate, load_config
 from monitor.systemd import (
     MAX_STATUS_CHARS,
@@ -130,8 +135,11 @@ def test_messages_arrive_on_an_abstract_socket(abstract_socket: NotifySocket) ->
     notifier = Notifier(abstract_socket.env(), monotonic_usec=lambda: 42)
     _life_cycle(notifier)
     assert abstract_socket.pending() == [
-        "READY=1", "STATUS=5 checks: 4 up, 1 down; 0 open incidents",
-        "RELOADING=1\nMONOTONIC_USEC=42", "READY=1", "STOPPING=1",
+        "READY=1",
+        "STATUS=5 checks: 4 up, 1 down; 0 open incidents",
+        "RELOADING=1\nMONOTONIC_USEC=42",
+        "READY=1",
+        "STOPPING=1",
     ]
     notifier.close()
 
@@ -354,8 +362,7 @@ async def test_watchdog_loop_returns_when_the_watchdog_is_not_for_us(notify_sock
 
 async def test_status_loop_sends_only_changes(notify_socket: NotifySocket) -> None:
     notifier = Notifier(notify_socket.env())
-    texts = iter(["5 checks: 5 up, 0 down; 0 open incidents"] * 3
-                 + ["5 checks: 4 up, 1 down; 1 open incident"] * 2)
+    texts = iter(["5 checks: 5 up, 0 down; 0 open incidents"] * 3 + ["5 checks: 4 up, 1 down; 1 open incident"] * 2)
     sleeps: list[float] = []
 
     async def sleep(seconds: float) -> None:
@@ -390,8 +397,10 @@ async def test_status_loop_survives_a_failing_summary(notify_socket: NotifySocke
 
     with capture_logs() as logs, pytest.raises(_Stop):
         await status_loop(notifier, summary, sleep=sleep)
-    assert notify_socket.pending() == ["STATUS=status unavailable: KeyError",
-                                       "STATUS=1 check: 1 up, 0 down; 0 open incidents"]
+    assert notify_socket.pending() == [
+        "STATUS=status unavailable: KeyError",
+        "STATUS=1 check: 1 up, 0 down; 0 open incidents",
+    ]
     assert [e["event"] for e in logs] == ["status_summary_failed"]  # once, not three times
     notifier.close()
 
@@ -458,10 +467,22 @@ def test_env_file_names_every_variable_the_shipped_rules_use() -> None:
 def test_env_file_lists_the_documented_variables() -> None:
     active, mentioned, _ = _env_file(ENV_FILE)
     documented = {
-        "REDIS_URL", "DATABASE_URL", "WHMCS_API_URL", "WHMCS_API_IDENTIFIER", "WHMCS_API_SECRET",
-        "WHMCS_API_ACCESS_KEY", "BFF_HEALTH_URL", "BFF_PROCESS_PATTERN", "PORTAL_MONITOR_LISTEN",
-        "PAGERDUTY_ROUTING_KEY", "PAGERDUTY_LEAD_ROUTING_KEY", "SLACK_WEBHOOK_URL", "MANAGEMENT_WEBHOOK_URL",
-        "VENDOR_WEBHOOK_URL", "MONITOR_API_TOKEN", "PORTAL_MONITOR_STATE_DIR",
+        "REDIS_URL",
+        "DATABASE_URL",
+        "WHMCS_API_URL",
+        "WHMCS_API_IDENTIFIER",
+        "WHMCS_API_SECRET",
+        "WHMCS_API_ACCESS_KEY",
+        "BFF_HEALTH_URL",
+        "BFF_PROCESS_PATTERN",
+        "PORTAL_MONITOR_LISTEN",
+        "PAGERDUTY_ROUTING_KEY",
+        "PAGERDUTY_LEAD_ROUTING_KEY",
+        "SLACK_WEBHOOK_URL",
+        "MANAGEMENT_WEBHOOK_URL",
+        "VENDOR_WEBHOOK_URL",
+        "MONITOR_API_TOKEN",
+        "PORTAL_MONITOR_STATE_DIR",
     }
     assert documented <= set(active) | mentioned
 
@@ -475,8 +496,7 @@ def test_env_file_secrets_are_blank_and_every_variable_has_a_comment() -> None:
             assert name not in active, f"{name} is a secret: leave it commented and blank in the example"
         n = lines[name]
         comment = text[n - 2]  # the line above the variable
-        assert comment.startswith("# ") and len(comment) > 10, \
-            f"{name} (line {n}) has no one-line comment above it"
+        assert comment.startswith("# ") and len(comment) > 10, f"{name} (line {n}) has no one-line comment above it"
     for name in mentioned:
         assert re.search(rf"^#{name}=(\S*)$", ENV_FILE.read_text(), re.M)
     # the state directory comes from the unit (Environment=); the env file would override it
@@ -530,8 +550,9 @@ def test_unit_file_settings() -> None:
 
 
 def _analyze() -> str:
-    return require_tool("systemd-analyze", "systemd-analyze is not installed (Debian package `systemd`): "
-                        "the unit file is not verified")
+    return require_tool(
+        "systemd-analyze", "systemd-analyze is not installed (Debian package `systemd`): the unit file is not verified"
+    )
 
 
 def _unit_copy(tmp_path: Path) -> Path:
@@ -553,9 +574,14 @@ def _unit_copy(tmp_path: Path) -> Path:
 def test_unit_verifies_clean(tmp_path: Path) -> None:
     exe = _analyze()
     unit = _unit_copy(tmp_path)
-    proc = subprocess.run([exe, "verify", "--man=no", "--generators=no", str(unit)], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "SYSTEMD_LOG_LEVEL": "notice", "SYSTEMD_LOG_COLOR": "0"})
+    proc = subprocess.run(
+        [exe, "verify", "--man=no", "--generators=no", str(unit)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "SYSTEMD_LOG_LEVEL": "notice", "SYSTEMD_LOG_COLOR": "0"},
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.strip() == "" and proc.stdout.strip() == "", proc.stderr + proc.stdout
 
@@ -565,18 +591,27 @@ def test_verify_does_catch_a_broken_unit(tmp_path: Path) -> None:
     exe = _analyze()
     unit = _unit_copy(tmp_path)
     unit.write_text(unit.read_text().replace("NoNewPrivileges=yes", "NoNewPrivilege=yes"))
-    proc = subprocess.run([exe, "verify", "--man=no", "--generators=no", str(unit)], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [exe, "verify", "--man=no", "--generators=no", str(unit)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert "NoNewPrivilege" in proc.stderr
 
 
 def _exposure(exe: str, unit: Path) -> tuple[float, str]:
-    proc = subprocess.run([exe, "security", "--offline=yes", "--no-pager", str(unit)], cwd=unit.parent,
-                          capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "SYSTEMD_COLORS": "0", "SYSTEMD_LOG_LEVEL": "notice"})
+    proc = subprocess.run(
+        [exe, "security", "--offline=yes", "--no-pager", str(unit)],
+        cwd=unit.parent,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "SYSTEMD_COLORS": "0", "SYSTEMD_LOG_LEVEL": "notice"},
+    )
     if "--offline" in proc.stderr and "unrecognized" in proc.stderr:
-        pytest.skip("systemd-analyze too old for `security --offline` (needs systemd >= 250): "
-                    + proc.stderr.strip())
+        pytest.skip("systemd-analyze too old for `security --offline` (needs systemd >= 250): " + proc.stderr.strip())
     m = re.search(r"Overall exposure level for \S+: (\d+\.\d+) (\w+)", proc.stdout)
     assert m, proc.stdout[-2000:] + proc.stderr
     return float(m[1]), m[2]
@@ -592,9 +627,24 @@ def test_security_check_can_fail(tmp_path: Path) -> None:
     """Without its sandboxing the same unit rates far worse: the score above measures the unit."""
     exe = _analyze()
     unit = _unit_copy(tmp_path)
-    kept = [line for line in unit.read_text().splitlines()
-            if not line.startswith(("Protect", "Private", "Restrict", "SystemCall", "Capability", "NoNew",
-                                    "MemoryDeny", "LockPersonality", "DynamicUser", "UMask"))]
+    kept = [
+        line
+        for line in unit.read_text().splitlines()
+        if not line.startswith(
+            (
+                "Protect",
+                "Private",
+                "Restrict",
+                "SystemCall",
+                "Capability",
+                "NoNew",
+                "MemoryDeny",
+                "LockPersonality",
+                "DynamicUser",
+                "UMask",
+            )
+        )
+    ]
     unit.write_text("\n".join(kept) + "\n")
     score, _ = _exposure(exe, unit)
     assert score > 5.0
@@ -607,9 +657,11 @@ def _daemon_speaks_sd_notify() -> bool:
     return "Notifier" in inspect.getsource(monitor.daemon)
 
 
-@pytest.mark.skipif(not _daemon_speaks_sd_notify(),
-                    reason="monitor/daemon.py does not use monitor.systemd.Notifier yet (the lead wires it); "
-                           "this test enables itself once it does")
+@pytest.mark.skipif(
+    not _daemon_speaks_sd_notify(),
+    reason="monitor/daemon.py does not use monitor.systemd.Notifier yet (the lead wires it); "
+    "this test enables itself once it does",
+)
 def test_daemon_notifies_ready_watchdog_and_stopping(notify_socket: NotifySocket, tmp_path: Path) -> None:
     """The real daemon with a systemd-like environment: READY=1, WATCHDOG=1 pings, STOPPING=1 on SIGTERM."""
     closed = socket.socket()  # a bound, never-listening port: connections to it are refused at once
@@ -623,9 +675,24 @@ def test_daemon_notifies_ready_watchdog_and_stopping(notify_socket: NotifySocket
     env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")}
     env.update(notify_socket.env(WATCHDOG_USEC="2000000"))  # WatchdogSec=2s → a ping every second
     proc = subprocess.Popen(
-        [sys.executable, "-m", "monitor", "run", "-c", str(config), "--listen", "127.0.0.1:0",
-         "--state-dir", str(tmp_path / "state"), "--log-format", "json"],
-        env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "monitor",
+            "run",
+            "-c",
+            str(config),
+            "--listen",
+            "127.0.0.1:0",
+            "--state-dir",
+            str(tmp_path / "state"),
+            "--log-format",
+            "json",
+        ],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     try:
         notify_socket.sock.settimeout(20)  # bounds a daemon that never gets ready; READY usually takes < 2 s
@@ -677,8 +744,11 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-def test_daemon_runs_every_check_type_under_memory_deny_write_execute(redis_up, postgres_up,  # type: ignore[no-untyped-def]
-                                                                      tmp_path: Path) -> None:
+def test_daemon_runs_every_check_type_under_memory_deny_write_execute(
+    redis_up,
+    postgres_up,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+) -> None:
     """CPython and the C extensions (orjson, hiredis, asyncpg, pydantic-core, psutil, msgspec, PyYAML)
     load and work with W+X memory refused: redis, postgres, http and process checks all come up."""
     import urllib.request
@@ -686,21 +756,42 @@ def test_daemon_runs_every_check_type_under_memory_deny_write_execute(redis_up, 
     port = _free_port()
     tag = f"portal-monitor-mdwe-target-{uuid.uuid4().hex}"
     # a process for the process check to find (the monitor never matches itself); exits on stdin EOF
-    target = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()", tag],
-                              stdin=subprocess.PIPE)
+    target = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()", tag], stdin=subprocess.PIPE)
     config = tmp_path / "alert_rules.yaml"
-    config.write_text(yaml.safe_dump({
-        "checks": [
-            {"name": "cache", "type": "redis", "url": redis_up.url, "interval": "1s"},
-            {"name": "db", "type": "postgres", "dsn": postgres_up.dsn, "interval": "1s"},
-            {"name": "self", "type": "http", "url": f"http://127.0.0.1:{port}/-/healthy", "interval": "1s"},
-            {"name": "bff", "type": "process", "cmdline": tag, "interval": "1s"},
-        ],
-    }))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "checks": [
+                    {"name": "cache", "type": "redis", "url": redis_up.url, "interval": "1s"},
+                    {"name": "db", "type": "postgres", "dsn": postgres_up.dsn, "interval": "1s"},
+                    {"name": "self", "type": "http", "url": f"http://127.0.0.1:{port}/-/healthy", "interval": "1s"},
+                    {"name": "bff", "type": "process", "cmdline": tag, "interval": "1s"},
+                ],
+            }
+        )
+    )
     proc = subprocess.Popen(
-        [sys.executable, "-c", _MDWE_EXEC, sys.executable, "-m", "monitor", "run", "-c", str(config),
-         "--listen", f"127.0.0.1:{port}", "--state-dir", str(tmp_path / "state"), "--log-format", "json"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-c",
+            _MDWE_EXEC,
+            sys.executable,
+            "-m",
+            "monitor",
+            "run",
+            "-c",
+            str(config),
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--state-dir",
+            str(tmp_path / "state"),
+            "--log-format",
+            "json",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         assert proc.stdout is not None
@@ -723,9 +814,10 @@ def test_daemon_runs_every_check_type_under_memory_deny_write_execute(redis_up, 
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
             metrics = resp.read().decode()
         for check in ("cache", "db", "self", "bff"):
-            assert re.search(rf'^portal_check_up\{{[^}}]*check="{check}"[^}}]*\}} 1\.0$', metrics, re.M), \
-                f"check {check} is not up under MDWE:\n" + "\n".join(
-                    line for line in metrics.splitlines() if "portal_check_up" in line)
+            assert re.search(rf'^portal_check_up\{{[^}}]*check="{check}"[^}}]*\}} 1\.0$', metrics, re.M), (
+                f"check {check} is not up under MDWE:\n"
+                + "\n".join(line for line in metrics.splitlines() if "portal_check_up" in line)
+            )
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
     finally:
@@ -735,3 +827,111 @@ def test_daemon_runs_every_check_type_under_memory_deny_write_execute(redis_up, 
         assert target.stdin is not None
         target.stdin.close()
         target.wait(timeout=10)
+
+
+# ---------------------------------------------------------------------- a wedged check runner
+
+
+class SteppedSleep:
+    """The watchdog loop's sleep, stepped by the test: `step()` lets one look happen and returns
+    once the loop is back asleep, so each look's datagram (or its absence) is known exactly."""
+
+    def __init__(self) -> None:
+        self._go: asyncio.Queue[None] = asyncio.Queue()
+        self._asleep = asyncio.Event()
+
+    async def sleep(self, seconds: float) -> None:
+        self._asleep.set()
+        await self._go.get()
+        self._asleep.clear()
+
+    async def step(self) -> None:
+        async with asyncio.timeout(5):
+            await self._asleep.wait()
+            self._asleep.clear()
+            self._go.put_nowait(None)
+            await self._asleep.wait()
+
+
+class WedgeableCheck:
+    """Completes at once until `wedge()`; then its run never returns: it swallows the
+    scheduler's timeout cancellation (as a client library can) and waits for `release`."""
+
+    type = "fake"
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.interval_s = 0.05
+        self.timeout_s = 0.05
+        self.runs = 0
+        self.wedged = False
+        self.release = asyncio.Event()
+
+    async def collect(self) -> list[Sample]:
+        self.runs += 1
+        while self.wedged and not self.release.is_set():
+            try:
+                await self.release.wait()
+            except asyncio.CancelledError:
+                continue  # the run_check timeout: ignored, the run stays wedged
+        return [Sample("fake_value", {"check": self.name}, 1.0)]
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def _until(cond: Callable[[], object], what: str, timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not cond():
+            await asyncio.sleep(0.01)
+    assert cond(), what
+
+
+async def test_watchdog_stops_pinging_when_a_check_runner_is_wedged(notify_socket: NotifySocket) -> None:
+    """The daemon's wiring (scheduler ticks + Scheduler.stalled) with a check whose run really
+    never returns: the event loop keeps running (the tick counter moves) but the pings stop
+    until the run completes, then resume."""
+    healthy = WedgeableCheck("steady")
+    wedging = WedgeableCheck("wedging")
+    scheduler = Scheduler(Store())
+    scheduler.add(healthy)
+    scheduler.add(wedging)
+    notifier = Notifier(notify_socket.env(WATCHDOG_USEC="2000000"))
+    stepped = SteppedSleep()
+    sched_task = asyncio.create_task(scheduler.run())
+    dog = asyncio.create_task(
+        watchdog_loop(notifier, lambda: scheduler.ticks, sleep=stepped.sleep, stalled=scheduler.stalled)
+    )
+    try:
+        with capture_logs() as logs:
+            for _ in range(3):  # healthy: every look pings
+                ticks = scheduler.ticks
+                await _until(lambda: scheduler.ticks != ticks, "the scheduler ticks")
+                await stepped.step()
+                assert notify_socket.pending() == ["WATCHDOG=1"]
+            assert scheduler.stalled() == ""
+
+            wedging.wedged = True
+            runs = wedging.runs
+            await _until(lambda: wedging.runs > runs, "the wedged run started")
+            await _until(lambda: "wedging" in scheduler.stalled(), "the wedge is noticed", timeout=15)
+            assert "steady" not in scheduler.stalled()  # the other check still completes
+            for _ in range(3):  # the loop runs and ticks, but no ping goes out
+                ticks = scheduler.ticks
+                await _until(lambda: scheduler.ticks != ticks, "the scheduler still ticks")
+                await stepped.step()
+                assert notify_socket.pending() == []
+
+            wedging.release.set()
+            await _until(lambda: scheduler.stalled() == "", "the wedged run completes")
+            await stepped.step()
+            assert notify_socket.pending() == ["WATCHDOG=1"]
+        events = [e for e in logs if e["event"].startswith("watchdog_")]
+        assert [e["event"] for e in events] == ["watchdog_started", "watchdog_withheld", "watchdog_resumed"]
+        assert "checks wedged: no completed run: wedging" in events[1]["reason"]
+    finally:
+        for task in (dog, sched_task):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        notifier.close()
