@@ -2,7 +2,9 @@
 
 `Alerting.evaluate(now)` is one step: evaluate the rules over exactly the samples /metrics
 shows, hand the firing alerts and the transitions to the incidents (which queue the
-notifications in the same transaction as the incident change), and wake the outbox. The
+notifications in the same transaction as the incident change), and wake the outbox. In the
+daemon, `step()` does the same with the database work on the state file's writer thread
+(`db`, a `monitor.statedb.Runner`): the rules run on the event loop, the incidents off it. The
 daemon calls `kick()` whenever a check completes and `run()` evaluates at once (at most every
 `min_gap_s`, so a thousand checks finishing in one second cost a few dozen evaluations, not a
 thousand) and at least every second, for the `for:` and escalation timers.
@@ -13,9 +15,11 @@ from __future__ import annotations
 import asyncio
 import socket
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime
+from typing import TypeVar
 
 import structlog
 
@@ -25,10 +29,13 @@ from monitor.delivery import build_receivers
 from monitor.delivery.outbox import Outbox
 from monitor.httpclient import HttpClient
 from monitor.incidents.lifecycle import Incidents
-from monitor.model import Alert, Receiver, Sample
+from monitor.model import Alert, Receiver, Sample, Transition
 from monitor.rules.engine import AlertStates, Rule, alert_samples, compile_rules, evaluate, firing
 from monitor.rules.templates import Context
 from monitor.secrets import scrub
+from monitor.statedb import Runner, inline
+
+T = TypeVar("T")
 
 log = structlog.get_logger()
 
@@ -59,6 +66,8 @@ class Alerting:
         min_gap_s: float = 0.02,
         save_every_s: float = 15.0,
         check_error: Callable[[str], str] | None = None,
+        db: Runner = inline,
+        reads: tuple[sqlite3.Connection, Runner] | None = None,
     ) -> None:
         self._samples = samples
         self._check_error = check_error
@@ -71,13 +80,20 @@ class Alerting:
         self.http = http
         self.rules: list[Rule] = compile_rules(cfg, Context(external_url=external_url or ""))
         self.incidents = Incidents(conn, cfg, now=now)
+        self.db = db  # runs what uses `conn` (self.incidents, the outbox's rows): the writer thread
+        # Reads for the API and the status page: a reader connection on its own thread, if given.
+        self._reader, self._read = (Incidents(reads[0], cfg, now=now), reads[1]) if reads else (self.incidents, db)
         self.state = self._restore_state()
         self.receivers = receivers if receivers is not None else self._build_receivers(cfg)
-        self.outbox = Outbox(conn, self.receivers, now=now)
+        self.outbox = Outbox(conn, self.receivers, now=now, db=db)
         self.outbox_wake = asyncio.Event()
         self._kick = asyncio.Event()
         self._saved_at: datetime | None = None
         self.evaluations = 0
+        self._rules_s = 0.0  # how long the last evaluation's rules took on the event loop
+        # The series read from the file (open incidents, queue depth), refreshed by each step on
+        # the writer thread, so /metrics never queries SQLite on the event loop. None: query.
+        self._stored: list[Sample] | None = None if db is inline else self._stored_samples()
 
     def _build_receivers(self, cfg: Config) -> dict[str, Receiver]:
         return build_receivers(
@@ -101,6 +117,24 @@ class Alerting:
     def evaluate(self, now: datetime | None = None) -> int:
         """Evaluate every rule once; return how many notifications were queued."""
         now = now or self._now()
+        transitions, record, save = self._rules_step(now)
+        return self._recorded(now, transitions, record(), save)
+
+    async def step(self, now: datetime | None = None) -> int:
+        """`evaluate()` with the incidents' transaction on `db` (the writer thread)."""
+        now = now or self._now()
+        transitions, record, save = self._rules_step(now)
+
+        def record_and_refresh() -> int:
+            queued = record()
+            self._stored = self._stored_samples()
+            return queued
+
+        return self._recorded(now, transitions, await self.db(record_and_refresh), save)
+
+    def _rules_step(self, now: datetime) -> tuple[list[Transition], Callable[[], int], bool]:
+        """The rules (on the caller's thread) and the incidents' update they call for (to run)."""
+        started = time.perf_counter()
         self.state, transitions = evaluate(self.rules, self._samples(), self.state, now)
         transitions = [
             replace(t, alert=self._with_check_error(t.alert)) if t.state == "firing" else t for t in transitions
@@ -110,13 +144,16 @@ class Alerting:
             bool(transitions) or self._saved_at is None or (now - self._saved_at).total_seconds() >= self._save_every_s
         )
         quiet = {fp for fp, st in self.state.alerts.items() if st.keep_firing_since is not None}
-        queued = self.incidents.update(
-            [self._with_check_error(a) for a in firing(self.state)],
-            transitions,
-            now,
-            alert_states=self.state.to_json() if save else None,
-            quiet=quiet,
-        )
+        live = [self._with_check_error(a) for a in firing(self.state)]
+        states = self.state.to_json() if save else None
+        self._rules_s = time.perf_counter() - started
+
+        def record() -> int:
+            return self.incidents.update(live, transitions, now, alert_states=states, quiet=quiet)
+
+        return list(transitions), record, save
+
+    def _recorded(self, now: datetime, transitions: Sequence[Transition], queued: int, save: bool) -> int:
         if save:
             self._saved_at = now
         for t in transitions:
@@ -153,7 +190,6 @@ class Alerting:
         """Evaluate after every kick (coalesced) and at least every second, once `ready()`:
         before every check has run once the rules would see missing series and resolve
         incidents that are still open."""
-        loop = asyncio.get_running_loop()
         while True:
             try:
                 async with asyncio.timeout(1.0):
@@ -163,13 +199,12 @@ class Alerting:
             self._kick.clear()
             if not ready():
                 continue
-            started = loop.time()
             try:
-                self.evaluate()
+                await self.step()
             except Exception:  # a bug here must not stop the checks or the metrics
                 log.exception("evaluation_failed")
-            spent = loop.time() - started
-            await asyncio.sleep(max(self._min_gap_s, 4 * spent))
+            # Paced by the event loop's share (the rules), not by time spent waiting for the file.
+            await asyncio.sleep(max(self._min_gap_s, 4 * self._rules_s))
 
     async def set_config(self, cfg: Config) -> None:
         """After a reload: rules swapped in one assignment, routing and receivers replaced.
@@ -180,6 +215,7 @@ class Alerting:
         self.rules = rules
         self._secrets = cfg.secrets
         self.incidents.set_config(cfg)
+        self._reader.set_config(cfg)
         self.outbox.set_receivers(self.receivers)
         for r in old_receivers.values():
             try:
@@ -188,9 +224,24 @@ class Alerting:
                 log.warning("receiver_close_failed", receiver=r.name, error=f"{type(e).__name__}: {e}")
         self.kick()
 
+    async def query(self, fn: Callable[[Incidents], T]) -> T:
+        """Run a read (`fn(incidents)`) on the reader thread, or inline without one."""
+        reader = self._reader
+        result: T = await self._read(lambda: fn(reader))
+        return result
+
+    def _stored_samples(self) -> list[Sample]:
+        return [*self.incidents.samples(), *self.outbox.queue_samples()]
+
+    def open_counts(self) -> dict[str, int]:
+        """Open incidents by severity, as `portal_incidents_open` last showed them."""
+        stored = self._stored if self._stored is not None else self.incidents.samples()
+        return {s.labels["severity"]: int(s.value) for s in stored if s.name == "portal_incidents_open"}
+
     def samples(self) -> list[Sample]:
         evaluations = Sample("portal_monitor_rule_evaluations_total", {}, float(self.evaluations))
-        return [*alert_samples(self.state), evaluations, *self.incidents.samples(), *self.outbox.samples()]
+        stored = self._stored if self._stored is not None else self._stored_samples()
+        return [*alert_samples(self.state), evaluations, *stored, *self.outbox.delivery_samples()]
 
     async def aclose(self) -> None:
         for r in self.receivers.values():

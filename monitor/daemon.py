@@ -39,7 +39,7 @@ from monitor.logs import REDACTOR
 from monitor.model import Check, CheckContext, CheckResult, Sample, StateStore
 from monitor.rules.engine import compile_rules
 from monitor.scheduler import Scheduler
-from monitor.statedb import SqliteState, open_db
+from monitor.statedb import Database, SqliteState
 from monitor.store import Store
 from monitor.systemd import Notifier, status_loop, status_summary, watchdog_loop
 from monitor.web.api import Api
@@ -138,7 +138,7 @@ class Daemon:
         names = set(self.scheduler.checks) if self.scheduler else set()
         results = [r for r in self.store.results() if r.check in names]
         up = sum(1 for r in results if r.up)
-        open_incidents = sum(self.alerting.incidents.open_counts_by_severity().values()) if self.alerting else 0
+        open_incidents = sum(self.alerting.open_counts().values()) if self.alerting else 0
         return status_summary(
             up,
             len(results) - up,
@@ -154,8 +154,9 @@ class Daemon:
 
     async def serve(self) -> None:
         root = self.config.root
-        conn = open_db(root.state_dir)
-        self._state = SqliteState(conn)
+        db = Database(root.state_dir)  # SQLite off the event loop: a writer and a reader thread
+        conn = db.conn
+        self._state = SqliteState(conn, db)
         self.scheduler = Scheduler(self.store, on_result=self._on_result)
         self.heartbeat = Heartbeat(root.heartbeat)
         self.store.add_source(self.scheduler.samples)
@@ -185,9 +186,11 @@ class Daemon:
                 external_url=external_url(root, self.port),
                 http=self.http,
                 check_error=self._check_error,
+                db=db.write,
+                reads=(db.reader, db.read),
             )
             self.store.add_source(self.alerting.samples)
-            self._resolve_orphans()
+            await self._resolve_orphans()
             log.info(
                 "started",
                 listen=root.listen,
@@ -199,7 +202,7 @@ class Daemon:
             )
             await self._run(conn)
         finally:
-            await self._shutdown(conn)
+            await self._shutdown(db)
 
     async def _run(self, conn: sqlite3.Connection) -> None:
         assert self.scheduler is not None and self.alerting is not None
@@ -247,7 +250,7 @@ class Daemon:
                 except (NotImplementedError, RuntimeError):
                     pass
 
-    async def _shutdown(self, conn: sqlite3.Connection) -> None:
+    async def _shutdown(self, db: Database) -> None:
         log.info("stopping")
         if self.scheduler is not None:
             await self.scheduler.aclose()
@@ -256,15 +259,16 @@ class Daemon:
         await self.http.aclose()  # last: the checks and receivers above no longer use it
         if self.runner is not None:
             await self.runner.cleanup()
-        conn.close()
+        await db.aclose()
         self.notifier.close()
 
     # -------------------------------------------------------------- reload
 
-    def _resolve_orphans(self) -> None:
+    async def _resolve_orphans(self) -> None:
         assert self.alerting is not None
         names = {r.alert for r in self.config.root.rules}
-        if self.alerting.incidents.resolve_orphans(names, utc_now()):
+        incidents = self.alerting.incidents
+        if await self.alerting.db(lambda: incidents.resolve_orphans(names, utc_now())):
             self.alerting.outbox_wake.set()
 
     async def _watch_config(self, every_s: float = 2.0) -> None:
@@ -344,7 +348,7 @@ class Daemon:
         self.config = new
         self.heartbeat.cfg = new.root.heartbeat  # the running loop reads it at the next beat
         await self.alerting.set_config(new)
-        self._resolve_orphans()
+        await self._resolve_orphans()
         self.reload_ok = True
         self.reload_errors = []
         log.info("reloaded", added=added, changed=changed, removed=removed, rules=len(self.alerting.rules))

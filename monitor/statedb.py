@@ -14,15 +14,24 @@ appended here, never a CREATE elsewhere.
   adopted as version 1: the tables it lacks are created, no row is touched.
 - Two processes opening the file at once (the daemon and the CLI) do not both migrate: each
   step re-reads the version under the write lock (`BEGIN IMMEDIATE`).
+
+The daemon never touches the file from its event loop: `Database` owns one writer thread (the
+connection `open_db` returned, every write and the reads inside a transaction) and one reader
+thread (a second, read-only connection for the API and the status page). `await db.write(fn)`
+runs `fn` on the writer, in submission order; a write that meets another process's lock (the
+CLI's `BEGIN IMMEDIATE`) waits there, under a long busy timeout, while the loop keeps running
+the checks, /metrics and the watchdog. In WAL mode a reader never waits for a writer.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import orjson
 import structlog
@@ -30,6 +39,10 @@ import structlog
 from monitor.clock import utc_now
 
 DB_NAME = "portal-monitor.db"
+BUSY_TIMEOUT_S = 5.0  # the CLI: a person waits at most this for the daemon's write
+DAEMON_BUSY_TIMEOUT_S = 60.0  # the daemon's writer thread: waiting there stalls nothing else
+
+T = TypeVar("T")
 
 log = structlog.get_logger()
 
@@ -139,7 +152,7 @@ check_migrations(MIGRATIONS)
 LATEST = MIGRATIONS[-1].version
 
 
-def open_db(state_dir: str | Path) -> sqlite3.Connection:
+def open_db(state_dir: str | Path, *, busy_timeout_s: float = BUSY_TIMEOUT_S) -> sqlite3.Connection:
     """Open (creating) the state database with WAL and a busy timeout, at the latest schema.
 
     `isolation_level=None` leaves transactions to the callers (`BEGIN IMMEDIATE ... COMMIT`).
@@ -152,7 +165,7 @@ def open_db(state_dir: str | Path) -> sqlite3.Connection:
         raise OSError(f"state_dir {str(path)!r}: cannot create it: {e.strerror or e}") from e
     db_file = path / DB_NAME
     try:
-        conn = sqlite3.connect(db_file, isolation_level=None, check_same_thread=False, timeout=5.0)
+        conn = sqlite3.connect(db_file, isolation_level=None, check_same_thread=False, timeout=busy_timeout_s)
     except sqlite3.Error as e:
         raise OSError(f"{db_file}: cannot open the state database: {e}") from e
     try:
@@ -270,21 +283,123 @@ def _columns(conn: sqlite3.Connection, table: str) -> dict[str, tuple[Any, ...]]
 
 
 class SqliteState:
-    """`monitor.model.StateStore` over the `check_state` table."""
+    """`monitor.model.StateStore` over the `check_state` table.
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    With `db` (the daemon), the table is read once here and kept in memory: `load` answers from
+    memory and `save`/`delete` are queued on the writer thread, so a check never waits for the
+    file. Without it, every call goes to `conn` directly."""
+
+    def __init__(self, conn: sqlite3.Connection, db: Database | None = None) -> None:
         self._conn = conn
+        self._db = db
+        self._mem: dict[str, dict[str, Any]] | None = None
+        if db is not None:
+            self._mem = {}
+            for namespace, key, value in conn.execute("SELECT namespace, key, value FROM check_state"):
+                self._mem.setdefault(namespace, {})[key] = orjson.loads(value)
 
     def load(self, namespace: str) -> dict[str, Any]:
+        if self._mem is not None:
+            copy: dict[str, Any] = orjson.loads(orjson.dumps(self._mem.get(namespace, {})))  # as from the file
+            return copy
         rows = self._conn.execute("SELECT key, value FROM check_state WHERE namespace = ?", (namespace,))
         return {key: orjson.loads(value) for key, value in rows}
 
     def save(self, namespace: str, key: str, value: Any) -> None:
+        blob = orjson.dumps(value)
+        if self._mem is not None and self._db is not None:
+            self._mem.setdefault(namespace, {})[key] = orjson.loads(blob)
+            self._db.submit(lambda: self._save(namespace, key, blob), f"check state {namespace} {key}")
+        else:
+            self._save(namespace, key, blob)
+
+    def _save(self, namespace: str, key: str, blob: bytes) -> None:
         self._conn.execute(
             "INSERT INTO check_state (namespace, key, value) VALUES (?, ?, ?)"
             " ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value",
-            (namespace, key, orjson.dumps(value)),
+            (namespace, key, blob),
         )
 
     def delete(self, namespace: str, key: str) -> None:
+        if self._mem is not None and self._db is not None:
+            self._mem.get(namespace, {}).pop(key, None)
+            self._db.submit(lambda: self._delete(namespace, key), f"check state {namespace} {key}")
+        else:
+            self._delete(namespace, key)
+
+    def _delete(self, namespace: str, key: str) -> None:
         self._conn.execute("DELETE FROM check_state WHERE namespace = ? AND key = ?", (namespace, key))
+
+
+# ---------------------------------------------------------------------- off the event loop
+
+
+class Runner(Protocol):
+    """Runs a function that uses the state database and hands back its result: `Database.write`
+    in the daemon, `inline` (on the caller's thread) in tests and the CLI."""
+
+    def __call__(self, fn: Callable[[], T], /) -> Awaitable[T]: ...
+
+
+async def inline(fn: Callable[[], T]) -> T:
+    """A `Runner` that runs `fn` right here: for single-threaded use (tests, one-shot commands)."""
+    return fn()
+
+
+class Database:
+    """The daemon's state file: the writer connection on one thread, a reader on another.
+
+    `conn` is the writer connection: objects built on it (incidents, outbox, check state) are
+    only used through `write()` once the daemon runs; objects built on `reader` (the read-only
+    connection) only through `read()`. Both threads run one job at a time in submission order; `aclose()`
+    finishes the queued jobs and closes both connections."""
+
+    def __init__(self, state_dir: str | Path, *, busy_timeout_s: float = DAEMON_BUSY_TIMEOUT_S) -> None:
+        self.conn = open_db(state_dir, busy_timeout_s=busy_timeout_s)
+        self.path = Path(state_dir) / DB_NAME
+        try:
+            self.reader = sqlite3.connect(
+                f"{self.path.resolve().as_uri()}?mode=ro",
+                uri=True,
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=busy_timeout_s,
+            )
+        except sqlite3.Error as e:
+            self.conn.close()
+            raise OSError(f"{self.path}: cannot open the state database for reading: {e}") from e
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="statedb-write")
+        self._reader = ThreadPoolExecutor(1, thread_name_prefix="statedb-read")
+        self._closed = False
+
+    async def write(self, fn: Callable[[], T]) -> T:
+        """Run `fn` on the writer thread (in order with every other write); its result or error."""
+        return await asyncio.wrap_future(self._writer.submit(fn))
+
+    async def read(self, fn: Callable[[], T]) -> T:
+        """Run `fn` (which uses `reader`) on the reader thread: committed data, never waiting
+        for a writer."""
+        return await asyncio.wrap_future(self._reader.submit(fn))
+
+    def submit(self, fn: Callable[[], object], what: str) -> None:
+        """Queue a write nobody waits for (a check's saved state); a failure is logged with `what`."""
+        if self._closed:
+            log.error("state_db_write_after_close", what=what)
+            return
+        self._writer.submit(fn).add_done_callback(lambda f: _log_failure(f, what))
+
+    async def aclose(self) -> None:
+        """Finish the queued writes, then close both connections (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        await asyncio.wrap_future(self._writer.submit(self.conn.close))
+        await asyncio.wrap_future(self._reader.submit(self.reader.close))
+        self._writer.shutdown(wait=False)
+        self._reader.shutdown(wait=False)
+
+
+def _log_failure(f: Future[object], what: str) -> None:
+    e = f.exception()
+    if e is not None:
+        log.error("state_db_write_failed", what=what, error=f"{type(e).__name__}: {e}")

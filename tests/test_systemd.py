@@ -30,10 +30,10 @@ import yaml
 from structlog.testing import capture_logs
 
 import monitor.daemon
+from monitor.config.loader import interpolate, load_config
 from monitor.model import Sample
 from monitor.scheduler import Scheduler
 from monitor.store import Store
-from monitor.config.loader import interpolate, load_config
 from monitor.systemd import (
     MAX_STATUS_CHARS,
     Notifier,
@@ -906,7 +906,7 @@ async def test_watchdog_stops_pinging_when_a_check_runner_is_wedged(notify_socke
         with capture_logs() as logs:
             for _ in range(3):  # healthy: every look pings
                 ticks = scheduler.ticks
-                await _until(lambda: scheduler.ticks != ticks, "the scheduler ticks")
+                await _until(lambda t=ticks: scheduler.ticks != t, "the scheduler ticks")
                 await stepped.step()
                 assert notify_socket.pending() == ["WATCHDOG=1"]
             assert scheduler.stalled() == ""
@@ -918,7 +918,7 @@ async def test_watchdog_stops_pinging_when_a_check_runner_is_wedged(notify_socke
             assert "steady" not in scheduler.stalled()  # the other check still completes
             for _ in range(3):  # the loop runs and ticks, but no ping goes out
                 ticks = scheduler.ticks
-                await _until(lambda: scheduler.ticks != ticks, "the scheduler still ticks")
+                await _until(lambda t=ticks: scheduler.ticks != t, "the scheduler still ticks")
                 await stepped.step()
                 assert notify_socket.pending() == []
 

@@ -15,7 +15,9 @@ fails the row at once: logged with the reply, counted and kept visible. Rows old
 during a send sends it again; PagerDuty and Alertmanager deduplicate on the dedup key).
 
 On delivery the row is marked delivered and the incident timeline gets "notified <receiver>"
-in the same transaction. `enqueue`, `list_rows`, `OutboxRow` and the payload format
+in the same transaction. Every database step goes through `db` (a `monitor.statedb.Runner`:
+the daemon's writer thread), so a locked file delays a delivery, never the event loop.
+`enqueue`, `list_rows`, `OutboxRow` and the payload format
 (`notification_to_json`/`notification_from_json`) live in `monitor.incidents.records` and are
 importable from here. The tables are
 `monitor.statedb`'s migrations.
@@ -48,6 +50,7 @@ from monitor.incidents.records import (
     transaction,
 )
 from monitor.model import DeliveryError, Receiver, Sample
+from monitor.statedb import Runner, inline
 
 __all__ = [
     "LABELS",
@@ -124,8 +127,10 @@ class Outbox:
         base_backoff: timedelta = timedelta(seconds=1),
         max_backoff: timedelta = timedelta(minutes=5),
         poll_interval_s: float = 5.0,
+        db: Runner = inline,
     ) -> None:
         self._conn = conn
+        self._db = db
         self._receivers: dict[str, Receiver] = dict(receivers)
         self._now = now
         self._sleep = sleep
@@ -155,7 +160,7 @@ class Outbox:
         try:
             while True:
                 wake.clear()
-                self._start_workers()
+                await self._start_workers()
                 with suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), self._poll)
         finally:
@@ -170,32 +175,35 @@ class Outbox:
 
         For tests and one-shot use; with the real `sleep` this waits out the backoff.
         """
-        self._start_workers()
+        await self._start_workers()
         while self._workers:
             await asyncio.gather(*self._workers.values())
-            self._start_workers()
+            await self._start_workers()
 
-    def _start_workers(self) -> None:
+    async def _start_workers(self) -> None:
         for name, task in list(self._workers.items()):
             if task.done():
                 del self._workers[name]
                 if not task.cancelled() and task.exception() is not None:
                     log.error("outbox_worker_crashed", receiver=name, error=repr(task.exception()))
-        pending = [r[0] for r in self._conn.execute("SELECT DISTINCT receiver FROM outbox WHERE state = 'pending'")]
+        pending = await self._db(self._pending_receivers)
         for name in pending:
             if name not in self._workers:
                 self._workers[name] = asyncio.create_task(self._worker(name), name=f"outbox:{name}")
+
+    def _pending_receivers(self) -> list[str]:
+        return [r[0] for r in self._conn.execute("SELECT DISTINCT receiver FROM outbox WHERE state = 'pending'")]
 
     def _next(self, receiver: str) -> OutboxRow | None:
         return next_pending(self._conn, receiver)
 
     async def _worker(self, name: str) -> None:
         """Deliver `name`'s rows in order until none is pending."""
-        while (row := self._next(name)) is not None:
+        while (row := await self._db(lambda: self._next(name))) is not None:
             now = self._now()
             expires_at = row.created_at + self._max_age
             if now >= expires_at:
-                self._finish(row, "expired", now, row.last_error or "not delivered in time")
+                await self._finish(row, "expired", now, row.last_error or "not delivered in time")
                 continue
             if row.attempts and row.next_attempt_at > now:  # a new row goes at once, whatever the clocks say
                 wait = min(row.next_attempt_at, expires_at) - now
@@ -203,7 +211,7 @@ class Outbox:
                 continue  # read the row again: another process may have changed it
             receiver = self._receivers.get(name)
             if receiver is None:
-                self._finish(
+                await self._finish(
                     row,
                     "failed",
                     now,
@@ -220,35 +228,39 @@ class Outbox:
                 await receiver.send(n)
         except DeliveryError as e:
             if e.permanent:
-                self._finish(row, "failed", self._now(), str(e))
+                await self._finish(row, "failed", self._now(), str(e))
             elif e.throttled:
                 await self._throttle(row, e.retry_after or self._base)
             else:
-                self._retry(row, str(e), e.retry_after)
+                await self._retry(row, str(e), e.retry_after)
         except TimeoutError:
-            self._retry(row, f"receiver {row.receiver!r}: no answer within {timeout:g}s", None)
+            await self._retry(row, f"receiver {row.receiver!r}: no answer within {timeout:g}s", None)
         except Exception as e:  # a receiver bug must not stop the queue: retry, loudly
-            self._retry(row, f"receiver {row.receiver!r}: {type(e).__name__}: {e}", None)
+            await self._retry(row, f"receiver {row.receiver!r}: {type(e).__name__}: {e}", None)
         else:
             now = self._now()
-            with transaction(self._conn):
-                cur = self._conn.execute(
-                    "UPDATE outbox SET state = 'delivered', attempts = attempts + 1, finished_at = ?"
-                    " WHERE id = ? AND state = 'pending'",
-                    (iso(now), row.id),
-                )
-                if cur.rowcount and row.incident_id:
-                    add_timeline(
-                        self._conn,
-                        row.incident_id,
-                        now,
-                        "notified",
-                        f"{row.kind} → {row.receiver}",
-                        receiver=row.receiver,
-                        level=n.level,
+
+            def delivered() -> None:
+                with transaction(self._conn):
+                    cur = self._conn.execute(
+                        "UPDATE outbox SET state = 'delivered', attempts = attempts + 1, finished_at = ?"
+                        " WHERE id = ? AND state = 'pending'",
+                        (iso(now), row.id),
                     )
-            self._counts[(row.receiver, "delivered")] += 1
+                    if cur.rowcount and row.incident_id:
+                        add_timeline(
+                            self._conn,
+                            row.incident_id,
+                            now,
+                            "notified",
+                            f"{row.kind} → {row.receiver}",
+                            receiver=row.receiver,
+                            level=n.level,
+                        )
+
+            self._counts[(row.receiver, "delivered")] += 1  # sent: counted before the row is marked
             self._failing[row.receiver] = False
+            await self._db(delivered)
             log.info(
                 "notification_delivered",
                 receiver=row.receiver,
@@ -271,7 +283,7 @@ class Outbox:
         self._counts[(row.receiver, "throttled")] += 1
         await self._sleep(wait)
 
-    def _retry(self, row: OutboxRow, error: str, retry_after: float | None) -> None:
+    async def _retry(self, row: OutboxRow, error: str, retry_after: float | None) -> None:
         now = self._now()
         attempts = row.attempts + 1
         # The peer's Retry-After is its word on when it can take the message again: use it
@@ -279,12 +291,15 @@ class Outbox:
         # outage, max() of the two delayed the first page by a minute after recovery). At
         # least base_backoff, so a peer saying "0" cannot make us hammer it.
         delay = max(retry_after, self._base) if retry_after is not None else self.backoff(attempts)
-        self._conn.execute(
-            "UPDATE outbox SET attempts = ?, next_attempt_at = ?, last_error = ? WHERE id = ? AND state = 'pending'",
-            (attempts, iso(now + timedelta(seconds=delay)), error, row.id),
-        )
         self._counts[(row.receiver, "retried")] += 1
         self._failing[row.receiver] = True
+        await self._db(
+            lambda: self._conn.execute(
+                "UPDATE outbox SET attempts = ?, next_attempt_at = ?, last_error = ?"
+                " WHERE id = ? AND state = 'pending'",
+                (attempts, iso(now + timedelta(seconds=delay)), error, row.id),
+            )
+        )
         n = row.notification
         log.warning(
             "notification_retry",
@@ -300,24 +315,28 @@ class Outbox:
             error=error,
         )
 
-    def _finish(self, row: OutboxRow, state: str, now: datetime, error: str) -> None:
+    async def _finish(self, row: OutboxRow, state: str, now: datetime, error: str) -> None:
         """Mark a row failed or expired (kept visible), note it on the incident, count it."""
         attempts = row.attempts + (1 if state == "failed" and row.receiver in self._receivers else 0)
-        with transaction(self._conn):
-            cur = self._conn.execute(
-                "UPDATE outbox SET state = ?, attempts = ?, last_error = ?, finished_at = ?"
-                " WHERE id = ? AND state = 'pending'",
-                (state, attempts, error, iso(now), row.id),
-            )
-            if cur.rowcount and row.incident_id:
-                add_timeline(
-                    self._conn,
-                    row.incident_id,
-                    now,
-                    "note",
-                    f"{row.kind} to {row.receiver} {state}: {error}",
-                    receiver=row.receiver,
+
+        def finished() -> None:
+            with transaction(self._conn):
+                cur = self._conn.execute(
+                    "UPDATE outbox SET state = ?, attempts = ?, last_error = ?, finished_at = ?"
+                    " WHERE id = ? AND state = 'pending'",
+                    (state, attempts, error, iso(now), row.id),
                 )
+                if cur.rowcount and row.incident_id:
+                    add_timeline(
+                        self._conn,
+                        row.incident_id,
+                        now,
+                        "note",
+                        f"{row.kind} to {row.receiver} {state}: {error}",
+                        receiver=row.receiver,
+                    )
+
+        await self._db(finished)
         self._counts[(row.receiver, state)] += 1
         if row.receiver in self._receivers:
             self._failing[row.receiver] = True
@@ -338,15 +357,23 @@ class Outbox:
 
     def samples(self) -> list[Sample]:
         """The delivery series for /metrics and the rules (NotificationDeliveryFailing)."""
+        return [*self.queue_samples(), *self.delivery_samples()]
+
+    def queue_samples(self) -> list[Sample]:
+        """The series read from the file: queue depth and the oldest waiting row's age."""
         now = self._now()
         depth, oldest = self._conn.execute(
             "SELECT count(*), min(created_at) FROM outbox WHERE state = 'pending'"
         ).fetchone()
         age = max((now - parse_iso(oldest)).total_seconds(), 0.0) if oldest else 0.0
-        out = [
+        return [
             Sample("portal_monitor_outbox_depth", {}, float(depth)),
             Sample("portal_monitor_outbox_oldest_seconds", {}, age),
         ]
+
+    def delivery_samples(self) -> list[Sample]:
+        """The series kept in memory: attempts by result, receivers failing."""
+        out: list[Sample] = []
         names = sorted(set(self._receivers) | {r for r, _ in self._counts})
         for name in names:
             for result in RESULTS:

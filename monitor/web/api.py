@@ -291,11 +291,13 @@ class Api:
             ]
         }
 
-    def incidents_doc(self, open_only: bool) -> dict[str, Any]:
+    async def incidents_doc(self, open_only: bool) -> dict[str, Any]:
         if self._d.alerting is None:
             return {"incidents": [], "undelivered": []}
-        undelivered = [p.to_dict() for p in self._d.alerting.incidents.undelivered_pages()]
-        rows = self._d.alerting.incidents.list_incidents(open_only=open_only)
+        pages, rows = await self._d.alerting.query(
+            lambda inc: (inc.undelivered_pages(), inc.list_incidents(open_only=open_only))
+        )
+        undelivered = [p.to_dict() for p in pages]
         out = []
         for view in rows:
             d = view.to_dict()
@@ -303,10 +305,10 @@ class Api:
             out.append(d)
         return {"incidents": out, "undelivered": undelivered}
 
-    def silences_doc(self, active_only: bool, now: datetime) -> dict[str, Any]:
+    async def silences_doc(self, active_only: bool, now: datetime) -> dict[str, Any]:
         if self._d.alerting is None:
             return {"silences": []}
-        entries = self._d.alerting.incidents.list_silences(active_only=active_only, now=now)
+        entries = await self._d.alerting.query(lambda inc: inc.list_silences(active_only=active_only, now=now))
         return {"silences": [_silence_entry(s, now) for s in entries]}
 
     # ------------------------------------------------------------------ GET
@@ -317,8 +319,8 @@ class Api:
         html = render_page(
             checks=redact(self.checks_doc(now)),
             alerts=redact(self.alerts_doc()),
-            incidents=redact(self.incidents_doc(open_only=True)),
-            silences=redact(self.silences_doc(active_only=True, now=now)),
+            incidents=redact(await self.incidents_doc(open_only=True)),
+            silences=redact(await self.silences_doc(active_only=True, now=now)),
             now=now,
             ready=self._d.ready(),
         )
@@ -342,18 +344,18 @@ class Api:
 
     async def get_incidents(self, request: web.Request) -> web.Response:
         state = choice(request, "state", ("open", "all"))
-        return self._json(self.incidents_doc(open_only=state == "open"))
+        return self._json(await self.incidents_doc(open_only=state == "open"))
 
     async def get_incident(self, request: web.Request) -> web.Response:
         iid = path_id(request, "incident")
-        view = self._alerting().incidents.get(iid)
+        view = await self._alerting().query(lambda inc: inc.get(iid))
         if view is None:
             raise ApiError(404, f"incident {iid} does not exist")
         return self._json(view.to_dict())
 
     async def get_silences(self, request: web.Request) -> web.Response:
         state = choice(request, "state", ("active", "all"))
-        return self._json(self.silences_doc(active_only=state == "active", now=self._now()))
+        return self._json(await self.silences_doc(active_only=state == "active", now=self._now()))
 
     # ------------------------------------------------------------------ incidents
 
@@ -371,11 +373,10 @@ class Api:
             raise ApiError(400, f"who must be a non-empty string of at most {MAX_WHO} characters")
         alerting = self._alerting()
         incidents = alerting.incidents
+        by, now = who.strip(), self._now()
         try:
-            n = (
-                incidents.ack(iid, who.strip(), self._now())
-                if action == "acknowledge"
-                else incidents.resolve(iid, who.strip(), self._now())
+            n = await alerting.db(
+                lambda: incidents.ack(iid, by, now) if action == "acknowledge" else incidents.resolve(iid, by, now)
             )
         except LookupError as e:
             raise ApiError(404, str(e)) from e
@@ -383,7 +384,7 @@ class Api:
             raise ApiError(409, str(e)) from e
         if n:
             alerting.outbox_wake.set()
-        view = incidents.get(iid)
+        view = await alerting.db(lambda: incidents.get(iid))
         assert view is not None
         log.info(
             "api_incident_" + ("acknowledged" if action == "acknowledge" else "resolved"),
@@ -419,19 +420,22 @@ class Api:
         except ValueError as e:
             raise ApiError(400, str(e)) from e
         alerting = self._alerting()
+        silences = alerting.incidents.silences
         try:
-            sid = alerting.incidents.silences.add(
-                matchers,
-                ends_at=ends,
-                author=body.get("author", ""),
-                comment=body.get("comment", ""),
-                now=now,
-                starts_at=starts,
+            sid = await alerting.db(
+                lambda: silences.add(
+                    matchers,
+                    ends_at=ends,
+                    author=body.get("author", ""),
+                    comment=body.get("comment", ""),
+                    now=now,
+                    starts_at=starts,
+                )
             )
         except ValueError as e:
             raise ApiError(400, str(e)) from e
         alerting.kick()  # held-back notifications change at the next evaluation
-        entry = alerting.incidents.silences.get(sid)
+        entry = await alerting.db(lambda: silences.get(sid))
         assert entry is not None
         log.info(
             "api_silence_added",
@@ -445,12 +449,13 @@ class Api:
     async def expire_silence(self, request: web.Request) -> web.Response:
         sid = path_id(request, "silence")
         alerting = self._alerting()
+        incidents, now = alerting.incidents, self._now()
         try:
-            expired = alerting.incidents.expire_silence(sid, self._now())
+            expired = await alerting.db(lambda: incidents.expire_silence(sid, now))
         except LookupError as e:
             raise ApiError(404, str(e)) from e
         alerting.kick()  # what it held back goes out at the next evaluation if the alert still fires
-        entry = alerting.incidents.silences.get(sid)
+        entry = await alerting.db(lambda: incidents.silences.get(sid))
         assert entry is not None
         log.info("api_silence_expired", silence_id=sid, changed=expired)
         return self._json({"ok": True, "expired": expired, "silence": _silence_entry(entry, self._now())})
