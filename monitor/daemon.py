@@ -35,6 +35,8 @@ from monitor.delivery import outbox as outbox_mod
 from monitor.heartbeat import Heartbeat, progressing
 from monitor.httpclient import HttpClient
 from monitor.incidents import lifecycle as incidents_mod
+from monitor.incidents import retention as retention_mod
+from monitor.incidents.retention import Retention
 from monitor.logs import REDACTOR
 from monitor.model import Check, CheckContext, CheckResult, Sample, StateStore
 from monitor.rules.engine import compile_rules
@@ -172,6 +174,7 @@ class Daemon:
             **incidents_mod.METRICS,
             **outbox_mod.METRICS,
             **heartbeat_mod.METRICS,
+            **retention_mod.METRICS,
             **METRICS,
         }
         api = Api(self, external_url=root.external_url)
@@ -190,6 +193,8 @@ class Daemon:
                 reads=(db.reader, db.read),
             )
             self.store.add_source(self.alerting.samples)
+            self.retention = Retention(conn, lambda: self.config.root.retention, db=db.write)
+            self.store.add_source(self.retention.samples)
             await self._resolve_orphans()
             log.info(
                 "started",
@@ -229,6 +234,7 @@ class Daemon:
                         name="watchdog",
                     ),
                     group.create_task(status_loop(self.notifier, self.status_line), name="status"),
+                    group.create_task(self.retention.run(), name="retention"),
                     group.create_task(
                         self.heartbeat.run(
                             progressing(lambda: scheduler.ticks, self.ready, scheduler.stalled), self.http

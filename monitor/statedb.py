@@ -49,11 +49,15 @@ log = structlog.get_logger()
 
 @dataclass(frozen=True, slots=True)
 class Migration:
-    """One numbered step of the schema: an SQL script, applied in one transaction."""
+    """One numbered step of the schema: an SQL script, applied in one transaction.
+
+    `before`: statements SQLite cannot run inside a transaction (`VACUUM`), run first, outside
+    it; they must be harmless to repeat (a crash before the version is recorded runs them again)."""
 
     version: int
     description: str
     script: str
+    before: tuple[str, ...] = ()
 
 
 class SchemaError(OSError):
@@ -113,6 +117,17 @@ _V1 = (
 # Append only: a released migration never changes (files in the field already ran it).
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "check state, incidents, timeline, silences, outbox, rule engine state", _V1),
+    # Retention deletes old rows; with incremental auto-vacuum the freed pages can be handed back
+    # to the file system a few at a time (`PRAGMA incremental_vacuum`). An existing file only
+    # changes its auto_vacuum mode by a VACUUM (a rewrite of the file, once).
+    Migration(
+        2,
+        "incremental auto-vacuum and age indexes, for retention",
+        # What retention looks up: delivered rows and resolved incidents by age.
+        "CREATE INDEX IF NOT EXISTS outbox_delivered ON outbox (finished_at) WHERE state = 'delivered';\n"
+        "CREATE INDEX IF NOT EXISTS incidents_resolved ON incidents (resolved_at) WHERE state = 'resolved';\n",
+        before=("PRAGMA auto_vacuum = INCREMENTAL", "VACUUM"),
+    ),
 )
 
 _SCHEMA_VERSION_DDL = (
@@ -205,6 +220,10 @@ def migrate(conn: sqlite3.Connection, where: str = "state database") -> int:
     if applied_version(conn) == LATEST:
         return LATEST  # the usual open: no write lock taken
     while True:
+        seen = applied_version(conn)
+        if seen is not None and seen < LATEST:
+            for stmt in MIGRATIONS[seen].before:  # outside the transaction, as VACUUM must be
+                conn.execute(stmt)
         conn.execute("BEGIN IMMEDIATE")
         try:
             current = applied_version(conn)  # again, under the lock: another process may have migrated

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 import redis
+from structlog.testing import capture_logs
 
 from checks.redis import Config as RedisConfig
 from checks.redis import RedisCheck
@@ -118,7 +119,11 @@ def test_the_fixture_is_a_previous_release_file(v0: Path) -> None:
 
 def test_migration_1_is_exactly_the_previous_release_schema(v0: Path, tmp_path: Path) -> None:
     open_db(tmp_path / "fresh").close()
-    assert schema(tmp_path / "fresh" / DB_NAME) == schema(v0)
+    fresh = schema(tmp_path / "fresh" / DB_NAME)
+    later = {"outbox_delivered", "incidents_resolved"}  # migration 2's indexes
+    assert {k: v for k, v in fresh.items() if k not in later} == schema(v0)
+    open_db(v0.parent).close()
+    assert schema(v0) == fresh  # adopted and migrated: the same schema as a new file
 
 
 def test_adopting_keeps_every_row(v0: Path) -> None:
@@ -136,8 +141,8 @@ def test_adopting_keeps_every_row(v0: Path) -> None:
     }
     open_db(v0.parent).close()
     assert all_rows(v0) == before
-    ((version, description, applied_at),) = versions(v0)
-    assert version == 1 == LATEST
+    (version, description, applied_at), *later = versions(v0)
+    assert version == 1 and [v for v, _, _ in later] == list(range(2, LATEST + 1))
     assert "adopted from the previous release; components: incidents 1, outbox 1, silences 1" in description
     assert parse_iso(applied_at).tzinfo is not None
 
@@ -398,22 +403,26 @@ def test_statements_split_on_statement_ends_only() -> None:
 
 def test_a_later_migration_applies_in_one_transaction(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     db_file = _fresh(tmp_path)
+    n = LATEST + 1
     broken = Migration(
-        2, "add a table, then fail", "CREATE TABLE extra (a INTEGER);\nINSERT INTO nowhere VALUES (1);\n"
+        n, "add a table, then fail", "CREATE TABLE extra (a INTEGER);\nINSERT INTO nowhere VALUES (1);\n"
     )
     monkeypatch.setattr(statedb, "MIGRATIONS", (*MIGRATIONS, broken))
-    monkeypatch.setattr(statedb, "LATEST", 2)
+    monkeypatch.setattr(statedb, "LATEST", n)
     with pytest.raises(OSError, match="no such table: nowhere"):
         open_db(tmp_path)
-    assert [v for v, _, _ in versions(db_file)] == [1]
+    assert [v for v, _, _ in versions(db_file)] == list(range(1, n))
     assert raw(db_file, "SELECT name FROM sqlite_master WHERE name = 'extra'") == []
 
-    good = Migration(2, "add a table", "CREATE TABLE extra (a INTEGER);\nINSERT INTO extra VALUES (1);\n")
+    good = Migration(n, "add a table", "CREATE TABLE extra (a INTEGER);\nINSERT INTO extra VALUES (1);\n")
     monkeypatch.setattr(statedb, "MIGRATIONS", (*MIGRATIONS, good))
     conn = open_db(tmp_path)
     assert conn.execute("SELECT a FROM extra").fetchall() == [(1,)]
     conn.close()
-    assert [(v, d) for v, d, _ in versions(db_file)] == [(1, MIGRATIONS[0].description), (2, "add a table")]
+    assert [(v, d) for v, d, _ in versions(db_file)] == [
+        *((m.version, m.description) for m in MIGRATIONS),
+        (n, "add a table"),
+    ]
     applied = [parse_iso(t) for _, _, t in versions(db_file)]
     assert applied[0] <= applied[1]
 
@@ -424,3 +433,25 @@ def test_processes_opening_a_new_file_at_once_migrate_it_once(tmp_path: Path) ->
     children = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], cwd=ROOT) for _ in range(4)]
     assert [c.wait(timeout=60) for c in children] == [0, 0, 0, 0]
     assert [v for v, _, _ in versions(tmp_path / DB_NAME)] == [m.version for m in MIGRATIONS]
+
+
+# ---------------------------------------------------------------- migration 2: incremental auto-vacuum
+
+
+def test_a_previous_release_file_gets_incremental_auto_vacuum_once(v0: Path) -> None:
+    """auto_vacuum only changes on an existing file by a VACUUM: migration 2 runs one (outside
+    its transaction), keeps every row, and later opens do not run it again."""
+    assert raw(v0, "PRAGMA auto_vacuum") == [(0,)]  # NONE, as the previous release made it
+    before = all_rows(v0)
+    open_db(v0.parent).close()
+    assert raw(v0, "PRAGMA auto_vacuum") == [(2,)]  # INCREMENTAL
+    assert all_rows(v0) == before
+    assert [(v, d) for v, d, _ in versions(v0)][1:] == [(2, "incremental auto-vacuum and age indexes, for retention")]
+    with capture_logs() as logs:
+        open_db(v0.parent).close()
+    assert [e for e in logs if e["event"] == "state_db_migrated"] == []
+
+
+def test_a_new_file_has_incremental_auto_vacuum(tmp_path: Path) -> None:
+    open_db(tmp_path).close()
+    assert raw(tmp_path / DB_NAME, "PRAGMA auto_vacuum") == [(2,)]

@@ -172,6 +172,7 @@ class RootConfig(StrictModel):
     # http://<listen host, or this host's name for 0.0.0.0>:<port>.
     external_url: str = ""
     state_dir: str = DEFAULT_STATE_DIR
+    retention: Duration = Field(90 * 86400.0, gt=0)  # resolved incidents, delivered pages: then pruned
     defaults: Defaults = Field(default_factory=Defaults)
     checks: list[CheckConfig] = Field(default_factory=list)
     rules: list[RuleConfig] = Field(default_factory=list)
