@@ -94,11 +94,12 @@ check-config: $(RUNTIME_STAMP)
 once: $(RUNTIME_STAMP)
 	$(VENV)/bin/portal-monitor once -c alert_rules.yaml
 
-## bench: scheduler, log parsing and detection-latency benchmarks (minutes; not part of `make test`)
+## bench: scheduler, log parsing, detection-latency and state-file benchmarks (minutes; not part of `make test`)
 bench: $(DEV_STAMP)
 	$(PY) bench/bench_scheduler.py
 	$(PY) bench/bench_logfile.py
 	$(PY) bench/bench_detection.py
+	$(PY) bench/bench_statefile.py
 
 ## bench-compare: side by side with Prometheus + Alertmanager + exporters + mtail (~15 min, loopback only;
 ## installs the Debian packages when missing, as root); writes bench/compare/RESULTS.md. Options: ARGS="--runs 10"
