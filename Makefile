@@ -101,6 +101,12 @@ bench: $(DEV_STAMP)
 	$(PY) bench/bench_detection.py
 	$(PY) bench/bench_statefile.py
 
+## noise-report: pages per day of the shipped rules over 30 seeded normal days, recall on 10 seeded fault days
+## (tests/proof/seed_day.py; ~50 s of CPU per day, two at a time)
+.PHONY: noise-report
+noise-report: $(DEV_STAMP)
+	$(PY) -m tests.proof.noise_report --seeds 30 --fault-seeds 10
+
 ## bench-compare: side by side with Prometheus + Alertmanager + exporters + mtail (~15 min, loopback only;
 ## installs the Debian packages when missing, as root); writes bench/compare/RESULTS.md. Options: ARGS="--runs 10"
 .PHONY: bench-compare

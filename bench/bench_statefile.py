@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import statistics
 import sys
@@ -28,6 +29,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import aiohttp
+import structlog
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
@@ -169,6 +171,8 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=300)
     args = ap.parse_args()
     parse_duration(args.retention)
+    # 10,000 incidents make 100,000 log lines: keep errors only.
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
     with tempfile.TemporaryDirectory(prefix="bench-statefile-") as tmp:
         config_path = write_config(Path(tmp), args.retention)
         sim = asyncio.run(simulate(config_path, args.days, args.period, args.down))
