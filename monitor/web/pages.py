@@ -163,7 +163,7 @@ class Pages:
         except ValueError:
             return _html(render_not_found(0, self.base), 404)
         alerting = self._api.daemon.alerting
-        view = alerting.incidents.get(iid) if alerting is not None else None
+        view = await alerting.query(lambda inc: inc.get(iid)) if alerting is not None else None
         if view is None:
             return _html(render_not_found(iid, self.base), 404)
         now = self._api.now()
@@ -271,26 +271,29 @@ class Pages:
             raise web.HTTPSeeOther(f"{page}?error={quote('portal-monitor is starting: try again in a moment')}")
         now = self._api.now()
         incidents = alerting.incidents
-        try:
+        duration = str(form.get("duration", ""))
+        text = str(form.get("note", ""))[:MAX_NOTE]
+        signed: Session = session
+
+        def apply() -> tuple[int, str]:  # on the state file's writer thread
             if action == "ack":
-                queued = incidents.ack(iid, session.who, now)
-                done = "acknowledged"
-            elif action == "resolve":
-                queued = incidents.resolve(iid, session.who, now)
-                done = "resolved"
-            elif action == "silence":
-                queued = 0
-                self._silence(iid, str(form.get("duration", "")), session, now)
-                done = "silenced"
-            else:
-                queued = 0
-                text = str(form.get("note", ""))[:MAX_NOTE]
-                incidents.note(iid, session.who, text, now)
-                done = "noted"
+                return incidents.ack(iid, signed.who, now), "acknowledged"
+            if action == "resolve":
+                return incidents.resolve(iid, signed.who, now), "resolved"
+            if action == "silence":
+                self._silence(iid, duration, signed, now)
+                return 0, "silenced"
+            incidents.note(iid, signed.who, text, now)
+            return 0, "noted"
+
+        try:
+            queued, done = await alerting.db(apply)
         except LookupError:
             return _html(render_not_found(iid, self.base), 404)
         except ValueError as e:
             raise web.HTTPSeeOther(f"{page}?error={quote(str(e))}") from e
+        if action == "silence":
+            alerting.kick()  # held-back notifications change at the next evaluation
         if queued:
             alerting.outbox_wake.set()
         log.info("page_action", action=action, incident_id=iid, by=session.who, notifications=queued)
@@ -313,4 +316,3 @@ class Pages:
             comment=f"silenced {duration} from the page of incident {iid}",
             now=now,
         )
-        alerting.kick()
