@@ -49,8 +49,13 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
     args = ap.parse_args()
     jobs = [(s, False) for s in range(args.seeds)] + [(s, True) for s in range(args.fault_seeds)]
+    results = []
     with ProcessPoolExecutor(args.jobs) as pool:
-        results = list(pool.map(one_day, *zip(*jobs, strict=True)))
+        for r in pool.map(one_day, *zip(*jobs, strict=True)):  # in order; each day logged as it ends
+            results.append(r)
+            kind = "fault day" if r["faults"] else "normal day"
+            print(f"{kind} {r['seed']}: {len(r['noise'])} other pages {r['noise']}, recall {r['recall']}, "  # type: ignore[arg-type]
+                  f"{r['seconds']:.0f} s", file=sys.stderr, flush=True)
     normal = [r for r in results if not r["faults"]]
     faulty = [r for r in results if r["faults"]]
     cmd = " ".join([".venv/bin/python -m tests.proof.noise_report", *sys.argv[1:]])
