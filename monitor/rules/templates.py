@@ -488,7 +488,9 @@ class _Parser:
 
     def fail(self, message: str, at: int | None = None) -> TemplateError:
         where = at if at is not None else (self.tokens[self.i][2] if self.i < len(self.tokens) else self.offset)
-        return TemplateError(where, "{{" + self.body + "}}", message)
+        # the offending token's own text, so `position` and `token` point at the same place
+        token = next((text for _, text, pos in self.tokens if pos == where), "")
+        return TemplateError(where, token, message)
 
     def peek(self) -> tuple[str, str, int] | None:
         return self.tokens[self.i] if self.i < len(self.tokens) else None
