@@ -16,7 +16,8 @@ import asyncio
 import socket
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime
 from typing import TypeVar
@@ -89,6 +90,7 @@ class Alerting:
         self.outbox_wake = asyncio.Event()
         self._kick = asyncio.Event()
         self._saved_at: datetime | None = None
+        self._holds = 0  # > 0 while a reload changes checks and rules: no evaluation meanwhile
         self.evaluations = 0
         self._rules_s = 0.0  # how long the last evaluation's rules took on the event loop
         # The series read from the file (open incidents, queue depth), refreshed by each step on
@@ -197,7 +199,7 @@ class Alerting:
             except TimeoutError:
                 pass
             self._kick.clear()
-            if not ready():
+            if not ready() or self._holds:
                 continue
             try:
                 await self.step()
@@ -206,9 +208,22 @@ class Alerting:
             # Paced by the event loop's share (the rules), not by time spent waiting for the file.
             await asyncio.sleep(max(self._min_gap_s, 4 * self._rules_s))
 
-    async def set_config(self, cfg: Config) -> None:
-        """After a reload: rules swapped in one assignment, routing and receivers replaced.
-        Alert states stay: an alert whose rule is gone resolves at the next evaluation."""
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """No evaluation runs inside: a reload removes and re-adds checks one by one (each
+        removal awaits the check's task), and an evaluation between two of them would see the
+        changed checks' series missing, resolve their alerts and page them again afterwards."""
+        self._holds += 1
+        try:
+            yield
+        finally:
+            self._holds -= 1
+            self.kick()
+
+    def swap_config(self, cfg: Config) -> dict[str, Receiver]:
+        """After a reload: rules swapped in one assignment, routing and receivers replaced;
+        return the replaced receivers (for `retire_receivers`). Alert states stay: an alert
+        whose rule is gone resolves at the next evaluation."""
         rules = compile_rules(cfg, Context(external_url=self.external_url or ""))
         old_receivers = self.receivers
         self.receivers = self._build_receivers(cfg)
@@ -217,12 +232,25 @@ class Alerting:
         self.incidents.set_config(cfg)
         self._reader.set_config(cfg)
         self.outbox.set_receivers(self.receivers)
-        for r in old_receivers.values():
+        self.kick()
+        return old_receivers
+
+    async def retire_receivers(self, old: Mapping[str, Receiver]) -> None:
+        """Close receivers a reload replaced once their in-flight sends have finished (each
+        waited for at most its send timeout): the outbox already hands every new attempt to
+        the new ones, and a send cut short is retried there, so nothing is lost."""
+        unfinished = await self.outbox.retire(old.values())
+        if unfinished:
+            log.warning("receivers_closed_mid_send", receivers=unfinished, note="those rows are retried")
+        for r in old.values():
             try:
                 await r.aclose()
             except Exception as e:
                 log.warning("receiver_close_failed", receiver=r.name, error=f"{type(e).__name__}: {e}")
-        self.kick()
+
+    async def set_config(self, cfg: Config) -> None:
+        """`swap_config` then `retire_receivers`."""
+        await self.retire_receivers(self.swap_config(cfg))
 
     async def query(self, fn: Callable[[Incidents], T]) -> T:
         """Run a read (`fn(incidents)`) on the reader thread, or inline without one."""

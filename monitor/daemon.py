@@ -5,16 +5,27 @@ binds the HTTP server, then runs the scheduler, the rule evaluation, the outbox 
 systemd loops in one TaskGroup until SIGTERM/SIGINT. SIGHUP reloads the config file: checks
 added, changed and removed without disturbing the others, rules swapped at once, open
 incidents kept; an invalid file changes nothing and says why.
+
+A reload is all or nothing: the new file is validated whole (the loader's errors, the rule
+expressions, `runnable_errors`) and a file that would remove more than half of the running
+checks or rules is refused unless confirmed (`POST /-/reload?confirm=1`, `portal-monitor reload
+--confirm`). A refused reload keeps the running config and its reload timestamp and sets
+portal_monitor_config_last_reload_successful to 0. No rule evaluation runs while the checks
+and rules change (`Alerting.held`); replaced receivers are closed once their in-flight sends
+have finished. The state directory is locked (`flock`) for the daemon's life: a second daemon
+on it exits at start.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
 import signal
 import socket
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -29,7 +40,7 @@ from monitor import scheduler as scheduler_mod
 from monitor import store as store_mod
 from monitor.alerting import Alerting
 from monitor.clock import utc_now
-from monitor.config.loader import ConfigError, load_config
+from monitor.config.loader import ConfigError, load_config, runnable_errors
 from monitor.config.model import Config, RootConfig
 from monitor.delivery import outbox as outbox_mod
 from monitor.heartbeat import Heartbeat, progressing
@@ -52,10 +63,16 @@ log = structlog.get_logger()
 
 METRICS: dict[str, tuple[str, str]] = {
     "portal_monitor_config_last_reload_successful": ("gauge", "1 when the last config (re)load succeeded"),
-    "portal_monitor_config_last_reload_timestamp_seconds": ("gauge", "when the config was last (re)loaded"),
+    "portal_monitor_config_last_reload_timestamp_seconds": (
+        "gauge",
+        "when the running config was loaded (a refused reload leaves it)",
+    ),
 }
 # Every label of the series above (the daemon's own: no `check`).
 LABELS: dict[str, tuple[str, ...]] = {}
+
+LOCK_NAME = "portal-monitor.lock"
+CONFIRM_HINT = "confirm with `portal-monitor reload --confirm` or POST /-/reload?confirm=1"
 
 
 def build_check(config: Config, cfg: Any, state: StateStore, http: HttpClient | None = None) -> Check:
@@ -84,6 +101,84 @@ def external_url(root: RootConfig, port: int) -> str:
     return f"http://{host}:{port}"
 
 
+def lock_state_dir(state_dir: str | Path) -> int:
+    """Take the state directory for this process (an advisory `flock` on `portal-monitor.lock`,
+    released when the process ends however it ends); return the lock file's descriptor.
+    OSError "state directory X is in use by pid N" when another daemon holds it. Only `run`
+    locks: the CLI's on-call commands share the state file with the running daemon."""
+    path = Path(state_dir)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as e:
+        raise OSError(f"state_dir {str(path)!r}: cannot create {LOCK_NAME}: {e.strerror or e}") from e
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
+        os.close(fd)
+        raise OSError(
+            f"state directory {path} is in use by pid {holder} (another portal-monitor run; "
+            f"lock file {path / LOCK_NAME})"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+Stamp = tuple[int, int, int]
+
+
+class FileWatch:
+    """`run --watch`: polls a file's (mtime, size, inode) every `every_s`; `changed()` returns
+    once it changed and then held still, the same on two polls `settle_s` apart, so a save
+    still being written is not read half-way. A file that keeps changing is read after
+    `max_settle_polls` anyway (the reload validates whatever it reads)."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        every_s: float = 2.0,
+        settle_s: float = 0.5,
+        max_settle_polls: int = 20,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        stat: Callable[[Path], os.stat_result] = os.stat,
+    ) -> None:
+        self.path = path
+        self.every_s = every_s
+        self.settle_s = settle_s
+        self.max_settle_polls = max_settle_polls
+        self._sleep = sleep
+        self._stat = stat
+        self._last = self.stamp()
+
+    def stamp(self) -> Stamp | None:
+        try:
+            st = self._stat(self.path)
+        except OSError:
+            return None  # being replaced (editors rename over it): look again next time
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+    async def changed(self) -> bool:
+        """Wait for the next settled change; False when the file was still changing after
+        `max_settle_polls` (it is read all the same)."""
+        while True:  # ends by cancellation; one stat() per pass
+            await self._sleep(self.every_s)
+            seen = self.stamp()
+            if seen is not None and seen != self._last:
+                break
+        for _ in range(self.max_settle_polls):
+            await self._sleep(self.settle_s)
+            again = self.stamp()
+            if again is not None and again == seen:
+                self._last = seen
+                return True
+            seen = again
+        self._last = seen
+        return False
+
+
 class Daemon:
     """One monitoring daemon. `serve()` runs it; `stop()` and `reload()` steer it."""
 
@@ -108,10 +203,15 @@ class Daemon:
         self.reload_ok = True
         self.reloaded_at = time.time()
         self.reload_errors: Sequence[str] = []  # of the last failed reload, for POST /-/reload
+        # What the last reload refused by the mass-removal guard would have removed ({"checks": [...],
+        # "rules": [...]}), or what the last successful one did ({"added": ..., ...}), for POST /-/reload.
+        self.reload_detail: dict[str, list[str]] = {}
         self._state: StateStore | None = None
         self._stop = asyncio.Event()
         self._first_round: set[str] = set()
         self._reload_lock = asyncio.Lock()
+        self._reload_wanted = asyncio.Event()  # SIGHUP: the `reloader` task reloads
+        self._lock_fd: int | None = None
 
     # -------------------------------------------------------------- readiness and status
 
@@ -156,7 +256,12 @@ class Daemon:
 
     async def serve(self) -> None:
         root = self.config.root
-        db = Database(root.state_dir)  # SQLite off the event loop: a writer and a reader thread
+        self._lock_fd = lock_state_dir(root.state_dir)
+        try:
+            db = Database(root.state_dir)  # SQLite off the event loop: a writer and a reader thread
+        except BaseException:
+            self._unlock()
+            raise
         conn = db.conn
         self._state = SqliteState(conn, db)
         self.scheduler = Scheduler(self.store, on_result=self._on_result)
@@ -215,7 +320,7 @@ class Daemon:
         handlers = {
             signal.SIGTERM: self.stop,
             signal.SIGINT: self.stop,
-            signal.SIGHUP: lambda: asyncio.ensure_future(self.reload()),
+            signal.SIGHUP: self._reload_wanted.set,
         }
         for sig, handler in handlers.items():
             try:
@@ -241,6 +346,7 @@ class Daemon:
                         ),
                         name="heartbeat",
                     ),
+                    group.create_task(self._reloader(), name="reloader"),
                 ]
                 if self.watch_file:
                     tasks.append(group.create_task(self._watch_config(), name="watch-config"))
@@ -267,6 +373,12 @@ class Daemon:
             await self.runner.cleanup()
         await db.aclose()
         self.notifier.close()
+        self._unlock()
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the flock
+            self._lock_fd = None
 
     # -------------------------------------------------------------- reload
 
@@ -277,50 +389,69 @@ class Daemon:
         if await self.alerting.db(lambda: incidents.resolve_orphans(names, utc_now())):
             self.alerting.outbox_wake.set()
 
-    async def _watch_config(self, every_s: float = 2.0) -> None:
-        """`run --watch`: reload when the config file changes (mtime, size or inode), checked
-        every `every_s`; a file being rewritten is read once it has settled."""
-        path = self.config.path
+    async def _reloader(self) -> None:
+        """Reload after each SIGHUP (several before it gets to run make one reload)."""
+        while True:  # ends by cancellation
+            await self._reload_wanted.wait()
+            self._reload_wanted.clear()
+            log.info("reload_requested", by="SIGHUP")
+            await self._reload_logged()
 
-        def stamp() -> tuple[int, int, int] | None:
-            try:
-                st = path.stat()
-            except OSError:
-                return None  # being replaced (editors rename over it): look again next time
-            return (st.st_mtime_ns, st.st_size, st.st_ino)
+    async def _watch_config(self, watch: FileWatch | None = None) -> None:
+        """`run --watch`: reload when the config file changed and has settled (`FileWatch`)."""
+        watch = watch or FileWatch(self.config.path)
+        while True:  # ends by cancellation
+            settled = await watch.changed()
+            if settled:
+                log.info("config_changed", path=str(watch.path))
+            else:
+                log.warning("config_changed", path=str(watch.path), note="still changing; read as it is")
+            await self._reload_logged()
 
-        last = stamp()
-        while True:  # ends by cancellation; one stat() per pass
-            await asyncio.sleep(every_s)
-            now = stamp()
-            if now is not None and now != last:
-                last = now
-                log.info("config_changed", path=str(path))
-                await self.reload()
+    async def _reload_logged(self) -> bool:
+        """`reload()` for the daemon's own tasks: a bug in it is logged and counted as a refusal."""
+        try:
+            return await self.reload()
+        except Exception as e:
+            log.exception("reload_crashed")
+            self.reload_ok = False
+            self.reload_errors = [f"{type(e).__name__}: {e}"]
+            return False
 
-    async def reload(self) -> bool:
-        """Re-read the config file. Invalid: nothing changes, every error is logged with its
-        position, and portal_monitor_config_last_reload_successful goes to 0."""
+    async def reload(self, confirm: bool = False) -> bool:
+        """Re-read the config file. Invalid, or removing more than half of the running checks
+        or rules without `confirm`: nothing changes, every error is logged (with its position),
+        and portal_monitor_config_last_reload_successful goes to 0."""
         async with self._reload_lock:
             self.notifier.reloading()
             try:
-                return await self._reload()
+                return await self._reload(confirm)
             finally:
                 self.notifier.ready()
 
-    async def _reload(self) -> bool:
+    def _refuse(self, errors: Sequence[str], detail: dict[str, list[str]] | None = None) -> bool:
+        self.reload_ok = False
+        self.reload_errors = list(errors)
+        self.reload_detail = detail or {}
+        for line in errors:
+            log.error("config_error", error=line)
+        log.error("reload_failed", errors=len(errors), kept="the previous configuration")
+        return False
+
+    async def _reload(self, confirm: bool) -> bool:
         assert self.scheduler is not None and self.alerting is not None and self._state is not None
-        self.reloaded_at = time.time()
         try:
             new = self._loader()
-            compile_rules(new)
+            errors: list[str] = []
+            try:
+                compile_rules(new)
+            except ConfigError as e:
+                errors += e.errors
+            errors += runnable_errors(new)
+            if errors:
+                raise ConfigError(errors)
         except ConfigError as e:
-            self.reload_ok = False
-            self.reload_errors = list(e.errors)
-            for line in e.errors:
-                log.error("config_error", error=line)
-            log.error("reload_failed", errors=len(e.errors), kept="the previous configuration")
-            return False
+            return self._refuse(e.errors)
         old = self.config
         if new.root.listen != old.root.listen or new.root.state_dir != old.root.state_dir:
             log.warning(
@@ -331,7 +462,6 @@ class Daemon:
             new = replace(
                 new, root=new.root.model_copy(update={"listen": old.root.listen, "state_dir": old.root.state_dir})
             )
-        REDACTOR.update(new.secrets)
         before = {c.name: c for c in old.checks}
         after = {c.name: c for c in new.checks}
         changed = [
@@ -346,19 +476,50 @@ class Daemon:
         ]
         removed = [n for n in before if n not in after]
         added = [n for n in after if n not in before]
-        for name in removed + changed:
-            await self.scheduler.remove(name)
-            self._first_round.discard(name)
-        for name in changed + added:
-            self.scheduler.add(build_check(new, after[name], self._state, self.http), dict(after[name].labels))
-        self.config = new
-        self.heartbeat.cfg = new.root.heartbeat  # the running loop reads it at the next beat
-        await self.alerting.set_config(new)
-        await self._resolve_orphans()
+        old_rules = list(dict.fromkeys(r.alert for r in old.root.rules))
+        new_rules = {r.alert for r in new.root.rules}
+        removed_rules = [n for n in old_rules if n not in new_rules]
+        if not confirm and (2 * len(removed) > len(before) or 2 * len(removed_rules) > len(old_rules)):
+            return self._refuse_mass_removal(removed, len(before), removed_rules, len(old_rules))
+        REDACTOR.update(new.secrets)
+        with self.alerting.held():
+            for name in removed + changed:
+                await self.scheduler.remove(name)
+                self._first_round.discard(name)
+            for name in changed + added:
+                self.scheduler.add(build_check(new, after[name], self._state, self.http), dict(after[name].labels))
+            self.config = new
+            self.heartbeat.cfg = new.root.heartbeat  # the running loop reads it at the next beat
+            old_receivers = self.alerting.swap_config(new)
+            await self._resolve_orphans()
         self.reload_ok = True
         self.reload_errors = []
-        log.info("reloaded", added=added, changed=changed, removed=removed, rules=len(self.alerting.rules))
+        self.reload_detail = {"added": added, "changed": changed, "removed": removed, "removed_rules": removed_rules}
+        self.reloaded_at = time.time()
+        log.info(
+            "reloaded",
+            added=added,
+            changed=changed,
+            removed=removed,
+            removed_rules=removed_rules,
+            rules=len(self.alerting.rules),
+            confirmed=confirm,
+        )
+        await self.alerting.retire_receivers(old_receivers)
         return True
+
+    def _refuse_mass_removal(self, checks: list[str], of_checks: int, rules: list[str], of_rules: int) -> bool:
+        def named(names: list[str]) -> str:
+            shown = ", ".join(names[:20]) + (f" and {len(names) - 20} more" if len(names) > 20 else "")
+            return f" ({shown})" if names else ""
+
+        message = (
+            f"{self.config.path.name}: reload refused: it would remove {len(checks)} of {of_checks} running "
+            f"checks{named(checks)} and {len(rules)} of {of_rules} rules{named(rules)}, more than half; "
+            f"if that is intended, {CONFIRM_HINT} (SIGHUP and --watch cannot confirm)"
+        )
+        log.error("reload_refused", would_remove_checks=checks, would_remove_rules=rules, hint=CONFIRM_HINT)
+        return self._refuse([message], {"checks": checks, "rules": rules})
 
 
 def config_loader(path: Path, overrides: dict[str, Any]) -> Callable[[], Config]:

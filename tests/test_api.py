@@ -96,14 +96,17 @@ class FakeDaemon:
     alerting: Alerting | None
     scheduler: None = None
     reload_errors: list[str] = field(default_factory=list)
+    reload_detail: dict[str, list[str]] = field(default_factory=dict)
     reload_answer: bool | Exception = True
     reloads: int = 0
+    confirmed: list[bool] = field(default_factory=list)
 
     def ready(self) -> bool:
         return True
 
-    async def reload(self) -> bool:
+    async def reload(self, confirm: bool = False) -> bool:
         self.reloads += 1
+        self.confirmed.append(confirm)
         if isinstance(self.reload_answer, Exception):
             raise self.reload_answer
         self.reload_errors = [] if self.reload_answer else ["alert_rules.yaml:3:5: checks[0].interval: bad"]
@@ -439,6 +442,20 @@ async def test_reload_answers_200_400_or_500_never_200_on_failure(rig: ApiRig) -
     reply = await rig.json("POST", "/-/reload", 500, headers=rig.auth)
     assert reply == {"ok": False, "errors": ["RuntimeError: boom near ***"]}
     assert rig.daemon.reloads == 3
+    assert rig.daemon.confirmed == [False, False, False]
+
+
+async def test_reload_refused_by_the_guard_says_what_would_go_and_confirm_passes_through(rig: ApiRig) -> None:
+    rig.daemon.reload_answer = False
+    rig.daemon.reload_detail = {"checks": [], "rules": ["RedisDown", "DatabaseDown"]}
+    reply = await rig.json("POST", "/-/reload", 400, headers=rig.auth)
+    assert reply["would_remove"] == {"checks": [], "rules": ["RedisDown", "DatabaseDown"]}
+    assert reply["confirm"] == "POST /-/reload?confirm=1"
+    rig.daemon.reload_answer, rig.daemon.reload_detail = True, {"added": [], "removed_rules": ["RedisDown"]}
+    done = await rig.json("POST", "/-/reload?confirm=1", headers=rig.auth)
+    assert done == {"ok": True, "added": [], "removed_rules": ["RedisDown"]}
+    assert (await rig.json("POST", "/-/reload?confirm=yes", 400, headers=rig.auth))["error"].startswith("confirm=")
+    assert rig.daemon.confirmed == [False, True]
 
 
 async def test_no_secret_in_any_reply(rig: ApiRig) -> None:
@@ -575,7 +592,8 @@ async def test_reload_through_the_api(tmp_path: Path, redis_up: Any, pagerduty: 
         assert error.startswith("alert_rules.yaml:4:") and "checks[0].interval: '1 s' is not a duration" in error
         await d.wait_metric("portal_monitor_config_last_reload_successful", 0)
         path.write_text(good.replace("for: 0s", "for: 1m"))
-        assert await api(d, "POST", "/-/reload") == (200, {"ok": True})
+        assert await api(d, "POST", "/-/reload") == (
+            200, {"ok": True, "added": [], "changed": [], "removed": [], "removed_rules": []})
         await d.wait_metric("portal_monitor_config_last_reload_successful", 1)
         assert (await d.wait_event("reloaded"))["changed"] == []
         # The token comes with the config: without MONITOR_API_TOKEN in the daemon's environment,

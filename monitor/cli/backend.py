@@ -59,11 +59,13 @@ class Refused(Exception):
 
 
 class ApiError(Exception):
-    """A call to the daemon failed; `status` is the HTTP status (None when no reply came)."""
+    """A call to the daemon failed; `status` is the HTTP status (None when no reply came),
+    `doc` the reply's JSON when it had one (`POST /-/reload`'s list of errors)."""
 
-    def __init__(self, message: str, status: int | None = None) -> None:
+    def __init__(self, message: str, status: int | None = None, doc: Any = None) -> None:
         super().__init__(message)
         self.status = status
+        self.doc = doc
 
 
 class Backend(Protocol):
@@ -323,7 +325,7 @@ class ApiClient:
             raise ApiError(f"{method} {shown}: 401 Unauthorized: {hint}", status)
         if status == 403:
             raise ApiError(f"{method} {shown}: 403 Forbidden: {detail}", status)
-        raise ApiError(f"{method} {shown}: HTTP {status}: {detail}", status)
+        raise ApiError(f"{method} {shown}: HTTP {status}: {detail}", status, doc)
 
 
 def _error_text(doc: Any) -> str:

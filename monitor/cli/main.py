@@ -22,7 +22,15 @@ from monitor import __version__
 from monitor.cli import oncall
 from monitor.clock import utc_now
 from monitor.config.fields import format_duration
-from monitor.config.loader import ConfigError, config_path, load_config, load_config_text
+from monitor.config.loader import (
+    ConfigError,
+    config_path,
+    config_warnings,
+    load_config,
+    load_config_text,
+    require_runnable,
+    runnable_errors,
+)
 from monitor.config.model import API_TOKEN_VAR, MIN_TOKEN_LENGTH, Config
 from monitor.logs import configure_logging
 from monitor.model import CheckResult, MemoryState
@@ -152,7 +160,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         except OSError as e:
             print(f"portal-monitor: --api-token-file {args.api_token_file}: {e.strerror or e}", file=sys.stderr)
             return 1
-    cfg = _load(args)
+    cfg = require_runnable(_load(args))
     configure_logging(
         json=args.log_format == "json" if args.log_format else None, level=args.log_level, secrets=cfg.secrets
     )
@@ -225,12 +233,21 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         return 2
     path = config_path(args.config or args.file)
     cfg = load_config(path)
-    compile_rules(cfg)
+    errors: list[str] = []
+    try:
+        compile_rules(cfg)
+    except ConfigError as e:
+        errors += e.errors
+    errors += runnable_errors(cfg)
+    if errors:
+        raise ConfigError(errors)
     problems = rule_problems(cfg)
     if problems and args.strict:
         raise ConfigError(problems)
     for line in problems:
         print(f"warning: {line}", file=sys.stderr)
+    for warning in config_warnings(cfg):
+        print(f"warning: {warning}", file=sys.stderr)
     root = cfg.root
     print(f"{path}: OK" + (f" ({len(problems)} warning{'s' if len(problems) != 1 else ''})" if problems else ""))
     print(f"listen {root.listen}   state_dir {root.state_dir}")
@@ -489,6 +506,51 @@ def cmd_export_rules(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------ reload
+
+RELOAD_TIMEOUT_S = 120.0  # the daemon answers after replaced receivers finished their sends
+
+
+def _daemon_url(listen: str) -> str:
+    """The URL a local client reaches a daemon listening on `listen` at."""
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]")
+    if host in ("", "0.0.0.0", "::"):
+        host = "127.0.0.1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    """Ask the running daemon to re-read its config file (POST /-/reload, $MONITOR_API_TOKEN)."""
+    from monitor.cli import backend
+    from monitor.config.loader import api_token
+
+    url = args.url or _daemon_url(_load(args).root.listen)
+    try:
+        reply = backend.call(
+            url,
+            "POST",
+            "/-/reload",
+            token=api_token(),
+            params={"confirm": "1"} if args.confirm else None,
+            timeout_s=RELOAD_TIMEOUT_S,
+        )
+    except backend.ApiError as e:
+        doc = e.doc if isinstance(e.doc, dict) else {}
+        if e.status == 400 and isinstance(doc.get("errors"), list):
+            print("portal-monitor reload: refused; the daemon keeps its running configuration:", file=sys.stderr)
+            for line in doc["errors"]:
+                print(f"  {line}", file=sys.stderr)
+            if doc.get("would_remove"):
+                print("  to apply it anyway: portal-monitor reload --confirm", file=sys.stderr)
+        else:
+            print(f"portal-monitor reload: {e}", file=sys.stderr)
+        return 1
+    parts = [f"{k} {', '.join(reply[k])}" for k in ("added", "changed", "removed", "removed_rules") if reply.get(k)]
+    print("reloaded" + (": " + "; ".join(parts) if parts else " (no check or rule added, changed or removed)"))
+    return 0
+
+
 # ------------------------------------------------------------------ main
 
 
@@ -547,6 +609,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(p)
     p.add_argument("--format", choices=("prometheus",), default="prometheus")
     p.set_defaults(func=cmd_export_rules)
+
+    p = sub.add_parser("reload", help="make the running daemon re-read its config file (POST /-/reload)")
+    _add_config(p)
+    p.add_argument("--url", metavar="URL", help="the daemon (http://host:9820); default: the config file's `listen`")
+    p.add_argument(
+        "--confirm",
+        action="store_true",
+        help="apply a file that removes more than half of the running checks or rules",
+    )
+    p.set_defaults(func=cmd_reload)
 
     oncall.add_parsers(sub, _add_config)
     return parser

@@ -400,3 +400,81 @@ def load_config_text(
     # The log, API and CLI redactors all read this one set.
     secrets = redaction_set(root)
     return Config(root=root, path=path, positions=pos, disabled=disabled, secrets=secrets, skipped_types=skipped_types)
+
+
+# ---------------------------------------------------------------- fit to run
+
+
+def _receiver_state(cfg: Config, name: str) -> str | None:
+    """None when `name` is an enabled receiver; otherwise why it is not (for the error)."""
+    rc = cfg.root.receivers.get(name)
+    if rc is None:
+        return cfg.disabled.get(name, "not defined under receivers:")
+    if rc.enabled is False:
+        return "enabled: false"
+    return cfg.disabled.get(name)
+
+
+def _p1_steps(rule: Any, cfg: Config) -> list[Any]:
+    """The escalation steps a P1 alert of `rule` takes (as `monitor.incidents.routing.steps_for`)."""
+    return [
+        s
+        for s in cfg.root.escalation
+        if (s.vendor and bool(rule.vendor) and (s.severities is None or "P1" in s.severities))
+        or (not s.vendor and s.severities is not None and "P1" in s.severities)
+    ]
+
+
+def runnable_errors(cfg: Config) -> list[str]:
+    """What makes a valid file unfit for the daemon, one positioned line each: nothing in it
+    (an empty or half-saved file), no check, or a P1 rule that no enabled receiver would hear
+    about (escalation `fallback` receivers counted). `run` refuses such a file at start and on
+    every reload; `check-config` reports it. Rule files for `test-rules` need none of this."""
+    name = cfg.path.name
+    if not any(len(p) == 1 for p in cfg.positions):
+        return [
+            f"{name}:1:1: the file is empty (no checks, rules or receivers): a half-written save? "
+            "it needs at least `checks:`"
+        ]
+    errors: list[str] = []
+    if not cfg.root.checks and not any(t in CHECK_TYPES for t in cfg.skipped_types.values()):
+        errors.append(f"{cfg.where('checks')}: checks: no check is defined: the daemon would watch nothing")
+    for i, rule in enumerate(cfg.root.rules):
+        if rule.severity != "P1":
+            continue
+        steps = _p1_steps(rule, cfg)
+        if any(_receiver_state(cfg, n) is None for s in steps for n in (*s.receivers, *s.fallback)):
+            continue
+
+        def listed(names: list[str]) -> str:
+            return ", ".join(f"{n} ({_receiver_state(cfg, n)})" for n in names)
+
+        why = (
+            "; ".join(
+                f"{s.level} {listed(s.receivers)}" + (f", fallback {listed(s.fallback)}" if s.fallback else "")
+                for s in steps
+            )
+            if steps
+            else "no escalation step takes P1"
+        )
+        errors.append(
+            f"{cfg.where('rules', i, 'severity')}: rules[{i}].severity: P1 rule {rule.alert!r} reaches no enabled "
+            f"receiver: {why}"
+        )
+    return errors
+
+
+def require_runnable(cfg: Config) -> Config:
+    """`cfg`, or ConfigError with `runnable_errors(cfg)`."""
+    errors = runnable_errors(cfg)
+    if errors:
+        raise ConfigError(errors)
+    return cfg
+
+
+def config_warnings(cfg: Config) -> list[str]:
+    """Legal but worth a word in `check-config`: a file without rules pages nobody (fine when
+    Prometheus scrapes /metrics and does the alerting)."""
+    if not cfg.root.rules:
+        return [f"{cfg.where('rules')}: no rules: nothing will page (fine if Prometheus alerts on /metrics)"]
+    return []

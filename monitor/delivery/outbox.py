@@ -29,7 +29,7 @@ import asyncio
 import random
 import sqlite3
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextlib import suppress
 from datetime import datetime, timedelta
 from typing import Any
@@ -140,6 +140,7 @@ class Outbox:
         self._max = max_backoff.total_seconds()
         self._poll = poll_interval_s
         self._workers: dict[str, asyncio.Task[None]] = {}
+        self._inflight: dict[int, asyncio.Event] = {}  # id(receiver) -> set when its send ends
         self._counts: Counter[tuple[str, str]] = Counter()
         # A receiver whose oldest waiting row already failed before a restart is still failing.
         self._failing: dict[str, bool] = {name: False for name in self._receivers}
@@ -149,9 +150,27 @@ class Outbox:
             self._failing[name] = True
 
     def set_receivers(self, receivers: Mapping[str, Receiver]) -> None:
-        """After a reload: rows for a receiver that is gone fail with a clear error."""
+        """After a reload: every attempt from now on goes to these receivers (a send already
+        under way finishes on the old one, see `retire`); rows for a receiver that is gone
+        fail with a clear error."""
         self._receivers = dict(receivers)
         self._failing = {name: self._failing.get(name, False) for name in self._receivers}
+
+    async def retire(self, receivers: Iterable[Receiver]) -> list[str]:
+        """Wait until none of `receivers` (replaced by a reload) has a send under way, each for
+        at most its send timeout (the backstop `_attempt` applies): their owner may close them
+        then. Return the names of those still sending (their rows are retried)."""
+
+        async def finished(r: Receiver, done: asyncio.Event) -> str | None:
+            try:
+                async with asyncio.timeout(send_timeout(r) * 1.1 + 0.1):
+                    await done.wait()
+            except TimeoutError:
+                return r.name
+            return None
+
+        waits = [finished(r, done) for r in receivers if (done := self._inflight.get(id(r))) is not None]
+        return [name for name in await asyncio.gather(*waits) if name is not None]
 
     # -- running
 
@@ -223,9 +242,14 @@ class Outbox:
     async def _attempt(self, receiver: Receiver, row: OutboxRow) -> None:
         timeout = send_timeout(receiver)
         n = row.notification
+        done = self._inflight[id(receiver)] = asyncio.Event()
         try:
-            async with asyncio.timeout(timeout * 1.1 + 0.1):  # the receiver applies its own; a backstop
-                await receiver.send(n)
+            try:
+                async with asyncio.timeout(timeout * 1.1 + 0.1):  # the receiver applies its own; a backstop
+                    await receiver.send(n)
+            finally:
+                self._inflight.pop(id(receiver), None)
+                done.set()
         except DeliveryError as e:
             if e.permanent:
                 await self._finish(row, "failed", self._now(), str(e))

@@ -82,10 +82,16 @@ runs, so a refused request's body is never read. Errors are `{"error": "..."}` w
          200 {"ok": true, "expired": true, "silence": {...}}; "expired": false when it had
          already ended (nothing changed); 404 unknown id.
 
-    POST /-/reload
-         200 {"ok": true}
+    POST /-/reload[?confirm=1]
+         200 {"ok": true, "added": ["db"], "changed": [], "removed": ["web"], "removed_rules": []}
          400 {"ok": false, "errors": ["alert_rules.yaml:4:38: checks[0].interval: '1 s' is not a duration ..."]}
-             the file is invalid: nothing changed (portal_monitor_config_last_reload_successful 0)
+             the file is invalid (or empty, without checks, or with a P1 rule no enabled
+             receiver hears): nothing changed (portal_monitor_config_last_reload_successful 0,
+             the reload timestamp stays)
+         400 {"ok": false, "errors": ["alert_rules.yaml: reload refused: it would remove 0 of 6
+             running checks and 9 of 9 rules (...), more than half; if that is intended, confirm ..."],
+             "would_remove": {"checks": [], "rules": ["RedisDown", ...]}, "confirm": "POST /-/reload?confirm=1"}
+             the mass-removal guard: nothing changed; `?confirm=1` applies it
          500 {"ok": false, "errors": ["RuntimeError: ..."]}: the reload itself failed
          Never 200 on failure (unlike Alertmanager issue #1152).
 
@@ -143,10 +149,11 @@ class Monitored(Protocol):
     scheduler: Scheduler | None
     alerting: Alerting | None
     reload_errors: Sequence[str]
+    reload_detail: dict[str, list[str]]
 
     def ready(self) -> bool: ...
 
-    async def reload(self) -> bool: ...
+    async def reload(self, confirm: bool = False) -> bool: ...
 
 
 def _finite(v: float) -> float | None:
@@ -463,16 +470,20 @@ class Api:
     # ------------------------------------------------------------------ reload
 
     async def reload(self, request: web.Request) -> web.Response:
-        log.info("api_reload", remote=request.remote)
+        confirm = choice(request, "confirm", ("0", "1", "false", "true")) in ("1", "true")
+        log.info("api_reload", remote=request.remote, confirm=confirm)
         try:
-            ok = await self._d.reload()
+            ok = await self._d.reload(confirm=confirm)
         except Exception as e:  # a bug in the reload path: say so, never 200
             log.exception("reload_crashed")
             return self._json({"ok": False, "errors": [f"{type(e).__name__}: {e}"]}, 500)
         if ok:
-            return self._json({"ok": True})
+            return self._json({"ok": True, **self._d.reload_detail})
         errors = list(self._d.reload_errors) or ["the config could not be loaded (see the daemon's log)"]
-        return self._json({"ok": False, "errors": errors}, 400)
+        refusal: dict[str, Any] = {"ok": False, "errors": errors}
+        if self._d.reload_detail:  # the mass-removal guard
+            refusal |= {"would_remove": self._d.reload_detail, "confirm": "POST /-/reload?confirm=1"}
+        return self._json(refusal, 400)
 
 
 # ---------------------------------------------------------------------- helpers
