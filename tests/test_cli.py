@@ -57,7 +57,9 @@ def test_check_config_on_the_shipped_file_with_no_environment() -> None:
 
 def test_check_config_lists_time_intervals_and_what_they_mute(tmp_path: Path) -> None:
     cfg = tmp_path / "c.yaml"  # no inhibit rules: the intervals are listed all the same
-    cfg.write_text("time_intervals:\n  - {name: night, time_intervals: [{times: [{start_time: '00:00', "
+    cfg.write_text("checks:\n  - {name: cache, type: redis, url: 'redis://127.0.0.1:1'}\n"
+                   "receivers:\n  oncall: {type: log}\n"
+                   "time_intervals:\n  - {name: night, time_intervals: [{times: [{start_time: '00:00', "
                    "end_time: '06:00'}], location: Europe/London}]}\n  - {name: spare, time_intervals: [{}]}\n"
                    "rules:\n  - {alert: A, expr: 'x > 1', severity: P3, mute_time_intervals: [night]}\n")
     r = cli("check-config", "-c", str(cfg))
@@ -80,9 +82,23 @@ def test_check_config_prints_every_error_and_exits_1(tmp_path: Path) -> None:
 
 def test_config_path_from_the_environment(tmp_path: Path) -> None:
     cfg = tmp_path / "x.yaml"
-    cfg.write_text("checks: []\n")
+    cfg.write_text("checks:\n  - {name: cache, type: redis, url: 'redis://127.0.0.1:1'}\n")
     r = cli("check-config", env=clean_env(PORTAL_MONITOR_CONFIG=str(cfg)))
     assert r.returncode == 0 and f"{cfg}: OK" in r.stdout
+    assert r.stderr == "warning: x.yaml:1:1: no rules: nothing will page (fine if Prometheus alerts on /metrics)\n"
+
+
+def test_check_config_refuses_a_file_unfit_to_run(tmp_path: Path) -> None:
+    cfg = tmp_path / "x.yaml"
+    cfg.write_text("checks: []\nrules:\n  - {alert: A, expr: 'portal_redis_up == 0', severity: P1}\n")
+    r = cli("check-config", "-c", str(cfg))
+    assert r.returncode == 1
+    assert r.stderr.splitlines() == [
+        "x.yaml:1:9: checks: no check is defined: the daemon would watch nothing",
+        "x.yaml:3:56: rules[0].severity: P1 rule 'A' reaches no enabled receiver: L1 oncall (not defined under "
+        "receivers:); L2 lead (not defined under receivers:); L3 management (not defined under receivers:)",
+        "2 errors",
+    ]
 
 
 def test_once_json_all_up(tmp_path: Path, redis_up, postgres_up) -> None:

@@ -124,6 +124,8 @@ def seeded(root: Path, now: datetime) -> Path:
     path.write_text(f"""\
 listen: 127.0.0.1:0
 state_dir: {root / 'state'}
+checks:
+  - {{name: self, type: process, cmdline: "monitor run", interval: 10s}}
 rules:
   - {{alert: RedisDown, expr: "portal_redis_up == 0", severity: P1}}
 receivers:

@@ -56,14 +56,15 @@ def bff_process() -> Iterator[str]:
 @pytest.fixture
 async def make_rig(tmp_path: Path, redis_up: RedisServer, postgres_up: PostgresServer,
                    bff_process: str) -> AsyncIterator[Callable[..., Rig]]:
-    """`make_rig(extra_rules=[...], platform_events=False)`: a Rig on this test's servers, not started yet (for a row
+    """`make_rig(extra_rules=[...], platform_events=False, daemon_args=())`: a Rig on this test's servers, not started yet (for a row
     that prepares Redis before the daemon starts). Teardown stops what was started and asserts
     the daemon exited cleanly."""
     made: list[Rig] = []
 
-    def make(extra_rules: Sequence[Mapping[str, Any]] = (), platform_events: bool = False) -> Rig:
+    def make(extra_rules: Sequence[Mapping[str, Any]] = (), platform_events: bool = False,
+             daemon_args: Sequence[str] = ()) -> Rig:
         r = Rig(tmp_path / f"rig{len(made)}", redis=redis_up, postgres=postgres_up, process_pattern=bff_process,
-                extra_rules=extra_rules, platform_events=platform_events)
+                extra_rules=extra_rules, platform_events=platform_events, daemon_args=daemon_args)
         made.append(r)
         return r
 

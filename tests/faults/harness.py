@@ -52,6 +52,7 @@ WHMCS_IDENTIFIER = "fault-matrix-identifier"
 WHMCS_SECRET = "fault-matrix-whmcs-secret"
 MANAGEMENT_SECRET = "fault-matrix-management-hmac"
 VENDOR_SECRET = "fault-matrix-vendor-hmac"
+API_TOKEN = "fault-matrix-api-token-0123456789"  # MONITOR_API_TOKEN: POST /-/reload
 
 # Escalation steps of the shipped file (runbook matrix), in test seconds.
 L2_AFTER = shrunk("30m")
@@ -72,7 +73,7 @@ class Rig:
 
     def __init__(self, workdir: Path, *, redis: RedisServer, postgres: PostgresServer,
                  process_pattern: str, extra_rules: Sequence[Mapping[str, Any]] = (),
-                 platform_events: bool = False) -> None:
+                 platform_events: bool = False, daemon_args: Sequence[str] = ()) -> None:
         assert len(ONCALL_KEY) == len(LEAD_KEY) == 32
         self.workdir = workdir
         self.redis = redis
@@ -87,6 +88,7 @@ class Rig:
         self.config_path = workdir / "alert_rules.test.yaml"
         self.extra_rules = list(extra_rules)
         self.platform_events = platform_events  # the row writes replay ids: their rules stay on
+        self.daemon_args = tuple(daemon_args)  # `portal-monitor run` options (--watch)
         self.notes: list[str] = []
         self._daemon: DaemonProcess | None = None
         self._closed = False
@@ -128,6 +130,7 @@ class Rig:
             MANAGEMENT_WEBHOOK_SECRET=MANAGEMENT_SECRET,
             VENDOR_WEBHOOK_URL=self.vendors.url,
             VENDOR_WEBHOOK_SECRET=VENDOR_SECRET,
+            MONITOR_API_TOKEN=API_TOKEN,
         )
 
     async def start(self) -> None:
@@ -137,7 +140,7 @@ class Rig:
             await fake.start()
         self.notes = write_config(self.config_path, pagerduty_url=self.pd.url, log_dir=self.log.dir,
                                   extra_rules=self.extra_rules, platform_events=self.platform_events)
-        self._daemon = await DaemonProcess.start(self.config_path, env=self.env())
+        self._daemon = await DaemonProcess.start(self.config_path, *self.daemon_args, env=self.env())
         await self.wait(self._ready, "the daemon to be ready (every check run once)")
         alerts = await self.alerts()
         assert alerts == [], f"the healthy portal already has alerts: {alerts}\n{self.checks_text()}"
