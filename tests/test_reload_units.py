@@ -316,3 +316,30 @@ def test_a_second_lock_on_a_state_dir_names_the_holder(tmp_path: Path) -> None:
     finally:
         os.close(fd)
     os.close(lock_state_dir(tmp_path / "state"))  # released with the descriptor
+
+
+@pytest.mark.parametrize(("listen", "url"), [
+    ("127.0.0.1:9820", "http://127.0.0.1:9820"),
+    ("0.0.0.0:9820", "http://127.0.0.1:9820"),
+    (":9820", "http://127.0.0.1:9820"),
+    ("[::]:9820", "http://127.0.0.1:9820"),
+    ("[::1]:9820", "http://[::1]:9820"),
+    ("monitor.internal:9820", "http://monitor.internal:9820"),
+])
+def test_reload_without_url_asks_the_daemon_at_the_files_listen_address(listen: str, url: str) -> None:
+    from monitor.cli.main import _daemon_url
+
+    assert _daemon_url(listen) == url
+
+
+def test_reload_without_url_checks_the_file_first_and_sends_nothing_when_it_is_invalid(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from monitor.cli.main import main
+
+    path = tmp_path / "alert_rules.yaml"
+    path.write_text("listen: 127.0.0.1:1\nchecks:\n  - {name: a, type: redis, interval: 10 s}\n")
+    assert main(["reload", "-c", str(path)]) == 1  # port 1: had it been sent, the error would say so
+    assert capsys.readouterr().err.splitlines() == [
+        "alert_rules.yaml:3:38: checks[0].interval: '10 s' is not a duration (use e.g. 250ms, 10s, 5m, 1h)",
+        "1 error",
+    ]
