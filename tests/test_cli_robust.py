@@ -24,6 +24,8 @@ checks:
   - {{name: cache, type: redis, url: "redis://127.0.0.1:1/0"}}
 rules:
   - {{alert: RedisDown, expr: 'portal_redis_up == 0', severity: P1, summary: down}}
+receivers:
+  oncall: {{type: log}}
 """)
     return path
 
