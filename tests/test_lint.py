@@ -107,7 +107,7 @@ def test_recording_rule_names_count_as_exported() -> None:
 
 def test_check_config_warns_and_strict_fails(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "alert_rules.yaml"
-    path.write_text(CHECKS + "rules:\n  - {alert: A, expr: 'portal_redis_upp == 0', severity: P1}\n")
+    path.write_text(CHECKS + "rules:\n  - {alert: A, expr: 'portal_redis_upp == 0', severity: P3}\n")
     assert main(["check-config", "-c", str(path)]) == 0
     out, err = capsys.readouterr()
     assert "alert_rules.yaml: OK (1 warning)" in out
@@ -116,7 +116,7 @@ def test_check_config_warns_and_strict_fails(tmp_path: Path, capsys: pytest.Capt
     out, err = capsys.readouterr()
     assert out == ""
     assert "portal_redis_upp is exported by no configured check" in err and err.rstrip().endswith("1 error")
-    path.write_text(CHECKS + "rules:\n  - {alert: A, expr: 'portal_redis_up == 0', severity: P1}\n")
+    path.write_text(CHECKS + "rules:\n  - {alert: A, expr: 'portal_redis_up == 0', severity: P3}\n")
     assert main(["check-config", "-c", str(path), "--strict"]) == 0
     out, err = capsys.readouterr()
     assert "alert_rules.yaml: OK\n" in out and "warning" not in err
