@@ -94,12 +94,13 @@ check-config: $(RUNTIME_STAMP)
 once: $(RUNTIME_STAMP)
 	$(VENV)/bin/portal-monitor once -c alert_rules.yaml
 
-## bench: scheduler, log parsing, detection-latency and state-file benchmarks (minutes; not part of `make test`)
+## bench: scheduler, log parsing, detection-latency, state-file and PromQL engine benchmarks (minutes; not part of `make test`)
 bench: $(DEV_STAMP)
 	$(PY) bench/bench_scheduler.py
 	$(PY) bench/bench_logfile.py
 	$(PY) bench/bench_detection.py
 	$(PY) bench/bench_statefile.py
+	$(PY) bench/bench_promql.py
 
 ## noise-report: pages per day of the shipped rules over 30 seeded normal days, recall on 10 seeded fault days
 ## (tests/proof/seed_day.py; ~50 s of CPU per day, two at a time)

@@ -41,6 +41,7 @@ STALE_NAN_BITS = 0x7FF0000000000002
 STALE_NAN: float = struct.unpack("<d", struct.pack("<Q", STALE_NAN_BITS))[0]
 _MAX_REL = 0xFFFFFFFF  # the largest offset array('I') holds: 49.7 days of milliseconds
 _DUMP_VERSION = 1
+LATE_MS = 60_000  # see History.generation
 _MAX_RESETS = 64  # past this many decreases, and one in 16 samples, a series is not indexed for resets
 
 _TS_CODE = "I" if array("I").itemsize == 4 else "L"  # 4-byte unsigned on every platform we run on
@@ -303,6 +304,11 @@ class History:
         self._strings: dict[str, str] = {}
         # select() results by matchers, valid while no series is added or removed
         self._selected: dict[tuple[Matcher, ...], list[Series]] = {}
+        # Readers may keep results computed for times more than LATE_MS before `newest` (the latest
+        # time written, ms): `generation` changes whenever a write lands at or before a time its
+        # series already had, or more than LATE_MS before `newest`, or everything is replaced.
+        self.generation = 0
+        self.newest = -(2**62)
 
     # ---- writing -------------------------------------------------------------------------
     def _intern(self, s: str) -> str:
@@ -320,6 +326,16 @@ class History:
             self._by_name.setdefault(interned.get("__name__", ""), {})[key] = series
         return series
 
+    def _note_write(self, series: Series, t: int) -> None:
+        if (
+            t < self.newest - LATE_MS
+            or (series.ts and series.ts[-1] + series.base >= t)
+            or (series.stale and series.stale[-1] >= t)
+        ):
+            self.generation += 1
+        if t > self.newest:
+            self.newest = t
+
     def add(self, labels: Mapping[str, str], t: float, value: float) -> bool:
         """One sample (or `STALE_NAN`) of the series `labels` (with `__name__`) at `t` seconds."""
         return self.add_ms(labels, ms(t), value)
@@ -329,6 +345,7 @@ class History:
             self.refused += 1
             return False
         series = self._get(labels, t)
+        self._note_write(series, t)
         before = len(series)
         if not series.put(t, value):
             self.refused += 1
@@ -348,6 +365,8 @@ class History:
             if self._samples >= self.max_samples:
                 self.refused += 1
                 continue
+            if (series.ts and series.ts[-1] + series.base >= tm) or tm < self.newest - LATE_MS:
+                self.generation += 1
             before = len(series)
             if series.put(tm, float(s.value)):
                 self._samples += len(series) - before
@@ -356,8 +375,11 @@ class History:
         for key in self._sources.get(source, set()) - now:
             gone = self._series.get(key)
             if gone is not None:
+                self._note_write(gone, tm)
                 gone.put(tm, STALE_NAN)
         self._sources[source] = now
+        if tm > self.newest:
+            self.newest = tm
 
     def trim(self, now: float) -> int:
         """Drop samples older than `retention_s` before `now`, and series left empty; returns samples dropped."""
@@ -381,6 +403,8 @@ class History:
 
     def clear(self) -> None:
         self._selected.clear()
+        self.generation += 1
+        self.newest = -(2**62)
         self._series.clear()
         self._by_name.clear()
         self._sources.clear()
@@ -492,6 +516,8 @@ class History:
                 del series.vs[:cut]
             series._recompute_resets()
             self._samples += len(series.vs)
+            if series.ts:
+                self.newest = max(self.newest, series.ts[-1] + series.base)
         for src, keys in doc.sources.items():
             self._sources[src] = {tuple((self._intern(k), self._intern(v)) for k, v in key) for key in keys}
         return self._samples

@@ -152,3 +152,19 @@ def test_annotations_carry_prometheus_messages_and_positions() -> None:
         "PromQL warning: sort is ineffective for range queries since results are always ordered by labels (1:5)"
     ]
     assert e.instant_annotated("rate(req_total[5m])", 600)[1] == []
+
+
+def test_kept_subquery_steps_match_fresh_evaluation_and_a_write_into_the_past_drops_them() -> None:
+    h = History()
+    for t in range(0, 601, 10):
+        h.append(t, [Sample("g", {"k": "a"}, float(t % 70))], source="s")
+    engine = Engine(h)
+    expr = parse("max_over_time(g[5m:1m])")
+    first = _values(engine.instant(expr, 600))
+    assert engine.steps  # steps older than a minute before the newest sample were kept
+    for t in range(610, 700, 10):  # the window slides; kept steps are reused
+        h.append(t, [Sample("g", {"k": "a"}, float(t % 70))], source="s")
+        assert _values(engine.instant(expr, t)) == _values(Engine(h).instant(expr, t))
+    assert first
+    h.add({"__name__": "g", "k": "a"}, 480, 1000.0)  # a write into the past
+    assert _values(engine.instant(expr, 690)) == {(("k", "a"),): 1000.0}

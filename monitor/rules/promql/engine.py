@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from monitor.history import History, ms
+from monitor.history import LATE_MS, History, ms
 from monitor.history import Series as HistorySeries
 from monitor.rules.promql import aggregate, binary, functions
 from monitor.rules.promql.annotations import SORT_IN_RANGE, call_position, invalid_quantile
@@ -57,10 +57,40 @@ from monitor.rules.promql.values import (
 class Engine:
     """Evaluates PromQL over a `History`; see the package docstring for the interface."""
 
+    # Subquery steps older than this before the newest sample are kept between queries: later
+    # samples cannot change them (a write into the past clears them, see History.generation).
+    SETTLED_MS = LATE_MS
+
     def __init__(self, history: History, lookback_s: float = 300.0, subquery_step_s: float = 60.0) -> None:
         self.history = history
         self.lookback = ms(lookback_s)
         self.subquery_step = ms(subquery_step_s)
+        # id(subquery node) -> (node, {step time: inner value}); valid for one history generation
+        self.steps: dict[int, tuple[Subquery, dict[int, Internal]]] = {}
+        self.steps_generation = history.generation
+        self._step_safe: dict[int, bool] = {}
+
+    def step_cache(self, node: Subquery) -> dict[int, Internal] | None:
+        """Kept inner values of a subquery by step time; None when its inner expression depends on
+        the query's own bounds (start(), end(), step(), range(), @ start()/end())."""
+        if self.history.generation != self.steps_generation:
+            self.steps.clear()
+            self.steps_generation = self.history.generation
+        safe = self._step_safe.get(id(node))
+        if safe is None:
+            safe = not any(_bound_dependent(n) for n in walk(node.expr))
+            self._step_safe[id(node)] = safe
+            if len(self._step_safe) > 10_000:
+                self._step_safe.clear()
+        if not safe:
+            return None
+        entry = self.steps.get(id(node))
+        if entry is None:
+            if len(self.steps) > 1_000:
+                self.steps.clear()
+            entry = (node, {})
+            self.steps[id(node)] = entry
+        return entry[1]
 
     def _expr(self, expr: Expr | str) -> Expr:
         return parse(expr) if isinstance(expr, str) else expr
@@ -162,6 +192,15 @@ class Cycle:
         return value, self._ev.messages(e.text)
 
 
+def _bound_dependent(node: Node) -> bool:
+    if isinstance(node, Call) and node.func in ("start", "end", "step", "range"):
+        return True
+    at = getattr(node, "at", None)
+    if isinstance(node, MatrixSel):
+        at = node.sel.at
+    return isinstance(at, At) and at.kind in ("start", "end")
+
+
 def _type_name(kind: str) -> str:
     return {"matrix": "range vector", "string": "string", "scalar": "scalar", "vector": "instant vector"}[kind]
 
@@ -202,6 +241,7 @@ def trunc_div(a: int, b: int) -> int:
 
 class _Evaluator:
     def __init__(self, engine: Engine, start: int, end: int, step: int, memo: bool = False) -> None:
+        self.engine = engine
         self.history = engine.history
         # (id(node), t) -> value, when results are shared between expressions (nodes are interned,
         # so equal subtrees are one object; the tree holds the node, so its id stays unique)
@@ -311,9 +351,18 @@ class _Evaluator:
             first += step
         series: dict[tuple[tuple[str, str], ...], RangeSeries] = {}
         keys: dict[int, tuple[dict[str, str], tuple[tuple[str, str], ...]]] = {}  # id(metric) -> (metric, key)
+        kept = self.engine.step_cache(node)
+        settled = self.history.newest - Engine.SETTLED_MS
+        if kept is not None:
+            for old in [k for k in kept if k < first]:
+                del kept[old]
         tt = first
         while tt <= ref:
-            v = self.eval(node.expr, tt)
+            v = kept.get(tt) if kept is not None and tt <= settled else None
+            if v is None:
+                v = self.eval(node.expr, tt)
+                if kept is not None and tt <= settled:
+                    kept[tt] = v
             if isinstance(v, float):
                 v = InstantVector([Sample({}, v)])
             if not isinstance(v, InstantVector):
