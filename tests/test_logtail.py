@@ -116,19 +116,62 @@ def test_rename_rotation_reads_old_file_to_its_end_then_the_new_one(tmp_path: Pa
         writer.flush()
         log.write_bytes(lines(4, 0, tag="new"))
         assert read_all(f) == lines(4, 3) + lines(4, 0, tag="new")
-    assert f.rotations == 1
+    assert f.rotations == {"rename": 1}
     append(log, b"more\n")
     assert read_all(f) == b"more\n"
 
 
-def test_rotation_keeps_an_unterminated_last_line(tmp_path: Path) -> None:
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_rotation_keeps_an_unterminated_last_line_once_the_old_file_is_let_go(tmp_path: Path) -> None:
+    """The logger may still finish that line (it writes until it reopens): the old file is
+    let go only after `retire_s` without growing, and its last line is then still a line."""
     log = tmp_path / "combined.log"
     log.write_bytes(b"a\nlast-without-newline")
-    f = Follower(str(log), from_end=False)
+    clock = Clock()
+    f = Follower(str(log), from_end=False, retire_s=5.0, clock=clock)
     assert read_all(f) == b"a\n"
     os.rename(log, tmp_path / "combined.log.1")
     log.write_bytes(b"b\n")
-    assert read_all(f) == b"last-without-newline\nb\n"
+    assert read_all(f) == b"b\n"
+    clock.t += 4.9
+    assert read_all(f) == b""
+    clock.t += 0.2
+    assert read_all(f) == b"last-without-newline\n"
+    assert read_all(f) == b""
+
+
+def test_sighup_reopen_the_old_file_is_read_until_the_logger_lets_it_go(tmp_path: Path) -> None:
+    """logrotate `create` + SIGHUP: the new file fills while the logger, until its reopen,
+    still writes to the renamed one. Every line of both is read, none twice."""
+    log = tmp_path / "combined.log"
+    log.write_bytes(lines(3))
+    clock = Clock()
+    f = Follower(str(log), from_end=False, clock=clock)
+    assert read_all(f) == lines(3)
+    with open(log, "ab") as writer:
+        os.rename(log, tmp_path / "combined.log.1")
+        log.write_bytes(lines(2, tag="new"))
+        assert read_all(f) == lines(2, tag="new")
+        writer.write(lines(4, 3))  # before the reopen
+        writer.flush()
+        clock.t += 3
+        assert read_all(f) == lines(4, 3)
+        clock.t += 3  # 3 s since it last grew: still kept
+        append(log, lines(1, 2, tag="new"))
+        writer.write(lines(1, 7))
+        writer.flush()
+        assert read_all(f) == lines(1, 7) + lines(1, 2, tag="new")
+    clock.t += 5.1
+    assert read_all(f) == b""
+    assert f.rotations == {"rename": 1} and f.lost_bytes == 0
+    assert len(f._old) == 0  # let go
 
 
 def test_copytruncate_starts_again_from_zero(tmp_path: Path) -> None:
@@ -140,7 +183,93 @@ def test_copytruncate_starts_again_from_zero(tmp_path: Path) -> None:
         fh.truncate(0)
     append(log, lines(3, tag="after"))
     assert read_all(f) == lines(3, tag="after")
-    assert f.truncations == 1 and f.rotations == 0
+    assert f.rotations == {"truncate": 1} and f.lost_bytes == 0
+
+
+def copytruncate(log: Path, copy: Path, *, between: bytes = b"") -> None:
+    """As logrotate does it: copy the file, then truncate it in place (whatever the logger
+    writes in between is in neither file)."""
+    copy.write_bytes(log.read_bytes())
+    if between:
+        append(log, between)
+    with open(log, "r+b") as fh:
+        fh.truncate(0)
+
+
+def test_copytruncate_reads_the_copy_from_our_offset_first(tmp_path: Path) -> None:
+    """Lines written before the copy but not read yet are in the copy: read them there,
+    then the truncated file from its start. What came between copy and truncate is lost."""
+    log = tmp_path / "combined.log"
+    log.write_bytes(lines(100))
+    f = Follower(str(log), from_end=False)
+    assert read_all(f) == lines(100)
+    append(log, lines(20, 100))  # not read before the rotation
+    (tmp_path / "combined.log.2").write_bytes(lines(100, tag="older"))  # an older rotation: not it
+    assert f.read(1 << 20) == lines(20, 100)
+    append(log, lines(7, 120))
+    copytruncate(log, tmp_path / "combined.log.1", between=lines(3, 127))
+    append(log, lines(5, tag="after"))
+    assert read_all(f) == lines(7, 120) + lines(5, tag="after")
+    assert f.rotations == {"copytruncate": 1}
+    assert f.lost_bytes == 0  # we never saw the 3 lines: they are not known to be lost
+
+
+def test_copytruncate_counts_bytes_seen_past_the_copy_as_lost(tmp_path: Path) -> None:
+    """Read in slices, we saw the file longer than the copy logrotate made: what lay past
+    the copy's end and past our offset was destroyed by the truncation."""
+    log = tmp_path / "combined.log"
+    log.write_bytes(lines(10))
+    f = Follower(str(log), from_end=False, max_line_bytes=256)
+    assert read_all(f) == lines(10)
+    (tmp_path / "combined.log.1").write_bytes(log.read_bytes())  # the copy
+    after_copy = lines(300, 10)
+    append(log, after_copy)
+    first = f.read(1024)  # one slice: we saw the whole size
+    assert f.more and after_copy.startswith(first)
+    with open(log, "r+b") as fh:
+        fh.truncate(0)
+    assert read_all(f) == b""
+    assert f.rotations == {"copytruncate": 1}
+    assert f.lost_bytes == len(after_copy) - len(first)
+
+
+def test_a_file_truncated_and_grown_back_past_our_offset_is_seen_by_its_first_bytes(tmp_path: Path) -> None:
+    """copytruncate, then more written than we had read before we looked again: the size
+    alone cannot tell; the first bytes can. Reading starts again at the new file's start,
+    never in the middle of a line."""
+    log = tmp_path / "combined.log"
+    log.write_bytes(lines(10, tag="first"))
+    f = Follower(str(log), from_end=False)
+    assert read_all(f) == lines(10, tag="first")
+    append(log, lines(2, 10, tag="first"))
+    copytruncate(log, tmp_path / "combined.log.1")
+    grown = lines(40, tag="second-generation")
+    append(log, grown)
+    assert len(grown) > len(lines(12, tag="first"))
+    assert read_all(f) == lines(2, 10, tag="first") + grown
+    assert f.rotations == {"copytruncate": 1} and f.lost_bytes == 0
+
+
+def test_dateext_copy_is_found_and_a_compressed_one_is_lost(tmp_path: Path) -> None:
+    log = tmp_path / "combined.log"
+    log.write_bytes(lines(10))
+    f = Follower(str(log), from_end=False, max_line_bytes=256)
+    assert read_all(f) == lines(10)
+    append(log, lines(2, 10))
+    copytruncate(log, tmp_path / "combined.log-20261207")
+    assert read_all(f) == lines(2, 10)
+    assert f.rotations == {"copytruncate": 1}
+    append(log, lines(4, tag="b"))
+    assert read_all(f) == lines(4, tag="b")
+    append(log, lines(2, 4, tag="b") + lines(100, tag="c"))
+    first = f.read(300)
+    assert f.more
+    (tmp_path / "combined.log-20261208.gz").write_bytes(b"\x1f\x8b compressed")  # compress, no delaycompress
+    with open(log, "r+b") as fh:
+        fh.truncate(0)
+    assert read_all(f) == b""
+    assert f.rotations == {"copytruncate": 1, "truncate": 1}
+    assert f.lost_bytes == len(lines(2, 4, tag="b") + lines(100, tag="c")) - len(first)
 
 
 def test_delete_and_recreate(tmp_path: Path) -> None:
@@ -204,4 +333,6 @@ def test_rotated_file_with_an_oversize_unterminated_tail(tmp_path: Path) -> None
     os.rename(log, tmp_path / "combined.log.1")
     log.write_bytes(b"b\n")
     assert read_all(f) == b"b\n"
+    f.retire_s = 0.0
+    assert read_all(f) == b""
     assert f.oversize == 1

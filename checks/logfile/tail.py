@@ -7,20 +7,27 @@ cut at newlines into pieces of about `piece_bytes`. Why: a slice is read (`os.pr
 a buffer the follower keeps while it has a backlog, and each piece is copied out of it
 once; a fresh 1 MiB `bytes` per slice, copied again at its last newline and then into
 pieces, cost about 90 ns a line more (page faults, data out of the CPU cache), a sixth of
-what the logfile check spends on a line. Why polling, not inotify: the check runs every
-few seconds anyway, a poll is two syscalls, and it behaves the same on every filesystem
-(mtail polls too, every 250 ms; see `shared/reference/log-tailing.md`).
+what the logfile check spends on a line. When to read is the caller's business: the check
+reads as soon as inotify says a file changed (`checks.logfile.watch`), and at every run.
 
-What happens to the file, and what we do (the same rules as mtail's `filestream.go`):
+What happens to the file, and what we do (as log shippers do: Filebeat, Vector, mtail):
 
 - appended: read from where we stopped (`os.pread` at our own offset, no buffering);
-- renamed away and a new file created at the path (logrotate `create`): the old file is
-  read to its end through the descriptor we hold, then the new one is opened and read
-  from its start;
-- deleted, re-created later: the same as a rename; until it is re-created `up` is False;
-- truncated in place (logrotate `copytruncate`): its size drops below our offset, so we
-  start again from 0. Lines written between the copy and the truncation, and a file that
-  grows back past our offset before we look, are lost, as with every tailer;
+- renamed away and a new file created at the path (logrotate `create`, with a restart or a
+  SIGHUP reopen; also deleted and re-created): the new file is read from its start, and
+  the old one, through the descriptor we hold, is read first at every read until it has not
+  grown for `retire_s` (a logger writes to it until it reopens); its unterminated last line
+  is then still a line. Counted as `rotations["rename"]`;
+- truncated in place (logrotate `copytruncate`): seen when the file is shorter than our
+  offset, or when its first bytes are no longer the ones we read (the *fingerprint*, the
+  first `FINGERPRINT_BYTES` we read), so a file that grew back past our offset before we
+  looked is seen too. The copy logrotate made is found next to it (a file whose name starts
+  with the file's name and whose first bytes are the fingerprint) and read from our offset
+  to its end before the truncated file is read from its start: `rotations["copytruncate"]`.
+  What was in the file beyond the copy's end when we last looked was written between the
+  copy and the truncation and is gone: `lost_bytes`, with a warning. Without a copy (none
+  found, or compressed at once) it is `rotations["truncate"]` and everything we had not read
+  is lost;
 - missing when the check starts: `up` is False until it appears; a file that appears later
   is new, so it is read from its start even with `from: end`.
 
@@ -35,40 +42,74 @@ from __future__ import annotations
 
 import os
 import stat
+import time
+from collections import Counter
+from collections.abc import Callable
 
 import structlog
 
 log = structlog.get_logger()
 
+FINGERPRINT_BYTES = 1024  # the first bytes of a file that identify it (as Filebeat's fingerprint)
+RETIRE_S = 5.0  # a renamed-away file is read until it has not grown for this long
+MAX_CANDIDATES = 64  # files next to a truncated one examined for its copy (bounded)
+ROTATION_KINDS = ("rename", "copytruncate", "truncate")
+
+
+class _Stream:
+    """One open file and where we are in it."""
+
+    __slots__ = ("fd", "id", "pos", "skipping", "fingerprint", "seen_size", "grew_at", "final", "name")
+
+    def __init__(self, fd: int, ident: tuple[int, int], name: str, now: float) -> None:
+        self.fd = fd
+        self.id = ident
+        self.name = name
+        self.pos = 0  # where the next line starts
+        self.skipping = False  # inside an oversize line: drop until its newline
+        self.fingerprint = b""  # the first bytes we read (up to FINGERPRINT_BYTES)
+        self.seen_size = 0  # the largest size we saw
+        self.grew_at = now  # when it last grew (for an old file: when to let it go)
+        self.final = False  # a copy: nobody writes to it, done at its end
+
 
 class Follower:
     """One path: yields whole lines as they are appended, survives rotation and truncation."""
 
-    def __init__(self, path: str, *, from_end: bool = True, max_line_bytes: int = 65536) -> None:
+    def __init__(
+        self,
+        path: str,
+        *,
+        from_end: bool = True,
+        max_line_bytes: int = 65536,
+        retire_s: float = RETIRE_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.path = path
         self.max_line_bytes = max_line_bytes
+        self.retire_s = retire_s
         self.up = False
         self.oversize = 0  # lines longer than max_line_bytes, dropped
-        self.truncations = 0
-        self.rotations = 0
+        self.rotations: Counter[str] = Counter()  # by kind: ROTATION_KINDS
+        self.lost_bytes = 0  # bytes a rotation destroyed before we read them
         self.more = False  # the last read() stopped at its byte limit, not at the end
         self._from_end = from_end  # only for the file found at the first look
-        self._fd: int | None = None
-        self._id: tuple[int, int] | None = None  # (st_dev, st_ino) of the open file
-        self._pos = 0  # where the next line starts
-        self._skipping = False  # inside an oversize line: drop until its newline
+        self._clock = clock
+        self._cur: _Stream | None = None
+        self._old: list[_Stream] = []  # renamed-away files and copies, still read first
         self._last_error = ""
         self._buf = bytearray()  # the slice being read; kept while there is a backlog
 
     @property
     def unread_bytes(self) -> int:
-        """Bytes in the open file past our offset: the backlog still to read."""
-        if self._fd is None:
-            return 0
-        try:
-            return max(0, os.fstat(self._fd).st_size - self._pos)
-        except OSError:
-            return 0
+        """Bytes in the open files past our offsets: the backlog still to read."""
+        total = 0
+        for s in (*self._old, *((self._cur,) if self._cur is not None else ())):
+            try:
+                total += max(0, os.fstat(s.fd).st_size - s.pos)
+            except OSError:
+                pass
+        return total
 
     def read(self, max_bytes: int = 1 << 18) -> bytes:
         """Complete lines appended since the last call (b"" when there are none), about
@@ -83,30 +124,48 @@ class Follower:
         (more when a line is longer)."""
         out: list[bytes] = []
         self.more = False
-        # Bounded: a pass reads one slice, moves to a replaced file (the old one is read to
-        # its end first), or stops; a busy writer may need a few passes.
+        for old in list(self._old):  # what a rotation left behind goes first
+            for _ in range(4):
+                pieces = self._read_lines(old, max_bytes, piece_bytes)
+                if pieces is None:
+                    break
+                out += pieces
+                if self.more:
+                    return out
+            self._maybe_retire(old, out)
+        # Bounded: a pass reads one slice, moves to a replaced file (the old one is kept to
+        # be read first), or stops; a busy writer may need a few passes.
         for _ in range(8):
-            if self._fd is None and not self._open():
+            if self._cur is None and not self._open():
                 break
-            pieces = self._read_lines(max_bytes, piece_bytes)
+            assert self._cur is not None
+            if self._truncated(self._cur, out, max_bytes, piece_bytes):
+                if self.more:
+                    break
+            pieces = self._read_lines(self._cur, max_bytes, piece_bytes)
             if pieces is not None:
                 out += pieces
                 if self.more:
                     break
                 continue
-            switched, tail = self._switch_if_replaced()
-            if tail:
-                out.append(tail)
-            if not switched:
+            if not self._switch_if_replaced():
                 break
         if not self.more:
             self._buf = bytearray()  # no backlog: hold no buffer until the next one
         return out
 
+    def start_at(self, offset: int) -> None:
+        """Read the file at the path from `offset` (the start of a line) on."""
+        if self._cur is None and not self._open():
+            return
+        assert self._cur is not None
+        self._cur.pos, self._cur.skipping = offset, False
+        self._cur.fingerprint = self._first_bytes(self._cur, offset)
+
     def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        for s in (*self._old, *((self._cur,) if self._cur is not None else ())):
+            os.close(s.fd)
+        self._old, self._cur = [], None
 
     # --- internals -----------------------------------------------------------------------
 
@@ -123,16 +182,16 @@ class Follower:
             self._set_down("not a regular file")
             self._from_end = False
             return False
-        self._fd, self._id = fd, (st.st_dev, st.st_ino)
-        self._pos, self._skipping = 0, False
+        cur = self._cur = _Stream(fd, (st.st_dev, st.st_ino), self.path, self._clock())
         if self._from_end and st.st_size:
-            self._pos = st.st_size
+            cur.pos = cur.seen_size = st.st_size
             # Starting in the middle of a line being written: skip its rest, do not parse it.
-            self._skipping = os.pread(fd, 1, st.st_size - 1) != b"\n"
+            cur.skipping = os.pread(fd, 1, st.st_size - 1) != b"\n"
+            cur.fingerprint = self._first_bytes(cur, st.st_size)
         self._from_end = False
         self.up = True
         if self._last_error:
-            log.info("log_file_opened", path=self.path, offset=self._pos)
+            log.info("log_file_opened", path=self.path, offset=cur.pos)
             self._last_error = ""
         return True
 
@@ -142,80 +201,191 @@ class Follower:
             log.warning("log_file_unreadable", path=self.path, error=why)
             self._last_error = why
 
-    def _read_lines(self, limit: int, piece_bytes: int) -> list[bytes] | None:
-        """The whole lines in the next slice of about `limit` bytes, in pieces (possibly
-        none when the slice was all skipped), or None at the end of the file (or before a
-        partial line). Sets `more` when the file goes on past the slice."""
-        assert self._fd is not None
+    @staticmethod
+    def _first_bytes(s: _Stream, upto: int) -> bytes:
+        return os.pread(s.fd, min(FINGERPRINT_BYTES, upto), 0) if upto else b""
+
+    def _truncated(self, cur: _Stream, out: list[bytes], max_bytes: int, piece_bytes: int) -> bool:
+        """Whether the open file was truncated (copytruncate) since we last read it; if so,
+        its copy is queued to be read from our offset, and we start again at 0. What the
+        copy holds is read into `out` now, as far as `max_bytes` allows."""
         try:
-            size = os.fstat(self._fd).st_size
-            if size < self._pos:  # copytruncate: the same file, shorter than where we were
-                log.info("log_file_truncated", path=self.path, offset=self._pos, size=size)
-                self.truncations += 1
-                self._pos, self._skipping = 0, False
-            if size == self._pos:
+            size = os.fstat(cur.fd).st_size
+            fp = cur.fingerprint
+            same = size >= cur.pos and (not fp or os.pread(cur.fd, len(fp), 0) == fp)
+        except OSError:
+            return False  # _read_lines says what is wrong
+        if same:
+            if size > cur.seen_size:
+                cur.seen_size = size
+            return False
+        copy = self._find_copy(cur)
+        if copy is not None:
+            kind = "copytruncate"
+            copy_size = os.fstat(copy.fd).st_size
+            lost = max(0, cur.seen_size - max(copy_size, cur.pos))
+            copy.pos, copy.skipping, copy.final = cur.pos, cur.skipping, True
+            self._old.append(copy)
+        else:
+            kind = "truncate"
+            lost = max(0, cur.seen_size - cur.pos)
+        self.rotations[kind] += 1
+        self.lost_bytes += lost
+        (log.warning if lost else log.info)(
+            "log_file_truncated",
+            path=self.path,
+            kind=kind,
+            offset=cur.pos,
+            size=size,
+            copy=copy.name if copy is not None else None,
+            lost_bytes=lost,
+        )
+        cur.pos, cur.skipping, cur.fingerprint, cur.seen_size = 0, False, b"", size
+        if copy is not None:
+            for _ in range(4):
+                pieces = self._read_lines(copy, max_bytes, piece_bytes)
+                if pieces is None:
+                    break
+                out += pieces
+                if self.more:
+                    return True
+            self._maybe_retire(copy, out)
+        return True
+
+    def _find_copy(self, cur: _Stream) -> _Stream | None:
+        """The copy of a truncated file: next to it, named after it (`combined.log.1`,
+        `combined.log-20240501`), starting with its fingerprint (as much of it as the copy
+        holds: we may have read past the copy's end); the newest if several."""
+        fp = cur.fingerprint
+        if not fp:
+            return None
+        folder, base = os.path.split(self.path)
+        try:
+            names = [n for n in os.listdir(folder or ".") if n != base and n.startswith(base)]
+        except OSError:
+            return None
+        held = {s.id for s in self._old} | {cur.id}
+        found: list[tuple[float, str]] = []
+        for name in names[:MAX_CANDIDATES]:
+            full = os.path.join(folder, name)
+            try:
+                st = os.stat(full)
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode) and (st.st_dev, st.st_ino) not in held and st.st_size:
+                found.append((st.st_mtime, full))
+        for _, full in sorted(found, reverse=True):
+            try:
+                fd = os.open(full, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            except OSError:
+                continue
+            try:
+                st = os.fstat(fd)
+                n = min(len(fp), st.st_size)  # we may have read past the copy's end
+                if os.pread(fd, n, 0) == fp[:n]:
+                    return _Stream(fd, (st.st_dev, st.st_ino), full, self._clock())
+            except OSError:
+                pass
+            os.close(fd)
+        return None
+
+    def _read_lines(self, s: _Stream, limit: int, piece_bytes: int) -> list[bytes] | None:
+        """The whole lines in the next slice of about `limit` bytes of `s`, in pieces
+        (possibly none when the slice was all skipped), or None at the end of the file (or
+        before a partial line). Sets `more` when the file goes on past the slice."""
+        try:
+            size = os.fstat(s.fd).st_size
+            if size > s.seen_size:
+                s.seen_size, s.grew_at = size, self._clock()
+            if size <= s.pos:
                 return None
             # at least a longest line and its newline, to tell a partial line from a long one
-            want = min(max(limit, self.max_line_bytes + 1), size - self._pos)
-            self.more = want < size - self._pos
-            data, n = self._pread(want)
+            want = min(max(limit, self.max_line_bytes + 1), size - s.pos)
+            self.more = want < size - s.pos
+            data, n = self._pread(s, want)
         except OSError as e:  # EIO, a directory at the path, ...
-            self._set_down(f"{type(e).__name__}: {e.strerror or e}")
-            self.close()
+            if s is self._cur:
+                self._set_down(f"{type(e).__name__}: {e.strerror or e}")
+            else:
+                log.warning("log_file_unreadable", path=s.name, error=f"{type(e).__name__}: {e.strerror or e}")
+            self._drop(s)
             return None
         begin = 0
-        if self._skipping:  # inside an oversize line: drop up to its newline
+        if s.skipping:  # inside an oversize line: drop up to its newline
             nl = data.find(b"\n", 0, n)
             if nl < 0:
-                self._pos += n
+                s.pos += n
                 return []
-            begin, self._skipping = nl + 1, False
+            begin, s.skipping = nl + 1, False
         cut = data.rfind(b"\n", begin, n)
         if cut < 0:
             if n - begin > self.max_line_bytes:
                 self.oversize += 1
-                self._pos += n
-                self._skipping = True
+                s.pos += n
+                s.skipping = True
                 return []
-            self._pos += begin
+            s.pos += begin
             return None if n < want or begin == 0 else []  # partial line: wait
-        self._pos += cut + 1
+        start = s.pos
+        s.pos += cut + 1
+        if len(s.fingerprint) == start < FINGERPRINT_BYTES:  # the fingerprint is the first bytes we read
+            s.fingerprint += bytes(data[: min(cut + 1, FINGERPRINT_BYTES - start)])
         spans = self._short_spans(data, begin, cut + 1) if cut + 1 - begin > self.max_line_bytes else [(begin, cut + 1)]
         return _cut(data, spans, piece_bytes)
 
-    def _pread(self, want: int) -> tuple[bytearray, int]:
-        """`want` bytes at our offset into the kept buffer: (buffer, bytes read)."""
-        assert self._fd is not None
+    def _pread(self, s: _Stream, want: int) -> tuple[bytearray, int]:
+        """`want` bytes at the stream's offset into the kept buffer: (buffer, bytes read)."""
         if len(self._buf) < want:
             self._buf = bytearray(want)
         with memoryview(self._buf) as view, view[:want] as target:
-            return self._buf, os.preadv(self._fd, [target], self._pos)
+            return self._buf, os.preadv(s.fd, [target], s.pos)
 
-    def _switch_if_replaced(self) -> tuple[bool, bytes]:
+    def _drop(self, s: _Stream) -> None:
+        os.close(s.fd)
+        if s is self._cur:
+            self._cur = None
+        else:
+            self._old.remove(s)
+
+    def _maybe_retire(self, old: _Stream, out: list[bytes]) -> None:
+        """At the end of an old file: let it go once nobody can still be writing to it (a
+        copy at once; a renamed file after `retire_s` without growing). Its unterminated
+        last line is still a line."""
+        if old not in self._old or (not old.final and self._clock() - old.grew_at < self.retire_s):
+            return
+        if not old.skipping:
+            try:
+                rest = os.pread(old.fd, self.max_line_bytes + 1, old.pos)
+            except OSError:
+                rest = b""
+            if rest and len(rest) <= self.max_line_bytes and b"\n" not in rest:
+                out.append(rest + b"\n")
+            elif len(rest) > self.max_line_bytes:
+                self.oversize += 1
+        self._drop(old)
+
+    def _switch_if_replaced(self) -> bool:
         """At the end of the open file: if the path now names another file (rotated, or
-        deleted and re-created), move to it. Returns (moved, the old file's unterminated
-        last line, which is still a line). A deleted path sets `up` False but keeps the old
-        descriptor, since a writer may still append to it."""
+        deleted and re-created), keep the old one to be read first and open the new one.
+        A deleted path sets `up` False but keeps the old descriptor, since a writer may
+        still append to it."""
+        cur = self._cur
+        assert cur is not None
         try:
             st = os.stat(self.path)
         except OSError as e:
             self._set_down(f"{type(e).__name__}: {e.strerror or e}")
-            return False, b""
-        if (st.st_dev, st.st_ino) == self._id:
+            return False
+        if (st.st_dev, st.st_ino) == cur.id:
             self.up = True
-            return False, b""
-        log.info("log_file_rotated", path=self.path, old_offset=self._pos)
-        self.rotations += 1
-        tail = b""
-        if not self._skipping and self._fd is not None:  # the old file's unterminated last line
-            rest = os.pread(self._fd, self.max_line_bytes + 1, self._pos)
-            if rest and len(rest) <= self.max_line_bytes and b"\n" not in rest:
-                tail = rest + b"\n"
-            elif len(rest) > self.max_line_bytes:
-                self.oversize += 1
-        self.close()
+            return False
+        log.info("log_file_rotated", path=self.path, old_offset=cur.pos)
+        self.rotations["rename"] += 1
+        cur.grew_at = self._clock()
+        self._old.append(cur)
+        self._cur = None
         self._from_end = False
-        return self._open(), tail
+        return self._open()
 
     def _short_spans(self, data: bytearray, begin: int, end: int) -> list[tuple[int, int]]:
         """The spans of data[begin:end] (whole lines) without the lines longer than
