@@ -75,18 +75,26 @@ LOCK_NAME = "portal-monitor.lock"
 CONFIRM_HINT = "confirm with `portal-monitor reload --confirm` or POST /-/reload?confirm=1"
 
 
-def build_check(config: Config, cfg: Any, state: StateStore, http: HttpClient | None = None) -> Check:
+def build_check(
+    config: Config, cfg: Any, state: StateStore, http: HttpClient | None = None, *, one_shot: bool = False
+) -> Check:
     ctx = CheckContext(
-        interval_s=config.interval(cfg), timeout_s=config.timeout(cfg), state=state, now=time.time, http=http
+        interval_s=config.interval(cfg),
+        timeout_s=config.timeout(cfg),
+        state=state,
+        now=time.time,
+        http=http,
+        one_shot=one_shot,
     )
     return checks.build_check(cfg, ctx)
 
 
 def build_checks(
-    config: Config, state: StateStore, http: HttpClient | None = None
+    config: Config, state: StateStore, http: HttpClient | None = None, *, one_shot: bool = False
 ) -> list[tuple[Check, dict[str, str]]]:
-    """Instantiate every enabled check with its context and extra labels."""
-    return [(build_check(config, cfg, state, http), dict(cfg.labels)) for cfg in config.checks]
+    """Instantiate every enabled check with its context and extra labels (`one_shot`: for
+    a single run, `once`)."""
+    return [(build_check(config, cfg, state, http, one_shot=one_shot), dict(cfg.labels)) for cfg in config.checks]
 
 
 def external_url(root: RootConfig, port: int) -> str:

@@ -125,6 +125,7 @@ class CheckContext:
     state: StateStore
     now: Callable[[], float]  # wall clock, seconds since the epoch
     http: HttpClient | None = None  # the daemon's shared HTTP client; None: the check makes its own
+    one_shot: bool = False  # a single run (`once`): a check that follows a stream reads what is there
 
 
 @dataclass(frozen=True, slots=True)

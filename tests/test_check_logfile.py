@@ -504,7 +504,9 @@ class Seen:
 
 def brute_force(
     seen: list[Seen], now: float, window_s: float, since: float, auth_path: str = "/api/auth/login"
-) -> dict[str, float]:
+) -> dict[str, float | None]:
+    """The window's figures computed from scratch; None where the series must be absent
+    (no line in the window: no data; no duration: no average)."""
     n = int(window_s)  # 1 s buckets for windows up to 600 s
     current = math.floor(now)
     live = [x.rec for x in seen if x.bucket > current - n]
@@ -514,12 +516,13 @@ def brute_force(
     durations = sorted(r.ms / 1000 for r in live if r.ms is not None)
     logins = [r for r in reqs if r.status in (401, 403) and auth_path in (r.path or "")]
     span = min(window_s, max(1.0, now - since))
+    if not live:
+        return {"portal_log_window_lines": 0.0, "portal_log_error_ratio": None, "portal_log_auth_failures": None}
     return {
-        "portal_log_error_ratio": (
-            len(failed) / len(reqs) if reqs else len(errors) / len(live) if live else 0.0
-        ),
-        "portal_log_response_seconds_avg": sum(durations) / len(durations) if durations else 0.0,
-        "p95": durations[max(1, math.ceil(0.95 * len(durations))) - 1] if durations else 0.0,
+        "portal_log_window_lines": float(len(live)),
+        "portal_log_error_ratio": len(failed) / len(reqs) if reqs else len(errors) / len(live),
+        "portal_log_response_seconds_avg": sum(durations) / len(durations) if durations else None,
+        "p95": durations[max(1, math.ceil(0.95 * len(durations))) - 1] if durations else None,
         "portal_log_requests_per_second": len(reqs) / span,
         "portal_log_auth_failures": float(len(logins)),
         "portal_log_auth_failures_max_per_source": float(
@@ -528,9 +531,12 @@ def brute_force(
     }
 
 
-def check_against(samples: list[Sample], want: dict[str, float]) -> None:
+def check_against(samples: list[Sample], want: dict[str, float | None]) -> None:
     for name, value in want.items():
-        if name == "p95":
+        if value is None:
+            absent = "portal_log_response_seconds_p95" if name == "p95" else name
+            assert not [s for s in samples if s.name == absent], f"{absent} without data"
+        elif name == "p95":
             got = get(samples, "portal_log_response_seconds_p95")
             assert got == pytest.approx(value, rel=0.0201), "p95 beyond the sketch's 2% bound"
         else:
@@ -651,11 +657,11 @@ async def test_burst_of_errors_slow_responses_and_login_failures(tmp_path: Path)
     assert get(s, "portal_log_auth_failures") == 270
     assert get(s, "portal_log_auth_failures_max_per_source") == 250
 
-    clock.t += 301  # the window moves past the burst: the alerts would resolve
+    clock.t += 301  # the window moves past the burst: the alerts resolve (no data)
     s = await check.collect()
-    assert get(s, "portal_log_error_ratio") == 0
-    assert get(s, "portal_log_response_seconds_avg") == 0
-    assert get(s, "portal_log_auth_failures_max_per_source") == 0
+    assert get(s, "portal_log_window_lines") == 0
+    for gone in ("error_ratio", "response_seconds_avg", "response_seconds_p95", "auth_failures_max_per_source"):
+        assert not [x for x in s if x.name == f"portal_log_{gone}"], f"{gone} without a line in the window"
     assert get(s, "portal_log_lines_total", level="error") == 300  # counters keep counting
 
 
@@ -818,3 +824,103 @@ async def test_min_requests_keeps_a_quiet_window_from_reporting_an_error_ratio(t
     assert get(await make(tmp_path).collect(), "portal_log_error_ratio") == 0.05  # default: no minimum
     write(log, b"".join(winston(r) for r in night[:10]))  # 50 requests now
     assert get(await quiet.collect(), "portal_log_error_ratio") == 0.04
+
+
+# --- following as data arrives, `once` ------------------------------------------------------
+
+
+def make_once(tmp_path: Path, clock: Clock, **options: Any) -> LogfileCheck:
+    cfg = Config.model_validate(
+        {"name": "bff_logs", "type": "logfile", "paths": [str(tmp_path / "combined.log")], **options}
+    )
+    ctx = CheckContext(interval_s=1.0, timeout_s=10.0, state=MemoryState(), now=clock, one_shot=True)
+    return LogfileCheck(cfg, ctx)
+
+
+@pytest.mark.parametrize("preset", ["winston", "pino"])
+async def test_once_reads_the_last_window_of_the_file_by_its_lines_times(tmp_path: Path, preset: str) -> None:
+    """`from: end` (the shipped setting) does not apply to a single run: it reads back from
+    the end until the lines leave the window, and counts exactly the lines inside it."""
+    rng = random.Random(7)
+    fmt = winston if preset == "winston" else pino
+    recs = [random_rec(rng, T0 + i * 0.05) for i in range(60_000)]  # 3000 s of lines, 1.5 MB+
+    (tmp_path / "combined.log").write_bytes(b"".join(map(fmt, recs)))
+    clock = Clock(T0 + 3000.0)
+    check = make_once(tmp_path, clock, preset=preset, window="5m")
+    samples = await check.collect()
+    inside = [r for r in recs if r.t >= clock.t - 300]
+    assert get(samples, "portal_log_window_lines") == len(inside)
+    assert sum(s.value for s in samples if s.name == "portal_log_lines_total") == len(inside)
+    reqs = [r for r in inside if r.status is not None]
+    failed = [r for r in reqs if r.level in ("error", "fatal") or (r.status or 0) >= 500]
+    assert get(samples, "portal_log_error_ratio") == pytest.approx(len(failed) / len(reqs))
+    assert get(samples, "portal_log_requests_per_second") == pytest.approx(len(reqs) / 300)
+
+
+async def test_once_reads_the_whole_file_when_its_lines_have_no_time(tmp_path: Path) -> None:
+    lines = b"".join(orjson.dumps({"level": "error", "statusCode": 500}) + b"\n" for _ in range(5000))
+    (tmp_path / "combined.log").write_bytes(lines)
+    samples = await make_once(tmp_path, Clock()).collect()
+    assert get(samples, "portal_log_window_lines") == 5000
+    assert get(samples, "portal_log_error_ratio") == 1.0
+
+
+async def test_once_with_no_line_in_the_window_is_no_data_not_up_with_zero_errors(tmp_path: Path) -> None:
+    old = [Rec("error", 500, 12.5, None, "/x", T0 - 4000 + i) for i in range(100)]
+    (tmp_path / "combined.log").write_bytes(b"".join(map(winston, old)))
+    result = await run_check(make_once(tmp_path, Clock()))
+    assert not result.up and result.reason == "no_data"
+    assert "no log line in the last 300s" in result.error
+    assert get(result.samples, "portal_log_window_lines") == 0
+    assert not [s for s in result.samples if s.name in ("portal_log_error_ratio", "portal_log_response_seconds_avg")]
+    (tmp_path / "combined.log").write_bytes(b"")
+    result = await run_check(make_once(tmp_path, Clock()))
+    assert not result.up and result.reason == "no_data"
+
+
+async def test_watch_reads_lines_as_they_are_written_between_runs(tmp_path: Path) -> None:
+    """The reader follows the writer (inotify), not the interval: lines written and then
+    destroyed by a copytruncate before the next run were already counted."""
+    log = tmp_path / "combined.log"
+    log.write_bytes(b"")
+    clock = Clock()
+    check = make(tmp_path, clock)
+    task = asyncio.create_task(check.watch(lambda: None))
+    try:
+        await asyncio.sleep(0)
+        recs = [Rec("info", 200, 3.25, "198.51.100.1", "/a", T0)] * 40 + [Rec("error", 503, 40.5, None, "/b", T0)] * 2
+        write(log, b"".join(map(winston, recs)))
+        async with asyncio.timeout(10):  # waits on the condition: the follower read them
+            while (
+                check._followers[0].unread_bytes or check._followers[0]._cur is None or not check._followers[0]._cur.pos
+            ):
+                await asyncio.sleep(0.005)
+        with open(log, "r+b") as fh:  # truncated without a copy: only the follower saved them
+            fh.truncate(0)
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    s = await check.collect()
+    assert get(s, "portal_log_requests_total", status_class="2xx") == 40
+    assert get(s, "portal_log_requests_total", status_class="5xx") == 2
+    assert get(s, "portal_logfile_rotations_total", path=str(log), kind="truncate") == 1
+    assert get(s, "portal_logfile_lost_bytes_total", path=str(log)) == 0
+
+
+async def test_copytruncate_under_the_check_loses_nothing_and_says_so(tmp_path: Path) -> None:
+    log = tmp_path / "combined.log"
+    clock = Clock()
+    check = make(tmp_path, clock)
+    write(log, b"".join(winston(Rec("info", 200, 1.5, None, "/a", T0)) for _ in range(100)))
+    await check.collect()
+    write(log, b"".join(winston(Rec("error", 500, 1.5, None, "/a", T0)) for _ in range(30)))  # unread
+    (tmp_path / "combined.log.1").write_bytes(log.read_bytes())
+    with open(log, "r+b") as fh:
+        fh.truncate(0)
+    write(log, b"".join(winston(Rec("warn", 404, 1.5, None, "/a", T0)) for _ in range(10)))
+    s = await check.collect()
+    assert get(s, "portal_log_requests_total", status_class="2xx") == 100
+    assert get(s, "portal_log_requests_total", status_class="5xx") == 30
+    assert get(s, "portal_log_requests_total", status_class="4xx") == 10
+    assert get(s, "portal_logfile_rotations_total", path=str(log), kind="copytruncate") == 1

@@ -4,10 +4,19 @@ Runbook scenarios 5 (high error rate, > 2 s average responses: `tail error.log`,
 duration combined.log`) and 6 (unusual login patterns), and the "grep the BFF logs" steps
 of scenarios 1 and 2 (`patterns`).
 
-Each run reads what was appended to each path since the last run (`tail.Follower`:
-rotation, truncation, re-creation), parses it (`parse`: JSON with winston or pino fields
-or any dotted paths, or a regex), adds the counts to cumulative counters and to a sliding
-window (`window.Window`), and returns every series' current value.
+Lines are read as they arrive (`watch`: inotify on the files' directories, `inotify`;
+polling every `POLL_S` where inotify is not available) and at every run, from where the
+last read stopped (`tail.Follower`: rotation, copytruncate, re-creation), parsed (`parse`:
+JSON with winston or pino fields or any dotted paths, or a regex) and added to cumulative
+counters and to a sliding window (`window.Window`); each run returns every series' current
+value. The interval only drives evaluation and metrics: a reader that trails the writer by
+milliseconds is what lets a copytruncate lose (almost) nothing.
+
+A single run (`once`, `CheckContext.one_shot`) reads the last `window` of each file: back
+from the end until the lines' own times leave the window (the whole file when its lines
+carry no time), and says how many lines it read (`portal_log_window_lines`). A run whose
+window holds no line is "no data": the window gauges are absent (in the daemon), and
+`once` reports the check down with reason `no_data`, never "up with 0 errors".
 
 Decisions, and why:
 
@@ -47,6 +56,7 @@ Decisions, and why:
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import time
 from bisect import bisect_left
@@ -57,9 +67,10 @@ import msgspec
 import structlog
 
 from checks.logfile.config import Config as Config
-from checks.logfile.normalize import ERROR_LEVELS, FIELDS
+from checks.logfile.inotify import ALL, DirWatch
+from checks.logfile.normalize import ERROR_LEVELS, FIELDS, first, norm_time
 from checks.logfile.parse import JsonParser, RegexParser, count_pattern_lines
-from checks.logfile.tail import Follower
+from checks.logfile.tail import ROTATION_KINDS, Follower
 from checks.logfile.tally import Normalizer, Parsed, Tally
 from checks.logfile.window import Window, sketch_index
 from monitor.model import CheckContext, CheckError, Sample
@@ -91,6 +102,12 @@ METRICS: dict[str, tuple[str, str]] = {
         "gauge",
         "most auth failures from one client IP in the window",
     ),
+    "portal_log_window_lines": ("gauge", "lines in the window (0: no data, the other window gauges are absent)"),
+    "portal_logfile_rotations_total": ("counter", "rotations seen, by kind: rename, copytruncate, truncate"),
+    "portal_logfile_lost_bytes_total": (
+        "counter",
+        "bytes a rotation destroyed before they were read (written between logrotate's copy and truncate)",
+    ),
 }
 # Labels of each series besides `check` and the check's `labels` (the store adds those); a
 # metric not named here has none. With METRICS, the catalogue `check-config` checks rules against.
@@ -103,6 +120,7 @@ LABELS: dict[str, tuple[str, ...]] = {
     "portal_log_pattern_lines_total": ("pattern",),
 }
 KEY_METRICS = (
+    "portal_log_window_lines",
     "portal_log_error_ratio",
     "portal_log_response_seconds_avg",
     "portal_log_auth_failures_max_per_source",
@@ -111,6 +129,9 @@ KEY_METRICS = (
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 SLICE_BYTES = 1 << 20  # about 3,000 lines: a few ms of parsing between two yields to the loop
 PIECE_BYTES = 1 << 17  # a slice is parsed and counted in pieces this big (see the docstring)
+POLL_S = 0.25  # without inotify: how often files are looked at between runs (as mtail)
+FOLLOW_GAP_S = 0.01  # at least this long between two reads on inotify events (a write per line)
+SEEK_BLOCK = 1 << 16  # `once`: bytes read at each probe while looking for the window's start
 _LE = tuple(repr(b) for b in DURATION_BUCKETS) + ("+Inf",)
 _SHOWN_LEVELS = ("fatal", "error", "warn", "info", "debug")
 _CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
@@ -140,9 +161,10 @@ class LogfileCheck:
         self._cfg = cfg
         self._now = ctx.now
         self._clock = clock
-        self._budget_s = max(0.05, 0.5 * ctx.timeout_s)
+        self._one_shot = ctx.one_shot
+        self._budget_s = max(0.05, (0.8 if self._one_shot else 0.5) * ctx.timeout_s)
         self._followers = [
-            Follower(p, from_end=cfg.from_ == "end", max_line_bytes=cfg.max_line_bytes)
+            Follower(p, from_end=cfg.from_ == "end" and not self._one_shot, max_line_bytes=cfg.max_line_bytes)
             for p in dict.fromkeys(cfg.paths)
         ]
         rules = cfg.auth_rules()
@@ -172,7 +194,16 @@ class LogfileCheck:
         )
         # MULTILINE: `^` and `$` anchor at each line, though a pattern searches a whole chunk
         self._patterns = {name: re.compile(p.encode(), re.MULTILINE) for name, p in cfg.patterns.items()}
-        self._window = Window(cfg.window, max_sources=cfg.max_sources, start=ctx.now())
+        # `once`: the window is the one that ends now, however little of it the files cover
+        start = ctx.now() - (cfg.window if self._one_shot else 0.0)
+        self._window = Window(cfg.window, max_sources=cfg.max_sources, start=start)
+        self._time_parser: JsonParser | RegexParser | None = None
+        if self._one_shot:
+            if isinstance(self._parser, RegexParser):
+                self._time_parser = self._parser if "time" in self._parser.layout else None
+            elif cfg.field_paths().get("time"):
+                self._time_parser = JsonParser(cfg.field_paths(), ["time"])
+        self._seeked = False
         self._lines: Counter[str] = Counter()
         self._requests: Counter[str] = Counter()
         self._errors: Counter[str] = Counter()
@@ -180,10 +211,30 @@ class LogfileCheck:
         self._hist = [0] * (len(DURATION_BUCKETS) + 1)
         self._dur_sum = 0.0
         self._batch_now: float | None = None  # the read time of the pending batch (the last batch's)
+        self._window_lines = 0
 
     async def collect(self) -> list[Sample]:
         self._flush()
         now = self._now()
+        if self._one_shot and not self._seeked:
+            self._seeked = True
+            for f in self._followers:
+                self._seek_window(f, now)
+        await self._read_all(now)
+        samples = self.samples(now)
+        if not any(f.up for f in self._followers):
+            raise CheckError("no_file", f"no log file can be read: {', '.join(self._cfg.paths)}", samples)
+        if self._one_shot and not self._window_lines:
+            raise CheckError(
+                "no_data",
+                f"no log line in the last {self._cfg.window:g}s of {', '.join(self._cfg.paths)}: nothing to judge",
+                samples,
+            )
+        return samples
+
+    async def _read_all(self, now: float) -> None:
+        """Read what every file has past our offsets (within the time budget) and count it
+        as read at `now`."""
         self._window.advance(now)
         deadline = self._clock() + self._budget_s
         active = list(self._followers)
@@ -197,10 +248,121 @@ class LogfileCheck:
                 await asyncio.sleep(0)
             if self._clock() > deadline:
                 break  # the rest waits for the next run: see portal_log_unread_bytes
-        samples = self.samples(now)
-        if not any(f.up for f in self._followers):
-            raise CheckError("no_file", f"no log file can be read: {', '.join(self._cfg.paths)}", samples)
-        return samples
+
+    async def watch(self, wake: Callable[[], None]) -> None:
+        """Read the files as they change, between runs (the scheduler runs this for the
+        life of the check). `wake` is never called: the interval drives evaluation."""
+        dirs = sorted({os.path.dirname(os.path.abspath(p)) for p in self._cfg.paths})
+        names = {os.path.basename(p) for p in self._cfg.paths}
+        notifier = DirWatch.open(dirs)
+        log.info("log_follow", check=self.name, inotify=notifier is not None, directories=dirs)
+        try:
+            while True:  # until cancelled
+                if notifier is None:
+                    await asyncio.sleep(POLL_S)
+                else:
+                    changed = await notifier.changed(self.interval_s)
+                    # a write to one of our files or its copy (combined.log.1); a timeout
+                    # without events reads anyway (a file system that sends none)
+                    if changed and ALL not in changed and not any(c.startswith(n) for c in changed for n in names):
+                        continue
+                await self._read_all(self._now())
+                self._flush()
+                if notifier is not None:
+                    await asyncio.sleep(FOLLOW_GAP_S)  # let a burst of writes pile up a little
+        finally:
+            if notifier is not None:
+                notifier.close()
+
+    def _seek_window(self, f: Follower, now: float) -> None:
+        """`once`: start `f` at the first line of the window (lines in time order), found
+        by stepping back from the end, then bisecting; at 0 when its lines have no time."""
+        if self._time_parser is None:
+            return
+        try:
+            fd = os.open(f.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        except OSError:
+            return
+        try:
+            size = os.fstat(fd).st_size
+            start = self._window_start(fd, size, now - self._window.window_s)
+        finally:
+            os.close(fd)
+        if start:
+            f.start_at(start)
+
+    def _window_start(self, fd: int, size: int, cutoff: float) -> int:
+        lo, hi, step = -1, size, SEEK_BLOCK
+        for _ in range(64):  # bounded: the step doubles
+            probe = max(0, size - step)
+            found = self._first_time(fd, probe, size)
+            if found is not None and found[1] < cutoff:
+                lo = found[0]
+                break
+            if found is not None:
+                hi = min(hi, found[0])
+            if probe == 0:
+                return 0 if found is not None else 0  # all in the window, or no line with a time
+            step *= 2
+        if lo < 0:
+            return 0
+        for _ in range(64):  # bisect between a line before the window and one in it
+            if hi - lo <= SEEK_BLOCK:
+                break
+            found = self._first_time(fd, (lo + hi) // 2, hi)
+            if found is None or found[0] >= hi:
+                break
+            if found[1] < cutoff:
+                lo = found[0]
+            else:
+                hi = found[0]
+        pos = lo
+        for _ in range(1 << 16):  # the lines from `lo`: the first one in the window
+            found = self._first_time(fd, pos, hi, whole_from=True)
+            if found is None or found[0] >= hi:
+                return hi
+            if found[1] >= cutoff:
+                return found[0]
+            pos = found[2]
+        return hi
+
+    def _first_time(self, fd: int, offset: int, end: int, *, whole_from: bool = False) -> tuple[int, float, int] | None:
+        """The first line that starts at `offset` or after (at `offset` itself only when it
+        starts a line) and before `end`, that has a time: (its start, its time, its end)."""
+        pos = offset
+        if offset and not whole_from and os.pread(fd, 1, offset - 1) != b"\n":
+            data = os.pread(fd, self._cfg.max_line_bytes + 1, offset)
+            nl = data.find(b"\n")
+            if nl < 0:
+                return None
+            pos = offset + nl + 1
+        for _ in range(256):  # bounded: at most this many blocks without a timed line
+            if pos >= end:
+                return None
+            data = os.pread(fd, SEEK_BLOCK, pos)
+            cut = data.rfind(b"\n") + 1
+            if not cut:
+                return None
+            start = pos
+            for line in data[:cut].split(b"\n")[:-1]:
+                t = self._line_time(line)
+                if t is not None:
+                    return start, t, start + len(line) + 1
+                start += len(line) + 1
+                if start >= end:
+                    return None
+            pos += cut
+        return None
+
+    def _line_time(self, line: bytes) -> float | None:
+        parser = self._time_parser
+        assert parser is not None
+        parsed = parser.parse_general(line, Counter())
+        if not parsed.records:
+            return None
+        slots = parser.layout.get("time", ())
+        raw = first(parser.column(parsed.records, i)[0] for i in slots)
+        return norm_time(raw) if raw is not None else None
 
     async def aclose(self) -> None:
         for f in self._followers:
@@ -286,6 +448,10 @@ class LogfileCheck:
         for reason in self._parser.reasons:
             add(Sample("portal_log_parse_errors_total", {"reason": reason}, float(self._errors[reason])))
         add(Sample("portal_log_oversize_lines_total", {}, float(sum(f.oversize for f in self._followers))))
+        for f in self._followers:
+            for kind in ROTATION_KINDS:
+                add(Sample("portal_logfile_rotations_total", {"path": f.path, "kind": kind}, float(f.rotations[kind])))
+            add(Sample("portal_logfile_lost_bytes_total", {"path": f.path}, float(f.lost_bytes)))
         for name in self._patterns:
             add(Sample("portal_log_pattern_lines_total", {"pattern": name}, float(self._pattern_lines[name])))
         cumulative = 0
@@ -295,10 +461,15 @@ class LogfileCheck:
         add(Sample("portal_log_request_duration_seconds_sum", {}, self._dur_sum))
         add(Sample("portal_log_request_duration_seconds_count", {}, float(cumulative)))
         w = self._window.stats(now)
+        self._window_lines = w.lines
+        add(Sample("portal_log_window_lines", {}, float(w.lines)))
+        if not w.lines:
+            return out  # no data: no "0 errors", no "0 ms"
         if (w.requests or w.lines) >= self._cfg.min_requests:
             add(Sample("portal_log_error_ratio", {}, w.error_ratio))
-        add(Sample("portal_log_response_seconds_avg", {}, w.response_seconds_avg))
-        add(Sample("portal_log_response_seconds_p95", {}, w.response_seconds_p95))
+        if w.durations:
+            add(Sample("portal_log_response_seconds_avg", {}, w.response_seconds_avg))
+            add(Sample("portal_log_response_seconds_p95", {}, w.response_seconds_p95))
         add(Sample("portal_log_requests_per_second", {}, w.requests_per_second))
         add(Sample("portal_log_auth_failures", {}, float(w.auth_failures)))
         add(Sample("portal_log_auth_failures_max_per_source", {}, float(w.auth_failures_max_per_source)))

@@ -62,6 +62,7 @@ def sketch_value(slot: int) -> float:
 class WindowStats:
     lines: int
     requests: int
+    durations: int
     error_ratio: float
     response_seconds_avg: float
     response_seconds_p95: float
@@ -219,6 +220,7 @@ class Window:
         return WindowStats(
             lines=lines,
             requests=requests,
+            durations=count,
             error_ratio=ratio,
             response_seconds_avg=avg,
             response_seconds_p95=self.quantile(0.95) if count else 0.0,

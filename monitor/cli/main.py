@@ -318,7 +318,7 @@ async def _run_once(cfg: Config) -> list[CheckResult]:
     from monitor.daemon import build_checks
     from monitor.scheduler import run_check
 
-    built = build_checks(cfg, MemoryState())
+    built = build_checks(cfg, MemoryState(), one_shot=True)
     try:
         return list(await asyncio.gather(*(run_check(c) for c, _ in built)))
     finally:
