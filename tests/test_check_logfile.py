@@ -924,3 +924,68 @@ async def test_copytruncate_under_the_check_loses_nothing_and_says_so(tmp_path: 
     assert get(s, "portal_log_requests_total", status_class="5xx") == 30
     assert get(s, "portal_log_requests_total", status_class="4xx") == 10
     assert get(s, "portal_logfile_rotations_total", path=str(log), kind="copytruncate") == 1
+
+
+# --- the client behind a reverse proxy ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("ip", "forwarded", "trusted", "client"),
+    [
+        ("127.0.0.1", "198.51.100.7", ["127.0.0.0/8"], "198.51.100.7"),
+        ("::ffff:127.0.0.1", "198.51.100.7", ["127.0.0.0/8"], "198.51.100.7"),  # Node's IPv4-mapped form
+        ("127.0.0.1", "6.6.6.6, 198.51.100.7", ["127.0.0.0/8"], "198.51.100.7"),  # the client wrote 6.6.6.6
+        ("127.0.0.1", "198.51.100.7, 10.0.0.2", ["127.0.0.0/8", "10.0.0.0/8"], "198.51.100.7"),
+        ("127.0.0.1", "198.51.100.7, 10.0.0.2", ["127.0.0.0/8"], "10.0.0.2"),  # 10.0.0.2 is not trusted
+        ("198.51.100.9", "6.6.6.6", ["127.0.0.0/8"], "198.51.100.9"),  # not from our proxy: header ignored
+        ("198.51.100.7, 127.0.0.1", None, ["127.0.0.0/8"], "198.51.100.7"),  # winston `ip` as the list
+        ("127.0.0.1", None, ["127.0.0.0/8"], "127.0.0.1"),  # no header: the proxy itself
+        ("127.0.0.1", "[2001:db8::1]:443", ["127.0.0.0/8"], "2001:db8::1"),
+        ("127.0.0.1", "203.0.113.5:51000", ["127.0.0.0/8"], "203.0.113.5"),
+        ("127.0.0.1", "unknown", ["127.0.0.0/8"], "unknown"),
+        (None, None, ["127.0.0.0/8"], None),
+    ],
+)
+def test_client_address_skips_trusted_proxies_from_the_nearest_hop(
+    ip: str | None, forwarded: str | None, trusted: list[str], client: str | None
+) -> None:
+    from checks.logfile.normalize import client_address
+
+    nets = Config.model_validate(
+        {"name": "l", "type": "logfile", "paths": ["/x"], "trusted_proxies": trusted}
+    ).trusted_networks()
+    assert client_address(ip, forwarded, nets) == client
+
+
+@pytest.mark.parametrize("preset", ["winston", "pino"])
+async def test_login_failures_behind_the_proxy_are_counted_per_real_client(tmp_path: Path, preset: str) -> None:
+    """Behind nginx every request comes from 127.0.0.1: the per-source maximum is taken from
+    X-Forwarded-For (pino-http's req.headers, the winston request logger's forwardedFor)."""
+    rng = random.Random(3)
+    clients = [f"198.51.100.{i}" for i in range(1, 11)]
+    sent = [rng.choice(clients) for _ in range(300)]
+    lines = []
+    for i, c in enumerate(sent):
+        if preset == "pino":
+            doc: dict[str, Any] = {
+                "level": 40,
+                "time": int(T0 * 1000) + i,
+                "req": {
+                    "url": "/api/auth/login",
+                    "headers": {"host": "portal", "x-forwarded-for": f"{c}"},
+                    "remoteAddress": "::ffff:127.0.0.1",
+                },
+                "res": {"statusCode": 401},
+                "responseTime": 12.5,
+            }
+        else:
+            doc = {"level": "warn", "status": 401, "url": "/api/auth/login", "ip": "127.0.0.1", "forwardedFor": c}
+        lines.append(orjson.dumps(doc) + b"\n")
+    write(tmp_path / "combined.log", b"".join(lines))
+    s = await make(tmp_path, preset=preset).collect()
+    assert get(s, "portal_log_auth_failures") == 300
+    assert get(s, "portal_log_auth_failures_max_per_source") == max(Counter(sent).values())
+    assert max(Counter(sent).values()) < 60  # spread out: not one source
+    # with the proxy not trusted, every failure is the proxy's
+    s = await make(tmp_path, preset=preset, trusted_proxies=["10.0.0.0/8"]).collect()
+    assert get(s, "portal_log_auth_failures_max_per_source") == 300

@@ -174,6 +174,7 @@ class LogfileCheck:
         if rules:
             needed.add("status")
             needed.add("ip")
+            needed.add("forwarded")
             if any(r.path is not None for r in rules):
                 needed.add("path")
             if any(r.message is not None for r in rules):
@@ -191,6 +192,7 @@ class LogfileCheck:
             duration_scale=0.001 if cfg.duration_unit == "ms" else 1.0,
             classify=lambda seconds: (bisect_left(DURATION_BUCKETS, seconds), sketch_index(seconds)),
             auth=rules,
+            trusted_proxies=cfg.trusted_networks(),
         )
         # MULTILINE: `^` and `$` anchor at each line, though a pattern searches a whole chunk
         self._patterns = {name: re.compile(p.encode(), re.MULTILINE) for name, p in cfg.patterns.items()}

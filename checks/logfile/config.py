@@ -3,12 +3,13 @@ auth failures and named patterns. Every mistake is refused at load, with its key
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from checks.logfile.normalize import FIELDS
+from checks.logfile.normalize import FIELDS, LOOPBACK, Network
 from checks.logfile.parse import PRESETS, REGEX_GROUPS, JsonParser
 from checks.logfile.tally import AuthRule
 from monitor.config.fields import CheckBase, Duration, StrictModel, compile_regex
@@ -27,6 +28,7 @@ class Fields(StrictModel):
     status: Paths = None
     duration: Paths = None
     ip: Paths = None
+    forwarded: Paths = None
     path: Paths = None
     message: Paths = None
 
@@ -86,6 +88,7 @@ class Config(CheckBase):
     max_line_bytes: int = Field(65536, ge=256, le=16 << 20)
     max_sources: int = Field(100, ge=1, le=10_000)  # client IPs tracked per window bucket
     min_requests: int = Field(0, ge=0, le=1_000_000)  # no error ratio below this many requests in the window
+    trusted_proxies: list[str] = Field(default_factory=lambda: list(LOOPBACK), max_length=256)  # X-Forwarded-For
     fast_path: bool = True  # decode whole chunks at once (off only to compare, in tests and bench)
 
     @field_validator("window")
@@ -94,6 +97,19 @@ class Config(CheckBase):
         if v < 1:
             raise ValueError("must be at least 1s")
         return v
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_proxies(cls, v: list[str]) -> list[str]:
+        for net in v:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError:
+                raise ValueError(f"{net!r} is not an address or a network like 10.0.0.0/8") from None
+        return v
+
+    def trusted_networks(self) -> tuple[Network, ...]:
+        return tuple(ipaddress.ip_network(n, strict=False) for n in self.trusted_proxies)
 
     @field_validator("patterns")
     @classmethod

@@ -11,12 +11,13 @@ Each normalizer is wrapped in `Cached` by `tally.Normalizer`: a bounded cache of
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
 from datetime import datetime
 from typing import Any
 
-FIELDS = ("time", "level", "status", "duration", "ip", "path", "message")
+FIELDS = ("time", "level", "status", "duration", "ip", "forwarded", "path", "message")
 LEVELS = ("fatal", "error", "warn", "info", "http", "verbose", "debug", "trace", "silly", "other", "unknown")
 ERROR_LEVELS = frozenset({"error", "fatal"})
 LEVEL_ALIASES = {
@@ -133,6 +134,47 @@ def norm_time(v: Any) -> float | None:
                 break
         return float(math.floor(x)) if math.isfinite(x) else None
     return None
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+LOOPBACK = ("127.0.0.0/8", "::1/128")
+
+
+def _address(hop: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address in one hop of a forwarding chain: `1.2.3.4`, `1.2.3.4:5678`, `::1`,
+    `[::1]:443`, `::ffff:10.0.0.1` (as IPv4); None when it is not an address."""
+    h = hop.strip()
+    if h.startswith("["):
+        h = h[1 : h.find("]")] if "]" in h else h[1:]
+    elif h.count(":") == 1:
+        h = h.partition(":")[0]
+    try:
+        addr = ipaddress.ip_address(h)
+    except ValueError:
+        return None
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        return addr.ipv4_mapped
+    return addr
+
+
+def client_address(ip: str | None, forwarded: str | None, trusted: tuple[Network, ...]) -> str | None:
+    """The client of a request behind proxies: the hops are X-Forwarded-For's entries, then
+    the peer address (`ip`, which may itself be a forwarded list); walking from the nearest
+    hop back, trusted proxies are skipped and the first hop that is not one is the client
+    (as Express's `trust proxy` and nginx's `real_ip_recursive` do: entries left of it were
+    written by the client and could be anything). All trusted: the left-most hop."""
+    hops = [h.strip() for v in (forwarded, ip) if v for h in v.split(",")]
+    hops = [h for h in hops if h]
+    if not hops:
+        return None
+    for hop in reversed(hops):
+        addr = _address(hop)
+        if addr is None:
+            return hop
+        if not any(addr in net for net in trusted):
+            return str(addr)
+    addr = _address(hops[0])
+    return str(addr) if addr is not None else hops[0]
 
 
 def first(values: Any) -> Any:

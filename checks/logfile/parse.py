@@ -42,13 +42,16 @@ from checks.logfile.normalize import FIELDS, LEVEL_ALIASES, LEVELS
 from checks.logfile.tally import Parsed
 
 PRESETS: dict[str, dict[str, tuple[str, ...]]] = {
-    # winston's json() format: level as a word; morgan-style request lines add these fields.
+    # winston's json() format: level as a word; request loggers add these fields (both
+    # families of names: express-winston/morgan style and the BFF's own request logger).
+    # `ip` may be X-Forwarded-For's list itself ("client, proxy"); `forwarded` is the header.
     "winston": {
         "time": ("timestamp",),
         "level": ("level",),
         "status": ("statusCode", "status"),
-        "duration": ("duration", "responseTime"),
+        "duration": ("duration", "responseTime", "response_time", "ms"),
         "ip": ("ip", "remoteAddr"),
+        "forwarded": ("forwardedFor", "headers.x-forwarded-for"),
         "path": ("url", "path"),
         "message": ("message",),
     },
@@ -59,6 +62,7 @@ PRESETS: dict[str, dict[str, tuple[str, ...]]] = {
         "status": ("res.statusCode",),
         "duration": ("responseTime",),
         "ip": ("req.remoteAddress",),
+        "forwarded": ("req.headers.x-forwarded-for",),
         "path": ("req.url",),
         "message": ("msg",),
     },
@@ -175,7 +179,7 @@ def _attr_path(tree: dict[str, Any], path: str) -> str:
 
 
 MAIN_FIELDS = ("time", "level", "status", "duration")
-DETAIL_FIELDS = ("ip", "path", "message")
+DETAIL_FIELDS = ("ip", "forwarded", "path", "message")
 
 
 class JsonParser:

@@ -29,6 +29,7 @@ a global lookup per distinct value.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -37,7 +38,18 @@ from itertools import compress, repeat
 from operator import is_
 from typing import Any, Protocol
 
-from checks.logfile.normalize import CACHE_MAX, Cached, first, norm_level, norm_number, norm_status, norm_time
+from checks.logfile.normalize import (
+    CACHE_MAX,
+    LOOPBACK,
+    Cached,
+    Network,
+    client_address,
+    first,
+    norm_level,
+    norm_number,
+    norm_status,
+    norm_time,
+)
 
 BATCH_MAX = 25_000  # distinct records pending before the batch must be flushed (bounded memory)
 
@@ -172,8 +184,24 @@ class Normalizer:
         duration_scale: float,
         classify: Callable[[float], tuple[int, int]] = lambda s: (0, 0),
         auth: Sequence[AuthRule] = (),
+        trusted_proxies: Sequence[Network] | None = None,
     ) -> None:
         self.reader = reader
+        default = tuple(ipaddress.ip_network(n) for n in LOOPBACK)
+        trusted = default if trusted_proxies is None else tuple(trusted_proxies)
+        self._clients: dict[tuple[str | None, str | None], str | None] = {}  # (ip, forwarded) -> client
+
+        def client(ip: str | None, forwarded: str | None) -> str | None:
+            key = (ip, forwarded)
+            try:
+                return self._clients[key]
+            except KeyError:
+                if len(self._clients) >= CACHE_MAX:
+                    self._clients.clear()
+                out = self._clients[key] = client_address(ip, forwarded, trusted)
+                return out
+
+        self._client = client
         self.layout = reader.layout
         self.use_time = use_time and bool(self.layout.get("time"))
         self.auth = tuple(auth)
@@ -395,6 +423,7 @@ class Normalizer:
         """Count the candidates that match a rule into `auth`, by (time, client IP), in
         line order."""
         path, message, ip = (self._detail_strings(details, f) for f in ("path", "message", "ip"))
+        ip = list(map(self._client, ip, self._detail_strings(details, "forwarded")))  # behind proxies
         rule = self._column_rule
         if rule is not None and times is None:
             auth.update(zip(repeat(None), _matching(rule, statuses, self._status, path, message, ip)))
