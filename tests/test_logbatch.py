@@ -38,9 +38,18 @@ ODD = [  # what the strict Struct refuses: the chunk goes to the lenient one
     b'{"level":"INFO","statusCode":200,"duration":4}',
     b'{"level":"info","statusCode":"401","url":"/api/auth/login","ip":"203.0.113.8"}',
     b'{"level":"info","statusCode":200.0,"duration":4}',
+    b'{"level":"info","statusCode":99,"duration":4}',
+    b'{"level":"info","statusCode":200,"responseTime":-1}',
+    b'{"level":"info","statusCode":200,"responseTime":"23ms"}',
+    b'{"level":"info","statusCode":200,"responseTime":true}',
+]
+ALTERNATIVES = [  # the other family of names, fractional numbers: strict too
     b'{"level":"info","status":503,"duration":4}',
     b'{"level":"info","statusCode":200,"responseTime":9}',
-    b'{"level":"info","statusCode":99,"duration":4}',
+    b'{"level":"info","status":200,"responseTime":23.417,"ip":"203.0.113.9"}',
+    b'{"level":"info","status":200,"response_time":0.5}',
+    b'{"level":"info","status":200,"ms":1e3}',
+    b'{"level":"warn","statusCode":404,"status":500,"duration":1.5,"responseTime":2}',
 ]
 
 
@@ -90,16 +99,25 @@ def test_batches_count_like_chunks_and_like_single_lines(preset: str, fast_path:
 
 def test_strict_struct_reads_what_the_lenient_one_reads() -> None:
     """Where the strict Struct takes a line, every counted value is the lenient one's, of
-    the same type; it refuses the unusual shapes, which then go to the lenient Struct."""
+    the same type (durations as floats); it refuses the unusual shapes, which then go to
+    the lenient Struct."""
     parser = JsonParser(PRESETS["winston"], ["time", "level", "status", "duration"])
     strict, lenient = parser._main.decode_strict, parser._main.decode
     assert strict is not None
     rng = random.Random(2)
     lines = [winston(random_rec(rng, T0 + i)).rstrip(b"\n") for i in range(300)] + TRICKY + HUGE + ODD
+    lines += ALTERNATIVES
+    durations = set(parser.layout["duration"])
+
+    def typed(slot: int, v: Any) -> tuple[type, Any]:
+        if slot in durations and isinstance(v, (int, float)) and abs(v) < 1e308:
+            v = float(v)
+        return type(v), v
+
     taken = 0
     for line in lines:
         try:
-            expected = [(type(v), v) for v in map(lambda g: g(lenient(line)), parser._main.getters)]
+            expected = [typed(i, g(lenient(line))) for i, g in enumerate(parser._main.getters)]
         except (msgspec.DecodeError, RecursionError):
             continue
         try:
@@ -112,6 +130,8 @@ def test_strict_struct_reads_what_the_lenient_one_reads() -> None:
     for line in ODD:
         with pytest.raises(msgspec.ValidationError):
             strict(line)
+    for line in ALTERNATIVES:
+        strict(line)
 
 
 def test_a_refused_chunk_rests_the_strict_struct_and_counts_the_same() -> None:
@@ -132,8 +152,8 @@ def test_an_unhashable_record_leaves_the_batch_as_it_was() -> None:
     """`Counter.update` stops at an object where a scalar was expected; what it counted
     of that chunk is taken back, and the chunk is counted on its own."""
     check = make(Path("/nonexistent"))
-    first = b'{"level":"info","statusCode":200,"duration":4}\n'
-    new = b'{"level":"warn","statusCode":404,"duration":77}\n'
+    first = b'{"level":"info","statusCode":200,"duration":"4"}\n'  # lenient chunks: records are counted
+    new = b'{"level":"warn","statusCode":404,"duration":"77"}\n'
     check.ingest(first, T0)
     check.ingest(new + b'{"level":{"a":1},"statusCode":200}\n' + first, T0)
     pending = check._norm._pending

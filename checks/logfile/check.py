@@ -72,7 +72,7 @@ from checks.logfile.normalize import ERROR_LEVELS, FIELDS, first, norm_time
 from checks.logfile.parse import JsonParser, RegexParser, count_pattern_lines
 from checks.logfile.tail import ROTATION_KINDS, Follower
 from checks.logfile.tally import Normalizer, Parsed, Tally
-from checks.logfile.window import Window, sketch_index
+from checks.logfile.window import Classifier, Window, sketch_index
 from monitor.model import CheckContext, CheckError, Sample
 
 log = structlog.get_logger()
@@ -191,6 +191,7 @@ class LogfileCheck:
             use_time=cfg.time_source == "line",
             duration_scale=0.001 if cfg.duration_unit == "ms" else 1.0,
             classify=lambda seconds: (bisect_left(DURATION_BUCKETS, seconds), sketch_index(seconds)),
+            classifier=Classifier(DURATION_BUCKETS, 0.001 if cfg.duration_unit == "ms" else 1.0),
             auth=rules,
             trusted_proxies=cfg.trusted_networks(),
         )

@@ -35,7 +35,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import compress, repeat
-from operator import is_
+from operator import is_, is_not
 from typing import Any, Protocol
 
 from checks.logfile.normalize import (
@@ -50,6 +50,7 @@ from checks.logfile.normalize import (
     norm_status,
     norm_time,
 )
+from checks.logfile.window import Classifier
 
 BATCH_MAX = 25_000  # distinct records pending before the batch must be flushed (bounded memory)
 
@@ -183,10 +184,14 @@ class Normalizer:
         use_time: bool,
         duration_scale: float,
         classify: Callable[[float], tuple[int, int]] = lambda s: (0, 0),
+        classifier: Classifier | None = None,
         auth: Sequence[AuthRule] = (),
         trusted_proxies: Sequence[Network] | None = None,
     ) -> None:
         self.reader = reader
+        self._scale = duration_scale
+        # strict chunks' durations; must classify as `classify` does (the check passes both)
+        self._classifier = classifier or Classifier((), duration_scale)
         default = tuple(ipaddress.ip_network(n) for n in LOOPBACK)
         trusted = default if trusted_proxies is None else tuple(trusted_proxies)
         self._clients: dict[tuple[str | None, str | None], str | None] = {}  # (ip, forwarded) -> client
@@ -224,6 +229,22 @@ class Normalizer:
         # batches: see the module docstring
         self.batching = not self.use_time and bool(getattr(reader, "batchable", False))
         self._pending: Counter[Any] = Counter()  # record -> lines, since the last flush
+        # strict chunks: (level, status) keys counted, durations classified by column
+        level_slots, status_slots = self.layout.get("level", ()), self.layout.get("status", ())
+        self._n_level = len(level_slots)
+        key_slots = (*level_slots, *status_slots)
+        getter: Callable[[Sequence[int]], Callable[[Any], Any]] | None = getattr(reader, "strict_getter", None)
+        self._key_of: Callable[[Any], Any] | None = None
+        self._status_of: Callable[[Any], Any] | None = None
+        self._dur_of: list[Callable[[Any], Any]] = []
+        if self.batching and getter is not None and key_slots:
+            # always a tuple, so that keys of one layout compare alike
+            self._key_of = getter(key_slots) if len(key_slots) > 1 else getter((*key_slots, *key_slots))
+            self._status_of = getter(status_slots) if status_slots else None
+            self._dur_of = [getter((i,)) for i in self.layout.get("duration", ())]
+        self._pending_keys: Counter[Any] = Counter()  # (raw level..., raw status...) -> lines
+        # durations of strict chunks since the last flush: count, sum in the unit, class codes
+        self._dur_count, self._dur_total, self._dur_codes = 0, 0.0, Counter[int]()
         self._done: list[Tally] = []  # chunks that could not be batched, counted on their own
         self._cand_lines: list[bytes] = []  # auth candidates since the last take_auth()
         self._cand_status: list[Any] = []  # their raw statuses
@@ -240,6 +261,8 @@ class Normalizer:
         records = parsed.records
         if not records:
             return False
+        if parsed.strict and self._key_of is not None:
+            return self._add_strict(parsed)
         try:
             self._pending.update(records)  # C: hashes each record once
         except TypeError:  # an object or array where a scalar was expected: unhashable
@@ -249,12 +272,58 @@ class Normalizer:
                 self._keep_candidates(parsed, self._column(records, self.layout.get("status", ()), safe=True))
             return False
         if self.auth:
-            slots = self.layout.get("status", ())
-            if parsed.strict and slots:  # statuses are ints or None, in the first path only
-                self._keep_candidates(parsed, self.reader.column(records, slots[0]), strict=True)
-            else:
-                self._keep_candidates(parsed, self._column(records, slots, safe=False))
+            self._keep_candidates(parsed, self._column(records, self.layout.get("status", ()), safe=False))
         return len(self._pending) >= BATCH_MAX
+
+    def _add_strict(self, parsed: Parsed) -> bool:
+        """A strict chunk (every level and status an interned literal or None, every
+        duration a non-negative float or None): its (level, status) keys are counted, its
+        durations classified a whole column at a time (C-level `map`s), so a fractional
+        duration on every line costs no Python code per line."""
+        assert self._key_of is not None
+        records = parsed.records
+        keys = list(map(self._key_of, records))
+        self._pending_keys.update(keys)
+        if self._dur_of:
+            values = self._durations(records)
+            if values:
+                self._dur_count += len(values)
+                self._dur_total += sum(values)
+                self._classifier.codes(values, self._dur_codes)
+        if self.auth:
+            if self._status_of is None:
+                self._keep_candidates(parsed, [None] * len(records))
+            else:  # the keys hold the statuses: candidates by distinct key, found in C
+                k, codes = self._n_level, self._auth_statuses
+                wanted = set(keys) if codes is None else [x for x in set(keys) if self._status(x[k:]) in codes]
+                idx = _positions(keys, wanted) if codes is not None else list(range(len(keys)))
+                if idx:
+                    self._cand_lines += map(parsed.lines.__getitem__, idx)
+                    self._cand_status += (keys[i][k:] for i in idx)
+        return len(self._pending_keys) >= BATCH_MAX
+
+    def _durations(self, records: list[Any]) -> list[float]:
+        """The durations of a strict chunk's lines, the first path present on each line."""
+        present: list[tuple[list[Any], int]] = []  # (column, its missing values)
+        for get in self._dur_of:
+            col = list(map(get, records))
+            missing = col.count(None)
+            if missing != len(col):
+                present.append((col, missing))
+        if len(present) == 1:
+            col, missing = present[0]
+            return col if not missing else list(compress(col, map(is_not, col, repeat(None))))
+        if not present:
+            return []
+        cols = [c for c, _ in present]
+        have = sum(len(c) - missing for c, missing in present)
+        if have > len(records) - list(zip(*cols, strict=True)).count((None,) * len(cols)):
+            # a line with two of them: the first one wins
+            return [v for v in map(first, zip(*cols, strict=True)) if v is not None]
+        out: list[float] = []
+        for col in cols:
+            out += compress(col, map(is_not, col, repeat(None)))
+        return out
 
     def flush(self) -> list[Tally]:
         """The line and duration counts since the last flush (and empties the batch)."""
@@ -262,6 +331,22 @@ class Normalizer:
         if self._pending:
             out.append(self._tally_pending())
             self._pending = Counter()
+        if self._pending_keys or self._dur_count:
+            out.append(self._tally_strict())
+            self._pending_keys = Counter()
+            self._dur_count, self._dur_total, self._dur_codes = 0, 0.0, Counter()
+        return out
+
+    def _tally_strict(self) -> Tally:
+        out = Tally()
+        nl, ns, groups, k = self._level, self._status, out.groups, self._n_level
+        for key, n in self._pending_keys.items():
+            lv = key[0] if k == 1 else first(key[:k])
+            st = first(key[k:])
+            groups[(None, nl(lv), ns(st))] += n
+        if self._dur_count:
+            classes = self._classifier.decode(self._dur_codes)
+            out.durations[None] = Durations(self._dur_count, self._dur_total * self._scale, classes)
         return out
 
     def take_auth(self) -> Counter[tuple[float | None, str | None]]:

@@ -29,9 +29,14 @@ lost.
 from __future__ import annotations
 
 import math
+import struct
 from array import array
-from collections.abc import Mapping
+from bisect import bisect_left
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import compress, repeat
+from operator import add, eq, mul, rshift, truediv
 
 MAX_BUCKETS = 600
 SKETCH_ALPHA = 0.02
@@ -51,6 +56,81 @@ def sketch_index(seconds: float) -> int:
     if seconds >= SKETCH_MAX_S:
         return SKETCH_SIZE - 1
     return math.ceil(math.log(seconds) / _LOG_GAMMA) - _I_MIN
+
+
+def classify_many(seconds: list[float], bounds: Sequence[float]) -> Counter[tuple[int, int]]:
+    """(bisect_left(bounds, s), sketch_index(s)) counted over a column of durations, with
+    C-level `map`s only: the same classes as one call per value, without Python per value."""
+    inside = not seconds or (min(seconds) > SKETCH_MIN_S and max(seconds) < SKETCH_MAX_S)
+    clamped = seconds if inside else map(min, map(max, seconds, repeat(SKETCH_MIN_S)), repeat(SKETCH_MAX_S))
+    ceil_logs = map(math.ceil, map(truediv, map(math.log, clamped), repeat(_LOG_GAMMA)))
+    # one int per value, bucket * 1024 + ceil(log): cheaper to count than a tuple (|ceil| < 512)
+    keys = map(add, map(mul, map(bisect_left, repeat(bounds), seconds), repeat(1024)), ceil_logs)
+    out: Counter[tuple[int, int]] = Counter()
+    for key, n in Counter(keys).items():
+        bucket, c = divmod(key + 512, 1024)
+        out[(bucket, c - 512 - _I_MIN)] += n
+    return out
+
+
+_KEY_SHIFT = 42  # a duration's key: its float's exponent and 10 top mantissa bits (0.1% wide)
+_KEY_OCTAVES = 24  # keys tabled for durations within 2^-24 .. 2^24 of the unit
+
+
+class Classifier:
+    """`classify_many` for a column of durations in a unit (`scale` seconds), about three
+    times cheaper: each value's key is its float's exponent and top mantissa bits (C-level:
+    an array reinterpreted, a shift), looked up in a table of the class every value with
+    that key has. The few keys whose 0.1%-wide range straddles a class boundary (and values
+    outside the table) are classified exactly. The classes are those of one call per value."""
+
+    _tables: dict[tuple[tuple[float, ...], float], dict[int, int]] = {}
+
+    def __init__(self, bounds: Sequence[float], scale: float) -> None:
+        self.bounds, self.scale = tuple(bounds), scale
+        key = (self.bounds, scale)
+        if key not in self._tables:
+            self._tables[key] = self._table()
+        self._get = self._tables[key].get
+
+    def _code(self, x: float) -> int:
+        s = x * self.scale
+        return bisect_left(self.bounds, s) * 1024 + sketch_index(s)
+
+    def _table(self) -> dict[int, int]:
+        table: dict[int, int] = {}
+        lo_key = (1023 - _KEY_OCTAVES) << 10
+        for k in range(lo_key, lo_key + (2 * _KEY_OCTAVES << 10)):
+            (lo,) = _F64.unpack(_I64.pack(k << _KEY_SHIFT))
+            (hi,) = _F64.unpack(_I64.pack(((k + 1) << _KEY_SHIFT) - 1))
+            a = self._code(lo)
+            if a == self._code(hi):  # classes are monotonic: every value between has it too
+                table[k] = a
+        return table
+
+    def codes(self, values: list[float], counts: Counter[int]) -> None:
+        """Count the class of each of `values` (non-negative floats, in the unit) into
+        `counts`, as bucket * 1024 + slot (`decode` turns them back)."""
+        keys = map(rshift, array("q", array("d", values).tobytes()), repeat(_KEY_SHIFT))
+        codes = list(map(self._get, keys, repeat(-1)))
+        counts.update(codes)
+        exact = counts.pop(-1, 0)
+        if exact:
+            for x in compress(values, map(eq, codes, repeat(-1))):
+                counts[self._code(x)] += 1
+
+    @staticmethod
+    def decode(counts: Counter[int]) -> Counter[tuple[int, int]]:
+        return Counter({divmod(code, 1024): n for code, n in counts.items()})
+
+    def __call__(self, values: list[float]) -> Counter[tuple[int, int]]:
+        """The (bucket, slot) counts of `values` (non-negative floats, in the unit)."""
+        counts: Counter[int] = Counter()
+        self.codes(values, counts)
+        return self.decode(counts)
+
+
+_F64, _I64 = struct.Struct("<d"), struct.Struct("<q")
 
 
 def sketch_value(slot: int) -> float:
