@@ -245,6 +245,8 @@ class Normalizer:
         self._pending_keys: Counter[Any] = Counter()  # (raw level..., raw status...) -> lines
         # durations of strict chunks since the last flush: count, sum in the unit, class codes
         self._dur_count, self._dur_total, self._dur_codes = 0, 0.0, Counter[int]()
+        self._dur_values: Counter[float] = Counter()  # while durations repeat: counted by value
+        self._dur_by_value = True
         self._done: list[Tally] = []  # chunks that could not be batched, counted on their own
         self._cand_lines: list[bytes] = []  # auth candidates since the last take_auth()
         self._cand_status: list[Any] = []  # their raw statuses
@@ -289,7 +291,13 @@ class Normalizer:
             if values:
                 self._dur_count += len(values)
                 self._dur_total += sum(values)
-                self._classifier.codes(values, self._dur_codes)
+                if self._dur_by_value:  # integer ms repeat: classify each distinct value once
+                    self._dur_values.update(values)
+                    if len(self._dur_values) > BATCH_MAX:  # fractional: nearly all distinct
+                        self._classifier.weighted(self._dur_values, self._dur_codes)
+                        self._dur_values, self._dur_by_value = Counter(), False
+                else:
+                    self._classifier.codes(values, self._dur_codes)
         if self.auth:
             if self._status_of is None:
                 self._keep_candidates(parsed, [None] * len(records))
@@ -344,6 +352,9 @@ class Normalizer:
             lv = key[0] if k == 1 else first(key[:k])
             st = first(key[k:])
             groups[(None, nl(lv), ns(st))] += n
+        if self._dur_values:
+            self._classifier.weighted(self._dur_values, self._dur_codes)
+            self._dur_values, self._dur_by_value = Counter(), True
         if self._dur_count:
             classes = self._classifier.decode(self._dur_codes)
             out.durations[None] = Durations(self._dur_count, self._dur_total * self._scale, classes)

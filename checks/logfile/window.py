@@ -119,6 +119,13 @@ class Classifier:
             for x in compress(values, map(eq, codes, repeat(-1))):
                 counts[self._code(x)] += 1
 
+    def weighted(self, values: Counter[float], counts: Counter[int]) -> None:
+        """`codes` for values counted by value (few distinct: integer milliseconds)."""
+        distinct = list(values)
+        keys = map(rshift, array("q", array("d", distinct).tobytes()), repeat(_KEY_SHIFT))
+        for x, code, n in zip(distinct, map(self._get, keys, repeat(-1)), values.values(), strict=True):
+            counts[code if code >= 0 else self._code(x)] += n
+
     @staticmethod
     def decode(counts: Counter[int]) -> Counter[tuple[int, int]]:
         return Counter({divmod(code, 1024): n for code, n in counts.items()})
