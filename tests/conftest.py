@@ -92,7 +92,7 @@ SLOW_FIXTURES = frozenset(
     }
 )
 # Modules whose tests run the CLI as a process, one Python start-up per command.
-SLOW_MODULES = frozenset({"test_cli.py", "test_oncall.py"})
+SLOW_MODULES = frozenset({"test_cli.py", "test_oncall.py", "test_e2e_logfile_node.py"})
 # Tests that start the daemon or a crashing child process, or generate large logs.
 SLOW_TESTS = frozenset(
     {
