@@ -174,6 +174,7 @@ def test_config_defaults_and_registration() -> None:
     ("options", "error"),
     [
         ({"format": "regex"}, "needs `regex`"),
+        ({"trusted_proxies": ["10.0.0.0/8", "nginx"]}, "'nginx' is not an address or a network"),
         ({"format": "regex", "regex": "(?P<nothing>x)"}, "name at least one group"),
         ({"format": "regex", "regex": "(unclosed"}, "is not a regex"),
         ({"regex": r"(?P<status>\d+)"}, "only for format: regex"),
