@@ -990,3 +990,42 @@ async def test_login_failures_behind_the_proxy_are_counted_per_real_client(tmp_p
     # with the proxy not trusted, every failure is the proxy's
     s = await make(tmp_path, preset=preset, trusted_proxies=["10.0.0.0/8"]).collect()
     assert get(s, "portal_log_auth_failures_max_per_source") == 300
+
+
+async def test_watch_polls_where_inotify_is_not_available(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from checks.logfile import check as check_module
+
+    monkeypatch.setattr(check_module.DirWatch, "open", classmethod(lambda cls, dirs: None))
+    log = tmp_path / "combined.log"
+    log.write_bytes(b"")
+    check = make(tmp_path, Clock())
+    task = asyncio.create_task(check.watch(lambda: None))
+    try:
+        write(log, b"".join(winston(Rec("info", 200, 3.25, None, "/a", T0)) for _ in range(25)))
+        async with asyncio.timeout(10):  # the next poll reads them
+            f = check._followers[0]
+            while f._cur is None or f._cur.pos < log.stat().st_size:
+                await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert get(await check.collect(), "portal_log_requests_total", status_class="2xx") == 25
+
+
+async def test_inotify_reports_the_names_written_in_a_directory(tmp_path: Path) -> None:
+    from checks.logfile.inotify import DirWatch
+
+    watch = DirWatch.open([str(tmp_path)])
+    assert watch is not None, "inotify is available on Linux"
+    try:
+        assert await watch.changed(0.01) == set()
+        (tmp_path / "combined.log").write_bytes(b"x\n")
+        os.rename(tmp_path / "combined.log", tmp_path / "combined.log.1")
+        async with asyncio.timeout(10):
+            seen: set[str] = set()
+            while not {"combined.log", "combined.log.1"} <= seen:
+                seen |= await watch.changed(1.0)
+    finally:
+        watch.close()
+    assert DirWatch.open([str(tmp_path / "missing")]) is None  # the caller polls
