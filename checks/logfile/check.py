@@ -118,6 +118,8 @@ LABELS: dict[str, tuple[str, ...]] = {
     "portal_log_requests_total": ("status_class",),
     "portal_log_parse_errors_total": ("reason",),
     "portal_log_pattern_lines_total": ("pattern",),
+    "portal_logfile_rotations_total": ("path", "kind"),
+    "portal_logfile_lost_bytes_total": ("path",),
 }
 KEY_METRICS = (
     "portal_log_window_lines",
