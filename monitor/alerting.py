@@ -1,7 +1,8 @@
 """The path from samples to pages: rules → incidents → outbox, run after every check.
 
-`Alerting.evaluate(now)` is one step: evaluate the rules over exactly the samples /metrics
-shows, hand the firing alerts and the transitions to the incidents (which queue the
+`Alerting.evaluate(now)` is one step: evaluate the rules (recording rules first, in file order)
+over the store's history (every check result, and the daemon's own series recorded at most every
+`own_every_s`), hand the firing alerts and the transitions to the incidents (which queue the
 notifications in the same transaction as the incident change), and wake the outbox. In the
 daemon, `step()` does the same with the database work on the state file's writer thread
 (`db`, a `monitor.statedb.Runner`): the rules run on the event loop, the incidents off it. The
@@ -28,13 +29,28 @@ from monitor.clock import utc_now
 from monitor.config.model import Config
 from monitor.delivery import build_receivers
 from monitor.delivery.outbox import Outbox
+from monitor.history import History, Matcher
 from monitor.httpclient import HttpClient
 from monitor.incidents.lifecycle import Incidents
 from monitor.model import Alert, Receiver, Sample, Transition
-from monitor.rules.engine import AlertStates, Rule, alert_samples, compile_rules, evaluate, firing
+from monitor.rules.engine import (
+    LOOKBACK_S,
+    AlertStates,
+    AnyRule,
+    RecordingRule,
+    Rule,
+    alert_rules,
+    alert_samples,
+    compile_rules,
+    evaluate,
+    firing,
+    history_needed_s,
+)
+from monitor.rules.promql import Engine, EvalError
 from monitor.rules.templates import Context
 from monitor.secrets import scrub
 from monitor.statedb import Runner, inline
+from monitor.store import Store
 
 T = TypeVar("T")
 
@@ -43,9 +59,15 @@ log = structlog.get_logger()
 METRICS: dict[str, tuple[str, str]] = {
     "portal_alerts": ("gauge", "alerts by rule, severity and state (pending/firing), as Prometheus' ALERTS"),
     "portal_monitor_rule_evaluations_total": ("counter", "rule evaluations (each also runs the escalation timers)"),
+    "portal_monitor_history_samples": ("gauge", "samples kept in the rules' history"),
+    "portal_monitor_history_max_samples": ("gauge", "the history's cap (history.max_samples)"),
+    "portal_monitor_history_series": ("gauge", "series kept in the rules' history"),
+    "portal_monitor_history_retention_seconds": ("gauge", "how far back the history is kept (the rules' need + 1 h)"),
+    "portal_monitor_history_refused_samples_total": ("counter", "samples not kept: over history.max_samples"),
 }
 # Every label of the series above (the daemon's own: no `check`).
 LABELS: dict[str, tuple[str, ...]] = {"portal_alerts": ("alertname", "severity", "state")}
+CHART_S = 3600.0  # the incident page charts the last hour
 
 
 MAX_CHECK_ERROR = 500  # characters of a check's error carried into a page
@@ -58,7 +80,7 @@ class Alerting:
         self,
         conn: sqlite3.Connection,
         cfg: Config,
-        samples: Callable[[], Sequence[Sample]],
+        samples: Store | Callable[[], Sequence[Sample]],
         *,
         now: Callable[[], datetime] = utc_now,
         external_url: str | None = None,
@@ -69,17 +91,31 @@ class Alerting:
         check_error: Callable[[str], str] | None = None,
         db: Runner = inline,
         reads: tuple[sqlite3.Connection, Runner] | None = None,
+        own_every_s: float = 5.0,
+        trim_every_s: float = 60.0,
     ) -> None:
-        self._samples = samples
         self._check_error = check_error
         self._secrets = cfg.secrets
+        # A Store: its history holds every check result at the time it was produced. A bare
+        # sample source (tests, `once`): its samples are written into a history of our own at
+        # every evaluation.
+        self.store = samples if isinstance(samples, Store) else None
+        self._samples = samples.samples if isinstance(samples, Store) else samples
+        self.history = self.store.history if self.store is not None else History()
+        self.history.max_samples = cfg.root.history.max_samples
+        self._own_every_s = own_every_s
+        self._own_at: float | None = None
+        self._trim_every_s = trim_every_s
+        self._trimmed_at: float | None = None
+        self._fed: set[str] = set()
         self._now = now
         self._min_gap_s = min_gap_s
         self._save_every_s = save_every_s
         self.host = socket.gethostname()
         self.external_url = external_url
         self.http = http
-        self.rules: list[Rule] = compile_rules(cfg, Context(external_url=external_url or ""))
+        self.rules: list[AnyRule] = compile_rules(cfg, Context(external_url=external_url or ""))
+        self.history.retention_s = self.retention_s()
         self.incidents = Incidents(conn, cfg, now=now)
         self.db = db  # runs what uses `conn` (self.incidents, the outbox's rows): the writer thread
         # Reads for the API and the status page: a reader connection on its own thread, if given.
@@ -137,7 +173,8 @@ class Alerting:
     def _rules_step(self, now: datetime) -> tuple[list[Transition], Callable[[], int], bool]:
         """The rules (on the caller's thread) and the incidents' update they call for (to run)."""
         started = time.perf_counter()
-        self.state, transitions = evaluate(self.rules, self._samples(), self.state, now)
+        self._feed(now.timestamp())
+        self.state, transitions = evaluate(self.rules, self.history, self.state, now)
         transitions = [
             replace(t, alert=self._with_check_error(t.alert)) if t.state == "firing" else t for t in transitions
         ]
@@ -181,6 +218,70 @@ class Alerting:
         if not error:
             return alert
         return replace(alert, annotations={**alert.annotations, "check_error": error[:MAX_CHECK_ERROR]})
+
+    def _feed(self, t: float) -> None:
+        """The daemon's own series into the history (at most every `own_every_s`), and old
+        samples out of it (every `trim_every_s`)."""
+        if self.store is not None:
+            if self._own_at is None or t - self._own_at >= self._own_every_s or t < self._own_at:
+                self.store.record_own(t)
+                self._own_at = t
+        else:
+            by_check: dict[str, list[Sample]] = {}
+            for s in self._samples():
+                by_check.setdefault(s.labels.get("check", ""), []).append(s)
+            for source in self._fed - by_check.keys():
+                by_check[source] = []
+            for source, samples in by_check.items():
+                self.history.append(t, samples, source=source)
+            self._fed = set(by_check)
+        if self._trimmed_at is None or t - self._trimmed_at >= self._trim_every_s or t < self._trimmed_at:
+            self.history.trim(t)
+            self._trimmed_at = t
+
+    def retention_s(self) -> float:
+        """What the history keeps: what the rules read back (ranges, offsets, lookback), plus the
+        incident page's hour (its chart evaluates the rule over the last hour)."""
+        return history_needed_s(self.rules, LOOKBACK_S) + CHART_S
+
+    def alert_rules(self) -> list[Rule]:
+        return alert_rules(self.rules)
+
+    def recorded_samples(self) -> list[Sample]:
+        """The recording rules' current series (for /metrics): their values at the last evaluation."""
+        if self.state.evaluated_at is None:
+            return []
+        t = round(self.state.evaluated_at.timestamp() * 1000)
+        out: list[Sample] = []
+        seen: set[str] = set()
+        for rule in self.rules:
+            if not isinstance(rule, RecordingRule) or rule.record in seen:
+                continue
+            seen.add(rule.record)
+            for series in self.history.select([Matcher.of("__name__", "=", rule.record)]):
+                got = series.latest(t, 1)
+                if got is not None:
+                    labels = {k: v for k, v in series.labels.items() if k != "__name__"}
+                    out.append(Sample(rule.record, labels, got[1]))
+        return out
+
+    def series_window(
+        self, labels: Mapping[str, str], start: float, end: float, points: int = 240
+    ) -> list[tuple[float, float]]:
+        """The alert's rule evaluated as a range query over [start, end] (about `points` steps)
+        from the history: the points of the series whose labels the alert carries."""
+        rule = next((r for r in self.alert_rules() if r.alert == labels.get("alertname")), None)
+        if rule is None or end <= start:
+            return []
+        step = max((end - start) / points, 1.0)
+        try:
+            matrix = Engine(self.history, lookback_s=LOOKBACK_S).range(rule.expr, start, end, step)
+        except EvalError:
+            return []
+        for series in matrix:
+            if all(labels.get(k) == v for k, v in series.labels.items() if k != "__name__"):
+                return list(series.points)
+        return []
 
     # -------------------------------------------------------------- running
 
@@ -229,6 +330,8 @@ class Alerting:
         self.receivers = self._build_receivers(cfg)
         self.rules = rules
         self._secrets = cfg.secrets
+        self.history.retention_s = self.retention_s()
+        self.history.max_samples = cfg.root.history.max_samples
         self.incidents.set_config(cfg)
         self._reader.set_config(cfg)
         self.outbox.set_receivers(self.receivers)
@@ -269,7 +372,18 @@ class Alerting:
     def samples(self) -> list[Sample]:
         evaluations = Sample("portal_monitor_rule_evaluations_total", {}, float(self.evaluations))
         stored = self._stored if self._stored is not None else self._stored_samples()
-        return [*alert_samples(self.state), evaluations, *stored, *self.outbox.delivery_samples()]
+        h = self.history
+        return [
+            *alert_samples(self.state),
+            evaluations,
+            *stored,
+            *self.outbox.delivery_samples(),
+            Sample("portal_monitor_history_samples", {}, float(h.sample_count)),
+            Sample("portal_monitor_history_max_samples", {}, float(h.max_samples)),
+            Sample("portal_monitor_history_series", {}, float(h.series_count)),
+            Sample("portal_monitor_history_retention_seconds", {}, h.retention_s),
+            Sample("portal_monitor_history_refused_samples_total", {}, float(h.refused)),
+        ]
 
     async def aclose(self) -> None:
         for r in self.receivers.values():

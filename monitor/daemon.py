@@ -2,7 +2,9 @@
 
 Start, run, stop (uvicorn's shape): `serve()` opens the state database, builds the checks,
 binds the HTTP server, then runs the scheduler, the rule evaluation, the outbox and the
-systemd loops in one TaskGroup until SIGTERM/SIGINT. SIGHUP reloads the config file: checks
+systemd loops in one TaskGroup until SIGTERM/SIGINT. The rules' history is restored from
+`<state_dir>/history.msgpack` at start and written there every minute and at stop (a kill -9
+loses at most a minute; the time the daemon was away stays a gap). SIGHUP reloads the config file: checks
 added, changed and removed without disturbing the others, rules swapped at once, open
 incidents kept; an invalid file changes nothing and says why.
 
@@ -25,7 +27,7 @@ import signal
 import socket
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -44,6 +46,7 @@ from monitor.config.loader import ConfigError, load_config, runnable_errors
 from monitor.config.model import Config, RootConfig
 from monitor.delivery import outbox as outbox_mod
 from monitor.heartbeat import Heartbeat, progressing
+from monitor.history import History
 from monitor.httpclient import HttpClient
 from monitor.incidents import lifecycle as incidents_mod
 from monitor.incidents import retention as retention_mod
@@ -60,6 +63,9 @@ from monitor.web.metrics import make_metrics_handler
 from monitor.web.server import bound_port, build_app, start_server
 
 log = structlog.get_logger()
+
+HISTORY_FILE = "history.msgpack"
+HISTORY_DUMP_EVERY_S = 60.0
 
 METRICS: dict[str, tuple[str, str]] = {
     "portal_monitor_config_last_reload_successful": ("gauge", "1 when the last config (re)load succeeded"),
@@ -203,7 +209,7 @@ class Daemon:
         self._loader = loader or (lambda: load_config(config.path))
         self.notifier = notifier or Notifier()
         self.http = HttpClient()  # the one HTTP client of checks, receivers and the heartbeat
-        self.store = Store()
+        self.store = Store(History(max_samples=config.root.history.max_samples))
         self.scheduler: Scheduler | None = None
         self.alerting: Alerting | None = None
         self.runner: web.AppRunner | None = None
@@ -272,6 +278,7 @@ class Daemon:
             raise
         conn = db.conn
         self._state = SqliteState(conn, db)
+        self._restore_history()
         self.scheduler = Scheduler(self.store, on_result=self._on_result)
         self.heartbeat = Heartbeat(root.heartbeat)
         self.store.add_source(self.scheduler.samples)
@@ -291,14 +298,14 @@ class Daemon:
             **METRICS,
         }
         api = Api(self, external_url=root.external_url)
-        app = build_app(make_metrics_handler(self.store.samples, info), ready=self.ready, api=api)
+        app = build_app(make_metrics_handler(self._metrics_samples, info), ready=self.ready, api=api)
         self.runner = await start_server(app, root.listen)
         try:
             self.port = bound_port(self.runner)
             self.alerting = Alerting(
                 conn,
                 self.config,
-                self.store.samples,
+                self.store,
                 external_url=external_url(root, self.port),
                 http=self.http,
                 check_error=self._check_error,
@@ -355,6 +362,7 @@ class Daemon:
                         name="heartbeat",
                     ),
                     group.create_task(self._reloader(), name="reloader"),
+                    group.create_task(self._dump_history_loop(), name="history"),
                 ]
                 if self.watch_file:
                     tasks.append(group.create_task(self._watch_config(), name="watch-config"))
@@ -376,6 +384,7 @@ class Daemon:
             await self.scheduler.aclose()
         if self.alerting is not None:
             await self.alerting.aclose()
+        self._dump_history()
         await self.http.aclose()  # last: the checks and receivers above no longer use it
         if self.runner is not None:
             await self.runner.cleanup()
@@ -388,11 +397,56 @@ class Daemon:
             os.close(self._lock_fd)  # releases the flock
             self._lock_fd = None
 
+    def _metrics_samples(self) -> list[Sample]:
+        """/metrics: the store's series and the recording rules' latest values."""
+        recorded = self.alerting.recorded_samples() if self.alerting is not None else []
+        return [*self.store.samples(), *recorded]
+
+    # -------------------------------------------------------------- history
+
+    @property
+    def history(self) -> History:
+        return self.store.history
+
+    def _history_path(self) -> Path:
+        return Path(self.config.root.state_dir) / HISTORY_FILE
+
+    def _restore_history(self) -> None:
+        path = self._history_path()
+        if not path.exists():
+            return
+        try:
+            samples = self.history.load(path)
+        except (OSError, ValueError) as e:
+            log.warning("history_not_restored", path=str(path), error=str(e))
+            self.history.clear()
+            return
+        log.info("history_restored", path=str(path), samples=samples, series=self.history.series_count)
+
+    def _dump_history(self) -> None:
+        path = self._history_path()
+        try:
+            self.history.dump(path)
+        except OSError as e:
+            log.warning("history_not_saved", path=str(path), error=str(e))
+
+    async def _dump_history_loop(self) -> None:
+        while True:  # ends by cancellation
+            await asyncio.sleep(HISTORY_DUMP_EVERY_S)
+            self._dump_history()
+
+    def series_window(self, labels: Mapping[str, str], start: float, end: float) -> list[tuple[float, float]]:
+        """The incident page's chart: the alert's rule evaluated over [start, end] from the
+        history, the series whose labels the alert carries."""
+        if self.alerting is None:
+            return []
+        return self.alerting.series_window(labels, start, end)
+
     # -------------------------------------------------------------- reload
 
     async def _resolve_orphans(self) -> None:
         assert self.alerting is not None
-        names = {r.alert for r in self.config.root.rules}
+        names = {r.alert for r in self.config.root.rules if r.alert}
         incidents = self.alerting.incidents
         if await self.alerting.db(lambda: incidents.resolve_orphans(names, utc_now())):
             self.alerting.outbox_wake.set()

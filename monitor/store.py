@@ -1,6 +1,9 @@
 """The latest result of every check, and the daemon's own series: what /metrics and the rules see.
 
-One source of truth: `/metrics` renders `samples()` and the rule engine evaluates the same list.
+One source of truth: `/metrics` renders `samples()`, and every check result is also appended to
+the `History` the rules read (at the time the run started, as Prometheus stamps a scrape, with
+the check's name as the source: a series the check no longer reports gets a staleness marker).
+`record_own(t)` appends the daemon's own series (the extra sources) the same way.
 A failed check keeps only what its error carried (status code, response time) plus `*_up 0`.
 """
 
@@ -9,7 +12,10 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 
+from monitor.history import History
 from monitor.model import CheckResult, Sample
+
+OWN_SOURCE = "portal_monitor"  # the history source of the daemon's own series
 
 METRICS: dict[str, tuple[str, str]] = {
     "portal_check_up": ("gauge", "1 when the check's last run succeeded (any type)"),
@@ -35,7 +41,8 @@ class Store:
     between two check runs cost nothing extra.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, history: History | None = None) -> None:
+        self.history = history if history is not None else History()
         self._results: dict[str, CheckResult] = {}
         self._series: dict[str, list[Sample]] = {}
         self._errors: Counter[tuple[str, str, str]] = Counter()
@@ -66,6 +73,18 @@ class Store:
         self._series[result.check] = out
         self._cache = None
         self.version += 1
+        check, typ = result.check, result.type
+        counters = [
+            Sample("portal_check_errors_total", {"check": c, "type": t, "reason": r}, n)
+            for (c, t, r), n in self._errors.items()
+            if c == check
+        ]
+        counters.append(Sample("portal_check_runs_total", {"check": check, "type": typ}, self._runs[(check, typ)]))
+        self.history.append(result.started_at, [*out, *counters], source=check)
+
+    def record_own(self, t: float) -> None:
+        """Append the daemon's own series (the extra sources) to the history at `t`."""
+        self.history.append(t, [s for source in self._sources for s in source()], source=OWN_SOURCE)
 
     def remove(self, check: str) -> None:
         """Forget a check that was removed from the config (its counters go too)."""

@@ -326,7 +326,7 @@ def test_transitions_are_model_transitions() -> None:
 def test_compile_reports_every_bad_rule_not_only_the_first() -> None:
     text = """
 rules:
-  - {alert: A, expr: "rate(x[5m])", severity: P1}
+  - {alert: A, expr: "x[5m]", severity: P1}
   - {alert: B, expr: "x > 1", severity: P2, summary: "{{ .Nope }}"}
   - {alert: C, expr: "x >", severity: P3, labels: {alertname: X, "bad-name": y}}
   - {alert: D, expr: "x > 1", severity: P4}

@@ -11,7 +11,8 @@ import yaml
 
 from monitor.config.loader import load_config, load_config_text
 from monitor.rules.export import export_prometheus, prometheus_rules
-from monitor.rules.ruletest import BadTestFile, parse_values, run_rule_tests, value_at
+from monitor.rules.promql import Engine
+from monitor.rules.ruletest import BadTestFile, InputSeries, input_history, parse_values, run_rule_tests
 from tests.conftest import require_tool
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -107,15 +108,22 @@ def test_parse_values_refuses_what_promtool_refuses(text: str) -> None:
         parse_values(text)
 
 
-def test_value_at_uses_the_last_sample_within_five_minutes() -> None:
+def test_input_series_read_with_the_last_sample_within_five_minutes() -> None:
     points = parse_values("1 _x7 stale 4")  # 60 s apart: a sample at 0, stale at 8m, 4 at 9m
-    assert value_at(points, 60, 0) == 1
-    assert value_at(points, 60, 90) == 1  # the gap: the 0 s sample is still fresh
-    assert value_at(points, 60, 299) == 1
-    assert value_at(points, 60, 300) is None  # 5 minutes old: gone (Prometheus 3 lookback)
-    assert value_at(points, 60, 8 * 60 + 30) is None  # stale ends the series
-    assert value_at(points, 60, 9 * 60) == 4
-    assert value_at(points, 60, 20 * 60) is None
+    engine = Engine(input_history([InputSeries("m", {"a": "b"}, points, 60)]))
+
+    def value_at(t: float) -> float | None:
+        got = engine.instant("m", t)
+        assert isinstance(got, list) and len(got) <= 1
+        return got[0].value if got else None
+
+    assert value_at(0) == 1
+    assert value_at(90) == 1  # the gap: the 0 s sample is still fresh
+    assert value_at(299) == 1
+    assert value_at(300) is None  # 5 minutes old: gone (Prometheus 3 lookback)
+    assert value_at(8 * 60 + 30) is None  # stale ends the series
+    assert value_at(9 * 60) == 4
+    assert value_at(20 * 60) is None
 
 
 # ---------------------------------------------------------------- test-file errors
@@ -157,8 +165,6 @@ tests:
         ("rule_files: [rules.yaml]\ntests:\n  - input_series: [{series: 'rate(up[5m])', values: '1'}]\n"
          "    alert_rule_test: [{eval_time: 0s, alertname: RedisDown, exp_alerts: []}]",
          "input_series[0].series"),
-        ("rule_files: [rules.yaml]\ntests:\n  - promql_expr_test: [{expr: up, eval_time: 0s}]",
-         "promql_expr_test needs a PromQL evaluator, and none is available"),
         ("rule_files: [rules.yaml]\ntests:\n  - promql_expr_test: [{expr: up, exp_samples: [{labels: 'a{'}]}]",
          "promql_expr_test[0].exp_samples[0]"),
         ("[1, 2]", "must be a mapping"),
@@ -173,12 +179,10 @@ def test_a_broken_test_file_fails_with_a_reason(tmp_path: Path, body: str, messa
 
 
 def test_a_bad_rule_in_the_rule_file_fails_with_its_position(tmp_path: Path) -> None:
-    write(tmp_path, "rules.yaml", "rules:\n  - {alert: X, expr: 'rate(x[1m])', severity: P1}\n")
+    write(tmp_path, "rules.yaml", "rules:\n  - {alert: X, expr: 'rate(x[1m]', severity: P1}\n")
     report = run_rule_tests(write(tmp_path, "t.yaml", "rule_files: [rules.yaml]\ntests: []\n"), env={})
     assert not report.ok
-    assert report.failures[0].endswith(
-        "rules.yaml:2:23: rules[0].expr: unsupported function 'rate' at column 1 (the only function is "
-        "absent(); write a selector, a selector compared with a number, or absent(selector))")
+    assert report.failures[0].endswith("rules.yaml:2:27: rules[0].expr: unclosed left parenthesis at column 5")
 
 
 def test_rule_files_accept_globs(tmp_path: Path) -> None:
@@ -237,8 +241,8 @@ rules:
 def test_export_refuses_invalid_rules() -> None:
     from monitor.config.loader import ConfigError
 
-    cfg = load_config_text("rules:\n  - {alert: A, expr: 'sum(x)', severity: P3}\n", env={})
-    with pytest.raises(ConfigError, match="unsupported aggregation 'sum'"):
+    cfg = load_config_text("rules:\n  - {alert: A, expr: 'sum(x) by', severity: P3}\n", env={})
+    with pytest.raises(ConfigError, match="rules\\[0\\].expr"):
         export_prometheus(cfg)
 
 
@@ -341,24 +345,41 @@ tests:
 """
 
 
-def _selector_evaluator(series, expr, at):
-    """A stand-in for the PromQL engine that knows bare metric names only: enough to test how
-    promql_expr_test compares (the engine's own conformance tests cover PromQL)."""
-    if not expr.isidentifier():
-        raise ValueError(f"cannot evaluate {expr!r}")
-    return [({"__name__": s.name, **s.labels}, v) for s in series
-            if s.name == expr and (v := value_at(s.points, s.interval_s, at)) is not None]
-
-
 def test_promql_expr_test_compares_samples_as_promtool(tmp_path: Path) -> None:
     write(tmp_path, "rules.yaml", RULES)
-    report = run_rule_tests(write(tmp_path, "t.yaml", EXPR_TESTS), env={}, evaluator=_selector_evaluator)
-    assert report.passed == 1 and report.failed == 2
-    wrong, refused = report.failures
+    report = run_rule_tests(write(tmp_path, "t.yaml", EXPR_TESTS), env={})
+    assert report.passed == 2 and report.failed == 1
+    [wrong] = report.failures
     assert "promql_expr_test[1]: expr 'portal_redis_up' at 2m:" in wrong
     assert "exp: {__name__='portal_redis_up', check='cache'} 1" in wrong
     assert "got: {__name__='portal_redis_up', check='cache'} 0, {__name__='portal_redis_up', check='other'} 1" in wrong
-    assert refused.endswith("promql_expr_test[2]: expr 'rate(x[5m])' at 0s: cannot evaluate 'rate(x[5m])'")
+
+
+def test_promql_expr_test_runs_on_the_promql_engine(tmp_path: Path) -> None:
+    """Ranges, aggregations and joins over the input series, as promtool evaluates them."""
+    write(tmp_path, "rules.yaml", RULES)
+    path = write(tmp_path, "t.yaml", """
+rule_files: [rules.yaml]
+tests:
+  - interval: 1m
+    input_series:
+      - {series: 'logins_failed_total{ip="10.0.0.9"}', values: '0+10x10'}
+      - {series: 'logins_failed_total{ip="10.0.0.7"}', values: '0x10'}
+      - {series: 'conns{db="main"}', values: '90x10'}
+      - {series: 'max_conns{db="main"}', values: '100x10'}
+    promql_expr_test:
+      - expr: increase(logins_failed_total[5m]) > 40
+        eval_time: 10m
+        exp_samples: [{labels: '{ip="10.0.0.9"}', value: 50}]
+      - expr: sum by (db) (conns) / on (db) max_conns > 0.8
+        eval_time: 5m
+        exp_samples: [{labels: '{db="main"}', value: 0.9}]
+      - expr: 'sum('
+        eval_time: 0s
+""")
+    report = run_rule_tests(path, env={})
+    assert report.passed == 2 and report.failed == 1, report.format()
+    assert "promql_expr_test[2]: expr 'sum(' at 0s: " in report.failures[0]
 
 
 def test_a_broken_test_file_is_a_positioned_error_not_a_crash(tmp_path) -> None:

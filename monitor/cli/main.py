@@ -264,7 +264,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     print(f"\nrules ({len(root.rules)}):")
     by_sev: dict[str, list[str]] = {}
     for r in root.rules:
-        by_sev.setdefault(r.severity, []).append(r.alert)
+        by_sev.setdefault(r.severity or "recording", []).append(r.name)
     for sev in sorted(by_sev):
         print(f"  {sev}: {', '.join(by_sev[sev])}")
     off_receivers = cfg.disabled_receivers()

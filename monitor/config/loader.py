@@ -371,9 +371,10 @@ def load_config_text(
             interval_at.setdefault(ti.name, i)
         rule_names: dict[tuple[str, str], int] = {}
         for i, r in enumerate(root.rules):
-            rule_key = (r.alert, r.expr)
+            rule_key = (r.alert, r.expr) if r.alert else ("record:" + r.record, r.expr + repr(sorted(r.labels.items())))
             if rule_key in rule_names:
-                add(("rules", i, "alert"), f"rule {r.alert!r} with the same expr as rules[{rule_names[rule_key]}]")
+                key = "alert" if r.alert else "record"
+                add(("rules", i, key), f"rule {r.name!r} with the same expr as rules[{rule_names[rule_key]}]")
             rule_names.setdefault(rule_key, i)
             for j, ti_name in enumerate(r.mute_time_intervals):
                 if ti_name not in interval_at:

@@ -46,11 +46,15 @@ class Defaults(StrictModel):
 
 
 class RuleConfig(StrictModel):
-    alert: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    """An alerting rule (`alert:`, `severity:`, ...) or a recording rule (`record:`, `expr:`,
+    `labels:` only, as in Prometheus): `record` stores `expr`'s result as a new series."""
+
+    alert: str = Field("", pattern=r"^([A-Za-z_][A-Za-z0-9_]*)?$")
+    record: str = Field("", pattern=r"^([a-zA-Z_:][a-zA-Z0-9_:]*)?$")
     expr: str = Field(min_length=1)
     for_: Duration = Field(0.0, alias="for")
     keep_firing_for: Duration = 0.0
-    severity: Severity
+    severity: Severity | None = None
     labels: dict[str, str] = Field(default_factory=dict)
     # Prometheus's `annotations:` map (any names, templated); `summary`, `description` and
     # `runbook` are shorthands for the `summary`, `description` and `runbook_url` annotations.
@@ -69,6 +73,41 @@ class RuleConfig(StrictModel):
             if getattr(self, key) and name in self.annotations:
                 raise ValueError(f"`{key}:` and `annotations.{name}` say the same thing: keep one")
         return self
+
+    @model_validator(mode="after")
+    def _alert_or_record(self) -> RuleConfig:
+        if bool(self.alert) == bool(self.record):
+            raise ValueError("a rule has either `alert:` (an alerting rule) or `record:` (a recording rule)")
+        if self.record:
+            alerting_only = [
+                "for" if k == "for_" else k
+                for k in (
+                    "for_",
+                    "keep_firing_for",
+                    "severity",
+                    "annotations",
+                    "summary",
+                    "description",
+                    "runbook",
+                    "vendor",
+                )
+                if k in self.model_fields_set
+            ]
+            if self.mute_time_intervals:
+                alerting_only.append("mute_time_intervals")
+            if alerting_only:
+                raise ValueError(
+                    f"recording rule {self.record!r}: {', '.join(alerting_only)} belong to alerting rules only"
+                    " (a recording rule has record, expr and labels)"
+                )
+        elif self.severity is None:
+            raise ValueError(f"alerting rule {self.alert!r}: `severity:` (P1..P4) is required")
+        return self
+
+    @property
+    def name(self) -> str:
+        """The alert's or the recorded series' name."""
+        return self.alert or self.record
 
     def all_annotations(self) -> dict[str, str]:
         """Every annotation template by its Prometheus name, shorthands first, then the map's."""
@@ -165,6 +204,14 @@ class ApiConfig(StrictModel):
         return v
 
 
+class HistoryConfig(StrictModel):
+    """The recent history the rules, `/api/v1/query` and the incident page's chart read."""
+
+    # Hard cap on the samples kept in memory (12 bytes each plus slack); past it new samples are
+    # refused and counted (portal_monitor_history_refused_samples_total).
+    max_samples: int = Field(default=2_000_000, ge=1000)
+
+
 class RootConfig(StrictModel):
     listen: str = DEFAULT_LISTEN
     # Where people and receivers reach this daemon (Prometheus's --web.external-url): every link
@@ -186,6 +233,7 @@ class RootConfig(StrictModel):
     # How long every receiver of an escalation step may fail a P1/P2 page before the step's
     # `fallback` receivers get it too (a step's own `fallback_after` wins).
     fallback_after: Duration = 120.0
+    history: HistoryConfig = Field(default_factory=HistoryConfig)
 
     @field_validator("external_url")
     @classmethod

@@ -39,15 +39,30 @@ from typing import Any
 
 from monitor.config.model import SHORTHANDS, Config, RuleConfig
 from monitor.config.yamlpos import ConfigError, format_path, nearest
+from monitor.history import History
 from monitor.model import Alert, Sample, Transition
-from monitor.rules.expr import Expr, ExprError, index_samples, locate, parse
+from monitor.rules.expr import locate
+from monitor.rules.promql import (
+    Engine,
+    EvalError,
+    Expr,
+    ExprError,
+    Scalar,
+    Vector,
+    needed_history_s,
+    parse,
+    selected_series,
+)
+from monitor.rules.promql.parse import Call
 from monitor.rules.templates import Context, Template, compile_template, render
+from monitor.rules.tokens import ExprError as TemplateSyntaxError
 
 PENDING = "pending"
 FIRING = "firing"
 RESOLVED = "resolved"
 OUTAGE_TOLERANCE = timedelta(hours=1)
 STATE_VERSION = 1
+LOOKBACK_S = 300.0  # Prometheus's default query lookback: a series is current for 5 minutes
 _RESERVED_LABELS = ("alertname", "severity", "vendor")
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 
@@ -72,10 +87,14 @@ class Rule:
         rule, problems = _compile(cfg)
         if rule is None:
             raise problems[0][1]
+        if not isinstance(rule, Rule):
+            raise ValueError(f"{cfg.record!r} is a recording rule, not an alerting rule")
         return rule
 
     def alert_for(self, series: Mapping[str, str], value: float) -> Alert:
-        """The alert for one matching series. Templates see the series' labels, as in Prometheus."""
+        """The alert for one matching series. Templates see the series' labels, as in Prometheus;
+        the metric name is not an alert label."""
+        series = {k: v for k, v in series.items() if k != "__name__"}
         labels = {**series, **self.labels, "alertname": self.alert, "severity": self.severity}
         if self.vendor:
             labels["vendor"] = self.vendor
@@ -91,6 +110,53 @@ class Rule:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class RecordingRule:
+    """A compiled recording rule: `expr`'s result stored as the series `record` (+ `labels`)."""
+
+    record: str
+    expr: Expr
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    def samples(self, value: Vector | Scalar) -> list[Sample]:
+        """The series to store, as Prometheus's rules/recording.go: the name replaced, the rule's
+        labels set (an empty value removes the label); a scalar is one series without labels."""
+        items: list[tuple[Mapping[str, str], float]]
+        if isinstance(value, Scalar):
+            items = [({}, value.value)]
+        else:
+            items = [(e.labels, e.value) for e in value]
+        out: list[Sample] = []
+        seen: set[tuple[tuple[str, str], ...]] = set()
+        for labels, v in items:
+            lb = {k: x for k, x in labels.items() if k != "__name__"}
+            for k, x in self.labels.items():
+                if x:
+                    lb[k] = x
+                else:
+                    lb.pop(k, None)
+            key = tuple(sorted(lb.items()))
+            if key in seen:
+                raise EvalError("vector contains metrics with the same labelset after applying rule labels")
+            seen.add(key)
+            out.append(Sample(self.record, lb, v))
+        return out
+
+
+AnyRule = Rule | RecordingRule
+
+
+def alert_rules(rules: Sequence[AnyRule]) -> list[Rule]:
+    """The alerting rules of a rule list, in order."""
+    return [r for r in rules if isinstance(r, Rule)]
+
+
+def history_needed_s(rules: Sequence[AnyRule], lookback_s: float = LOOKBACK_S) -> float:
+    """Seconds of history the rules can read before the evaluation time (the longest range,
+    offset and subquery of any rule, plus the lookback)."""
+    return max((needed_history_s(r.expr, lookback_s) for r in rules), default=lookback_s)
+
+
 def fingerprint(name: str, labels: Mapping[str, str]) -> str:
     """Stable dedup key: sha256 of the canonical JSON of name and sorted labels, 32 hex chars.
 
@@ -102,7 +168,7 @@ def fingerprint(name: str, labels: Mapping[str, str]) -> str:
 
 def _compile(
     cfg: RuleConfig, context: Context | None = None
-) -> tuple[Rule | None, list[tuple[tuple[str, ...], Exception]]]:
+) -> tuple[AnyRule | None, list[tuple[tuple[str, ...], Exception]]]:
     """The rule, or None and every problem as (key path inside the rule, error)."""
     problems: list[tuple[tuple[str, ...], Exception]] = []
     expr: Expr | None = None
@@ -110,6 +176,11 @@ def _compile(
         expr = parse(cfg.expr)
     except ExprError as e:
         problems.append((("expr",), e))
+    if expr is not None and expr.kind not in ("vector", "scalar"):
+        what = "a range vector" if expr.kind == "matrix" else "a string"
+        problems.append(
+            (("expr",), ValueError(f"a rule's expression must be an instant vector or a scalar, not {what}"))
+        )
     annotations: dict[str, Template] = {}
     keys = {name: (key,) for key, name in SHORTHANDS.items()}
     for name, text in cfg.all_annotations().items():
@@ -119,10 +190,10 @@ def _compile(
             continue
         try:
             annotations[name] = compile_template(text)
-        except ExprError as e:
+        except TemplateSyntaxError as e:
             problems.append((key, e))
     for name, value in cfg.labels.items():
-        if name in _RESERVED_LABELS:
+        if name in _RESERVED_LABELS and cfg.alert:
             problems.append(
                 (("labels",), ValueError(f"label {name!r} is set by the rule's own `{name}:` key, not under labels"))
             )
@@ -142,10 +213,12 @@ def _compile(
             )
     if problems or expr is None:
         return None, problems
+    if cfg.record:
+        return RecordingRule(record=cfg.record, expr=expr, labels=dict(cfg.labels)), []
     return Rule(
         alert=cfg.alert,
         expr=expr,
-        severity=cfg.severity,
+        severity=cfg.severity or "",
         for_s=cfg.for_,
         keep_firing_for_s=cfg.keep_firing_for,
         labels=dict(cfg.labels),
@@ -155,14 +228,15 @@ def _compile(
     ), []
 
 
-def compile_rules(cfg: Config, context: Context | None = None) -> list[Rule]:
-    """Compile every rule of a loaded config; raise ConfigError listing every problem of every rule.
+def compile_rules(cfg: Config, context: Context | None = None) -> list[AnyRule]:
+    """Compile every rule of a loaded config, in file order (recording and alerting rules);
+    raise ConfigError listing every problem of every rule.
 
     An expression error reads `file:line:col: rules[i].expr: <problem> at column N (hint)`, the
     file position pointing at the offending token where that can be worked out (see `locate`).
     `context` is what the annotation templates see besides the series (`$externalURL`).
     """
-    rules: list[Rule] = []
+    rules: list[AnyRule] = []
     errors: list[tuple[tuple[int, int], str]] = []
     lines: list[str] | None = None
     for i, rc in enumerate(cfg.root.rules):
@@ -183,7 +257,7 @@ def _error_at(
     cfg: Config, lines: list[str], path: tuple[str | int, ...], rc: RuleConfig, err: Exception
 ) -> tuple[tuple[int, int], str]:
     line, col = nearest(cfg.positions, path)
-    if isinstance(err, ExprError) and path in cfg.positions:
+    if isinstance(err, (ExprError, TemplateSyntaxError)) and path in cfg.positions:
         key = path[2:]
         text = (
             rc.expr if key == ("expr",) else rc.annotations[str(key[1])] if len(key) == 2 else getattr(rc, str(key[0]))
@@ -326,33 +400,62 @@ def alert_samples(state: AlertStates) -> list[Sample]:
 
 
 def evaluate(
-    rules: Sequence[Rule],
-    samples: Sequence[Sample],
+    rules: Sequence[AnyRule],
+    data: History | Sequence[Sample],
     state: AlertStates,
     now: datetime,
     *,
     outage_tolerance: timedelta = OUTAGE_TOLERANCE,
+    lookback_s: float = LOOKBACK_S,
 ) -> tuple[AlertStates, list[Transition]]:
-    """Evaluate every rule against `samples` at `now`; return the new state and what changed.
+    """Evaluate every rule at `now` over the history; return the new state and what changed.
+
+    `data` is the history the expressions read (samples alone are taken as one history point at
+    `now`). Recording rules run in file order, and each writes its result into the history at
+    `now` (so a later rule reads it, as in a Prometheus rule group); nothing else is written.
+    A rule whose evaluation fails (a many-to-many match, duplicate series) leaves its alerts as
+    they were, as Prometheus does.
 
     An alert of a check whose last run failed (`portal_check_up{check} 0`) whose series went
     with it is unknown, not over: it keeps its state (firing stays firing, pending keeps its
     timer) until the check answers again. Otherwise a stall paged before Redis stopped would
     be "resolved" to on-call and the vendor while no event has arrived, and paged again after.
     """
-    index = index_samples(samples)
-    failing = {s.labels.get("check") for s in index.get("portal_check_up", ()) if s.value == 0}
+    t = now.timestamp()
+    if isinstance(data, History):
+        history = data
+    else:
+        history = History(retention_s=lookback_s + 1.0)
+        history.append(t, data)
+    engine = Engine(history, lookback_s=lookback_s)
+    failing = {e.labels.get("check") for e in vector_at(engine, _CHECK_UP, t) if e.value == 0 and "check" in e.labels}
     found: dict[str, tuple[Rule, Alert]] = {}
+    failed: set[str] = set()
+    recorded = 0
     for rule in rules:
-        for labels, value in rule.expr.evaluate(index):
-            alert = rule.alert_for(labels, value)
+        try:
+            value = engine.instant(rule.expr, t)
+        except EvalError:
+            if isinstance(rule, Rule):
+                failed.add(rule.alert)
+            continue
+        if isinstance(rule, RecordingRule):
+            try:
+                out = rule.samples(value if isinstance(value, (Vector, Scalar)) else Vector())
+            except EvalError:
+                out = []
+            history.append(t, out, source=f"record:{recorded}:{rule.record}")
+            recorded += 1
+            continue
+        for labels, v in _elements(value):
+            alert = rule.alert_for(labels, v)
             found.setdefault(alert.fingerprint, (rule, alert))
     rule_of: dict[str, Rule] = {}
-    for rule in rules:
+    for rule in alert_rules(rules):
         rule_of.setdefault(rule.alert, rule)
     restart_for = state.evaluated_at is not None and now - state.evaluated_at > outage_tolerance
 
-    out: dict[str, AlertState] = {}
+    out_states: dict[str, AlertState] = {}
     transitions: list[Transition] = []
     for fp, st in state.alerts.items():
         hit = found.get(fp)
@@ -363,18 +466,20 @@ def evaluate(
             if st.state == PENDING and now - st.active_since >= timedelta(seconds=rule.for_s):
                 st = replace(st, state=FIRING, fired_at=now)
                 transitions.append(Transition(alert, FIRING, now, st.active_since))
-            out[fp] = st
+            out_states[fp] = st
+        elif st.alert.name in failed:
+            out_states[fp] = st  # its rule could not be evaluated: nothing is known
         elif (
             st.alert.labels.get("check") in failing
             and st.alert.name in rule_of
-            and not _series_present(rule_of[st.alert.name], st.alert, index)
+            and not _series_present(rule_of[st.alert.name], st.alert, engine, t)
         ):
-            out[fp] = st  # unknown while its check fails: neither resolved nor advanced
+            out_states[fp] = st  # unknown while its check fails: neither resolved nor advanced
         elif st.state == FIRING:
             keep = rule_of[st.alert.name].keep_firing_for_s if st.alert.name in rule_of else 0.0
             since = st.keep_firing_since or now
             if now - since < timedelta(seconds=keep):
-                out[fp] = replace(st, keep_firing_since=since)
+                out_states[fp] = replace(st, keep_firing_since=since)
             else:
                 transitions.append(Transition(st.alert, RESOLVED, now, st.active_since))
         # a pending alert that is no longer true just goes: nothing was announced
@@ -382,17 +487,42 @@ def evaluate(
         if fp in state.alerts:
             continue
         if rule.for_s <= 0:
-            out[fp] = AlertState(alert, FIRING, now, fired_at=now)
+            out_states[fp] = AlertState(alert, FIRING, now, fired_at=now)
             transitions.append(Transition(alert, FIRING, now, now))
         else:
-            out[fp] = AlertState(alert, PENDING, now)
+            out_states[fp] = AlertState(alert, PENDING, now)
             transitions.append(Transition(alert, PENDING, now, now))
-    return AlertStates(out, now), transitions
+    return AlertStates(out_states, now), transitions
 
 
-def _series_present(rule: Rule, alert: Alert, index: Mapping[str, Sequence[Sample]]) -> bool:
+_CHECK_UP = parse("portal_check_up")
+
+
+def vector_at(engine: Engine, expr: Expr, t: float) -> Vector:
+    value = engine.instant(expr, t)
+    return value if isinstance(value, Vector) else Vector()
+
+
+def _elements(value: object) -> list[tuple[Mapping[str, str], float]]:
+    """An instant result as (labels, value) pairs: a scalar is one element without labels."""
+    if isinstance(value, Scalar):
+        return [({}, value.value)]
+    if isinstance(value, Vector):
+        return [(e.labels, e.value) for e in value]
+    return []
+
+
+def _series_present(rule: Rule, alert: Alert, engine: Engine, t: float) -> bool:
     """Whether a series the alert came from is still reported (a failed check may still say a
     component is fine: then the condition is known to be false, not unknown)."""
-    if rule.expr.absent:
+    root = rule.expr.root
+    if isinstance(root, Call) and root.func in ("absent", "absent_over_time"):
         return True  # absent() fires on a missing series: a missing series is no news for it
-    return any(all(alert.labels.get(k) == v for k, v in s.labels.items()) for s in rule.expr.selector.select(index))
+    tm = round(t * 1000)
+    for sel in selected_series(rule.expr):
+        for series in engine.history.select(sel.matchers):
+            if series.latest(tm, engine.lookback) is None:
+                continue
+            if all(alert.labels.get(k) == v for k, v in series.labels.items() if k != "__name__"):
+                return True
+    return False

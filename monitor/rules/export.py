@@ -7,7 +7,9 @@ metric names, so an existing Prometheus + Alertmanager evaluates the same rules 
 alerts carry; the `annotations:` map is exported as it is, with the shorthands `summary` and
 `description` as annotations of the same name and `runbook` as the conventional `runbook_url`.
 Templates are already Prometheus syntax (`$labels`, `$value`, `$externalURL`, humanize...). The rules are compiled
-first, so an invalid expression is refused here too, never exported.
+first, so an invalid expression is refused here too, never exported. Recording rules
+(`record`, `expr`, `labels`) keep their place in the one group, so they run before the alerting
+rules that read them, as here.
 
 A rule's `mute_time_intervals` is an Alertmanager route setting, not a rule field: the header
 says which alerts use which intervals, as the route to add to Alertmanager's config (whose
@@ -44,6 +46,12 @@ def prometheus_rules(cfg: Config) -> dict[str, Any]:
     compile_rules(cfg)  # raises ConfigError with every bad rule
     rules: list[dict[str, Any]] = []
     for rc in cfg.root.rules:
+        if rc.record:
+            recording: dict[str, Any] = {"record": rc.record, "expr": rc.expr}
+            if rc.labels:
+                recording["labels"] = dict(rc.labels)
+            rules.append(recording)
+            continue
         rule: dict[str, Any] = {"alert": rc.alert, "expr": rc.expr}
         if rc.for_ > 0:
             rule["for"] = format_duration(rc.for_)

@@ -14,7 +14,7 @@
             exp_alerts:                    # [] = must not fire
               - exp_labels: {check: cache, severity: P1}
                 exp_annotations: {summary: "...", description: "...", runbook_url: "..."}
-        promql_expr_test:                  # needs a PromQL evaluator (see `Evaluator`)
+        promql_expr_test:
           - expr: portal_redis_up == 0
             eval_time: 2m
             exp_samples: [{labels: 'portal_redis_up{check="cache"}', value: 0}]
@@ -41,13 +41,13 @@ an `alertname` that no rule has is a failure here (so a typo cannot pass as "doe
 compared as promtool does: the same label sets, `__name__` included, and exactly equal values)
 runs through an `Evaluator` handed to `run_rule_tests`: a function of the test's input series
 (`InputSeries`), the expression and the evaluation time (seconds since the start) returning
-the instant vector as (labels, value) pairs. Without one, a `promql_expr_test` fails, saying so.
+the instant vector as (labels, value) pairs; by default `promql_evaluator`, our PromQL engine
+over the input series as a history (the same history the alert rules are evaluated over).
 """
 
 from __future__ import annotations
 
 import glob
-import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -58,12 +58,13 @@ from typing import Any
 from monitor.config.fields import format_duration, parse_duration
 from monitor.config.loader import ConfigError, load_config
 from monitor.config.yamlpos import load_yaml_text
-from monitor.model import Alert, Sample
-from monitor.rules.engine import AlertStates, Rule, compile_rules, evaluate, firing
-from monitor.rules.expr import ExprError, parse_series
+from monitor.history import STALE_NAN, History
+from monitor.model import Alert
+from monitor.rules.engine import AlertStates, AnyRule, Rule, alert_rules, compile_rules, evaluate, firing
+from monitor.rules.expr import parse_series
+from monitor.rules.promql import Engine, EvalError, ExprError, Scalar, Vector
 from monitor.rules.templates import Context, format_value
 
-LOOKBACK_S = 300.0
 MAX_STEPS = 100_000
 STALE = "stale"
 # No hex in series values: `0x3` is 0 three more times (promtool: "the syntax is ambiguous").
@@ -155,25 +156,12 @@ def _number(text: str) -> float:
     return float(text.lower())
 
 
-def value_at(points: Sequence[Point], interval_s: float, t: float) -> float | None:
-    """The series' value at t: the last sample at or before t, less than 5 minutes old."""
-    if not points or interval_s <= 0:
-        return None
-    i = min(int(math.floor(t / interval_s + 1e-9)), len(points) - 1)
-    while i >= 0 and points[i] is None:
-        i -= 1
-    if i < 0 or points[i] == STALE or t - i * interval_s >= LOOKBACK_S:
-        return None
-    point = points[i]
-    assert isinstance(point, float)
-    return point
-
-
 def run_rule_tests(
     path: str | Path, env: Mapping[str, str] | None = None, evaluator: Evaluator | None = None
 ) -> RuleTestReport:
-    """Run every alert_rule_test (and, with an `evaluator`, every promql_expr_test) of a
-    promtool-format test file against our rule engine."""
+    """Run every alert_rule_test and promql_expr_test of a promtool-format test file against
+    our rule engine (`evaluator`: how a promql_expr_test is evaluated, `promql_evaluator`)."""
+    evaluator = evaluator or promql_evaluator
     path = Path(path)
     try:
         data = load_yaml_text(path.read_text(encoding="utf-8"), str(path))
@@ -218,10 +206,10 @@ def _duration(value: Any, key: str) -> float:
         raise BadTestFile(f"{key}: {e}") from None
 
 
-def _load_rules(path: Path, files: Any, env: Mapping[str, str] | None) -> list[Rule]:
+def _load_rules(path: Path, files: Any, env: Mapping[str, str] | None) -> list[AnyRule]:
     if not isinstance(files, list) or not files or not all(isinstance(f, str) for f in files):
         raise BadTestFile("rule_files must be a list of paths (relative to the test file)")
-    rules: list[Rule] = []
+    rules: list[AnyRule] = []
     errors: list[str] = []
     for pattern in files:
         full = path.parent / pattern
@@ -239,7 +227,7 @@ def _load_rules(path: Path, files: Any, env: Mapping[str, str] | None) -> list[R
 
 
 def _run_test(
-    test: Any, rules: list[Rule], eval_s: float, where: str, evaluator: Evaluator | None
+    test: Any, rules: list[AnyRule], eval_s: float, where: str, evaluator: Evaluator
 ) -> tuple[int, list[str]]:
     if not isinstance(test, dict):
         raise BadTestFile("a test is a mapping with input_series and alert_rule_test")
@@ -255,7 +243,7 @@ def _run_test(
     cases = test.get("alert_rule_test") or []
     if not isinstance(cases, list):
         raise BadTestFile("alert_rule_test must be a list")
-    names = {r.alert for r in rules}
+    names = {r.alert for r in alert_rules(rules)}
     checks: list[tuple[float, int, dict[str, Any]]] = []
     for k, case in enumerate(cases):
         if not isinstance(case, dict) or not isinstance(case.get("alertname"), str):
@@ -267,16 +255,12 @@ def _run_test(
         raise BadTestFile(f"eval_time {format_duration(last)} needs more than {MAX_STEPS} evaluations")
 
     passed, failures = expr_passed, list(expr_failures)
+    history = input_history([InputSeries(n, lb, pts, interval_s) for n, lb, pts in series], start.timestamp())
     state = AlertStates()
     step, todo = 0, 0
     while todo < len(checks):
         t = step * eval_s
-        samples = [
-            Sample(name, labels, v)
-            for name, labels, points in series
-            if (v := value_at(points, interval_s, t)) is not None
-        ]
-        state, _ = evaluate(rules, samples, state, start + timedelta(seconds=t))
+        state, _ = evaluate(rules, history, state, start + timedelta(seconds=t))
         while todo < len(checks) and checks[todo][0] < t + eval_s - 1e-9:
             at, k, case = checks[todo]
             todo += 1
@@ -291,7 +275,31 @@ def _run_test(
     return passed, failures
 
 
-def _with_context(rules: list[Rule], test: Mapping[str, Any]) -> list[Rule]:
+def input_history(series: Sequence[InputSeries], t0: float = 0.0) -> History:
+    """The input series as a history: point i at t0 + i * interval, `stale` as a staleness marker."""
+    history = History(retention_s=float("inf"), max_samples=MAX_STEPS * max(1, len(series)))
+    for s in series:
+        labels = {**s.labels, "__name__": s.name}
+        for i, p in enumerate(s.points):
+            if p is not None:
+                history.add(labels, t0 + i * s.interval_s, STALE_NAN if p == STALE else float(p))
+    return history
+
+
+def promql_evaluator(series: Sequence[InputSeries], expr: str, at: float) -> list[tuple[dict[str, str], float]]:
+    """`Evaluator` by our PromQL engine: the instant value of `expr` at `at` over the input series."""
+    try:
+        value = Engine(input_history(series)).instant(expr, at)
+    except (ExprError, EvalError) as e:
+        raise ValueError(str(e)) from None
+    if isinstance(value, Scalar):
+        return [({}, value.value)]
+    if isinstance(value, Vector):
+        return [(dict(e.labels), e.value) for e in value]
+    raise ValueError("the expression is not an instant vector or a scalar")
+
+
+def _with_context(rules: list[AnyRule], test: Mapping[str, Any]) -> list[AnyRule]:
     """The rules with the test's `external_url` and `external_labels` for their templates."""
     url, ext = test.get("external_url"), test.get("external_labels")
     if url is None and ext is None:
@@ -299,7 +307,7 @@ def _with_context(rules: list[Rule], test: Mapping[str, Any]) -> list[Rule]:
     if ext is not None and not isinstance(ext, dict):
         raise BadTestFile("external_labels must be a mapping")
     context = Context(external_url=str(url or ""), external_labels={str(k): str(v) for k, v in (ext or {}).items()})
-    return [replace(r, context=context) for r in rules]
+    return [replace(r, context=context) if isinstance(r, Rule) else r for r in rules]
 
 
 def _expr_tests(
@@ -307,7 +315,7 @@ def _expr_tests(
     series: list[tuple[str, dict[str, str], list[Point]]],
     interval_s: float,
     where: str,
-    evaluator: Evaluator | None,
+    evaluator: Evaluator,
 ) -> tuple[int, list[str]]:
     """promql_expr_test, compared as promtool compares: the same samples, exactly."""
     if not isinstance(cases, list):
@@ -327,9 +335,6 @@ def _expr_tests(
             except (ExprError, ValueError) as e:
                 raise BadTestFile(f"promql_expr_test[{k}].exp_samples[{j}]: {e}") from None
             expected.append(({**labels, **({"__name__": name} if name else {})}, value))
-        if evaluator is None:
-            failures.append(f"{head}: promql_expr_test needs a PromQL evaluator, and none is available")
-            continue
         try:
             got = [(dict(lb), float(v)) for lb, v in evaluator(inputs, case["expr"], at)]
         except ValueError as e:

@@ -1,6 +1,7 @@
-"""Fuzzing the rule expression parser and the annotation templates (`monitor.rules.expr`).
+"""Fuzzing the rule expression parser (`monitor.rules.promql`) and the annotation templates.
 
-Property: `parse(text)` returns an `Expr` that evaluates without error, or raises `ExprError`
+Property: `parse(text)` returns an `Expr` that evaluates (or is refused with `EvalError`, as
+Prometheus refuses some queries at evaluation time), or raises `ExprError`
 whose `position` lies inside the input and whose `token` is the text found there. Nothing
 else may escape: a rule file is user input, and `check-config` must answer every mistake
 with a position, not a traceback. Inputs: arbitrary strings, and expressions generated from
@@ -19,7 +20,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from monitor.rules.expr import ExprError, parse
+from monitor.history import History
+from monitor.rules.promql import Engine, EvalError, ExprError, Scalar, String, Vector, Matrix, parse
+from monitor.rules.promql import selected_series
 from monitor.rules.templates import TemplateError, compile_template, format_value, render
 from monitor.model import Sample
 from tests.fuzz import KnownBug, Outcomes, known_bug_cases
@@ -143,11 +146,16 @@ def _check_parse(text: str, out: Outcomes) -> None:
             return
         raise AssertionError(f"parse({text!r}) raised {type(e).__name__}: {e}") from e
     assert expr.text == text
-    assert expr.absent or expr.op is None or isinstance(expr.threshold, float)
-    samples = [Sample(expr.selector.metric, labels, v) for labels in _SAMPLES_LABELS
-               for v in (0.0, 1.0, math.nan, -math.inf)]
-    for labels, value in expr.evaluate(samples):
-        assert isinstance(labels, dict) and isinstance(value, float)
+    history = History()
+    names = {sel.metric or "m" for sel in selected_series(expr)} or {"m"}
+    for i, v in enumerate((0.0, 1.0, math.nan, -math.inf)):
+        history.append(1000.0 + 15 * i, [Sample(name, labels, v) for name in names for labels in _SAMPLES_LABELS])
+    try:
+        value = Engine(history).instant(expr, 1060.0)
+    except EvalError:
+        out.add("eval_error")
+        return
+    assert isinstance(value, (Scalar, String, Vector, Matrix))
     out.add("valid")
 
 
