@@ -3,10 +3,10 @@
 Start, run, stop (uvicorn's shape): `serve()` opens the state database, builds the checks,
 binds the HTTP server, then runs the scheduler, the rule evaluation, the outbox and the
 systemd loops in one TaskGroup until SIGTERM/SIGINT. The rules' history is restored from
-`<state_dir>/history.msgpack` at start and written there every minute and at stop (a kill -9
-loses at most a minute; the time the daemon was away stays a gap). SIGHUP reloads the config file: checks
-added, changed and removed without disturbing the others, rules swapped at once, open
-incidents kept; an invalid file changes nothing and says why.
+`<state_dir>/history.msgpack` at start and written there every `history.save_every` (1 min)
+and at stop (a kill -9 loses at most that; the time the daemon was away stays a gap).
+SIGHUP reloads the config file: checks added, changed and removed without disturbing the
+others, rules swapped at once, open incidents kept; an invalid file changes nothing and says why.
 
 A reload is all or nothing: the new file is validated whole (the loader's errors, the rule
 expressions, `runnable_errors`) and a file that would remove more than half of the running
@@ -65,7 +65,6 @@ from monitor.web.server import bound_port, build_app, start_server
 log = structlog.get_logger()
 
 HISTORY_FILE = "history.msgpack"
-HISTORY_DUMP_EVERY_S = 60.0
 
 METRICS: dict[str, tuple[str, str]] = {
     "portal_monitor_config_last_reload_successful": ("gauge", "1 when the last config (re)load succeeded"),
@@ -432,7 +431,7 @@ class Daemon:
 
     async def _dump_history_loop(self) -> None:
         while True:  # ends by cancellation
-            await asyncio.sleep(HISTORY_DUMP_EVERY_S)
+            await asyncio.sleep(self.config.root.history.save_every)
             self._dump_history()
 
     def series_window(self, labels: Mapping[str, str], start: float, end: float) -> list[tuple[float, float]]:

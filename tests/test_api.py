@@ -326,12 +326,13 @@ async def test_checks_shape(rig: ApiRig) -> None:
 
 async def test_alerts_shape_firing_first(rig: ApiRig) -> None:
     doc = await rig.json("GET", "/api/v1/alerts")
-    firing, pending = doc["alerts"]
-    assert firing == {
-        "name": "RedisDown", "state": "firing", "severity": "P1", "value": 0.0,
+    assert doc["status"] == "success"
+    firing, pending = doc["data"]["alerts"]
+    assert firing == {  # Prometheus's alert object, with our name, severity, fired_at and fingerprint
         "labels": {"alertname": "RedisDown", "check": "cache", "severity": "P1"},
         "annotations": {"summary": "Redis cache is down", "runbook_url": RUNBOOK},
-        "active_since": "2025-06-01T12:00:00.000000+00:00", "fired_at": "2025-06-01T12:00:00.000000+00:00",
+        "state": "firing", "activeAt": "2025-06-01T12:00:00Z", "value": "0e+00",
+        "name": "RedisDown", "severity": "P1", "fired_at": "2025-06-01T12:00:00Z",
         "fingerprint": firing["fingerprint"]}
     assert len(firing["fingerprint"]) == 32
     assert (pending["name"], pending["state"], pending["fired_at"], pending["severity"]) == \

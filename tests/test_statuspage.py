@@ -29,18 +29,17 @@ def check(name: str, state: str, **kw: Any) -> dict[str, Any]:
 
 
 def alert(name: str, severity: str, state: str = "firing", **annotations: str) -> dict[str, Any]:
-    return {"name": name, "state": state, "severity": severity, "value": 0.0,
-            "labels": {"alertname": name, "severity": severity, "check": "cache"},
-            "annotations": {"summary": f"{name} summary", **annotations},
-            "active_since": "2025-06-01T11:55:00+00:00",
-            "fired_at": "2025-06-01T11:55:00+00:00" if state == "firing" else None, "fingerprint": "f" * 32}
+    return {"labels": {"alertname": name, "severity": severity, "check": "cache"},
+            "annotations": {"summary": f"{name} summary", **annotations}, "state": state,
+            "activeAt": "2025-06-01T11:55:00Z", "value": "0e+00", "name": name, "severity": severity,
+            "fired_at": "2025-06-01T11:55:00Z" if state == "firing" else None, "fingerprint": "f" * 32}
 
 
 def page(checks: list[dict[str, Any]], alerts: list[dict[str, Any]] = (), incidents: list[dict[str, Any]] = (),
          silences: list[dict[str, Any]] = (), ready: bool = True) -> str:
     summary = {s: sum(1 for c in checks if c["state"] == s) for s in ("up", "down", "pending", "disabled")}
     return render_page(checks={"ok": not summary["down"], "summary": summary, "checks": list(checks)},
-                       alerts={"alerts": list(alerts)}, incidents={"incidents": list(incidents)},
+                       alerts={"status": "success", "data": {"alerts": list(alerts)}}, incidents={"incidents": list(incidents)},
                        silences={"silences": list(silences)}, now=NOW, ready=ready)
 
 
@@ -192,7 +191,7 @@ async def test_status_page_in_headless_chromium(tmp_path: Path, redis_up: Any) -
     d = await DaemonProcess.start(write_config(tmp_path, redis_up.url), env=clean_env(MONITOR_API_TOKEN=TOKEN))
     try:
         async with asyncio.timeout(15):
-            while len([a for a in (await call(d, "GET", "/api/v1/alerts"))["alerts"] if a["state"] == "firing"]) < 4 \
+            while len([a for a in (await call(d, "GET", "/api/v1/alerts"))["data"]["alerts"] if a["state"] == "firing"]) < 4 \
                     or len((await call(d, "GET", "/api/v1/incidents"))["incidents"]) < 4:
                 await asyncio.sleep(0.1)  # polling the daemon until all four rules fire, bounded above
         incidents = {i["alertname"]: i for i in (await call(d, "GET", "/api/v1/incidents"))["incidents"]}

@@ -210,6 +210,9 @@ class HistoryConfig(StrictModel):
     # Hard cap on the samples kept in memory (12 bytes each plus slack); past it new samples are
     # refused and counted (portal_monitor_history_refused_samples_total).
     max_samples: int = Field(default=2_000_000, ge=1000)
+    # How often the history is written to <state_dir>/history.msgpack (and at stop): what a
+    # kill -9 can lose at most.
+    save_every: Duration = Field(default=60.0, gt=0)
 
 
 class RootConfig(StrictModel):

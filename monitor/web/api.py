@@ -30,15 +30,16 @@ runs, so a refused request's body is never read. Errors are `{"error": "..."}` w
          any check is down. `values` are the type's key metrics (`checks.KEY_METRICS`); `detail`
          says what the run found where the check type can tell (the process check's PIDs).
 
-    GET  /api/v1/alerts
-         200 {"alerts": [{"name": "RedisDown", "state": "firing", "severity": "P1", "value": 0.0,
-                          "labels": {"alertname": "RedisDown", "check": "cache", "severity": "P1"},
-                          "annotations": {"summary": "Redis cache is down", "runbook_url": "https://..."},
-                          "active_since": "2025-06-01T12:00:00.000000+00:00",
-                          "fired_at": "2025-06-01T12:00:00.000000+00:00",
-                          "fingerprint": "4f0c..."}]}
+    GET  /api/v1/alerts                              (Prometheus's shape)
+         200 {"status": "success", "data": {"alerts": [
+                {"labels": {"alertname": "RedisDown", "check": "cache", "severity": "P1"},
+                 "annotations": {"summary": "Redis cache is down", "runbook_url": "https://..."},
+                 "state": "firing", "activeAt": "2025-06-01T12:00:00Z", "value": "0e+00",
+                 "name": "RedisDown", "severity": "P1", "fired_at": "2025-06-01T12:00:00Z",
+                 "fingerprint": "4f0c..."}]}}
          Pending and firing alerts, firing first, then by severity and name; `fired_at` is
-         null while pending, `value` null when not finite.
+         null while pending. The PromQL query API (/api/v1/query, query_range, series, labels,
+         label/<name>/values, rules) is described in `promapi.py`.
 
     GET  /api/v1/incidents[?state=open|all]          (default open; newest first, at most 200)
          200 {"incidents": [{"id": 12, "alertname": "RedisDown", "severity": "P1", "state": "open",
@@ -121,15 +122,16 @@ import checks
 from monitor.alerting import Alerting
 from monitor.clock import utc_now
 from monitor.config.model import Config
-from monitor.incidents.records import iso, iso_or_none
+from monitor.incidents.records import iso
 from monitor.incidents.silences import SilenceEntry, parse_time
 from monitor.model import CheckResult
-from monitor.rules.engine import FIRING
+from monitor.rules.engine import AlertStates
 from monitor.scheduler import Scheduler
 from monitor.secrets import Redactor
 from monitor.store import Store
 from monitor.web.auth import refuse_mutation, refuse_scrape
 from monitor.web.pages import Pages
+from monitor.web.promapi import READ_ONLY_POSTS, PromApi, alerts_doc
 from monitor.web.requests import ApiError, body_of, choice, path_id, positive_duration
 from monitor.web.statuspage import render_page
 
@@ -171,6 +173,13 @@ class Api:
         self._d = daemon
         self._now = now
         self.pages = Pages(self, external_url)
+        self.prom = PromApi(
+            lambda: self._d.store.history,
+            lambda: self._d.alerting,
+            lambda: str(self._d.config.path),
+            lambda: self._now().timestamp(),
+            self._json,
+        )
 
     @property
     def daemon(self) -> Monitored:
@@ -196,6 +205,7 @@ class Api:
             ("POST", "/api/v1/silences/{id}/expire", self.expire_silence),
             ("POST", "/-/reload", self.reload),
         ]
+        routes += self.prom.routes()
         routes += self.pages.routes()
         for method, path, handler in routes:
             if method == "GET":
@@ -209,7 +219,11 @@ class Api:
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         """Refuse before the handler runs (so before the body is read); turn ApiError into JSON."""
         api = self._d.config.root.api
-        if request.method not in SAFE_METHODS and not self.pages.handles(request.path):
+        if (
+            request.method not in SAFE_METHODS
+            and not self.pages.handles(request.path)
+            and request.path not in READ_ONLY_POSTS
+        ):
             refused = refuse_mutation(request, api.token, self._json)
             if refused is not None:
                 return refused
@@ -270,33 +284,8 @@ class Api:
         return {"ok": summary["down"] == 0, "summary": summary, "checks": out}
 
     def alerts_doc(self) -> dict[str, Any]:
-        if self._d.alerting is None:
-            return {"alerts": []}
-        states = sorted(
-            self._d.alerting.state.alerts.values(),
-            key=lambda st: (
-                st.state != FIRING,
-                SEVERITY_ORDER.get(st.alert.severity, 9),
-                st.alert.name,
-                st.alert.fingerprint,
-            ),
-        )
-        return {
-            "alerts": [
-                {
-                    "name": st.alert.name,
-                    "state": st.state,
-                    "severity": st.alert.severity,
-                    "value": _finite(st.alert.value),
-                    "labels": dict(st.alert.labels),
-                    "annotations": dict(st.alert.annotations),
-                    "active_since": iso(st.active_since),
-                    "fired_at": iso_or_none(st.fired_at),
-                    "fingerprint": st.alert.fingerprint,
-                }
-                for st in states
-            ]
-        }
+        """`/api/v1/alerts` in Prometheus's shape (see `monitor.web.promapi`)."""
+        return alerts_doc(self._d.alerting.state if self._d.alerting is not None else AlertStates())
 
     async def incidents_doc(self, open_only: bool) -> dict[str, Any]:
         if self._d.alerting is None:

@@ -141,7 +141,7 @@ def _alert_item(a: Mapping[str, Any], now: datetime) -> str:
     when = (
         f"firing for {_since(a['fired_at'], now)}"
         if a["state"] == "firing"
-        else f"pending for {_since(a['active_since'], now)}"
+        else f"pending for {_since(a['activeAt'], now)}"
     )
     state_badge = "firing" if a["state"] == "firing" else "state-pending"
     return (
@@ -241,7 +241,7 @@ def render_page(
     ready: bool = True,
 ) -> str:
     """The whole page from the API's documents (`/api/v1/checks`, `alerts`, `incidents`, `silences`)."""
-    alert_list = alerts["alerts"]
+    alert_list = alerts["data"]["alerts"]
     incident_list = incidents["incidents"]
     cls, head, detail = _overall(checks, alert_list, incident_list, ready)
     firing = [a for a in alert_list if a["state"] == "firing"]
