@@ -245,7 +245,7 @@ def test_undelivered_pages_show_as_a_banner_above_everything() -> None:
                     "2025-06-01T11:59:00+00:00", "next_attempt_at": None}]
     summary = {"up": 1, "down": 0, "pending": 0, "disabled": 0}
     html = render_page(checks={"ok": True, "summary": summary, "checks": [check("cache", "up")]},
-                       alerts={"alerts": []}, incidents={"incidents": [], "undelivered": undelivered},
+                       alerts={"status": "success", "data": {"alerts": []}}, incidents={"incidents": [], "undelivered": undelivered},
                        silences={"silences": []}, now=NOW)
     banner = html[html.index('<section class="banner" id="undelivered">'):]
     assert html.index("</header>") < html.index('id="undelivered"') < html.index('id="alerts"')

@@ -16,7 +16,10 @@ Labels = dict[str, str]
 
 
 def parse_series(text: str) -> tuple[str, Labels]:
-    """`name{a="b", ...}` (a selector with `=` matchers only) to its name and labels."""
+    """`name{a="b", ...}` (a selector with `=` matchers only) to its name and labels; the name
+    is "" for `{a="b"}` and `{}` (a sample without one, as promtool's exp_samples write it)."""
+    if text.strip() == "{}":
+        return "", {}
     expr = parse(text)
     root = expr.root
     if not isinstance(root, VectorSel) or root.offset or root.at is not None or root.or_groups:
@@ -30,9 +33,7 @@ def parse_series(text: str) -> tuple[str, Labels]:
             name = m.value
         else:
             labels[m.name] = m.value
-    if not name:
-        raise ExprError(0, text, "a series needs a metric name")
-    return name, labels
+    return name or "", labels
 
 
 def locate(lines: Sequence[str] | None, line: int, col: int, text: str, position: int) -> tuple[int, int]:
