@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ import aiohttp
 
 from monitor.history import History
 from tests.conftest import require_tool
-from tests.daemon_proc import DaemonProcess
+from tests.daemon_proc import ROOT, DaemonProcess
 from tests.fakes import closed_port_url
 
 CONFIG = """\
@@ -93,6 +94,13 @@ async def test_promtool_queries_the_daemon(tmp_path: Path) -> None:
         points = [re.fullmatch(r"0 @\[([0-9.]+)\]", x) for x in lines[1:]]
         assert all(points) and len(points) == int(end - start) + 1, out
         assert float(points[0].group(1)) == start  # type: ignore[union-attr]
+        # `portal-monitor query --url` asks the same API
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "monitor", "query", "--url", d.base, "job:check_up:sum",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=ROOT)
+        out_b, err_b = await asyncio.wait_for(proc.communicate(), 30)
+        assert proc.returncode == 0, err_b.decode()
+        assert re.fullmatch(r"job:check_up:sum => 0 @\[[0-9.]+\]\n", out_b.decode()), out_b
     finally:
         await d.stop()
 

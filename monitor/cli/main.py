@@ -551,6 +551,117 @@ def cmd_reload(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------ query
+
+
+def _query_time(text: str | None, now: float) -> float:
+    """--at: Unix seconds, RFC 3339, or a negative duration from now (`-10m`)."""
+    from datetime import UTC, datetime
+
+    from monitor.config.fields import parse_duration
+
+    if not text:
+        return now
+    if text.startswith("-"):
+        try:
+            return now - parse_duration(text[1:])
+        except ValueError:
+            pass
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(
+            f"--at {text!r}: expected Unix seconds, an RFC 3339 time (2025-06-01T12:00:00Z) or -DURATION (-10m)"
+        ) from None
+    return (t if t.tzinfo else t.replace(tzinfo=UTC)).timestamp()
+
+
+def _print_query_result(doc: dict[str, Any]) -> None:
+    """As `promtool query instant` prints: `{labels} => value @[time]` per element."""
+
+    def labels(metric: dict[str, str]) -> str:
+        name = metric.get("__name__", "")
+        rest = ", ".join(f'{k}="{v}"' for k, v in sorted(metric.items()) if k != "__name__")
+        return f"{name}{{{rest}}}" if rest or not name else name
+
+    kind, result = doc["resultType"], doc["result"]
+    if kind in ("scalar", "string"):
+        print(f"{result[1]} @[{result[0]}]")
+    elif kind == "vector":
+        for item in result:
+            print(f"{labels(item['metric'])} => {item['value'][1]} @[{item['value'][0]}]")
+    else:
+        for item in result:
+            print(f"{labels(item['metric'])} =>")
+            for t, v in item["values"]:
+                print(f"{v} @[{t}]")
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    """What a rule would see: the expression's value over the history (locally: the state
+    directory's history plus one run of the checks; with --url: the daemon's /api/v1/query)."""
+    from monitor.web.promapi import value_doc
+
+    now = time.time()
+    try:
+        at = _query_time(args.at, now)
+    except ValueError as e:
+        print(f"portal-monitor query: {e}", file=sys.stderr)
+        return 2
+    if args.url:
+        from monitor.cli import backend
+
+        try:
+            doc = backend.call(args.url, "GET", "/api/v1/query", params={"query": args.expr, "time": repr(at)})
+        except backend.ApiError as e:
+            print(f"portal-monitor query: {e}", file=sys.stderr)
+            return 1
+        _print_query_result(doc["data"])
+        return 0
+    from datetime import UTC, datetime
+
+    from monitor.daemon import HISTORY_FILE
+    from monitor.history import History
+    from monitor.rules.engine import LOOKBACK_S, AlertStates, compile_rules, evaluate
+    from monitor.rules.promql import Engine, EvalError, ExprError, parse
+    from monitor.store import Store
+
+    try:
+        expr = parse(args.expr)
+    except ExprError as e:
+        print(f"portal-monitor query: {args.expr}: {e}", file=sys.stderr)
+        return 1
+    cfg = _load(args)
+    configure_logging(json=True, level="error", stream=sys.stderr, secrets=cfg.secrets)
+    history = History(max_samples=cfg.root.history.max_samples)
+    path = Path(cfg.root.state_dir) / HISTORY_FILE
+    if path.exists():
+        try:
+            history.load(path)
+        except (OSError, ValueError) as e:
+            print(f"portal-monitor query: {e}; using this run of the checks only", file=sys.stderr)
+            history.clear()
+    store = Store(history)
+    if now - at < LOOKBACK_S:  # the checks' results now are within the lookback of `at`
+        for result in asyncio.run(_run_once(cfg)):
+            store.put(result)
+        if not args.at:
+            at = time.time()  # after the run, so that its results are in the past
+    # the recording rules too, at `at`, as the daemon's evaluation writes them
+    evaluate(compile_rules(cfg), history, AlertStates(), datetime.fromtimestamp(at, UTC))
+    try:
+        value = Engine(history, lookback_s=LOOKBACK_S).instant(expr, at)
+    except EvalError as e:
+        print(f"portal-monitor query: {args.expr}: {e}", file=sys.stderr)
+        return 1
+    _print_query_result(value_doc(value))
+    return 0
+
+
 # ------------------------------------------------------------------ main
 
 
@@ -619,6 +730,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="apply a file that removes more than half of the running checks or rules",
     )
     p.set_defaults(func=cmd_reload)
+
+    p = sub.add_parser(
+        "query",
+        help="evaluate a PromQL expression as a rule would see it now",
+        description="Evaluate EXPR over the history in the state directory plus one run of the checks (or, with "
+        "--url, ask the running daemon's /api/v1/query); print `{labels} => value @[time]` as promtool does.",
+    )
+    _add_config(p)
+    p.add_argument("expr", metavar="EXPR", help="a PromQL expression, e.g. 'rate(portal_check_runs_total[5m])'")
+    p.add_argument("--at", metavar="TIME", help="evaluate at TIME: Unix seconds, RFC 3339 or -10m (default: now)")
+    p.add_argument("--url", metavar="URL", help="ask a running daemon (http://host:9820) instead")
+    p.set_defaults(func=cmd_query)
 
     oncall.add_parsers(sub, _add_config)
     return parser
