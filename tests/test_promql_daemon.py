@@ -3,6 +3,8 @@
 - Debian's promtool (`promtool query instant|range URL EXPR`) reads the daemon's
   /api/v1/query and /api/v1/query_range and prints the values the history holds, a recording
   rule's series included.
+- The incident page's chart draws the firing rule's expression from the history
+  (`Daemon.series_window`).
 - The history is written to the state directory every `history.save_every` (1 s here): after a
   SIGKILL and a restart the samples from before the kill are still there, and the time the
   daemon was away is a gap, not zeros.
@@ -101,6 +103,13 @@ async def test_promtool_queries_the_daemon(tmp_path: Path) -> None:
         out_b, err_b = await asyncio.wait_for(proc.communicate(), 30)
         assert proc.returncode == 0, err_b.decode()
         assert re.fullmatch(r"job:check_up:sum => 0 @\[[0-9.]+\]\n", out_b.decode()), out_b
+        # the incident page's chart: WebDown's expression over the last hour, from the history
+        async with aiohttp.ClientSession() as s, s.get(d.base + "/incidents/1",
+                                                      timeout=aiohttp.ClientTimeout(total=5)) as r:
+            page = await r.text()
+            assert r.status == 200, page[:500]
+        drawn = re.findall(r'<polyline [^>]*points="([^"]+)"', page)
+        assert drawn and drawn[0].split(), page[page.find("chart") - 200:][:800]
     finally:
         await d.stop()
 
