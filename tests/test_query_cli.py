@@ -10,13 +10,23 @@ from __future__ import annotations
 import re
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+import structlog
 
 from monitor.cli.main import main
 from monitor.daemon import HISTORY_FILE
 from monitor.history import History
 from tests.fakes import closed_port_url
+
+
+@pytest.fixture(autouse=True)
+def _logging_restored() -> Any:
+    """`main` configures structlog for the process (level error): give the next tests theirs back."""
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
 
 
 def setup(tmp_path: Path) -> Path:
