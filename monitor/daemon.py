@@ -537,8 +537,8 @@ class Daemon:
         ]
         removed = [n for n in before if n not in after]
         added = [n for n in after if n not in before]
-        old_rules = list(dict.fromkeys(r.alert for r in old.root.rules))
-        new_rules = {r.alert for r in new.root.rules}
+        old_rules = list(dict.fromkeys(r.name for r in old.root.rules))
+        new_rules = {r.name for r in new.root.rules}
         removed_rules = [n for n in old_rules if n not in new_rules]
         if not confirm and (2 * len(removed) > len(before) or 2 * len(removed_rules) > len(old_rules)):
             return self._refuse_mass_removal(removed, len(before), removed_rules, len(old_rules))
