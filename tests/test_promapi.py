@@ -183,7 +183,7 @@ async def test_recording_rules_are_on_metrics_and_in_export(rig: Rig, tmp_path: 
     ("{record: job:up:sum, expr: sum(up), for: 5m}", "for belong to alerting rules only"),
     ("{record: job:up:sum, expr: sum(up), severity: P1}", "severity belong to alerting rules only"),
     ("{alert: A, record: b, expr: up, severity: P1}", "either `alert:`"),
-    ("{alert: A, expr: up}", "`severity:` (P1..P4) is required"),
+    ("{alert: A, expr: up}", "rules[0].severity: required key is missing"),
 ])
 def test_recording_rules_are_validated(rule: str, message: str) -> None:
     with pytest.raises(ConfigError) as info:

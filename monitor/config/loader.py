@@ -371,6 +371,8 @@ def load_config_text(
             interval_at.setdefault(ti.name, i)
         rule_names: dict[tuple[str, str], int] = {}
         for i, r in enumerate(root.rules):
+            if r.alert and r.severity is None:
+                add(("rules", i, "severity"), "required key is missing")
             rule_key = (r.alert, r.expr) if r.alert else ("record:" + r.record, r.expr + repr(sorted(r.labels.items())))
             if rule_key in rule_names:
                 key = "alert" if r.alert else "record"

@@ -100,9 +100,7 @@ class RuleConfig(StrictModel):
                     f"recording rule {self.record!r}: {', '.join(alerting_only)} belong to alerting rules only"
                     " (a recording rule has record, expr and labels)"
                 )
-        elif self.severity is None:
-            raise ValueError(f"alerting rule {self.alert!r}: `severity:` (P1..P4) is required")
-        return self
+        return self  # an alerting rule without `severity:` is refused by the loader, at that key
 
     @property
     def name(self) -> str:
