@@ -490,6 +490,9 @@ async def test_auth_failure_by_message(tmp_path: Path) -> None:
     s = await make(tmp_path, auth_failure=[{"message": "^Login failed"}, {"status": [401]}]).collect()
     assert get(s, "portal_log_auth_failures") == 5
     assert get(s, "portal_log_auth_failures_max_per_source") == 4
+    # whom to block: the clients themselves, with their counts
+    assert get(s, "portal_log_auth_failures_by_source", source="203.0.113.5") == 4
+    assert get(s, "portal_log_auth_failures_by_source", source="203.0.113.6") == 1
     s = await make(tmp_path, auth_failure=None).collect()
     assert get(s, "portal_log_auth_failures") == 0
 
@@ -1029,3 +1032,16 @@ async def test_inotify_reports_the_names_written_in_a_directory(tmp_path: Path) 
     finally:
         watch.close()
     assert DirWatch.open([str(tmp_path / "missing")]) is None  # the caller polls
+
+
+async def test_auth_failures_by_source_names_at_most_five_clients(tmp_path: Path) -> None:
+    lines = b"".join(
+        b'{"level":"warn","message":"Login failed","ip":"198.51.100.%d"}\n' % i * n
+        for i, n in ((1, 2), (2, 9), (3, 4), (4, 4), (5, 1), (6, 7), (7, 3))
+    )
+    write(tmp_path / "combined.log", lines)
+    s = await make(tmp_path, auth_failure=[{"message": "^Login failed"}]).collect()
+    top = {x.labels["source"]: x.value for x in s if x.name == "portal_log_auth_failures_by_source"}
+    assert top == {"198.51.100.2": 9, "198.51.100.6": 7, "198.51.100.3": 4, "198.51.100.4": 4, "198.51.100.7": 3}
+    order = [x.labels["source"] for x in s if x.name == "portal_log_auth_failures_by_source"]
+    assert order[:2] == ["198.51.100.2", "198.51.100.6"]

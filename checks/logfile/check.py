@@ -102,6 +102,11 @@ METRICS: dict[str, tuple[str, str]] = {
         "gauge",
         "most auth failures from one client IP in the window",
     ),
+    "portal_log_auth_failures_by_source": (
+        "gauge",
+        "auth failures in the window of each of the 5 clients with the most (`source`: the client address), "
+        "so a page names whom to block",
+    ),
     "portal_log_window_lines": ("gauge", "lines in the window (0: no data, the other window gauges are absent)"),
     "portal_logfile_rotations_total": ("counter", "rotations seen, by kind: rename, copytruncate, truncate"),
     "portal_logfile_lost_bytes_total": (
@@ -119,6 +124,7 @@ LABELS: dict[str, tuple[str, ...]] = {
     "portal_log_parse_errors_total": ("reason",),
     "portal_log_pattern_lines_total": ("pattern",),
     "portal_logfile_rotations_total": ("path", "kind"),
+    "portal_log_auth_failures_by_source": ("source",),
     "portal_logfile_lost_bytes_total": ("path",),
 }
 KEY_METRICS = (
@@ -478,4 +484,6 @@ class LogfileCheck:
         add(Sample("portal_log_requests_per_second", {}, w.requests_per_second))
         add(Sample("portal_log_auth_failures", {}, float(w.auth_failures)))
         add(Sample("portal_log_auth_failures_max_per_source", {}, float(w.auth_failures_max_per_source)))
+        for source, n in w.auth_failures_top:
+            add(Sample("portal_log_auth_failures_by_source", {"source": source}, float(n)))
         return out

@@ -28,6 +28,7 @@ lost.
 
 from __future__ import annotations
 
+import heapq
 import math
 import struct
 from array import array
@@ -138,6 +139,7 @@ class Classifier:
 
 
 _F64, _I64 = struct.Struct("<d"), struct.Struct("<q")
+TOP_SOURCES = 5  # clients named in portal_log_auth_failures_by_source: the label stays bounded
 
 
 def sketch_value(slot: int) -> float:
@@ -156,6 +158,8 @@ class WindowStats:
     requests_per_second: float
     auth_failures: int
     auth_failures_max_per_source: int
+    # the clients with the most auth failures, most first (at most TOP_SOURCES, ties by address)
+    auth_failures_top: tuple[tuple[str, int], ...] = ()
 
 
 class _Bucket:
@@ -314,6 +318,9 @@ class Window:
             requests_per_second=requests / span,
             auth_failures=sum(b.auth for b in live),
             auth_failures_max_per_source=max(self._sources_total.values(), default=0),
+            auth_failures_top=tuple(
+                heapq.nsmallest(TOP_SOURCES, self._sources_total.items(), key=lambda kv: (-kv[1], kv[0]))
+            ),
         )
 
     def quantile(self, q: float) -> float:
