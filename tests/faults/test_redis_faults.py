@@ -7,8 +7,6 @@ Time is the derived config's (`tests/faults/derive.py`, SCALE 600): 30 min is 3 
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from tests.faults.derive import shrunk
@@ -35,13 +33,17 @@ async def test_redis_stopped_pages_redis_down_p1_up_to_l3_and_resolves(rig: Rig)
 
 async def test_redis_stopped_with_the_bff_following_it_pages_redis_down_only(rig: Rig) -> None:
     """The BFF needs Redis: while Redis is down its /health answers 503 with `cache` failing
-    (the shipped inhibit rules expect that), and it recovers once it has reconnected, 30 s
-    after the Redis check sees Redis again. One fault, one page: during the outage that
+    (the shipped inhibit rules expect that). One fault, one page: during the outage that
     holds (PortalUnreachable, IntegrationDegraded and both MonitorCheckFailing are held
-    back). After it, RedisDown resolves 2 min after Redis is back, while IntegrationDegraded
-    (keep_firing_for 2 min from the BFF's recovery, 30 s later) still counts as firing: it is
-    released, but its condition has ended, so it is not paged (nor is PortalUnreachable, in
-    the same case when the BFF lags behind Redis)."""
+    back), and after it the held alerts, whose conditions have ended, are not paged.
+
+    The BFF's /health recovers together with Redis. A BFF reconnecting 30 s after Redis is
+    well inside RedisDown's keep_firing_for (2 min) in the shipped timings, but shrunk that is
+    50 ms inside 200 ms: a race on a busy machine, lost whenever the daemon sees the BFF more
+    than 200 ms after Redis (it then pages PortalUnreachable, rightly: a BFF still failing
+    after Redis is back is a fault of its own). Recovering both at once leaves only the
+    checks' own jitter between them. (A released alert only kept firing by keep_firing_for is
+    not paged: tests/test_silences.py, with explicit times.)"""
     rig.redis.stop()
     rig.bff.component_down("cache", status=503)
     l1 = await rig.trigger("RedisDown", "oncall")
@@ -54,10 +56,8 @@ async def test_redis_stopped_with_the_bff_following_it_pages_redis_down_only(rig
         "MonitorCheckFailing{check=bff_health}": ["opened", "held: inhibited by PortalUnreachable"],
     }, rig.story()
     assert {p.dedup_key for p in rig.pages()} == {l1.dedup_key}, rig.story()
-    rig.redis.start()
-    await rig.wait_metric("portal_redis_up", 1.0, check="cache")
-    await rig.hold(time.perf_counter(), shrunk("30s"))  # the BFF reconnects
     rig.bff.healthy()
+    rig.redis.start()
     await rig.resolved(l1.dedup_key)
     await rig.wait(lambda: all(v[-1] == "resolved" for v in rig.incidents().values()), "every incident resolved")
     # held alerts whose condition had ended are not paged; the lead's step (30 min, 20 after
