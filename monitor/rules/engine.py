@@ -432,9 +432,10 @@ def evaluate(
     found: dict[str, tuple[Rule, Alert]] = {}
     failed: set[str] = set()
     recorded = 0
+    cycle = engine.cycle(t)  # subexpressions the rules share are computed once
     for rule in rules:
         try:
-            value = engine.instant(rule.expr, t)
+            value = cycle.instant(rule.expr)
         except EvalError:
             if isinstance(rule, Rule):
                 failed.add(rule.alert)
@@ -446,6 +447,7 @@ def evaluate(
                 out = []
             history.append(t, out, source=f"record:{recorded}:{rule.record}")
             recorded += 1
+            cycle = engine.cycle(t)  # the rules after it read the history with its series
             continue
         for labels, v in _elements(value):
             alert = rule.alert_for(labels, v)
