@@ -349,7 +349,8 @@ def test_shipped_rules_compile_and_cover_the_runbook() -> None:
         "PortalUnreachable": "P1", "DatabaseDown": "P1", "RedisDown": "P1", "LoginFailureSpike": "P1",
         "PlatformEventsStalled": "P2", "PlatformEventsReplayKeysMissing": "P2", "WhmcsUnavailable": "P2",
         "DatabaseConnectionsSaturated": "P2",
-        "HighErrorRate": "P3", "SlowResponses": "P3", "RedisMemoryHigh": "P3", "LongRunningQuery": "P3",
+        "HighErrorRate": "P3", "SlowResponses": "P3", "RedisMemoryHigh": "P3", "RedisMemoryFullSoon": "P3",
+        "LongRunningQuery": "P3",
         "IntegrationDegraded": "P3", "DatabaseConnectionsHigh": "P3",
         "MonitorCheckFailing": "P4", "NotificationDeliveryFailing": "P4", "ConfigReloadFailed": "P4",
     }
