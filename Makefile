@@ -94,13 +94,14 @@ check-config: $(RUNTIME_STAMP)
 once: $(RUNTIME_STAMP)
 	$(VENV)/bin/portal-monitor once -c alert_rules.yaml
 
-## bench: scheduler, log parsing, detection-latency, state-file and PromQL engine benchmarks (minutes; not part of `make test`)
+## bench: scheduler, log parsing, detection-latency, state-file, PromQL engine and rules-vs-Prometheus benchmarks (minutes; not part of `make test`)
 bench: $(DEV_STAMP)
 	$(PY) bench/bench_scheduler.py
 	$(PY) bench/bench_logfile.py
 	$(PY) bench/bench_detection.py
 	$(PY) bench/bench_statefile.py
 	$(PY) bench/bench_promql.py
+	$(PY) bench/bench_rules.py
 
 ## noise-report: pages per day of the shipped rules over 30 seeded normal days, recall on 10 seeded fault days
 ## (tests/proof/seed_day.py; ~50 s of CPU per day, two at a time)
