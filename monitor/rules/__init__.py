@@ -5,6 +5,7 @@ Owns: PromQL (`promql`, over `monitor.history`), where an expression's error is 
 unit tests in promtool's format (`ruletest`), the Prometheus rule-file export (`export`) and
 Alertmanager-style time intervals (`timeintervals`).
 
-May import: `monitor.model`, `monitor.clock`, `monitor.history`, `monitor.config` (`model`, `loader`). Never `monitor.incidents.lifecycle`,
-`monitor.delivery`, `monitor.web` or `monitor.cli.main`: the rules decide what is true, not who hears.
+May import: `monitor.model`, `monitor.clock`, `monitor.history`, `monitor.config` (`model`, `loader`).
+Never `monitor.incidents.lifecycle`, `monitor.delivery`, `monitor.web` or `monitor.cli.main`: the
+rules decide what is true, not who hears.
 """
