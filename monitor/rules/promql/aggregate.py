@@ -87,13 +87,15 @@ def quantile(q: float, values: list[float]) -> float:
 
 def _group_fn(
     node: Aggregate,
-) -> tuple[Callable[[dict[str, str]], tuple[object, ...]], Callable[[dict[str, str]], dict[str, str]]]:
+) -> tuple[Callable[[dict[str, str]], object], Callable[[dict[str, str]], dict[str, str]]]:
     labels = node.labels
     if node.without:
         dropped = frozenset(labels) | {"__name__"}
 
-        def key_without(m: dict[str, str]) -> tuple[object, ...]:
-            return tuple(sorted((k, v) for k, v in m.items() if k not in dropped))
+        def key_without(m: dict[str, str]) -> object:
+            items = frozenset(m.items())
+            gone = [(k, m[k]) for k in dropped if k in m]
+            return items.difference(gone) if gone else items
 
         def labels_without(m: dict[str, str]) -> dict[str, str]:
             return {k: v for k, v in m.items() if k not in dropped}
@@ -101,7 +103,7 @@ def _group_fn(
         return key_without, labels_without
     names = tuple(sorted(set(labels)))
 
-    def key_by(m: dict[str, str]) -> tuple[object, ...]:
+    def key_by(m: dict[str, str]) -> object:
         return tuple(m.get(n, "") for n in names)
 
     def labels_by(m: dict[str, str]) -> dict[str, str]:
@@ -121,7 +123,7 @@ def evaluate(node: Aggregate, param: Internal | None, vec: InstantVector) -> Ins
     if op == "limit_ratio":
         return _limit_ratio(node, param, vec)
     key_of, labels_of = _group_fn(node)
-    groups: dict[tuple[object, ...], list[Sample]] = {}
+    groups: dict[object, list[Sample]] = {}
     for s in vec:
         groups.setdefault(key_of(s.metric), []).append(s)
     out = InstantVector()
@@ -209,7 +211,7 @@ def _count_values(node: Aggregate, param: Internal | None, vec: InstantVector) -
         names.add(label)
     grouping = Aggregate(node.op, node.expr, node.param, node.without, tuple(sorted(names)))
     key_of, labels_of = _group_fn(grouping)
-    counts: dict[tuple[object, ...], list[object]] = {}
+    counts: dict[object, list[object]] = {}
     for s in vec:
         metric = dict(s.metric)
         metric[label] = fmt_float(s.value)
@@ -240,7 +242,7 @@ def _limitk(node: Aggregate, param: Internal | None, vec: InstantVector) -> Inst
     if k < 1:
         return InstantVector()
     key_of, _ = _group_fn(node)
-    taken: dict[tuple[object, ...], int] = {}
+    taken: dict[object, int] = {}
     out = InstantVector()
     for s in vec:
         key = key_of(s.metric)
@@ -299,7 +301,7 @@ def _topk(node: Aggregate, param: Internal | None, vec: InstantVector) -> Instan
             return math.isnan(a.value) or a.value > b.value
 
     key_of, _ = _group_fn(node)
-    heaps: dict[tuple[object, ...], list[Sample]] = {}
+    heaps: dict[object, list[Sample]] = {}
     for s in vec:
         key = key_of(s.metric)
         h = heaps.get(key)

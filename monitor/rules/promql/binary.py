@@ -136,7 +136,13 @@ def signature_fn(node: Binary):  # type: ignore[no-untyped-def]
         names = tuple(sorted(labels))
         return lambda m: tuple(m.get(n, "") for n in names)
     ignored = frozenset(labels) | {"__name__"}
-    return lambda m: tuple(sorted((k, v) for k, v in m.items() if k not in ignored))
+
+    def signature(m: dict[str, str]) -> object:
+        items = frozenset(m.items())
+        gone = [(k, m[k]) for k in ignored if k in m]
+        return items.difference(gone) if gone else items
+
+    return signature
 
 
 def _match_labels(node: Binary, m: dict[str, str]) -> dict[str, str]:
@@ -199,7 +205,7 @@ def _vector_vector(node: Binary, lhs: InstantVector, rhs: InstantVector) -> Inst
     if card == "one-to-many":
         lhs, rhs = rhs, lhs
     sig = signature_fn(node)
-    right: dict[tuple[object, ...], Sample] = {}
+    right: dict[object, Sample] = {}
     for rs in rhs:
         key = sig(rs.metric)
         dup = right.get(key)
@@ -212,7 +218,7 @@ def _vector_vector(node: Binary, lhs: InstantVector, rhs: InstantVector) -> Inst
                 f"{pair};many-to-many matching not allowed: matching labels must be unique on one side"
             )
         right[key] = rs
-    matched: dict[tuple[object, ...], set[tuple[tuple[str, str], ...]] | None] = {}
+    matched: dict[object, set[frozenset[tuple[str, str]]] | None] = {}
     out = InstantVector()
     is_cmp = op in COMPARISON
     return_bool = node.return_bool
@@ -245,7 +251,7 @@ def _vector_vector(node: Binary, lhs: InstantVector, rhs: InstantVector) -> Inst
             if seen is None:
                 seen = set()
                 matched[key] = seen
-            mk = tuple(sorted(metric.items()))
+            mk = frozenset(metric.items())
             if mk in seen:
                 raise EvalError("multiple matches for labels: grouping labels must ensure unique matches")
             seen.add(mk)

@@ -131,15 +131,15 @@ class Engine:
         for node in walk(e.root):
             if isinstance(node, Call) and node.func in ("sort", "sort_desc", "sort_by_label", "sort_by_label_desc"):
                 ev.annotate("warn", SORT_IN_RANGE, node.func, -1)
-        out: dict[tuple[tuple[str, str], ...], tuple[dict[str, str], bool, list[tuple[int, float]]]] = {}
+        out: dict[frozenset[tuple[str, str]], tuple[dict[str, str], bool, list[tuple[int, float]]]] = {}
         t = t0
         while t <= t1:
             v = ev.eval(e.root, t)
             if isinstance(v, float):
-                out.setdefault((), ({}, False, []))[2].append((t, v))
+                out.setdefault(frozenset(), ({}, False, []))[2].append((t, v))
             elif isinstance(v, InstantVector):
                 for s in v:
-                    key = tuple(sorted(s.metric.items()))
+                    key = frozenset(s.metric.items())
                     entry = out.get(key)
                     if entry is None:
                         entry = (s.metric, s.drop, [])
@@ -148,11 +148,11 @@ class Engine:
                         raise EvalError("vector cannot contain metrics with the same labelset")
                     entry[2].append((t, s.value))
             t += dt
-        merged: dict[tuple[tuple[str, str], ...], tuple[dict[str, str], list[tuple[int, float]]]] = {}
+        merged: dict[frozenset[tuple[str, str]], tuple[dict[str, str], list[tuple[int, float]]]] = {}
         for metric, drop, points in out.values():
             if drop and "__name__" in metric:
                 metric = {k: v for k, v in metric.items() if k != "__name__"}
-            key = tuple(sorted(metric.items()))
+            key = frozenset(metric.items())
             have = merged.get(key)
             if have is None:
                 merged[key] = (metric, list(points))
@@ -163,7 +163,7 @@ class Engine:
             merged[key] = (have[0], combined)
         result = Matrix(
             Series(dict(metric), [(t / 1000.0, v) for t, v in points])
-            for key, (metric, points) in sorted(merged.items())
+            for metric, points in sorted(merged.values(), key=lambda mp: sorted(mp[0].items()))
         )
         return result, ev.messages(e.text)
 
@@ -213,12 +213,12 @@ def _finish_instant(v: Internal, t: int) -> Value:
         return String(v, ts)
     if isinstance(v, InstantVector):
         out = Vector()
-        seen: set[tuple[tuple[str, str], ...]] = set()
+        seen: set[frozenset[tuple[str, str]]] = set()
         for s in v:
             metric = s.metric
             if s.drop and "__name__" in metric:
                 metric = {k: x for k, x in metric.items() if k != "__name__"}
-            key = tuple(sorted(metric.items()))
+            key = frozenset(metric.items())
             if key in seen:
                 raise EvalError("vector cannot contain metrics with the same labelset")
             seen.add(key)
@@ -349,8 +349,8 @@ class _Evaluator:
         first = step * trunc_div(ref - node.range, step)
         if first <= ref - node.range:
             first += step
-        series: dict[tuple[tuple[str, str], ...], RangeSeries] = {}
-        keys: dict[int, tuple[dict[str, str], tuple[tuple[str, str], ...]]] = {}  # id(metric) -> (metric, key)
+        series: dict[frozenset[tuple[str, str]], RangeSeries] = {}
+        keys: dict[int, tuple[dict[str, str], frozenset[tuple[str, str]]]] = {}  # id(metric) -> (metric, key)
         kept = self.engine.step_cache(node)
         settled = self.history.newest - Engine.SETTLED_MS
         if kept is not None:
@@ -370,7 +370,7 @@ class _Evaluator:
             for s in v:
                 known = keys.get(id(s.metric))
                 if known is None:
-                    known = (s.metric, tuple(sorted(s.metric.items())))
+                    known = (s.metric, frozenset(s.metric.items()))
                     keys[id(s.metric)] = known  # holding the dict keeps its id from being reused
                 key = known[1]
                 rs = series.get(key)
