@@ -14,6 +14,11 @@ exporting a series. `max_samples` is a hard cap: past it new samples are refused
 `refused`. `trim(now)` drops what is older than `retention_s`. `dump(path)`/`load(path)` keep it
 across restarts (msgpack via msgspec; written to a temporary file and renamed): a gap stays a gap.
 
+`select(matchers)` answers in label order and caches its answer until a series is added or
+removed. Readers that keep results computed for past times watch `generation` (it changes when a
+write lands in the past: before a time its series already had, or more than LATE_MS before the
+newest write) and `newest` (the latest time written).
+
 Times at this interface are seconds (float); inside, milliseconds (int), as Prometheus keeps them.
 """
 
