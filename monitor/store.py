@@ -9,6 +9,7 @@ A failed check keeps only what its error carried (status code, response time) pl
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 
@@ -86,8 +87,14 @@ class Store:
         """Append the daemon's own series (the extra sources) to the history at `t`."""
         self.history.append(t, [s for source in self._sources for s in source()], source=OWN_SOURCE)
 
-    def remove(self, check: str) -> None:
-        """Forget a check that was removed from the config (its counters go too)."""
+    def remove(self, check: str, at: float | None = None) -> None:
+        """Forget a check that was removed from the config (its counters go too); its series in
+        the history get staleness markers at `at` (default: now), as a vanished target's do."""
+        last = self._results.get(check)
+        when = time.time() if at is None else at
+        if last is not None:
+            when = max(when, last.started_at + 0.001)
+        self.history.append(when, [], source=check)
         self._results.pop(check, None)
         self._series.pop(check, None)
         for key in [k for k in self._errors if k[0] == check]:

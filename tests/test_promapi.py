@@ -322,3 +322,13 @@ async def test_series_window_is_the_rule_over_the_last_hour(rig: Rig) -> None:
     assert rig.alerting.series_window({"alertname": "NoSuchRule"}, end - 3600, end) == []
     assert rig.alerting.series_window(st.alert.labels, end - 3600 - timedelta(hours=5).total_seconds(),
                                       end - 3600) == []
+
+
+async def test_a_removed_check_s_series_go_stale_at_once(rig: Rig) -> None:
+    """A reload that removes a check: its series end at the removal, not 5 minutes later."""
+    t = rig.clock.t.timestamp() + 1
+    rig.store.remove("logs", at=t)
+    doc = await rig.get("/api/v1/query", query="portal_logins_failed_total", time=str(t))
+    assert doc["data"]["result"] == []
+    doc = await rig.get("/api/v1/query", query="portal_logins_failed_total", time=str(t - 1))
+    assert len(doc["data"]["result"]) == 1
