@@ -237,8 +237,8 @@ async def serve_metrics(port: int, started: float) -> asyncio.AbstractServer:
                 writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n"
                              + f"Content-Length: {len(data)}\r\n\r\n".encode() + data)
                 await writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
+            pass  # Prometheus went away, or the bench is closing the server
         finally:
             writer.close()
 
