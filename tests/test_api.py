@@ -333,10 +333,11 @@ async def test_alerts_shape_firing_first(rig: ApiRig) -> None:
         "annotations": {"summary": "Redis cache is down", "runbook_url": RUNBOOK},
         "state": "firing", "activeAt": "2025-06-01T12:00:00Z", "value": "0e+00",
         "name": "RedisDown", "severity": "P1", "fired_at": "2025-06-01T12:00:00Z",
-        "fingerprint": firing["fingerprint"]}
+        "fingerprint": firing["fingerprint"], "for_seconds": 0.0, "keep_firing_until": None}
     assert len(firing["fingerprint"]) == 32
     assert (pending["name"], pending["state"], pending["fired_at"], pending["severity"]) == \
         ("DbBusy", "pending", None, "P3")
+    assert pending["for_seconds"] == 300.0  # the status page says "pending for 40s of 5m"
 
 
 async def test_incidents_list_one_and_errors(rig: ApiRig) -> None:

@@ -114,6 +114,30 @@ def test_incident_age_level_and_ack_state() -> None:
     assert "open 1h30m · level -- · not acknowledged" in html and "held: inhibited by RedisDown" in html
 
 
+def test_a_firing_alert_says_what_to_do_and_opens_its_incident() -> None:
+    steps = "Check Redis.\n1. redis-cli ping\n2. redis-cli info memory\n3. restart it"
+    inc = {"id": 7, "alertname": "RedisDown", "severity": "P1", "summary": "Redis down", "runbook": "",
+           "fired_at": "2025-06-01T11:55:00+00:00", "level": "L1", "acked_at": None, "acked_by": None,
+           "held": "", "dedup_key": "f" * 32}
+    html = render_page(checks={"ok": True, "summary": {"up": 1, "down": 0, "pending": 0, "disabled": 0},
+                               "checks": [check("cache", "up")]},
+                       alerts={"status": "success", "data": {"alerts": [alert("RedisDown", "P1", description=steps)]}},
+                       incidents={"incidents": [inc]}, silences={"silences": []}, now=NOW, base="/monitor",
+                       sparklines={"cache": '<svg class="spark"></svg>'})
+    # the first two steps (the incident page has them all), and the way to the incident's page
+    assert '<ol class="steps"><li>Check Redis.</li><li>redis-cli ping</li></ol>' in html
+    assert html.count('href="/monitor/incidents/7">Open the incident</a>') == 2  # the alert and the incident
+    assert '<svg class="spark"></svg>' in html  # the check card's last hour
+
+
+def test_keep_firing_and_pending_say_how_long() -> None:
+    held = {**alert("HighErrorRate", "P3"), "keep_firing_until": "2025-06-01T12:01:40Z", "for_seconds": 300.0}
+    waiting = {**alert("DbBusy", "P3", state="pending"), "activeAt": "2025-06-01T11:59:20Z", "for_seconds": 300.0}
+    html = page([check("cache", "up")], alerts=[held, waiting])
+    assert "condition cleared · clearing in 1m40s (keep_firing_for)" in html
+    assert "pending for 40s of 5m00s" in html
+
+
 def test_value_and_age_formats() -> None:
     assert [format_value("x_seconds", 0.0004), format_value("x_seconds", 2.5), format_value("x_ratio", 0.5),
             format_value("x_bytes", 3 * 1024 ** 3), format_value("x", 3), format_value("x", None)] == \

@@ -122,6 +122,7 @@ import checks
 from monitor.alerting import Alerting
 from monitor.clock import utc_now
 from monitor.config.model import Config
+from monitor.history import Matcher
 from monitor.incidents.records import iso
 from monitor.incidents.silences import SilenceEntry, parse_time
 from monitor.model import CheckResult
@@ -130,6 +131,7 @@ from monitor.scheduler import Scheduler
 from monitor.secrets import Redactor
 from monitor.store import Store
 from monitor.web.auth import refuse_mutation, refuse_scrape
+from monitor.web.incidentpage import sparkline_svg
 from monitor.web.pages import Pages
 from monitor.web.promapi import READ_ONLY_POSTS, PromApi, alerts_doc
 from monitor.web.requests import ApiError, body_of, choice, path_id, positive_duration
@@ -285,7 +287,32 @@ class Api:
 
     def alerts_doc(self) -> dict[str, Any]:
         """`/api/v1/alerts` in Prometheus's shape (see `monitor.web.promapi`)."""
-        return alerts_doc(self._d.alerting.state if self._d.alerting is not None else AlertStates())
+        if self._d.alerting is None:
+            return alerts_doc(AlertStates())
+        return alerts_doc(self._d.alerting.state, self._d.alerting.rules)
+
+    def sparklines(self, now: datetime, window_s: float = 3600.0) -> dict[str, str]:
+        """Per check, an inline SVG of its main series (its type's first key metric) over the last
+        `window_s`, from the rules' history (empty when the history holds none of it yet)."""
+        history = self._d.store.history
+        hi = int(now.timestamp() * 1000)
+        lo = hi - int(window_s * 1000)
+        out: dict[str, str] = {}
+        for c in self._d.config.checks:
+            wanted = checks.KEY_METRICS.get(c.type, ())
+            if not wanted:
+                continue
+            found = history.select([Matcher.of("__name__", "=", wanted[0]), Matcher.of("check", "=", c.name)])
+            if not found:
+                continue
+            series = found[0]
+            i, j = series.window(lo, hi)
+            points = [(t / 1000.0, v) for t, v in zip(series.times(i, j), series.vs[i:j], strict=True)]
+            if len(points) >= 2:
+                out[c.name] = sparkline_svg(
+                    points, width=240, height=28, label=wanted[0], start=lo / 1000.0, end=hi / 1000.0, compact=True
+                )
+        return out
 
     async def incidents_doc(self, open_only: bool) -> dict[str, Any]:
         if self._d.alerting is None:
@@ -319,6 +346,8 @@ class Api:
             silences=redact(await self.silences_doc(active_only=True, now=now)),
             now=now,
             ready=self._d.ready(),
+            base=self.pages.base,
+            sparklines=self.sparklines(now),
         )
         return web.Response(
             text=html,

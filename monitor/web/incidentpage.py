@@ -84,12 +84,14 @@ def sparkline_svg(
     label: str = "",
     start: float | None = None,
     end: float | None = None,
+    compact: bool = False,
 ) -> str:
     """An inline SVG line chart of `points` (unix time, value), scaled to its own min and max,
-    over [start, end] (default: the points' span). NaN and ±Inf values are gaps."""
+    over [start, end] (default: the points' span). NaN and ±Inf values are gaps. `compact`: a
+    sparkline for a status-page card (no caption, class `spark`)."""
     finite = [(t, v) for t, v in points if math.isfinite(v)]
     if not finite:
-        return '<p class="muted">no samples in this window yet</p>'
+        return "" if compact else '<p class="muted">no samples in this window yet</p>'
     t0 = start if start is not None else finite[0][0]
     t1 = end if end is not None else finite[-1][0]
     span_t = (t1 - t0) or 1.0
@@ -110,6 +112,12 @@ def sparkline_svg(
         f'<polyline fill="none" stroke="#1a73e8" stroke-width="2" points="{" ".join(s)}"/>' for s in segments if s
     )
     name = escape(label or "series")
+    summary = f"{escape(format_value(label, lo))} to {escape(format_value(label, hi))}"
+    if compact:
+        return (
+            f'<svg class="spark" viewBox="0 0 {width} {height}" preserveAspectRatio="none" role="img" '
+            f'aria-label="{name} over the last hour: {summary}">{lines}</svg>'
+        )
     return (
         f'<svg class="chart" viewBox="0 0 {width} {height}" role="img" aria-label="{name}: '
         f'{escape(format_value(label, lo))} to {escape(format_value(label, hi))}">'

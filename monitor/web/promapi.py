@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -140,9 +140,16 @@ def value_doc(value: Value) -> dict[str, Any]:
     }
 
 
-def alerts_doc(state: AlertStates) -> dict[str, Any]:
-    """`/api/v1/alerts`: Prometheus's alert objects, firing first, then by severity and name."""
+def alerts_doc(state: AlertStates, rules: Sequence[Rule | RecordingRule] = ()) -> dict[str, Any]:
+    """`/api/v1/alerts`: Prometheus's alert objects, firing first, then by severity and name.
+
+    Besides Prometheus's fields: `for_seconds` (the rule's `for`), and `keep_firing_until`
+    while a firing alert's condition is false but `keep_firing_for` holds it (when it clears)."""
     order = {"P1": 0, "P2": 1, "P3": 2, "P4": 3}
+    by_name: dict[str, Rule] = {}
+    for r in rules:
+        if isinstance(r, Rule):
+            by_name.setdefault(r.alert, r)
     states = sorted(
         state.alerts.values(),
         key=lambda st: (st.state != FIRING, order.get(st.alert.severity, 9), st.alert.name, st.alert.fingerprint),
@@ -161,6 +168,12 @@ def alerts_doc(state: AlertStates) -> dict[str, Any]:
                     "severity": st.alert.severity,
                     "fired_at": _rfc3339(st.fired_at) if st.fired_at else None,
                     "fingerprint": st.alert.fingerprint,
+                    "for_seconds": by_name[st.alert.name].for_s if st.alert.name in by_name else None,
+                    "keep_firing_until": _rfc3339(
+                        st.keep_firing_since + timedelta(seconds=by_name[st.alert.name].keep_firing_for_s)
+                    )
+                    if st.keep_firing_since is not None and st.alert.name in by_name
+                    else None,
                 }
                 for st in states
             ]

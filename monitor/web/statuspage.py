@@ -15,6 +15,8 @@ from datetime import datetime
 from html import escape
 from typing import Any
 
+from monitor.incidents.messages import runbook_steps
+
 REFRESH_S = 10
 SEVERITY_CLASS = {"P1": "p1", "P2": "p2", "P3": "p3", "P4": "p4"}
 _CHECK_ORDER = {"down": 0, "pending": 1, "up": 2, "disabled": 3}
@@ -52,6 +54,8 @@ footer{margin-top:24px;font-size:.9rem}
 footer a{display:inline-flex;align-items:center;min-height:44px;padding:0 10px;margin:0 6px 6px 0;
   border:1px solid #c4c7cc;border-radius:8px;color:#1a73e8;text-decoration:none;background:#fff}
 .empty{color:#5f6368;background:#fff;border-radius:8px;padding:12px}
+ol.steps{margin:6px 0 0;padding-left:1.3em;font-size:.95rem}
+svg.spark{display:block;width:100%;height:28px;margin-top:6px}
 .banner{background:#b71c1c;color:#fff;border-radius:8px;padding:10px 14px;margin:8px 0}
 .banner h2{margin:0 0 6px}.banner li{margin:4px 0;overflow-wrap:anywhere}
 """
@@ -133,27 +137,44 @@ def _overall(
     return "ok", "All checks up, nothing firing", detail
 
 
-def _alert_item(a: Mapping[str, Any], now: datetime) -> str:
+FIRST_STEPS = 2  # runbook steps shown on a firing alert's card (the incident page has them all)
+
+
+def _until(text: str, now: datetime) -> str:
+    return format_age(max(0.0, (datetime.fromisoformat(text.replace("Z", "+00:00")) - now).total_seconds()))
+
+
+def _alert_item(a: Mapping[str, Any], now: datetime, incident: str = "") -> str:
+    """One alert; `incident` the link to its incident page ('' when it has none)."""
     sev = a["severity"]
     cls = SEVERITY_CLASS.get(sev, "p4")
     ann = a.get("annotations") or {}
     labels = ", ".join(f"{k}={v}" for k, v in sorted(a["labels"].items()) if k not in ("alertname", "severity"))
-    when = (
-        f"firing for {_since(a['fired_at'], now)}"
-        if a["state"] == "firing"
-        else f"pending for {_since(a['activeAt'], now)}"
-    )
+    if a["state"] == "firing" and a.get("keep_firing_until"):
+        # the condition cleared; keep_firing_for holds the alert (and says so, beside a green check)
+        when = f"condition cleared · clearing in {_until(a['keep_firing_until'], now)} (keep_firing_for)"
+    elif a["state"] == "firing":
+        when = f"firing for {_since(a['fired_at'], now)}"
+    else:
+        of = f" of {format_age(a['for_seconds'])}" if a.get("for_seconds") else ""
+        when = f"pending for {_since(a['activeAt'], now)}{of}"
     state_badge = "firing" if a["state"] == "firing" else "state-pending"
+    steps = ""
+    if a["state"] == "firing":
+        first = runbook_steps(str(ann.get("description", "")))[:FIRST_STEPS]
+        if first:
+            steps = '<ol class="steps">' + "".join(f"<li>{escape(x)}</li>" for x in first) + "</ol>"
+    page = f'<a class="button" href="{escape(incident, quote=True)}">Open the incident</a> ' if incident else ""
     return (
         f'<li class="card alert {cls}"><div class="row"><span class="badge {cls}">{escape(sev)}</span>'
         f'<span class="name">{escape(a["name"])}</span><span class="badge {state_badge}">{escape(a["state"])}'
         f"</span></div><div>{escape(ann.get('summary') or a['name'])}</div>"
-        f'<div class="muted">{escape(when)}{" · " + escape(labels) if labels else ""}</div>'
-        f"{_link(ann.get('runbook_url') or ann.get('runbook', ''), 'Runbook')}</li>"
+        f'<div class="muted">{escape(when)}{" · " + escape(labels) if labels else ""}</div>{steps}'
+        f"{page}{_link(ann.get('runbook_url') or ann.get('runbook', ''), 'Runbook')}</li>"
     )
 
 
-def _incident_item(i: Mapping[str, Any], now: datetime) -> str:
+def _incident_item(i: Mapping[str, Any], now: datetime, base: str = "") -> str:
     cls = SEVERITY_CLASS.get(i["severity"], "p4")
     ack = (
         f"acknowledged by {i['acked_by']} {_since(i['acked_at'], now)} ago" if i.get("acked_at") else "not acknowledged"
@@ -164,11 +185,13 @@ def _incident_item(i: Mapping[str, Any], now: datetime) -> str:
         f'</span><span class="name">#{int(i["id"])} {escape(i["alertname"])}</span></div>'
         f"<div>{escape(i['summary'])}</div>"
         f'<div class="muted">open {escape(_since(i["fired_at"], now))} · level {escape(i["level"] or "--")} · '
-        f"{escape(ack)}</div>{held}{_link(i.get('runbook', ''), 'Runbook')}</li>"
+        f"{escape(ack)}</div>{held}"
+        f'<a class="button" href="{escape(base)}/incidents/{int(i["id"])}">Open the incident</a> '
+        f"{_link(i.get('runbook', ''), 'Runbook')}</li>"
     )
 
 
-def _check_item(c: Mapping[str, Any]) -> str:
+def _check_item(c: Mapping[str, Any], chart: str = "") -> str:
     state = c["state"]
     label = {"up": "UP", "down": "DOWN", "pending": "PENDING", "disabled": "disabled"}.get(state, state)
     values = " · ".join(f"{k.removeprefix('portal_')} {format_value(k, v)}" for k, v in c["values"].items())
@@ -190,7 +213,7 @@ def _check_item(c: Mapping[str, Any]) -> str:
     return (
         f'<li class="card check {state}"><div class="row"><span class="name">{escape(c["check"])}</span>'
         f'<span class="muted">{escape(c["type"])}</span><span class="badge {state}">{label}</span></div>'
-        f"{f'<div class=values>{escape(values)}</div>' if values else ''}{error}{detail}{info}</li>"
+        f"{f'<div class=values>{escape(values)}</div>' if values else ''}{error}{detail}{chart}{info}</li>"
     )
 
 
@@ -239,19 +262,33 @@ def render_page(
     silences: Mapping[str, Any],
     now: datetime,
     ready: bool = True,
+    base: str = "",
+    sparklines: Mapping[str, str] | None = None,
 ) -> str:
-    """The whole page from the API's documents (`/api/v1/checks`, `alerts`, `incidents`, `silences`)."""
+    """The whole page from the API's documents (`/api/v1/checks`, `alerts`, `incidents`, `silences`);
+    `base` the external URL's path (links to incident pages), `sparklines` an SVG per check name."""
     alert_list = alerts["data"]["alerts"]
     incident_list = incidents["incidents"]
+    page_of = {i["dedup_key"]: f"{base}/incidents/{int(i['id'])}" for i in incident_list if i.get("dedup_key")}
+    charts = sparklines or {}
     cls, head, detail = _overall(checks, alert_list, incident_list, ready)
     firing = [a for a in alert_list if a["state"] == "firing"]
     pending = [a for a in alert_list if a["state"] != "firing"]
     by_severity = sorted(incident_list, key=lambda i: (i["severity"], i["id"]))  # worst, then oldest first
     ordered = sorted(checks["checks"], key=lambda c: (_CHECK_ORDER.get(c["state"], 9), c["check"]))
     sections = [
-        _section("Firing alerts", "alerts", [_alert_item(a, now) for a in firing], "No alert is firing."),
-        _section("Open incidents", "incidents", [_incident_item(i, now) for i in by_severity], "No open incident."),
-        _section("Checks", "checks", [_check_item(c) for c in ordered], "No check is configured."),
+        _section(
+            "Firing alerts",
+            "alerts",
+            [_alert_item(a, now, page_of.get(a.get("fingerprint", ""), "")) for a in firing],
+            "No alert is firing.",
+        ),
+        _section(
+            "Open incidents", "incidents", [_incident_item(i, now, base) for i in by_severity], "No open incident."
+        ),
+        _section(
+            "Checks", "checks", [_check_item(c, charts.get(c["check"], "")) for c in ordered], "No check is configured."
+        ),
         _section(
             "Active silences", "silences", [_silence_item(s, now) for s in silences["silences"]], "No active silence."
         ),
