@@ -108,6 +108,7 @@ class Alerting:
         self._trim_every_s = trim_every_s
         self._trimmed_at: float | None = None
         self._fed: set[str] = set()
+        self.rule_errors: dict[str, str] = {}  # rule name -> why its last evaluation failed
         self._now = now
         self._min_gap_s = min_gap_s
         self._save_every_s = save_every_s
@@ -174,7 +175,12 @@ class Alerting:
         """The rules (on the caller's thread) and the incidents' update they call for (to run)."""
         started = time.perf_counter()
         self._feed(now.timestamp())
-        self.state, transitions = evaluate(self.rules, self.history, self.state, now)
+        errors: dict[str, str] = {}
+        self.state, transitions = evaluate(self.rules, self.history, self.state, now, errors=errors)
+        for name, error in errors.items():
+            if self.rule_errors.get(name) != error:
+                log.error("rule_evaluation_failed", rule=name, error=error, kept="the rule's alerts as they were")
+        self.rule_errors = errors
         transitions = [
             replace(t, alert=self._with_check_error(t.alert)) if t.state == "firing" else t for t in transitions
         ]

@@ -27,7 +27,7 @@ from monitor.statedb import open_db
 from monitor.store import Store
 from monitor.web.api import Api
 from monitor.web.metrics import make_metrics_handler
-from monitor.web.promapi import format_alert_value, format_value
+from monitor.web.promapi import format_alert_value, format_value, rules_doc
 from monitor.web.server import build_app
 
 T0 = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
@@ -332,3 +332,27 @@ async def test_a_removed_check_s_series_go_stale_at_once(rig: Rig) -> None:
     assert doc["data"]["result"] == []
     doc = await rig.get("/api/v1/query", query="portal_logins_failed_total", time=str(t - 1))
     assert len(doc["data"]["result"]) == 1
+
+
+async def test_a_rule_refused_at_evaluation_says_why_and_keeps_its_alerts(tmp_path: Path) -> None:
+    """Many-to-many matching: Prometheus refuses the query; the rule's health is `err` with the
+    reason on /api/v1/rules, the error is logged once, and its alerts stay as they were."""
+    cfg = load_config_text(f"""\
+state_dir: {tmp_path / 'state'}
+rules:
+  - {{alert: Joined, expr: 'x * on() y', severity: P4}}
+""", env={}, path=tmp_path / "alert_rules.yaml")
+    store = Store()
+    alerting = Alerting(open_db(cfg.root.state_dir), cfg, store, now=lambda: T0, receivers={})
+    one = [Sample("x", {"a": "1"}, 1.0), Sample("y", {"b": "1"}, 2.0)]
+    store.put(CheckResult("c", "http", True, one, T0.timestamp() - 1, 0.01))
+    alerting.evaluate(T0)
+    assert [st.alert.name for st in alerting.state.alerts.values()] == ["Joined"]
+    two = [*one, Sample("x", {"a": "2"}, 1.0), Sample("y", {"b": "2"}, 2.0)]
+    store.put(CheckResult("c", "http", True, two, T0.timestamp() + 1, 0.01))
+    later = T0 + timedelta(seconds=2)
+    alerting.evaluate(later)
+    assert "many-to-many matching not allowed" in alerting.rule_errors["Joined"]
+    assert [st.alert.name for st in alerting.state.alerts.values()] == ["Joined"]  # kept, not resolved
+    [rule] = rules_doc(alerting, "alert_rules.yaml")["data"]["groups"][0]["rules"]
+    assert rule["health"] == "err" and "many-to-many" in rule["lastError"]

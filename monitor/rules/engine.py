@@ -407,6 +407,7 @@ def evaluate(
     *,
     outage_tolerance: timedelta = OUTAGE_TOLERANCE,
     lookback_s: float = LOOKBACK_S,
+    errors: dict[str, str] | None = None,
 ) -> tuple[AlertStates, list[Transition]]:
     """Evaluate every rule at `now` over the history; return the new state and what changed.
 
@@ -414,7 +415,7 @@ def evaluate(
     `now`). Recording rules run in file order, and each writes its result into the history at
     `now` (so a later rule reads it, as in a Prometheus rule group); nothing else is written.
     A rule whose evaluation fails (a many-to-many match, duplicate series) leaves its alerts as
-    they were, as Prometheus does.
+    they were, as Prometheus does; `errors`, when given, receives its name and the reason.
 
     An alert of a check whose last run failed (`portal_check_up{check} 0`) whose series went
     with it is unknown, not over: it keeps its state (firing stays firing, pending keeps its
@@ -434,17 +435,22 @@ def evaluate(
     recorded = 0
     cycle = engine.cycle(t)  # subexpressions the rules share are computed once
     for rule in rules:
+        name = rule.alert if isinstance(rule, Rule) else rule.record
         try:
             value = cycle.instant(rule.expr)
-        except EvalError:
+        except EvalError as e:
             if isinstance(rule, Rule):
                 failed.add(rule.alert)
+            if errors is not None:
+                errors[name] = str(e)
             continue
         if isinstance(rule, RecordingRule):
             try:
                 out = rule.samples(value if isinstance(value, (Vector, Scalar)) else Vector())
-            except EvalError:
+            except EvalError as e:
                 out = []
+                if errors is not None:
+                    errors[name] = str(e)
             history.append(t, out, source=f"record:{recorded}:{rule.record}")
             recorded += 1
             cycle = engine.cycle(t)  # the rules after it read the history with its series

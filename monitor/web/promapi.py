@@ -195,6 +195,7 @@ def rules_doc(alerting: Alerting | None, path: str) -> dict[str, Any]:
     for st in state.alerts.values():
         by_rule.setdefault(st.alert.name, []).append(st)
     rules: list[dict[str, Any]] = []
+    errors = alerting.rule_errors
     for rule in alerting.rules:
         if isinstance(rule, RecordingRule):
             rules.append(
@@ -202,8 +203,8 @@ def rules_doc(alerting: Alerting | None, path: str) -> dict[str, Any]:
                     "name": rule.record,
                     "query": rule.expr.text,
                     "labels": dict(rule.labels),
-                    "health": "ok",
-                    "lastError": "",
+                    "health": "err" if rule.record in errors else "ok",
+                    "lastError": errors.get(rule.record, ""),
                     "evaluationTime": 0,
                     "lastEvaluation": last,
                     "type": "recording",
@@ -226,8 +227,8 @@ def rules_doc(alerting: Alerting | None, path: str) -> dict[str, Any]:
                 "labels": labels,
                 "annotations": {k: t.text for k, t in rule.annotations.items()},
                 "alerts": alerts_doc(AlertStates({st.alert.fingerprint: st for st in mine}))["data"]["alerts"],
-                "health": "ok",
-                "lastError": "",
+                "health": "err" if rule.alert in errors else "ok",
+                "lastError": errors.get(rule.alert, ""),
                 "evaluationTime": 0,
                 "lastEvaluation": last,
                 "type": "alerting",
