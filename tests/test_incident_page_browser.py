@@ -6,9 +6,11 @@ are kept in tests/artifacts/, and neither width scrolls sideways."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from tests.conftest import require_tool
@@ -45,6 +47,15 @@ async def test_from_the_pagerduty_link_to_acknowledge_and_silence(tmp_path: Path
     ARTIFACTS.mkdir(exist_ok=True)
     d: DaemonProcess = await start(daemon_config(tmp_path, redis_up.url, pagerduty.url), MONITOR_API_TOKEN=TOKEN)
     try:
+        # a few pings in the history first, so the cache check's card has a line to draw
+        async with asyncio.timeout(30), aiohttp.ClientSession() as s:
+            while True:
+                async with s.get(d.base + "/api/v1/query",
+                                 params={"query": 'count_over_time(portal_redis_ping_seconds{check="cache"}[1h])'}) as r:
+                    result = (await r.json())["data"]["result"]
+                if result and float(result[0]["value"][1]) >= 3:
+                    break
+                await asyncio.sleep(0.2)  # polling the daemon's history, bounded above
         redis_up.kill()
         await pagerduty.wait_until(lambda: len(pagerduty.triggers()) == 1, timeout=15)
         (event,) = pagerduty.triggers()
@@ -62,6 +73,8 @@ async def test_from_the_pagerduty_link_to_acknowledge_and_silence(tmp_path: Path
                     assert await page.locator("h1").first.inner_text() == "P1 · RedisDown\nfiring" or \
                         "P1 · RedisDown" in await page.locator("h1").first.inner_text()
                     await _no_sideways_scroll(page)
+                    # the alert's series over the last hour, from the rules' history
+                    assert await page.locator("#chart svg.chart polyline").count() >= 1
                     await page.screenshot(path=str(ARTIFACTS / f"incident-page-{name}.png"), full_page=True)
                     await context.close()
 
@@ -91,6 +104,12 @@ async def test_from_the_pagerduty_link_to_acknowledge_and_silence(tmp_path: Path
                 await context.close()
             finally:
                 await browser.close()
+
+        # the status page: the firing alert opens this incident; the check cards carry sparklines
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as s, s.get(d.base + "/") as r:
+            status_page = await r.text()
+        assert f'href="/incidents/{event["payload"]["custom_details"]["incident_id"]}">Open the incident' in status_page
+        assert 'class="spark"' in status_page
 
         status, doc = await api(d, "GET", "/api/v1/silences")
         assert status == 200
