@@ -45,6 +45,7 @@ from monitor.rules.engine import (
     evaluate,
     firing,
     history_needed_s,
+    no_data_samples,
 )
 from monitor.rules.promql import Engine, EvalError
 from monitor.rules.templates import Context
@@ -64,6 +65,10 @@ METRICS: dict[str, tuple[str, str]] = {
     "portal_monitor_history_series": ("gauge", "series kept in the rules' history"),
     "portal_monitor_history_retention_seconds": ("gauge", "how far back the history is kept (the rules' need + 1 h)"),
     "portal_monitor_history_refused_samples_total": ("counter", "samples not kept: over history.max_samples"),
+    "portal_alerts_no_data": (
+        "gauge",
+        "pending/firing alerts whose series is missing from their check's answer (kept by `no_data`), by rule",
+    ),
 }
 # Every label of the series above (the daemon's own: no `check`).
 LABELS: dict[str, tuple[str, ...]] = {"portal_alerts": ("alertname", "severity", "state")}
@@ -128,6 +133,7 @@ class Alerting:
         self._kick = asyncio.Event()
         self._saved_at: datetime | None = None
         self._holds = 0  # > 0 while a reload changes checks and rules: no evaluation meanwhile
+        self._no_data_logged: set[str] = set()
         self.evaluations = 0
         self._rules_s = 0.0  # how long the last evaluation's rules took on the event loop
         # The series read from the file (open incidents, queue depth), refreshed by each step on
@@ -209,7 +215,15 @@ class Alerting:
                     severity=t.alert.severity,
                     dedup_key=t.alert.fingerprint,
                     labels=dict(t.alert.labels),
+                    **({"reason": t.reason} if t.reason else {}),
                 )
+        for st in self.state.alerts.values():
+            a = st.alert
+            if a.no_data_since is not None and a.fingerprint not in self._no_data_logged:
+                log.warning("alert_no_data", alertname=a.name, state=st.state, dedup_key=a.fingerprint, why=a.no_data)
+        self._no_data_logged = {
+            st.alert.fingerprint for st in self.state.alerts.values() if st.alert.no_data_since is not None
+        }
         if queued:
             self.outbox_wake.set()
         return queued
@@ -330,7 +344,7 @@ class Alerting:
     def swap_config(self, cfg: Config) -> dict[str, Receiver]:
         """After a reload: rules swapped in one assignment, routing and receivers replaced;
         return the replaced receivers (for `retire_receivers`). Alert states stay: an alert
-        whose rule is gone resolves at the next evaluation."""
+        whose rule is gone resolves at the next evaluation ("closed: rule removed by reload")."""
         rules = compile_rules(cfg, Context(external_url=self.external_url or ""))
         old_receivers = self.receivers
         self.receivers = self._build_receivers(cfg)
@@ -381,6 +395,7 @@ class Alerting:
         h = self.history
         return [
             *alert_samples(self.state),
+            *no_data_samples(self.state),
             evaluations,
             *stored,
             *self.outbox.delivery_samples(),

@@ -165,6 +165,18 @@ class Alert:
     value: float
     vendor: str | None
     fingerprint: str  # stable hash of name + sorted labels: the dedup key
+    # Set while the alert's series is missing from its check's answer (the rule's `no_data`
+    # policy keeps it firing): since when, and why, as the status page, API and chat show it.
+    no_data_since: datetime | None = None
+    no_data_why: str = ""
+
+    @property
+    def no_data(self) -> str:
+        """`no data since 2024-05-03T14:05:09+00:00 (why)`, or '' while the alert has data."""
+        if self.no_data_since is None:
+            return ""
+        since = self.no_data_since.isoformat(timespec="seconds")
+        return f"no data since {since} ({self.no_data_why})" if self.no_data_why else f"no data since {since}"
 
     @property
     def runbook(self) -> str:
@@ -184,6 +196,9 @@ class Transition:
     state: str  # "pending" | "firing" | "resolved"
     at: datetime
     active_since: datetime
+    # Why a resolve is not "the condition is false on present data": "closed: no data for 1h",
+    # "closed: rule removed by reload", ... ('' when the fault cleared).
+    reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +217,8 @@ class Notification:
     updated_at: datetime  # when this notification was made
     resolved_at: datetime | None = None
     next_update_at: datetime | None = None  # when the receiver will hear again (re-notify cadence)
+    # A resolve that is not "fault cleared": "closed: no data for 1h", "closed: rule removed by reload"
+    closed_reason: str = ""
 
 
 class DeliveryError(Exception):

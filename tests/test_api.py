@@ -333,7 +333,8 @@ async def test_alerts_shape_firing_first(rig: ApiRig) -> None:
         "annotations": {"summary": "Redis cache is down", "runbook_url": RUNBOOK},
         "state": "firing", "activeAt": "2025-06-01T12:00:00Z", "value": "0e+00",
         "name": "RedisDown", "severity": "P1", "fired_at": "2025-06-01T12:00:00Z",
-        "fingerprint": firing["fingerprint"], "for_seconds": 0.0, "keep_firing_until": None}
+        "fingerprint": firing["fingerprint"], "for_seconds": 0.0, "keep_firing_until": None,
+        "no_data": "", "no_data_since": None, "no_data_why": ""}
     assert len(firing["fingerprint"]) == 32
     assert (pending["name"], pending["state"], pending["fired_at"], pending["severity"]) == \
         ("DbBusy", "pending", None, "P3")

@@ -76,7 +76,17 @@ def test_resolves_on_the_first_false_evaluation_without_keep_firing_for() -> Non
     assert seen == [(0, "firing", "cache"), (20, "resolved", "cache")]
 
 
-def test_a_series_that_disappears_resolves() -> None:
+def test_a_series_that_disappears_from_an_answering_check_is_no_data_not_resolved() -> None:
+    """The no-data policies in detail: tests/test_rules_no_data.py."""
+    answered = [Sample("portal_check_up", {"check": "cache", "type": "redis"}, 1)]
+    state, seen = run([rule()], [(0, up(0) + answered), (10, answered)])
+    assert seen == [(0, "firing", "cache")]
+    assert [a.no_data_since for a in firing(state)] == [T0 + timedelta(seconds=10)]
+    _, seen = run([rule(no_data="resolve")], [(0, up(0) + answered), (10, answered)])
+    assert seen == [(0, "firing", "cache"), (10, "resolved", "cache")]
+
+
+def test_a_series_of_no_running_check_that_disappears_resolves_as_in_prometheus() -> None:
     _, seen = run([rule()], [(0, up(0)), (10, [])])
     assert seen == [(0, "firing", "cache"), (10, "resolved", "cache")]
 
@@ -122,7 +132,7 @@ def test_a_failed_check_that_still_reports_the_series_resolves_it() -> None:
 
 
 def test_a_failed_check_does_not_hold_other_checks_alerts_or_a_deleted_rules() -> None:
-    r = rule(STALL, alert="PlatformEventsStalled", severity="P2")
+    r = rule(STALL, alert="PlatformEventsStalled", severity="P2", no_data="resolve")
     other = [Sample("portal_check_up", {"check": "db", "type": "postgres"}, 0)]
     _, seen = run([r], [(0, stalled(1900)), (10, other)])  # the cache check answered: its series are gone
     assert seen == [(0, "firing", "cache"), (10, "resolved", "cache")]

@@ -37,12 +37,19 @@ SEVERITIES: tuple[str, ...] = get_args(Severity)
 Level = Literal["L1", "L2", "L3", "L4"]
 
 
+NoData = Literal["keep", "resolve", "alert"]
+DEFAULT_NO_DATA_TIMEOUT = 3600.0
+
+
 class Defaults(StrictModel):
-    """Fallbacks for checks that do not set their own. A check's timeout defaults to
-    the smaller of its interval and `timeout`."""
+    """Fallbacks for checks and rules that do not set their own. A check's timeout defaults to
+    the smaller of its interval and `timeout`; a rule's `no_data` and `no_data_timeout` to
+    these."""
 
     interval: Duration = 10.0
     timeout: Duration = 10.0
+    no_data: NoData = "keep"
+    no_data_timeout: Duration = DEFAULT_NO_DATA_TIMEOUT
 
 
 class RuleConfig(StrictModel):
@@ -66,6 +73,11 @@ class RuleConfig(StrictModel):
     # Names from the top-level `time_intervals`: inside one, this rule's incidents are held
     # back as by a silence (opened, shown as held, paged when it ends if still firing).
     mute_time_intervals: list[str] = Field(default_factory=list)
+    # A firing alert whose series is missing from its check's answer: keep it firing (marked
+    # "no data since T (why)") until `no_data_timeout`, resolve it at once, or keep it and also
+    # fire DatasourceNoData. None: `defaults.no_data` / `defaults.no_data_timeout`.
+    no_data: NoData | None = None
+    no_data_timeout: Duration | None = None
 
     @model_validator(mode="after")
     def _one_spelling(self) -> RuleConfig:

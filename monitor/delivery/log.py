@@ -72,6 +72,8 @@ class LogReceiver:
                 status=n.status,
                 incident_id=n.incident_id,
                 **_extras(n, self.external_url),
+                **({"closed_reason": n.closed_reason} if n.closed_reason else {}),
+                **({"no_data": n.alert.no_data} if n.alert.no_data_since else {}),
             )
             if self.stream is not None:
                 self.stream.write(status_update(n) + "\n\n")

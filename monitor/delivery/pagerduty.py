@@ -6,8 +6,14 @@ One notification is one event to `cfg.url` (default `https://events.pagerduty.co
 | --- | --- | --- |
 | `trigger`, `test` | `trigger` | routing_key, dedup_key, payload, links, client |
 | `acknowledge` | `acknowledge` | routing_key, dedup_key |
-| `resolve` | `resolve` | routing_key, dedup_key |
+| `resolve` | `resolve` | routing_key, dedup_key (+ payload when closed without a fix, below) |
 | `renotify` | (nothing is sent) | PagerDuty re-notifies by itself |
+
+A resolve that is not "the fault cleared" (`Notification.closed_reason`: "closed: no data for
+1h", "closed: rule removed by reload") carries a payload as Alertmanager's resolves do: the
+summary starts with the reason and `custom_details.closed_reason` holds it, so the alert's
+log in PagerDuty says why it closed. A trigger of an alert kept without data has
+`custom_details.no_data` ("no data since T (why)").
 
 A re-notify is never sent as a second trigger: for an alert a person already resolved in
 PagerDuty, it would open a new alert and page again.
@@ -125,7 +131,9 @@ class PagerDutyReceiver:
             case "acknowledge":
                 return {**base, "event_action": "acknowledge"}
             case "resolve":
-                return {**base, "event_action": "resolve"}
+                if not n.closed_reason:
+                    return {**base, "event_action": "resolve"}
+                return {**base, "event_action": "resolve", "payload": self._closed_payload(n)}
             case "renotify":
                 return None
             case "trigger" | "test":
@@ -156,6 +164,8 @@ class PagerDutyReceiver:
             details["check_error"] = check_error
         if other := a.other_annotations():
             details["annotations"] = other
+        if a.no_data_since is not None:
+            details["no_data"] = a.no_data
         links = []
         if runbook:
             links.append({"href": runbook, "text": f"Runbook: {a.name}"})
@@ -188,6 +198,26 @@ class PagerDutyReceiver:
                 "runbook": runbook[:2000],
             }
         return body
+
+    def _closed_payload(self, n: Notification) -> dict[str, Any]:
+        a = n.alert
+        summary = f"{n.closed_reason}: {a.annotations.get('summary') or a.name}"
+        if len(summary) > MAX_SUMMARY:
+            summary = summary[: MAX_SUMMARY - 1] + "…"
+        return {
+            "summary": summary,
+            "source": self.cfg.source or self.host,
+            "severity": SEVERITY.get(a.severity, "error"),
+            "component": a.labels.get("check") or a.name,
+            "group": a.labels.get("group") or a.vendor or "portal",
+            "class": a.name,
+            "custom_details": {
+                "closed_reason": n.closed_reason,
+                "incident_id": n.incident_id,
+                "status": n.status,
+                "portal_severity": a.severity,
+            },
+        }
 
     async def send(self, notification: Notification) -> None:
         body = self.event(notification)

@@ -33,8 +33,8 @@ from monitor.incidents.messages import (
     impact,
     incident_url,
     next_update,
+    status_of,
     status_update,
-    status_word,
     utc_text,
 )
 from monitor.model import LOCAL_RECEIVER, Notification, ReceiverContext
@@ -84,7 +84,7 @@ def message(n: Notification, external_url: str | None = None) -> dict[str, Any]:
         {
             "type": "section",
             "fields": [
-                field("Status", status_word(n.status)),
+                field("Status", status_of(n)),
                 field("Impact", impact(n)),
                 field("Started", utc_text(n.started_at)),
                 field("Last Update", utc_text(n.updated_at)),

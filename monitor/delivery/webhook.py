@@ -21,7 +21,10 @@ Our fields:
   `resolved`: Alertmanager has no "acknowledged", so `status` stays `firing`),
   `notification_kind` (`trigger`, `renotify`, `acknowledge`, `resolve`, `test`), `value`,
   `status_update` (the runbook's Internal Status Update text), `customer_communication`
-  (the runbook's draft, P1/P2 only) and `incident_url` (when `external_url` is set).
+  (the runbook's draft, P1/P2 only) and `incident_url` (when `external_url` is set);
+  `no_data` ("no data since T (why)") while the alert is kept without data, and
+  `closed_reason` on a resolve that is not a fix ("closed: no data for 1h", "closed: rule
+  removed by reload").
 
 Signature, when `secret` is set. Two headers:
 - `X-Portal-Monitor-Timestamp`: Unix seconds (an integer, as text) when the request was made;
@@ -119,6 +122,10 @@ def alert_annotations(n: Notification, external_url: str | None) -> dict[str, st
             "status_update": status_update(n),
         }
     )
+    if n.alert.no_data_since is not None:
+        ann["no_data"] = n.alert.no_data
+    if n.closed_reason:
+        ann["closed_reason"] = n.closed_reason
     draft = customer_communication(n)
     if draft:
         ann["customer_communication"] = draft

@@ -26,6 +26,12 @@ Decisions, documented because a reader would ask:
   and counts in `portal_incidents_open`). What they held back is sent once they stop holding
   and the alert still fires. A resolve (and an acknowledge) is always sent to every receiver
   that got a trigger, silenced or not.
+- A resolve carries its reason when it is not "the condition cleared": the engine's
+  ("closed: no data for 1h", "closed: rule removed by reload") reaches the timeline, the
+  log and every receiver's text (`Notification.closed_reason`); like every resolve it goes
+  only to the receivers that got a trigger.
+- An alert kept firing without data ("no data since T (why)") updates the incident's stored
+  alert as the mark comes and goes, so the status page and the API show it.
 - A resolve by hand while the alert still fires does not re-open the incident at once: the key
   is held until the alert has been seen not firing once, then a new firing is a new incident.
   Re-paging a second after a person closed it would be the surprise; the alert still shows in
@@ -110,7 +116,7 @@ class Incidents:
                 elif t.state == "resolved":
                     inc = self._find_open(key)
                     if inc is not None:
-                        queued += self._close(inc, t.at, None, "alert resolved", now)
+                        queued += self._close(inc, t.at, None, t.reason or "alert resolved", now, closed=t.reason)
             for key in holds - live.keys():
                 self._conn.execute("DELETE FROM manual_holds WHERE dedup_key = ?", (key,))
             for key, alert in live.items():  # a firing alert without incident (e.g. lost transition)
@@ -172,6 +178,9 @@ class Incidents:
         queued = 0
         for inc in incidents:
             alert = live.get(inc.dedup_key, inc.alert)
+            if (alert.no_data_since, alert.no_data_why) != (inc.alert.no_data_since, inc.alert.no_data_why):
+                self._conn.execute("UPDATE incidents SET alert = ? WHERE id = ?", (_alert_json(alert), inc.id))
+                add_timeline(self._conn, inc.id, now, "note", alert.no_data or "data is back")
             held = self._held_reason(alert, firing, active, now)
             if held != inc.held:
                 self._conn.execute("UPDATE incidents SET held = ? WHERE id = ?", (held, inc.id))
@@ -317,6 +326,7 @@ class Incidents:
         level: str,
         now: datetime,
         resolved_at: datetime | None = None,
+        closed_reason: str = "",
     ) -> int:
         if kind == "resolve":
             status = "resolved"
@@ -343,20 +353,24 @@ class Incidents:
                 updated_at=now,
                 resolved_at=resolved_at,
                 next_update_at=next_update,
+                closed_reason=closed_reason,
             ),
             now,
         )
         return 1
 
-    def _close(self, inc: IncidentView, at: datetime, who: str | None, why: str, now: datetime) -> int:
-        """Close an open incident and queue a resolve to every receiver that got a trigger."""
+    def _close(
+        self, inc: IncidentView, at: datetime, who: str | None, why: str, now: datetime, *, closed: str = ""
+    ) -> int:
+        """Close an open incident and queue a resolve to every receiver that got a trigger
+        (`closed`: the reason the receivers read, when it is not "fault cleared")."""
         self._conn.execute(
             "UPDATE incidents SET state = 'resolved', resolved_at = ?, resolved_by = ?, held = '' WHERE id = ?",
             (iso(at), who, inc.id),
         )
-        add_timeline(self._conn, inc.id, at, "resolved", f"resolved by {who}" if who else why)
+        add_timeline(self._conn, inc.id, at, "resolved", f"resolved by {who}" if who else (closed or why))
         queued = sum(
-            self._queue(inc, inc.alert, r, "resolve", level, now, resolved_at=at)
+            self._queue(inc, inc.alert, r, "resolve", level, now, resolved_at=at, closed_reason=closed)
             for r, (level, _) in self._receivers_of(inc.id).items()
         )
         log.warning(
@@ -436,12 +450,14 @@ class Incidents:
             for inc in self._select("state = 'open' ORDER BY id"):
                 if inc.alertname not in known_rule_names:
                     why = f"rule {inc.alertname!r} no longer exists (removed or renamed on reload)"
+                    closed = "closed: rule removed by reload"
                 elif live_keys is not None and inc.dedup_key not in live_keys:
                     why = f"rule {inc.alertname!r} no longer produces this alert (edited on reload)"
+                    closed = "closed: rule changed by reload"
                 else:
                     continue
                 add_timeline(self._conn, inc.id, now, "note", why)
-                queued += self._close(inc, now, None, why, now)
+                queued += self._close(inc, now, None, why, now, closed=closed)
         return queued
 
     # ---------------------------------------------------------------- silences

@@ -9,7 +9,11 @@ Where the words come from:
   definition of the severity ("Complete service outage or data loss" for P1, ...);
 - *current actions*: the runbook steps in the rule's `description`, one per line (leading
   `1.`, `1)`, `-`, `*`, `•` are dropped), then the runbook link; for a resolved incident,
-  when it cleared and (P1/P2) when the review is due;
+  when it cleared and (P1/P2) when the review is due. An alert kept firing without data
+  says so first ("No data since T (why): ..."). A resolve that is not a fix says how it was
+  closed instead of "Fault cleared" ("closed: no data for 1h at T", "closed: rule removed by
+  reload at T"), its status is "Closed", and it has no customer draft: nothing was fixed to
+  announce;
 - *customer communication*: `service`, `customer_description` and `customer_impact`
   annotations or labels, else neutral wording by severity.
 
@@ -75,6 +79,11 @@ def status_word(status: str) -> str:
     return STATUS_WORDS.get(status, status.capitalize())
 
 
+def status_of(n: Notification) -> str:
+    """The status word of a notification: "Closed" for a resolve that fixed nothing."""
+    return "Closed" if n.status == "resolved" and n.closed_reason else status_word(n.status)
+
+
 def impact(n: Notification) -> str:
     a = n.alert
     return a.annotations.get("impact") or a.labels.get("impact") or SEVERITY_IMPACT.get(a.severity, "Unknown")
@@ -87,7 +96,8 @@ def runbook_steps(description: str) -> list[str]:
 
 def current_actions(n: Notification) -> list[str]:
     if n.status == "resolved":
-        actions = [f"Fault cleared at {utc_text(n.resolved_at or n.updated_at)}"]
+        when = utc_text(n.resolved_at or n.updated_at)
+        actions = [f"{n.closed_reason} at {when}" if n.closed_reason else f"Fault cleared at {when}"]
         due = review_due(n.resolved_at or n.updated_at, n.alert.severity)
         if due is not None:
             actions.append(f"Post-incident review due {due.isoformat()} (within {REVIEW_BUSINESS_DAYS} business days)")
@@ -97,6 +107,12 @@ def current_actions(n: Notification) -> list[str]:
         who = n.alert.annotations.get("acknowledged_by")
         actions.insert(
             0, f"Acknowledged by {who}: on-call is working on it" if who else "Acknowledged: on-call is working on it"
+        )
+    if n.alert.no_data_since is not None:
+        actions.insert(
+            0,
+            f"N{n.alert.no_data[1:]}: the alert stays open until its series is back "
+            "(its condition decides) or the rule's no_data_timeout ends",
         )
     runbook = n.alert.runbook
     if runbook:
@@ -130,7 +146,7 @@ def status_update(n: Notification) -> str:
     """The runbook's *Internal Status Update* block for this notification."""
     lines = [
         f"INCIDENT UPDATE - {n.alert.severity} - {brief(n)}",
-        f"Status: {status_word(n.status)}",
+        f"Status: {status_of(n)}",
         f"Impact: {impact(n)}",
         f"Started: {utc_text(n.started_at)}",
         f"Last Update: {utc_text(n.updated_at)}",
@@ -142,13 +158,14 @@ def status_update(n: Notification) -> str:
 
 
 def customer_communication(n: Notification) -> str:
-    """The runbook's *Customer Communication* draft; "" below P2 (the runbook: P1/P2 only).
+    """The runbook's *Customer Communication* draft; "" below P2 (the runbook: P1/P2 only)
+    and for a resolve that fixed nothing (closed for no data, by a reload): nothing to announce.
 
     Updates are promised at the severity's cadence (P1 every 30 minutes, P2 every hour);
     once resolved, the draft says so instead of promising updates.
     """
     sev = n.alert.severity
-    if sev not in CUSTOMER_CADENCE:
+    if sev not in CUSTOMER_CADENCE or (n.status == "resolved" and n.closed_reason):
         return ""
     default_what, default_impact = _CUSTOMER_DEFAULTS[sev]
     service = _field(n, "service") or "the Customer Portal"

@@ -91,6 +91,7 @@ def alert_to_dict(a: Alert) -> dict[str, Any]:
         "value": _value_out(a.value),
         "vendor": a.vendor,
         "fingerprint": a.fingerprint,
+        **({"no_data_since": iso(a.no_data_since), "no_data_why": a.no_data_why} if a.no_data_since else {}),
     }
 
 
@@ -103,6 +104,8 @@ def alert_from_dict(d: Mapping[str, Any]) -> Alert:
         value=float(d["value"]),
         vendor=d.get("vendor"),
         fingerprint=d["fingerprint"],
+        no_data_since=parse_iso_or_none(d.get("no_data_since")),
+        no_data_why=d.get("no_data_why") or "",
     )
 
 
@@ -121,6 +124,7 @@ def notification_to_json(n: Notification) -> str:
             "updated_at": iso(n.updated_at),
             "resolved_at": iso_or_none(n.resolved_at),
             "next_update_at": iso_or_none(n.next_update_at),
+            **({"closed_reason": n.closed_reason} if n.closed_reason else {}),
         }
     ).decode()
 
@@ -140,6 +144,7 @@ def notification_from_json(text: str | bytes, *, id: int = 0) -> Notification:
         updated_at=parse_iso(d["updated_at"]),
         resolved_at=parse_iso_or_none(d.get("resolved_at")),
         next_update_at=parse_iso_or_none(d.get("next_update_at")),
+        closed_reason=d.get("closed_reason") or "",
     )
 
 

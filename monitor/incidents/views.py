@@ -28,7 +28,9 @@ from monitor.model import Alert
 
 COLUMNS = (
     "id, dedup_key, alertname, severity, vendor, alert, state, detected_at, fired_at, acked_at,"
-    " acked_by, resolved_at, resolved_by, held"
+    " acked_by, resolved_at, resolved_by, held,"
+    " (SELECT t.detail FROM timeline t WHERE t.incident_id = incidents.id AND t.kind = 'resolved'"
+    " ORDER BY t.id DESC LIMIT 1)"
 )
 
 
@@ -79,6 +81,9 @@ class IncidentView:
     receivers: Mapping[str, str] = field(default_factory=dict)
     timeline: tuple[TimelineEntry, ...] = ()
     deliveries: tuple[OutboxRow, ...] = ()
+    # How it was resolved when not by its condition: "closed: no data for 1h", "closed: rule
+    # removed by reload", "resolved by alice" ('' while open or when the fault cleared).
+    closed_reason: str = ""
 
     @property
     def level(self) -> str:
@@ -122,6 +127,9 @@ class IncidentView:
             "resolved_at": iso_or_none(self.resolved_at),
             "resolved_by": self.resolved_by,
             "held": self.held,
+            "no_data": self.alert.no_data,
+            "no_data_since": iso_or_none(self.alert.no_data_since),
+            "closed_reason": self.closed_reason,
             "level": self.level,
             "receivers": dict(self.receivers),
             "timeline": [e.to_dict() for e in self.timeline],
@@ -167,6 +175,7 @@ def view_from_row(
         receivers=dict(receivers or {}),
         timeline=timeline,
         deliveries=deliveries,
+        closed_reason="" if r[6] == "open" or r[14] in (None, "alert resolved") else r[14],
     )
 
 

@@ -18,7 +18,26 @@ An alert's life, as Prometheus' `rules/alerting.go`:
   same labels share one alert (the first rule in file order describes it), as Alertmanager
   would merge them.
 - A firing alert whose rule was deleted or edited so that it no longer produces that label
-  set resolves: a resolve is never lost because the config changed.
+  set resolves, saying so ("closed: rule removed by reload", "closed: rule changed by
+  reload"): a resolve is never lost because the config changed, and never passes for a fix.
+- No data is not "resolved". An alert the rules no longer find is looked up among the series
+  its expression reads on the present samples (`monitor.rules.promql.inputs.input_series`, the
+  expression with its comparisons made `bool`): there, its condition is false on present data and it resolves as
+  above; missing, its series is gone (a deleted Redis key, a vanished log file, a health
+  component dropped from the JSON) and the rule's `no_data` policy decides:
+  `keep` (default): a firing alert stays firing, marked "no data since T (why)", until its
+  series is back (then its condition decides) or `no_data_timeout` (default 1h) has passed,
+  when it resolves with "closed: no data for 1h"; `resolve`: it resolves at once (after
+  `keep_firing_for`), with "closed: no data (why)"; `alert`: as `keep`, and a firing
+  `DatasourceNoData` alert (labels: the alert's, `alertname` DatasourceNoData, `rulename` the
+  rule's, no `vendor`) says so, as Grafana does, until the series is back or the alert closes.
+  A pending alert without data stays pending (its `for` does not advance) and goes silently
+  at the timeout. An alert of a failed check (`portal_check_up 0`) is unknown, not missing:
+  it keeps its state without a timeout until the check answers again. The policy applies to
+  series of a check that answered (`portal_check_up{check} 1`); a series of no running check
+  (the daemon's own `portal_monitor_*`, a check no longer configured, promtool-style test
+  input) that disappears resolves after `keep_firing_for` as in Prometheus, with "closed: no
+  data (why)", so `test-rules` and promtool agree.
 - A restored state keeps `active_since`, so `for` is not restarted by a daemon restart, unless
   the daemon was away longer than `outage_tolerance` (1h, Prometheus'
   `--rules.alert.for-outage-tolerance`): then what happened meanwhile is unknown and pending
@@ -37,7 +56,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from monitor.config.model import SHORTHANDS, Config, RuleConfig
+from monitor.config.fields import format_duration
+from monitor.config.model import DEFAULT_NO_DATA_TIMEOUT, SHORTHANDS, Config, Defaults, RuleConfig
 from monitor.config.yamlpos import ConfigError, format_path, nearest
 from monitor.history import History
 from monitor.model import Alert, Sample, Transition
@@ -53,7 +73,7 @@ from monitor.rules.promql import (
     parse,
     selected_series,
 )
-from monitor.rules.promql.parse import Call
+from monitor.rules.promql.inputs import input_series
 from monitor.rules.templates import Context, Template, compile_template, render
 from monitor.rules.tokens import ExprError as TemplateSyntaxError
 
@@ -61,7 +81,9 @@ PENDING = "pending"
 FIRING = "firing"
 RESOLVED = "resolved"
 OUTAGE_TOLERANCE = timedelta(hours=1)
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: no-data marks, the rule's expression and DatasourceNoData origins (1 still loads)
+NO_DATA_ALERT = "DatasourceNoData"
+KEEP, RESOLVE, ALERT = "keep", "resolve", "alert"
 LOOKBACK_S = 300.0  # Prometheus's default query lookback: a series is current for 5 minutes
 _RESERVED_LABELS = ("alertname", "severity", "vendor")
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
@@ -80,11 +102,13 @@ class Rule:
     annotations: Mapping[str, Template] = field(default_factory=dict)  # by name: summary, runbook_url, ...
     vendor: str | None = None
     context: Context = field(default_factory=Context)  # what templates see besides the series ($externalURL)
+    no_data: str = KEEP  # keep | resolve | alert
+    no_data_timeout_s: float = DEFAULT_NO_DATA_TIMEOUT
 
     @classmethod
-    def from_config(cls, cfg: RuleConfig) -> Rule:
+    def from_config(cls, cfg: RuleConfig, defaults: Defaults | None = None) -> Rule:
         """Compile one rule; raise the first problem (ExprError, TemplateError or ValueError)."""
-        rule, problems = _compile(cfg)
+        rule, problems = _compile(cfg, defaults=defaults)
         if rule is None:
             raise problems[0][1]
         if not isinstance(rule, Rule):
@@ -95,9 +119,7 @@ class Rule:
         """The alert for one matching series. Templates see the series' labels, as in Prometheus;
         the metric name is not an alert label."""
         series = {k: v for k, v in series.items() if k != "__name__"}
-        labels = {**series, **self.labels, "alertname": self.alert, "severity": self.severity}
-        if self.vendor:
-            labels["vendor"] = self.vendor
+        labels = self.labels_for(series)
         annotations = {k: render(t, series, value, self.context) for k, t in self.annotations.items()}
         return Alert(
             name=self.alert,
@@ -107,6 +129,24 @@ class Rule:
             value=value,
             vendor=self.vendor,
             fingerprint=fingerprint(self.alert, labels),
+        )
+
+    def labels_for(self, series: Mapping[str, str]) -> dict[str, str]:
+        """The alert's labels for one series: the series', the rule's, alertname, severity, vendor."""
+        labels = {**{k: v for k, v in series.items() if k != "__name__"}, **self.labels}
+        labels.update(alertname=self.alert, severity=self.severity)
+        if self.vendor:
+            labels["vendor"] = self.vendor
+        return labels
+
+    def made(self, alert: Alert) -> bool:
+        """Whether this rule, as it is now, produces alerts like `alert` (name, rule labels,
+        severity, vendor): false once a reload removed, renamed or relabelled the rule."""
+        return (
+            alert.name == self.alert
+            and alert.severity == self.severity
+            and alert.vendor == self.vendor
+            and all(alert.labels.get(k) == v for k, v in self.labels.items())
         )
 
 
@@ -167,9 +207,10 @@ def fingerprint(name: str, labels: Mapping[str, str]) -> str:
 
 
 def _compile(
-    cfg: RuleConfig, context: Context | None = None
+    cfg: RuleConfig, context: Context | None = None, defaults: Defaults | None = None
 ) -> tuple[AnyRule | None, list[tuple[tuple[str, ...], Exception]]]:
     """The rule, or None and every problem as (key path inside the rule, error)."""
+    defaults = defaults or Defaults()
     problems: list[tuple[tuple[str, ...], Exception]] = []
     expr: Expr | None = None
     try:
@@ -225,6 +266,8 @@ def _compile(
         annotations=annotations,
         vendor=cfg.vendor,
         context=context or Context(),
+        no_data=cfg.no_data or defaults.no_data,
+        no_data_timeout_s=cfg.no_data_timeout if cfg.no_data_timeout is not None else defaults.no_data_timeout,
     ), []
 
 
@@ -240,7 +283,7 @@ def compile_rules(cfg: Config, context: Context | None = None) -> list[AnyRule]:
     errors: list[tuple[tuple[int, int], str]] = []
     lines: list[str] | None = None
     for i, rc in enumerate(cfg.root.rules):
-        rule, problems = _compile(rc, context)
+        rule, problems = _compile(rc, context, cfg.root.defaults)
         if rule is not None:
             rules.append(rule)
         for key, err in problems:
@@ -286,6 +329,8 @@ class AlertState:
     active_since: datetime  # first evaluation that found it true
     fired_at: datetime | None = None
     keep_firing_since: datetime | None = None  # first false evaluation while firing (keep_firing_for)
+    expr: str = ""  # the rule's expression when it was last evaluated ('' from a version-1 state)
+    no_data_of: str | None = None  # a DatasourceNoData alert: the fingerprint of the alert without data
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,6 +354,10 @@ class AlertStates:
                     "active_since": _iso(st.active_since),
                     "fired_at": _iso(st.fired_at),
                     "keep_firing_since": _iso(st.keep_firing_since),
+                    "expr": st.expr,
+                    "no_data_of": st.no_data_of,
+                    "no_data_since": _iso(st.alert.no_data_since),
+                    "no_data_why": st.alert.no_data_why,
                     "name": st.alert.name,
                     "labels": dict(st.alert.labels),
                     "annotations": dict(st.alert.annotations),
@@ -324,8 +373,8 @@ class AlertStates:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> AlertStates:
         """Restore what `to_json` wrote; raise ValueError naming what is wrong."""
-        if data.get("version") != STATE_VERSION:
-            raise ValueError(f"alert state version {data.get('version')!r} is not {STATE_VERSION}")
+        if data.get("version") not in (1, STATE_VERSION):
+            raise ValueError(f"alert state version {data.get('version')!r} is not 1 or {STATE_VERSION}")
         alerts: dict[str, AlertState] = {}
         for n, item in enumerate(data.get("alerts", [])):
             try:
@@ -338,6 +387,8 @@ class AlertStates:
                     value=float(item["value"]),
                     vendor=item["vendor"],
                     fingerprint=item.get("fingerprint") or fingerprint(item["name"], labels),
+                    no_data_since=_parse_time(item.get("no_data_since")),
+                    no_data_why=str(item.get("no_data_why") or ""),
                 )
                 if item["state"] not in (PENDING, FIRING):
                     raise ValueError(f"state {item['state']!r} is not pending or firing")
@@ -350,6 +401,8 @@ class AlertStates:
                     active_since,
                     _parse_time(item["fired_at"]),
                     _parse_time(item["keep_firing_since"]),
+                    str(item.get("expr") or ""),
+                    item.get("no_data_of"),
                 )
             except (KeyError, TypeError, AttributeError, ValueError) as e:
                 raise ValueError(f"alert state alerts[{n}]: {type(e).__name__}: {e}") from None
@@ -396,6 +449,19 @@ def alert_samples(state: AlertStates) -> list[Sample]:
     ]
 
 
+def no_data_samples(state: AlertStates) -> list[Sample]:
+    """`portal_alerts_no_data{alertname,severity}`: alerts kept while their series is missing."""
+    counts: dict[tuple[str, str], int] = {}
+    for st in state.alerts.values():
+        if st.alert.no_data_since is not None and st.no_data_of is None:
+            key = (st.alert.name, st.alert.severity)
+            counts[key] = counts.get(key, 0) + 1
+    return [
+        Sample("portal_alerts_no_data", {"alertname": n, "severity": s}, float(c))
+        for (n, s), c in sorted(counts.items())
+    ]
+
+
 # ---------------------------------------------------------------- evaluation
 
 
@@ -417,8 +483,10 @@ def evaluate(
     A rule whose evaluation fails (a many-to-many match, duplicate series) leaves its alerts as
     they were, as Prometheus does; `errors`, when given, receives its name and the reason.
 
-    An alert of a check whose last run failed (`portal_check_up{check} 0`) whose series went
-    with it is unknown, not over: it keeps its state (firing stays firing, pending keeps its
+    An alert the rules no longer find resolves only when its condition is false on present
+    data; a missing series of a check that answered follows the rule's `no_data` policy
+    (module docstring). An alert of a check whose last run failed (`portal_check_up{check} 0`)
+    whose series went with it is unknown, not over: it keeps its state (firing stays firing, pending keeps its
     timer) until the check answers again. Otherwise a stall paged before Redis stopped would
     be "resolved" to on-call and the vendor while no event has arrived, and paged again after.
     """
@@ -429,7 +497,9 @@ def evaluate(
         history = History(retention_s=lookback_s + 1.0)
         history.append(t, data)
     engine = Engine(history, lookback_s=lookback_s)
-    failing = {e.labels.get("check") for e in vector_at(engine, _CHECK_UP, t) if e.value == 0 and "check" in e.labels}
+    up = [e for e in vector_at(engine, _CHECK_UP, t) if "check" in e.labels]
+    failing: set[str | None] = {e.labels.get("check") for e in up if e.value == 0}
+    reporting: set[str | None] = {e.labels.get("check") for e in up}
     found: dict[str, tuple[Rule, Alert]] = {}
     failed: set[str] = set()
     recorded = 0
@@ -458,49 +528,183 @@ def evaluate(
         for labels, v in _elements(value):
             alert = rule.alert_for(labels, v)
             found.setdefault(alert.fingerprint, (rule, alert))
-    rule_of: dict[str, Rule] = {}
+    by_name: dict[str, list[Rule]] = {}
     for rule in alert_rules(rules):
-        rule_of.setdefault(rule.alert, rule)
+        by_name.setdefault(rule.alert, []).append(rule)
+    with_data = _WithData(engine, t)
     restart_for = state.evaluated_at is not None and now - state.evaluated_at > outage_tolerance
 
     out_states: dict[str, AlertState] = {}
     transitions: list[Transition] = []
+    closed: dict[str, str] = {}  # fingerprint -> the reason it resolved (for its DatasourceNoData)
+
+    def resolve(st: AlertState, reason: str = "") -> None:
+        transitions.append(Transition(st.alert, RESOLVED, now, st.active_since, reason))
+        closed[st.alert.fingerprint] = reason
+
     for fp, st in state.alerts.items():
+        if st.no_data_of is not None:
+            continue  # DatasourceNoData: follows its alert, below
         hit = found.get(fp)
         if hit is not None:
             rule, alert = hit
             since = now if restart_for and st.state == PENDING else st.active_since
-            st = replace(st, alert=alert, active_since=since, keep_firing_since=None)
+            st = replace(st, alert=alert, active_since=since, keep_firing_since=None, expr=rule.expr.text)
             if st.state == PENDING and now - st.active_since >= timedelta(seconds=rule.for_s):
                 st = replace(st, state=FIRING, fired_at=now)
                 transitions.append(Transition(alert, FIRING, now, st.active_since))
             out_states[fp] = st
-        elif st.alert.name in failed:
+            continue
+        if st.alert.name in failed:
             out_states[fp] = st  # its rule could not be evaluated: nothing is known
-        elif (
-            st.alert.labels.get("check") in failing
-            and st.alert.name in rule_of
-            and not _series_present(rule_of[st.alert.name], st.alert, engine, t)
-        ):
+            continue
+        current = next((r for r in by_name.get(st.alert.name, ()) if r.made(st.alert)), None)
+        if current is None:
+            if st.state == FIRING:
+                gone = st.alert.name not in by_name
+                resolve(st, "closed: rule removed by reload" if gone else "closed: rule changed by reload")
+            continue
+        present = fp in with_data.of(current)
+        if not present and st.alert.labels.get("check") in failing:
             out_states[fp] = st  # unknown while its check fails: neither resolved nor advanced
-        elif st.state == FIRING:
-            keep = rule_of[st.alert.name].keep_firing_for_s if st.alert.name in rule_of else 0.0
-            since = st.keep_firing_since or now
-            if now - since < timedelta(seconds=keep):
-                out_states[fp] = replace(st, keep_firing_since=since)
-            else:
-                transitions.append(Transition(st.alert, RESOLVED, now, st.active_since))
-        # a pending alert that is no longer true just goes: nothing was announced
+            continue
+        answered = st.alert.labels.get("check") in reporting  # its check ran and answered without it
+        if present or st.keep_firing_since is not None or current.no_data == RESOLVE or not answered:
+            # false on present data (or known false before the data went, `no_data: resolve`, or a
+            # series of no running check: the daemon's own, or a check no longer configured)
+            if st.state == FIRING:
+                alert = st.alert
+                if present:
+                    alert = _with_data(alert)
+                elif st.keep_firing_since is None:  # `no_data: resolve`, the data has just gone
+                    alert = replace(alert, no_data_since=now, no_data_why=_why(current, alert, reporting))
+                since = st.keep_firing_since or now
+                if now - since < timedelta(seconds=current.keep_firing_for_s):
+                    out_states[fp] = replace(st, alert=alert, keep_firing_since=since)
+                elif not present and alert.no_data_since is not None:
+                    resolve(st, f"closed: no data ({alert.no_data_why})")
+                else:
+                    resolve(st)
+            continue  # a pending alert that is no longer true just goes: nothing was announced
+        if st.expr and st.expr != current.expr.text:
+            # a reload changed the expression so that it no longer reads this series
+            if st.state == FIRING:
+                resolve(st, "closed: rule changed by reload")
+            continue
+        no_data_since = st.alert.no_data_since or now
+        if now - no_data_since >= timedelta(seconds=current.no_data_timeout_s):
+            if st.state == FIRING:
+                resolve(st, f"closed: no data for {format_duration(current.no_data_timeout_s)}")
+            continue
+        why = st.alert.no_data_why or _why(current, st.alert, reporting)
+        out_states[fp] = replace(
+            st, alert=replace(st.alert, no_data_since=no_data_since, no_data_why=why), expr=current.expr.text
+        )
+
     for fp, (rule, alert) in found.items():
         if fp in state.alerts:
             continue
         if rule.for_s <= 0:
-            out_states[fp] = AlertState(alert, FIRING, now, fired_at=now)
+            out_states[fp] = AlertState(alert, FIRING, now, fired_at=now, expr=rule.expr.text)
             transitions.append(Transition(alert, FIRING, now, now))
         else:
-            out_states[fp] = AlertState(alert, PENDING, now)
+            out_states[fp] = AlertState(alert, PENDING, now, expr=rule.expr.text)
             transitions.append(Transition(alert, PENDING, now, now))
+
+    _no_data_alerts(alert_rules(rules), state, out_states, closed, transitions, now)
     return AlertStates(out_states, now), transitions
+
+
+class _WithData:
+    """Per rule, the fingerprints of the alerts whose input series are present (computed once
+    per rule and evaluation, when an alert needs it)."""
+
+    def __init__(self, engine: Engine, t: float) -> None:
+        self._engine = engine
+        self._t = t
+        self._of: dict[int, set[str]] = {}
+
+    def of(self, rule: Rule) -> set[str]:
+        key = id(rule)
+        if key not in self._of:
+            self._of[key] = {
+                fingerprint(rule.alert, rule.labels_for(labels))
+                for labels in input_series(self._engine, rule.expr, self._t)
+            }
+        return self._of[key]
+
+
+def _with_data(alert: Alert) -> Alert:
+    return alert if alert.no_data_since is None else replace(alert, no_data_since=None, no_data_why="")
+
+
+def _why(rule: Rule, alert: Alert, reporting: set[str | None]) -> str:
+    """Why an alert has no data: which check answered without which series."""
+    own = {*rule.labels, *_RESERVED_LABELS, "check"}
+    shown = ",".join(f'{k}="{v}"' for k, v in sorted(alert.labels.items()) if k not in own)
+    names = [n for n in dict.fromkeys(sel.metric for sel in selected_series(rule.expr)) if n]
+    series = "/".join(names) + (f"{{{shown}}}" if shown else "")
+    check = alert.labels.get("check")
+    if check is None:
+        return f"{series} is no longer reported"
+    if check not in reporting:
+        return f"check {check} no longer runs"
+    return f"check {check} answered without {series}"
+
+
+def no_data_alert(origin: Alert) -> Alert:
+    """The DatasourceNoData alert of a firing alert without data (`no_data: alert`)."""
+    labels = {k: v for k, v in origin.labels.items() if k != "vendor"}
+    labels.update(alertname=NO_DATA_ALERT, rulename=origin.name)
+    shown = ", ".join(f"{k}={v}" for k, v in sorted(origin.labels.items()) if k not in (*_RESERVED_LABELS, "rulename"))
+    return Alert(
+        name=NO_DATA_ALERT,
+        labels=labels,
+        annotations={
+            "summary": f"No data for {origin.name}" + (f" ({shown})" if shown else "") + f": {origin.no_data_why}",
+            "description": (
+                f"{origin.name} fired and its series has since gone missing: {origin.no_data}. "
+                f"{origin.name} stays firing until its series is back or its no_data_timeout ends.\n"
+                "1. portal-monitor once -c alert_rules.yaml (what each check reports now)\n"
+                "2. Find why the series is gone (a deleted key, a moved log file, a component missing "
+                "from the health reply) and whether the fault it measured is over."
+            ),
+        },
+        severity=origin.severity,
+        value=1.0,
+        vendor=None,
+        fingerprint=fingerprint(NO_DATA_ALERT, labels),
+        no_data_since=origin.no_data_since,
+        no_data_why=origin.no_data_why,
+    )
+
+
+def _no_data_alerts(
+    rules: Sequence[Rule],
+    before: AlertStates,
+    out: dict[str, AlertState],
+    closed: Mapping[str, str],
+    transitions: list[Transition],
+    now: datetime,
+) -> None:
+    """DatasourceNoData for every firing alert without data of a `no_data: alert` rule; one
+    whose alert has data again, or closed, resolves (with the alert's reason)."""
+    policy = {r.alert: r.no_data for r in rules}
+    wanted: dict[str, tuple[Alert, str]] = {}
+    for fp, st in out.items():
+        if st.state == FIRING and st.alert.no_data_since is not None and policy.get(st.alert.name) == ALERT:
+            nd = no_data_alert(st.alert)
+            wanted[nd.fingerprint] = (nd, fp)
+    for fp, st in before.alerts.items():
+        if st.no_data_of is None:
+            continue
+        if fp in wanted:
+            out[fp] = replace(st, alert=wanted.pop(fp)[0])
+        elif st.state == FIRING:
+            transitions.append(Transition(st.alert, RESOLVED, now, st.active_since, closed.get(st.no_data_of, "")))
+    for fp, (nd, origin) in wanted.items():
+        out[fp] = AlertState(nd, FIRING, now, fired_at=now, no_data_of=origin)
+        transitions.append(Transition(nd, FIRING, now, now))
 
 
 _CHECK_UP = parse("portal_check_up")
@@ -518,19 +722,3 @@ def _elements(value: object) -> list[tuple[Mapping[str, str], float]]:
     if isinstance(value, Vector):
         return [(e.labels, e.value) for e in value]
     return []
-
-
-def _series_present(rule: Rule, alert: Alert, engine: Engine, t: float) -> bool:
-    """Whether a series the alert came from is still reported (a failed check may still say a
-    component is fine: then the condition is known to be false, not unknown)."""
-    root = rule.expr.root
-    if isinstance(root, Call) and root.func in ("absent", "absent_over_time"):
-        return True  # absent() fires on a missing series: a missing series is no news for it
-    tm = round(t * 1000)
-    for sel in selected_series(rule.expr):
-        for series in engine.history.select(sel.matchers):
-            if series.latest(tm, engine.lookback) is None:
-                continue
-            if all(alert.labels.get(k) == v for k, v in series.labels.items() if k != "__name__"):
-                return True
-    return False

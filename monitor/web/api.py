@@ -36,9 +36,11 @@ runs, so a refused request's body is never read. Errors are `{"error": "..."}` w
                  "annotations": {"summary": "Redis cache is down", "runbook_url": "https://..."},
                  "state": "firing", "activeAt": "2025-06-01T12:00:00Z", "value": "0e+00",
                  "name": "RedisDown", "severity": "P1", "fired_at": "2025-06-01T12:00:00Z",
-                 "fingerprint": "4f0c..."}]}}
+                 "fingerprint": "4f0c...", "no_data": "", "no_data_since": null, "no_data_why": ""}]}}
          Pending and firing alerts, firing first, then by severity and name; `fired_at` is
-         null while pending. The PromQL query API (/api/v1/query, query_range, series, labels,
+         null while pending. An alert kept while its series is missing (the rule's `no_data`)
+         has `no_data` "no data since T (why)", `no_data_since` and `no_data_why`. The PromQL
+         query API (/api/v1/query, query_range, series, labels,
          label/<name>/values, rules) is described in `promapi.py`.
 
     GET  /api/v1/incidents[?state=open|all]          (default open; newest first, at most 200)
@@ -47,6 +49,7 @@ runs, so a refused request's body is never read. Errors are `{"error": "..."}` w
                              "value": 0.0, "dedup_key": "4f0c...", "vendor": null,
                              "detected_at": "...", "fired_at": "...", "acked_at": null, "acked_by": null,
                              "resolved_at": null, "resolved_by": null, "held": "",
+                             "no_data": "", "no_data_since": null, "closed_reason": "",
                              "level": "L1", "receivers": {"oncall": "L1"}}],
               "undelivered": [{"incident_id": 12, "severity": "P1", "alertname": "RedisDown",
                                "receiver": "oncall", "level": "L1", "state": "pending", "attempts": 4,
@@ -55,6 +58,9 @@ runs, so a refused request's body is never read. Errors are `{"error": "..."}` w
          `undelivered`: every page (trigger) of an open incident that has not reached its
          receiver: the receiver is failing (its oldest waiting notification was refused), or the
          page failed or expired. The status page shows them as a banner; empty when all is well.
+         `no_data`: "no data since T (why)" while its alert is kept without data;
+         `closed_reason`: how a resolved incident closed when not by its condition
+         ("closed: no data for 1h", "closed: rule removed by reload", "resolved by alice").
     GET  /api/v1/incidents/{id}
          200 the same object plus "timeline": [{"at": "...", "kind": "fired", "detail": "...",
              "receiver": null, "level": null}, ...] and "deliveries": [{"id": 1, "receiver": "oncall",

@@ -277,11 +277,15 @@ def render_incident_page(
     level = inc.get("level") or "not paged yet"
     acked = f" · acknowledged by {inc['acked_by']}" if inc.get("acked_at") else ""
     held = f" · held: {inc['held']}" if inc.get("held") else ""
+    # an alert kept without data ("no data since T (why)"), or how it closed when not by a fix
+    why = inc.get("no_data") if inc["state"] == "open" else inc.get("closed_reason")
     header = (
         f'<header class="overall {escape(sev.lower())}"><h1>{escape(sev)} · {escape(inc["alertname"])}'
         f'<span class="state">{escape(state)}</span></h1>'
         f"<p>{escape(str(inc['summary']))}</p>"
-        f"<p>#{inc['id']} · {escape(how_long)} · escalation {escape(level)}{escape(acked)}{escape(held)}</p></header>"
+        f"<p>#{inc['id']} · {escape(how_long)} · escalation {escape(level)}{escape(acked)}{escape(held)}</p>"
+        + (f'<p class="why"><strong>{escape(str(why))}</strong></p>' if why else "")
+        + "</header>"
     )
     flash = f'<div class="notice{" bad" if notice_bad else ""}">{escape(notice)}</div>' if notice else ""
     labels = " ".join(f"<code>{escape(k)}={escape(str(v))}</code>" for k, v in sorted(inc["labels"].items()))

@@ -100,6 +100,7 @@ def notification_of(view: IncidentView, now: datetime) -> Notification:
         started_at=view.fired_at,
         updated_at=now,
         resolved_at=view.resolved_at,
+        closed_reason=view.closed_reason if view.closed_reason.startswith("closed:") else "",
     )
 
 

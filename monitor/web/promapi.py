@@ -174,6 +174,9 @@ def alerts_doc(state: AlertStates, rules: Sequence[Rule | RecordingRule] = ()) -
                     )
                     if st.keep_firing_since is not None and st.alert.name in by_name
                     else None,
+                    "no_data": st.alert.no_data,
+                    "no_data_since": _rfc3339(st.alert.no_data_since) if st.alert.no_data_since else None,
+                    "no_data_why": st.alert.no_data_why,
                 }
                 for st in states
             ]

@@ -42,6 +42,7 @@ li.card.pending{border-left-color:#9e9e9e}li.card.disabled{border-left-color:#bd
 .row{display:flex;flex-wrap:wrap;align-items:center;gap:6px 10px}
 .name{font-weight:600;font-size:1.05rem}
 .muted{color:#5f6368;font-size:.9rem}
+.no-data{color:#8a4b00;font-size:.9rem;font-weight:600}
 .badge{display:inline-block;min-width:3.2em;text-align:center;padding:2px 8px;border-radius:12px;font-weight:700;
   font-size:.85rem;color:#fff}
 .badge.up{background:#2e7d32}.badge.down{background:#c62828}.badge.pending,.badge.disabled{background:#9e9e9e}
@@ -170,8 +171,14 @@ def _alert_item(a: Mapping[str, Any], now: datetime, incident: str = "") -> str:
         f'<span class="name">{escape(a["name"])}</span><span class="badge {state_badge}">{escape(a["state"])}'
         f"</span></div><div>{escape(ann.get('summary') or a['name'])}</div>"
         f'<div class="muted">{escape(when)}{" · " + escape(labels) if labels else ""}</div>{steps}'
-        f"{page}{_link(ann.get('runbook_url') or ann.get('runbook', ''), 'Runbook')}</li>"
+        f"{_no_data(a)}{page}{_link(ann.get('runbook_url') or ann.get('runbook', ''), 'Runbook')}</li>"
     )
+
+
+def _no_data(item: Mapping[str, Any]) -> str:
+    """The "no data since T (why)" line of an alert or incident kept without data."""
+    text = item.get("no_data") or ""
+    return f'<div class="no-data">{escape(text)}</div>' if text else ""
 
 
 def _incident_item(i: Mapping[str, Any], now: datetime, base: str = "") -> str:
@@ -185,7 +192,7 @@ def _incident_item(i: Mapping[str, Any], now: datetime, base: str = "") -> str:
         f'</span><span class="name">#{int(i["id"])} {escape(i["alertname"])}</span></div>'
         f"<div>{escape(i['summary'])}</div>"
         f'<div class="muted">open {escape(_since(i["fired_at"], now))} · level {escape(i["level"] or "--")} · '
-        f"{escape(ack)}</div>{held}"
+        f"{escape(ack)}</div>{held}{_no_data(i)}"
         f'<a class="button" href="{escape(base)}/incidents/{int(i["id"])}">Open the incident</a> '
         f"{_link(i.get('runbook', ''), 'Runbook')}</li>"
     )

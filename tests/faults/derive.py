@@ -5,7 +5,8 @@ at run time, never copied: same checks, rules, receivers, escalation, renotify a
 rules. Only what cannot run in a test changes:
 
 - **Time, by one factor.** `SCALE = 600`: one hour of the shipped file is 6 s of test, 30 min
-  (L2) 3 s, 5 min 0.5 s, 1 min 0.1 s. Every `for`, `keep_firing_for`, escalation `after`,
+  (L2) 3 s, 5 min 0.5 s, 1 min 0.1 s. Every `for`, `keep_firing_for`, `no_data_timeout`
+  (the rules' and `defaults.no_data_timeout`, 1 h when the file leaves it out), escalation `after`,
   `fallback_after`, `renotify` cadence and heartbeat interval is divided by it, and so is the threshold of a
   rule over a metric that *is* elapsed wall time (`ELAPSED_METRICS`: a replay id stalled for
   1800 s becomes 3 s, a query running for 300 s becomes 0.5 s), because the monitored
@@ -157,8 +158,9 @@ def derive(shipped: Mapping[str, Any], *, pagerduty_url: str, log_dir: Path,
             check["window"] = _shrink(check.get("window", "5m"), WINDOW_FLOOR_S)
             check["paths"] = [p if "${BFF_LOG_DIR" in p else str(log_dir / Path(p).name) for p in check["paths"]]
 
+    defaults["no_data_timeout"] = _shrink(defaults.get("no_data_timeout", "1h"))
     for rule in cfg.get("rules", []):
-        for key in ("for", "keep_firing_for"):
+        for key in ("for", "keep_firing_for", "no_data_timeout"):
             if key in rule:
                 rule[key] = _shrink(rule[key])
         rule["expr"] = scale_expr(rule["expr"])
