@@ -10,6 +10,7 @@ import asyncio
 import math
 import os
 import random
+import sys
 import tracemalloc
 from collections import Counter
 from collections.abc import Iterable
@@ -411,6 +412,95 @@ async def test_fast_and_general_agree_on_generated_logs_with_tricky_lines(
         d.mkdir()
         fast, general = await _ingest_both(d, b"".join(out), preset=preset, time_source=time_source)
         assert values(fast) == values(general)
+
+
+def bff_line(rng: random.Random, i: int, names: tuple[str, str]) -> bytes:
+    """A line as the BFF's winston request logger writes it (winston's key order, a
+    fractional responseTime from process.hrtime), with the given status and duration names;
+    about one line in eight an application event without either."""
+    status_name, duration_name = names
+    t = iso(T0 + i * 0.001)
+    if rng.random() < 0.125:
+        return orjson.dumps({"level": "info", "message": "Platform Event received", "timestamp": t}) + b"\n"
+    status = rng.choice([200] * 20 + [201, 304, 401, 403, 404, 500, 503])
+    path = rng.choice(["/api/auth/login", "/api/invoices", "/health"])
+    doc = {
+        "ip": f"10.0.0.1, 203.0.113.{rng.randint(1, 9)}",
+        "level": "error" if status >= 500 else "warn" if status >= 400 else "info",
+        "message": f"POST {path} {status}",
+        "method": "POST",
+        duration_name: round(rng.lognormvariate(4.5, 1.0), 3),
+        status_name: status,
+        "timestamp": t,
+        "url": path,
+        "userAgent": "Mozilla/5.0 (X11; Linux x86_64) Chrome/124.0",
+    }
+    return orjson.dumps(doc) + b"\n"
+
+
+def pino_http_line(rng: random.Random, i: int) -> bytes:
+    """pino-http's default request line (nested req/res, X-Forwarded-For in req.headers)."""
+    status = rng.choice([200] * 20 + [401, 404, 500])
+    doc = {
+        "level": 50 if status >= 500 else 40 if status >= 400 else 30,
+        "time": int(T0 * 1000) + i,
+        "pid": 7,
+        "hostname": "vm",
+        "req": {
+            "id": i,
+            "method": "POST",
+            "url": rng.choice(["/api/auth/login", "/health"]),
+            "headers": {"host": "portal", "x-forwarded-for": f"203.0.113.{rng.randint(1, 9)}"},
+            "remoteAddress": "::ffff:127.0.0.1",
+            "remotePort": 40000,
+        },
+        "res": {"statusCode": status, "headers": {}},
+        "responseTime": rng.choice([rng.randint(1, 900), round(rng.uniform(1, 900), 3)]),
+        "msg": "request completed",
+    }
+    return orjson.dumps(doc) + b"\n"
+
+
+@pytest.mark.parametrize("time_source", ["read", "line"])
+async def test_fast_path_on_real_logger_shapes_counts_like_the_general_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, time_source: str
+) -> None:
+    """The BFF's request-logger lines in each family of names, in runs long enough for the
+    fast path to specialise to one family and then meet another (and mixed line by line),
+    and pino-http's lines: every figure equals the general path's, without a fallback."""
+    monkeypatch.setattr(sys.modules[LogfileCheck.__module__], "PIECE_BYTES", 4096)  # many pieces: many switches
+    monkeypatch.setattr(sys.modules[JsonParser.__module__], "STRICT_REST", 2)
+    rng = random.Random(14)
+    families = [("status", "responseTime"), ("statusCode", "duration"), ("status", "response_time"), ("status", "ms")]
+    runs = [families[0], families[1], families[0], families[2], families[3], None, families[0]]
+    out, i = [], 0
+    for names in runs:
+        for _ in range(600):
+            out.append(bff_line(rng, i, names or rng.choice(families)))
+            i += 1
+    fallbacks = []
+    original = JsonParser.parse_general
+
+    def spy(self: JsonParser, chunk: bytes, errors: Counter[str]) -> Any:
+        fallbacks.append(len(chunk))
+        return original(self, chunk, errors)
+
+    for preset, data in (("winston", b"".join(out)), ("pino", b"".join(pino_http_line(rng, j) for j in range(4000)))):
+        d = tmp_path / preset
+        d.mkdir()
+        write(d / "combined.log", data)
+        monkeypatch.setattr(JsonParser, "parse_general", spy)
+        check = make(d, preset=preset, time_source=time_source)
+        fast = await check.collect()
+        monkeypatch.setattr(JsonParser, "parse_general", original)
+        assert fallbacks == []
+        general = await make(d, preset=preset, fast_path=False, time_source=time_source).collect()
+        # every count equal; a sum of fractional durations may differ in its last bits (tally)
+        assert values(fast) == pytest.approx(values(general), rel=1e-12, abs=0)
+        assert sum(s.value for s in fast if s.name == "portal_log_lines_total") == data.count(b"\n")
+        if preset == "winston" and time_source == "read":
+            assert check._parser._special_decoders, "never specialised to one family"  # type: ignore[union-attr]
+            assert get(fast, "portal_log_request_duration_seconds_count") == data.count(b'"status')
 
 
 async def test_values_int_and_float_refuse_are_no_value_not_a_crash(tmp_path: Path) -> None:

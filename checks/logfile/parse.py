@@ -26,6 +26,10 @@ nested objects (pino's `res`) that are objects. Levels and statuses are msgspec'
 literals, so no string is built per line and keys compare by identity; durations come as
 floats that `tally` classifies a whole column at a time. A chunk it refuses is decoded
 again with the lenient Struct (every value as is), and the strict one rests for a while.
+A file uses one family of names: once a strict chunk had some alternative paths missing on
+every line, later chunks go through a strict Struct that requires them missing, and
+`tally` reads only the columns left (a chunk that has one is decoded with the full strict
+Struct, and the specialised one rests for a while).
 
 Blank lines are skipped: they are neither lines nor parse errors.
 """
@@ -112,16 +116,20 @@ def _struct_for(
     return msgspec.defstruct(name, fields, rename=rename, gc=False, omit_defaults=False, frozen=True)
 
 
-def _strict_leaf_types(layout_paths: Mapping[str, Sequence[str]]) -> Callable[[str], Any]:
+def _strict_leaf_types(layout_paths: Mapping[str, Sequence[str]], absent: Iterable[str] = ()) -> Callable[[str], Any]:
     """The strict type of each path: a level path a known level, a status path an HTTP
-    status, a duration path a non-negative number. A path that two fields share stays Any."""
+    status, a duration path a non-negative number, an `absent` path null or missing. A path
+    that two fields share stays Any."""
     roles: dict[str, set[str]] = {}
     for field_name, paths in layout_paths.items():
         for path in paths:
             roles.setdefault(path, set()).add(field_name)
     types = {"level": _STRICT_LEVEL, "status": _STRICT_STATUS, "duration": _STRICT_DURATION}
+    absent = frozenset(absent)
 
     def leaf_type(path: str) -> Any:
+        if path in absent:
+            return None
         r = roles.get(path, set())
         return types.get(next(iter(r)), Any) if len(r) == 1 else Any
 
@@ -151,13 +159,24 @@ class _Shape:
         self.struct = _struct_for(tree, name)
         self.decode = msgspec.json.Decoder(self.struct).decode
         self.decode_strict = None
+        self._tree, self._used, self._name = tree, used, name
+        self.slot_paths = slot_paths
         if strict:
-            strict_struct = _struct_for(tree, f"{name}Strict", _strict_leaf_types(used), strict=True)
-            self.decode_strict = msgspec.json.Decoder(strict_struct).decode
+            self.decode_strict = self.strict_decoder(frozenset())
         attrs = [_attr_path(tree, p) for p in slot_paths]
         self.attr_paths = attrs
         self.getters = [attrgetter(a) for a in attrs]
         self.attrs = [a.split(".") for a in attrs]
+
+    def strict_decoder(self, absent: frozenset[int]) -> Callable[[bytes], Any]:
+        """The strict Struct's decoder, with the paths of the `absent` slots null or missing
+        (their attributes keep their names, so the same getters read both)."""
+        paths = [self.slot_paths[i] for i in absent]
+        suffix = "".join(f"_{i}" for i in sorted(absent))
+        struct = _struct_for(
+            self._tree, f"{self._name}Strict{suffix}", _strict_leaf_types(self._used, paths), strict=True
+        )
+        return msgspec.json.Decoder(struct).decode
 
     def value(self, obj: Any, slot: int) -> Any:
         for name in self.attrs[slot]:
@@ -201,6 +220,14 @@ class JsonParser:
         self._main = _Shape(paths, [f for f in needed if f in MAIN_FIELDS], "LogLine", strict=True)
         self._decode_strict = self._main.decode_strict
         self._strict_rest = 0  # chunks left before the strict Struct is tried again
+        # The strict Struct specialised to the alternative paths a file uses (see parse_fast):
+        # status and duration paths that were missing on every line of a strict chunk.
+        self._alternatives = [
+            self._main.layout.get(f, ()) for f in ("status", "duration") if len(self._main.layout.get(f, ())) > 1
+        ]
+        self._special: tuple[Callable[[bytes], Any], frozenset[int]] | None = None
+        self._special_rest = 0  # strict chunks left before specialising again
+        self._special_decoders: dict[frozenset[int], Callable[[bytes], Any]] = {}
         self._detail = _Shape(paths, [f for f in needed if f in DETAIL_FIELDS], "LogDetail")
         self.layout = self._main.layout
         self.detail_layout = self._detail.layout
@@ -228,13 +255,45 @@ class JsonParser:
             self._strict_rest -= 1
         elif self._decode_strict is not None:
             try:
-                return Parsed(list(map(self._decode_strict, lines)), lines, strict=True)
+                if self._special is not None:
+                    decode, absent = self._special
+                    try:
+                        return Parsed(list(map(decode, lines)), lines, strict=True, absent=absent)
+                    except msgspec.ValidationError:  # another path of the family: not specialised
+                        self._special, self._special_rest = None, STRICT_REST
+                records = list(map(self._decode_strict, lines))
+                if self._special_rest:
+                    self._special_rest -= 1
+                elif self._alternatives:
+                    self._specialise(records)
+                return Parsed(records, lines, strict=True)
             except msgspec.ValidationError:  # an unusual level or status, an alternative path
                 self._strict_rest = STRICT_REST
             except msgspec.DecodeError:  # a blank line, or a line the lenient Struct refuses too
                 pass
         lines = list(filter(None, lines))
         return Parsed(list(map(self._decode, lines)), lines)
+
+    def _specialise(self, records: list[Any]) -> None:
+        """After a strict chunk: when a field with alternative paths (`statusCode` or
+        `status`, `duration` or `responseTime`...) had some of them missing on every line,
+        later chunks are decoded with a strict Struct that requires them missing (a line
+        that has one is refused and the chunk is decoded again with the full strict Struct),
+        so that `tally` reads only the columns a file uses. No alternative path is assumed
+        missing on a chunk where it was not seen missing."""
+        absent = frozenset(
+            slot
+            for slots in self._alternatives
+            for slot in slots
+            if list(map(self._main.getters[slot], records)).count(None) == len(records)
+        )
+        if not absent:
+            return
+        if absent not in self._special_decoders:
+            if len(self._special_decoders) >= 16:  # bounded: a file that keeps changing family
+                self._special_decoders.clear()
+            self._special_decoders[absent] = self._main.strict_decoder(absent)
+        self._special = (self._special_decoders[absent], absent)
 
     def parse_general(self, chunk: bytes, errors: Counter[str]) -> Parsed:
         """A chunk of whole lines, parsed line by line; failures counted in `errors`."""

@@ -143,12 +143,13 @@ class Tally:
 @dataclass(frozen=True, slots=True)
 class Parsed:
     """A parsed chunk: one record per parsed line, and the lines themselves (same order).
-    `strict`: every record came from the parser's strict Struct (parse): no alternative
-    path present, every status an int HTTP status or None."""
+    `strict`: every record came from the parser's strict Struct (parse): every status an
+    int HTTP status or None; `absent`: the slots its Struct required null or missing."""
 
     records: list[Any]
     lines: list[bytes]
     strict: bool = False
+    absent: frozenset[int] = frozenset()  # slots missing (or null) on every record
 
 
 class Reader(Protocol):
@@ -236,12 +237,12 @@ class Normalizer:
         getter: Callable[[Sequence[int]], Callable[[Any], Any]] | None = getattr(reader, "strict_getter", None)
         self._key_of: Callable[[Any], Any] | None = None
         self._status_of: Callable[[Any], Any] | None = None
-        self._dur_of: list[Callable[[Any], Any]] = []
+        self._dur_of: list[tuple[int, Callable[[Any], Any]]] = []  # (slot, getter)
         if self.batching and getter is not None and key_slots:
             # always a tuple, so that keys of one layout compare alike
             self._key_of = getter(key_slots) if len(key_slots) > 1 else getter((*key_slots, *key_slots))
             self._status_of = getter(status_slots) if status_slots else None
-            self._dur_of = [getter((i,)) for i in self.layout.get("duration", ())]
+            self._dur_of = [(i, getter((i,))) for i in self.layout.get("duration", ())]
         self._pending_keys: Counter[Any] = Counter()  # (raw level..., raw status...) -> lines
         # durations of strict chunks since the last flush: count, sum in the unit, class codes
         self._dur_count, self._dur_total, self._dur_codes = 0, 0.0, Counter[int]()
@@ -287,7 +288,7 @@ class Normalizer:
         keys = list(map(self._key_of, records))
         self._pending_keys.update(keys)
         if self._dur_of:
-            values = self._durations(records)
+            values = self._durations(records, parsed.absent)
             if values:
                 self._dur_count += len(values)
                 self._dur_total += sum(values)
@@ -310,10 +311,13 @@ class Normalizer:
                     self._cand_status += (keys[i][k:] for i in idx)
         return len(self._pending_keys) >= BATCH_MAX
 
-    def _durations(self, records: list[Any]) -> list[float]:
-        """The durations of a strict chunk's lines, the first path present on each line."""
+    def _durations(self, records: list[Any], absent: frozenset[int]) -> list[float]:
+        """The durations of a strict chunk's lines, the first path present on each line
+        (the `absent` paths are missing on every line: not read)."""
         present: list[tuple[list[Any], int]] = []  # (column, its missing values)
-        for get in self._dur_of:
+        for slot, get in self._dur_of:
+            if slot in absent:
+                continue
             col = list(map(get, records))
             missing = col.count(None)
             if missing != len(col):
