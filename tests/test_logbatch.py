@@ -12,7 +12,10 @@ their last bits only (they are summed per batch rather than per chunk).
 
 from __future__ import annotations
 
+import math
 import random
+from bisect import bisect_left
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +24,10 @@ import pytest
 
 from bench.bench_logfile import winston_line
 from checks.logfile import tally as logtally
-from checks.logfile.check import LogfileCheck
+from checks.logfile.check import DURATION_BUCKETS, LogfileCheck
 from checks.logfile.parse import PRESETS, JsonParser
 from checks.logfile.tail import Follower
+from checks.logfile.window import Classifier, sketch_index
 from monitor.model import Sample
 from tests.test_check_logfile import GARBAGE, PINO_TRICKY, T0, TRICKY, make, pino, random_rec, values, winston, write
 
@@ -216,3 +220,19 @@ def test_read_pieces_are_what_read_returns_cut_at_newlines(tmp_path: Path, max_l
     assert cut._buf == bytearray()  # no backlog: no buffer held
     assert whole.oversize == (sum(1 for line in data.split(b"\n") if len(line) >= max_line_bytes)
                               if max_line_bytes == 256 else 0)
+
+
+@pytest.mark.parametrize("scale", [0.001, 1.0])
+def test_classifier_codes_equal_one_classification_per_value(scale: float) -> None:
+    """Columns inside the tabled octaves (looked up in the list), and columns with a value
+    outside them (0, tiny, huge, inf: the dict and exact classification): every class equals
+    `bisect_left` and `sketch_index` of that value."""
+    rng = random.Random(5)
+    classifier = Classifier(DURATION_BUCKETS, scale)
+    edges = [b / scale for b in DURATION_BUCKETS]
+    inside = [rng.lognormvariate(4.5, 2.0) for _ in range(20_000)] + edges + [math.nextafter(e, 0) for e in edges]
+    for column in (inside, [*inside, 0.0, 1e-300, 5e-324, 1e300, math.inf]):
+        got: Counter[int] = Counter()
+        classifier.codes(column, got)
+        want = Counter((bisect_left(DURATION_BUCKETS, x * scale), sketch_index(x * scale)) for x in column)
+        assert classifier.decode(got) == want

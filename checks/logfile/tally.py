@@ -238,11 +238,13 @@ class Normalizer:
         self._key_of: Callable[[Any], Any] | None = None
         self._status_of: Callable[[Any], Any] | None = None
         self._dur_of: list[tuple[int, Callable[[Any], Any]]] = []  # (slot, getter)
+        self._one_status: dict[int, Callable[[Any], Any]] = {}  # status slot -> getter
         if self.batching and getter is not None and key_slots:
             # always a tuple, so that keys of one layout compare alike
             self._key_of = getter(key_slots) if len(key_slots) > 1 else getter((*key_slots, *key_slots))
             self._status_of = getter(status_slots) if status_slots else None
             self._dur_of = [(i, getter((i,))) for i in self.layout.get("duration", ())]
+            self._one_status = {i: getter((i,)) for i in status_slots}
         self._pending_keys: Counter[Any] = Counter()  # (raw level..., raw status...) -> lines
         # durations of strict chunks since the last flush: count, sum in the unit, class codes
         self._dur_count, self._dur_total, self._dur_codes = 0, 0.0, Counter[int]()
@@ -302,6 +304,14 @@ class Normalizer:
         if self.auth:
             if self._status_of is None:
                 self._keep_candidates(parsed, [None] * len(records))
+            elif self._auth_statuses is not None and len(present := self._one_status.keys() - parsed.absent) == 1:
+                # one status path in this chunk: candidates found in its column (C, ints
+                # compared by identity: msgspec's interned literals)
+                status = list(map(self._one_status[present.pop()], records))
+                idx = _positions(status, self._auth_statuses)
+                if idx:
+                    self._cand_lines += map(parsed.lines.__getitem__, idx)
+                    self._cand_status += map(status.__getitem__, idx)
             else:  # the keys hold the statuses: candidates by distinct key, found in C
                 k, codes = self._n_level, self._auth_statuses
                 wanted = set(keys) if codes is None else [x for x in set(keys) if self._status(x[k:]) in codes]
@@ -324,17 +334,23 @@ class Normalizer:
                 present.append((col, missing))
         if len(present) == 1:
             col, missing = present[0]
-            return col if not missing else list(compress(col, map(is_not, col, repeat(None))))
+            return col if not missing else _present(col)
         if not present:
             return []
         cols = [c for c, _ in present]
-        have = sum(len(c) - missing for c, missing in present)
-        if have > len(records) - list(zip(*cols, strict=True)).count((None,) * len(cols)):
+        if len(cols) == 2:  # the usual mix (requests, events): is no line in both columns?
+            a, b = cols
+            both = list(compress(b, map(is_not, a, repeat(None))))
+            overlap = both.count(None) != len(both)
+        else:
+            have = sum(len(c) - missing for c, missing in present)
+            overlap = have > len(records) - list(zip(*cols, strict=True)).count((None,) * len(cols))
+        if overlap:
             # a line with two of them: the first one wins
             return [v for v in map(first, zip(*cols, strict=True)) if v is not None]
         out: list[float] = []
         for col in cols:
-            out += compress(col, map(is_not, col, repeat(None)))
+            out += _present(col)
         return out
 
     def flush(self) -> list[Tally]:
@@ -571,6 +587,16 @@ class Normalizer:
         cols = [self.reader.detail_column(details, i) for i in slots]
         values = cols[0] if len(cols) == 1 else [first(vs) for vs in zip(*cols, strict=True)]
         return [v if v.__class__ is str else None for v in values]
+
+
+def _present(durations: list[float | None]) -> list[float]:
+    """The durations that are not None (a strict column: floats >= 0 or None), in C: the
+    truthy ones, then the zeros (`count` compares with ==, which None never is)."""
+    out: list[float] = list(filter(None, durations))
+    zeros = durations.count(0.0)
+    if zeros:
+        out += [0.0] * zeros
+    return out
 
 
 def _as_str(v: Any) -> str | None:
