@@ -262,8 +262,9 @@ def _same_counts(a: list[Sample], b: list[Sample]) -> bool:
 
 
 def part1(n: int, tmp: str, repeat: int) -> list[str]:
-    """Each rate is the best of `repeat` runs (other load on the machine only slows a run);
-    `cpu` rates are lines per CPU second of this process, `wall` per elapsed second."""
+    """Each rate is the median of `repeat` runs, the variants interleaved (the machine is
+    shared: its load varies); `cpu` rates are lines per CPU second of this process, `wall`
+    per elapsed second."""
     rows = [
         "| log (written by) | rate | iterate | orjson.loads | general | fast | fast, line time "
         "| fast, +patterns | fast / orjson | general / orjson |",
@@ -284,12 +285,11 @@ def part1(n: int, tmp: str, repeat: int) -> list[str]:
             f"{kind}: wrote {n:,} lines, {size / 2**20:.0f} MiB, in {time.perf_counter() - t:.1f}s",
             file=sys.stderr,
         )
-        best: dict[str, tuple[float, float]] = {}
+        runs: dict[str, list[tuple[float, float]]] = {}
         samples: dict[str, list[Sample]] = {}
 
-        def keep(key: str, cpu: float, wall: float, best: dict[str, tuple[float, float]] = best) -> None:
-            old = best.get(key, (0.0, 0.0))
-            best[key] = (max(old[0], cpu), max(old[1], wall))
+        def keep(key: str, cpu: float, wall: float, runs: dict[str, list[tuple[float, float]]] = runs) -> None:
+            runs.setdefault(key, []).append((cpu, wall))
 
         for _ in range(repeat):
             keep("iterate", *rates_iterate(path))
@@ -301,7 +301,7 @@ def part1(n: int, tmp: str, repeat: int) -> list[str]:
             f"{name}: the fast path counted differently from the general path"
         )
         for i, clock in enumerate(("cpu", "wall")):
-            b = {k: v[i] for k, v in best.items()}
+            b = {k: statistics.median(r[i] for r in v) for k, v in runs.items()}
             rows.append(
                 f"| {name} ({size / n:.0f} B/line) | {clock} | {b['iterate']:,.0f} | {b['orjson']:,.0f} "
                 f"| {b['general']:,.0f} "
@@ -412,7 +412,7 @@ def part2(rate: int, seconds: float, tmp: str) -> list[str]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--lines", type=int, default=2_000_000)
-    ap.add_argument("--repeat", type=int, default=3, help="best of this many runs per rate")
+    ap.add_argument("--repeat", type=int, default=3, help="the median of this many runs per rate")
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--rate", type=int, default=100_000)
     ap.add_argument("--skip-burst", action="store_true")
@@ -421,7 +421,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-logfile-") as tmp:
         python = sys.version.split()[0]
         print(f"`{cmd}` ({os.cpu_count()} CPUs, Python {python}, msgspec {msgspec.__version__})\n")
-        print(f"Lines per second, best of {args.repeat}:\n")
+        print(f"Lines per second, median of {args.repeat} runs:\n")
         print("\n".join(part1(args.lines, tmp, args.repeat)))
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"\nPeak RSS of the bench process (checks read {SLICE_BYTES >> 20} MiB at a time): {peak:.0f} MiB")

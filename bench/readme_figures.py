@@ -197,9 +197,11 @@ def figures(bench_text: str, compare_text: str) -> str:
             measured += f"; a p50 here is known to about {error[1]} (one standard error)"
         missed.append(f"- {target}: {measured}")
     missed += [f"- {m}" for m in scheduler_missed(bench_text, thousand, p99)]
+    missed += [f"- {m}" for m in logfile_missed(bench_text, bench)]
     if missed:
         out += [
-            "Targets missed in the last runs (`bench/compare/RESULTS.md`; the 1000 checks: `bench/RESULTS.md`):",
+            "Targets missed in the last runs (`bench/compare/RESULTS.md`; the 1000 checks and the lines "
+            "written by real loggers: `bench/RESULTS.md`):",
             "",
         ]
         out += missed
@@ -226,6 +228,35 @@ def scheduler_missed(bench_text: str, thousand: dict[str, str], p99: str) -> lis
             raise FormatError(f"bench/RESULTS.md: no {name} limit in the targets line {line!r}")
         if value >= Decimal(limit[1]):
             out.append(f"1000 `http` checks at 1 s in one process: {name} {value} {unit}, target < {limit[1]} {unit}")
+    return out
+
+
+def logfile_missed(bench_text: str, bench: list[Table]) -> list[str]:
+    """The log check's throughput goals on lines written by real loggers (its `Targets:`
+    paragraph) that the `cpu` rows miss."""
+    m = re.search(r"^Targets: the fast path (.*?)\n\n", bench_text, re.M | re.S)
+    if not m:
+        raise FormatError("bench/RESULTS.md: no `Targets: the fast path ...` paragraph")
+    line = " ".join(m[1].split())
+    table = table_with(bench, "log (written by)", "rate")
+    out = []
+    for name, pattern, prefix in (
+        ("real winston (the BFF's request logger)", r"≥ ([\d,]+) lines/s on 2 M lines written by real winston", "BFF"),
+        ("pino-http", r"and ≥ ([\d,]+) on pino-http", "pino-http"),
+    ):
+        goal = re.search(pattern, line)
+        if not goal:
+            raise FormatError(f"bench/RESULTS.md: no goal for {name} in the targets line {line!r}")
+        rows = [r for r in table.rows if r[0].startswith(prefix) and r[1] == "cpu"]
+        if len(rows) != 1:
+            raise FormatError(f"bench/RESULTS.md: {len(rows)} `cpu` rows for {prefix!r} (want exactly one)")
+        row = dict(zip(table.header, rows[0], strict=True))
+        rate, limit = number(row["fast"]), number(goal[1])
+        if rate < limit:
+            out.append(
+                f"log lines written by {name}: {rate:,} lines per CPU second, target ≥ {limit:,} "
+                f"({row['fast / orjson']} of `orjson.loads` on the same lines)"
+            )
     return out
 
 
