@@ -494,7 +494,7 @@ async def settled(outbox: Outbox, clock: VirtualTime) -> None:
     their workers first), re-checked as tasks finish; at most 30 s of real time."""
     async with asyncio.timeout(30):
         while True:
-            outbox._start_workers()
+            await outbox._start_workers()
             busy = [t for t in outbox._workers.values() if not t.done() and t not in clock.asleep]
             if not busy:
                 return
