@@ -42,7 +42,7 @@ from monitor import scheduler as scheduler_mod
 from monitor import store as store_mod
 from monitor.alerting import Alerting
 from monitor.clock import utc_now
-from monitor.config.loader import ConfigError, load_config, runnable_errors
+from monitor.config.loader import ConfigError, load_config
 from monitor.config.model import Config, RootConfig
 from monitor.delivery import outbox as outbox_mod
 from monitor.heartbeat import Heartbeat, progressing
@@ -53,7 +53,7 @@ from monitor.incidents import retention as retention_mod
 from monitor.incidents.retention import Retention
 from monitor.logs import REDACTOR
 from monitor.model import Check, CheckContext, CheckResult, Sample, StateStore
-from monitor.rules.engine import compile_rules
+from monitor.rules.engine import require_runnable_rules
 from monitor.scheduler import Scheduler
 from monitor.statedb import Database, SqliteState
 from monitor.store import Store
@@ -503,14 +503,7 @@ class Daemon:
         assert self.scheduler is not None and self.alerting is not None and self._state is not None
         try:
             new = self._loader()
-            errors: list[str] = []
-            try:
-                compile_rules(new)
-            except ConfigError as e:
-                errors += e.errors
-            errors += runnable_errors(new)
-            if errors:
-                raise ConfigError(errors)
+            require_runnable_rules(new)
         except ConfigError as e:
             return self._refuse(e.errors)
         old = self.config

@@ -29,7 +29,6 @@ from monitor.config.loader import (
     load_config,
     load_config_text,
     require_runnable,
-    runnable_errors,
 )
 from monitor.config.model import API_TOKEN_VAR, MIN_TOKEN_LENGTH, Config
 from monitor.logs import configure_logging
@@ -223,7 +222,7 @@ def rule_problems(cfg: Config) -> list[str]:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from monitor.rules.engine import compile_rules
+    from monitor.rules.engine import require_runnable_rules
 
     if args.file and args.config and args.file != args.config:
         print(
@@ -233,14 +232,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         return 2
     path = config_path(args.config or args.file)
     cfg = load_config(path)
-    errors: list[str] = []
-    try:
-        compile_rules(cfg)
-    except ConfigError as e:
-        errors += e.errors
-    errors += runnable_errors(cfg)
-    if errors:
-        raise ConfigError(errors)
+    require_runnable_rules(cfg)
     problems = rule_problems(cfg)
     if problems and args.strict:
         raise ConfigError(problems)

@@ -57,6 +57,7 @@ from pathlib import Path
 from typing import Any
 
 from monitor.config.fields import format_duration
+from monitor.config.loader import runnable_errors
 from monitor.config.model import DEFAULT_NO_DATA_TIMEOUT, SHORTHANDS, Config, Defaults, RuleConfig
 from monitor.config.yamlpos import ConfigError, format_path, nearest
 from monitor.history import History
@@ -74,8 +75,7 @@ from monitor.rules.promql import (
     selected_series,
 )
 from monitor.rules.promql.inputs import input_series
-from monitor.rules.templates import Context, Template, compile_template, render
-from monitor.rules.tokens import ExprError as TemplateSyntaxError
+from monitor.rules.templates import Context, Template, TemplateError, compile_template, render
 
 PENDING = "pending"
 FIRING = "firing"
@@ -231,7 +231,7 @@ def _compile(
             continue
         try:
             annotations[name] = compile_template(text)
-        except TemplateSyntaxError as e:
+        except TemplateError as e:
             problems.append((key, e))
     for name, value in cfg.labels.items():
         if name in _RESERVED_LABELS and cfg.alert:
@@ -271,6 +271,19 @@ def _compile(
     ), []
 
 
+def require_runnable_rules(cfg: Config) -> None:
+    """What `run` and `check-config` refuse: every rule error (`compile_rules`) and every problem
+    that makes a valid file unfit to run (`runnable_errors`), together in one ConfigError."""
+    errors: list[str] = []
+    try:
+        compile_rules(cfg)
+    except ConfigError as e:
+        errors += e.errors
+    errors += runnable_errors(cfg)
+    if errors:
+        raise ConfigError(errors)
+
+
 def compile_rules(cfg: Config, context: Context | None = None) -> list[AnyRule]:
     """Compile every rule of a loaded config, in file order (recording and alerting rules);
     raise ConfigError listing every problem of every rule.
@@ -300,7 +313,7 @@ def _error_at(
     cfg: Config, lines: list[str], path: tuple[str | int, ...], rc: RuleConfig, err: Exception
 ) -> tuple[tuple[int, int], str]:
     line, col = nearest(cfg.positions, path)
-    if isinstance(err, (ExprError, TemplateSyntaxError)) and path in cfg.positions:
+    if isinstance(err, ExprError) and path in cfg.positions:
         key = path[2:]
         text = (
             rc.expr if key == ("expr",) else rc.annotations[str(key[1])] if len(key) == 2 else getattr(rc, str(key[0]))

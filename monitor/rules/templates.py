@@ -31,7 +31,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from monitor.rules.tokens import ExprError
+from monitor.rules.promql import ExprError
 
 
 class TemplateError(ExprError):

@@ -270,24 +270,7 @@ class Api:
             result = self._d.store.result(c.name)
             out.append(_check_entry(c.name, c.type, cfg.interval(c), result, now))
         for name, typ, why in cfg.disabled_checks():
-            out.append(
-                {
-                    "check": name,
-                    "type": typ,
-                    "state": "disabled",
-                    "up": None,
-                    "reason": None,
-                    "error": None,
-                    "detail": None,
-                    "duration_seconds": None,
-                    "last_run": None,
-                    "age_seconds": None,
-                    "interval_seconds": None,
-                    "disabled": why,
-                    "values": {},
-                    "samples": [],
-                }
-            )
+            out.append(_not_run_entry(name, typ, "disabled", None, why))
         summary = {s: sum(1 for e in out if e["state"] == s) for s in ("up", "down", "pending", "disabled")}
         return {"ok": summary["down"] == 0, "summary": summary, "checks": out}
 
@@ -513,24 +496,29 @@ class Api:
 # ---------------------------------------------------------------------- helpers
 
 
+def _not_run_entry(name: str, typ: str, state: str, interval: float | None, disabled: str | None) -> dict[str, Any]:
+    """A check with no result to show: `pending` (enabled, not run yet) or `disabled` (and why)."""
+    return {
+        "check": name,
+        "type": typ,
+        "state": state,
+        "up": None,
+        "reason": None,
+        "error": None,
+        "detail": None,
+        "duration_seconds": None,
+        "last_run": None,
+        "age_seconds": None,
+        "interval_seconds": interval,
+        "disabled": disabled,
+        "values": {},
+        "samples": [],
+    }
+
+
 def _check_entry(name: str, typ: str, interval: float, r: CheckResult | None, now: datetime) -> dict[str, Any]:
     if r is None:
-        return {
-            "check": name,
-            "type": typ,
-            "state": "pending",
-            "up": None,
-            "reason": None,
-            "error": None,
-            "detail": None,
-            "duration_seconds": None,
-            "last_run": None,
-            "age_seconds": None,
-            "interval_seconds": interval,
-            "disabled": None,
-            "values": {},
-            "samples": [],
-        }
+        return _not_run_entry(name, typ, "pending", interval, None)
     ran = datetime.fromtimestamp(r.started_at, UTC)
     wanted = checks.KEY_METRICS.get(r.type, ())
     values: dict[str, float | None] = {}
