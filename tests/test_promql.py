@@ -168,3 +168,37 @@ def test_kept_subquery_steps_match_fresh_evaluation_and_a_write_into_the_past_dr
     assert first
     h.add({"__name__": "g", "k": "a"}, 480, 1000.0)  # a write into the past
     assert _values(engine.instant(expr, 690)) == {(("k", "a"),): 1000.0}
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [50.0 + 40.0 * math.sin(k / 30.0) + (k % 7) for k in range(600)],  # a gauge
+        [3.5] * 120,  # constant: slope 0, the value itself
+        [0.0, -0.0] * 60,  # zeros of both signs are one constant
+        [1e300, -1e300, 1e300] * 40,  # huge values that cancel
+        [1.0, 2.0, math.inf] + [3.0] * 50,  # non-finite: Prometheus's loop
+    ],
+)
+def test_deriv_and_predict_linear_match_prometheus_loop(values: list[float]) -> None:
+    """Two series from one check run share their times (one cached sum of the times serves
+    both); each answers as the Kahan loop of Prometheus's linearRegression over its points."""
+    from monitor.rules.promql.functions import linear_regression
+
+    h = History()
+    t0 = 1_000
+    for k, v in enumerate(values):
+        h.append(t0 + k, [Sample("g", {"i": "a"}, v), Sample("g", {"i": "b"}, v * 2)])
+    end = t0 + len(values) - 1
+    e = Engine(h)
+    window = len(values) * 1000  # (end - window, end]: every point
+    times = [(t0 + k) * 1000 for k in range(len(values))]
+    deriv = e.instant(f"deriv(g[{window}ms])", end)
+    pred = e.instant(f"predict_linear(g[{window}ms], 60)", end)
+    assert isinstance(deriv, Vector) and isinstance(pred, Vector)
+    for scale, d, p in zip((1, 2), deriv, pred, strict=True):
+        ys = [v * scale for v in values]
+        slope, _ = linear_regression(times, ys, times[0])
+        slope_now, intercept_now = linear_regression(times, ys, end * 1000)
+        for got, want in ((d.value, slope), (p.value, slope_now * 60 + intercept_now)):
+            assert got == pytest.approx(want, rel=1e-9, abs=1e-9, nan_ok=True), (values[:3], got, want)

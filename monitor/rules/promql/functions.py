@@ -14,8 +14,10 @@ import calendar
 import math
 import operator
 import re
+from array import array
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from monitor.history import compile_regex
@@ -249,7 +251,10 @@ def linear_regression(times: Sequence[int], values: Sequence[float], intercept_t
 
 def fast_regression(rs: RangeSeries, intercept_t: int) -> tuple[float, float]:
     """Slope (per second) and the fitted value at `intercept_t`, by exact integer sums over the
-    stored timestamps and fsum over the values; non-finite values take Prometheus's loop."""
+    stored timestamps and fsum over the values; non-finite values take Prometheus's loop.
+
+    The timestamps' sums are looked up by the stored offsets' bytes: the series of one check
+    run share their times, so a window's sums are computed once for all of them."""
     vs = rs.values()
     n = len(vs)
     try:
@@ -259,17 +264,42 @@ def fast_regression(rs: RangeSeries, intercept_t: int) -> tuple[float, float]:
     if not math.isfinite(sum_y):
         return linear_regression(rs.times(), vs, intercept_t)
     y0 = vs[0]
-    if vs.count(y0) == n:
+    if _constant(vs, y0):
         return 0.0, y0
     ts, base = rs.raw_times()
-    sum_x = sum(ts)
-    sum_x2 = sum(map(operator.mul, ts, ts))
-    sum_xy = math.fsum(map(operator.mul, ts, vs))
+    if isinstance(ts, array):
+        sum_x, sum_x2 = _time_sums(ts.typecode, ts.tobytes())
+    else:
+        sum_x, sum_x2 = sum(ts), sum(map(operator.mul, ts, ts))
+    try:
+        sum_xy = math.fsum(map(operator.mul, ts, vs))
+    except (OverflowError, ValueError):
+        sum_xy = math.nan
     var_x = (n * sum_x2 - sum_x * sum_x) / n
     cov_xy = sum_xy - sum_x * sum_y / n
     slope_ms = cov_xy / var_x
     intercept = sum_y / n - slope_ms * (sum_x / n - (intercept_t - base))
+    if not (math.isfinite(slope_ms) and math.isfinite(intercept)):  # an intermediate overflowed
+        return linear_regression(rs.times(), vs, intercept_t)
     return slope_ms * 1000.0, intercept
+
+
+def _constant(vs: Sequence[float], y0: float) -> bool:
+    """Every value equals the first (finite values): a byte comparison, or `count` for ±0."""
+    if isinstance(vs, array):
+        if vs.tobytes() == vs[:1].tobytes() * len(vs):
+            return True
+        if y0 != 0.0:
+            return False  # another bit pattern of a nonzero finite float is another number
+    return vs.count(y0) == len(vs)
+
+
+@lru_cache(maxsize=1024)
+def _time_sums(typecode: str, raw: bytes) -> tuple[int, int]:
+    """Σt and Σt² of stored timestamp offsets (exact integers)."""
+    ts = array(typecode)
+    ts.frombytes(raw)
+    return sum(ts), sum(map(operator.mul, ts, ts))
 
 
 def _variance(values: Sequence[float]) -> float:
