@@ -98,6 +98,7 @@ class Alerting:
         reads: tuple[sqlite3.Connection, Runner] | None = None,
         own_every_s: float = 5.0,
         trim_every_s: float = 60.0,
+        timer: Callable[[], float] = time.perf_counter,
     ) -> None:
         self._check_error = check_error
         self._secrets = cfg.secrets
@@ -114,6 +115,11 @@ class Alerting:
         self._trimmed_at: float | None = None
         self._fed: set[str] = set()
         self.rule_errors: dict[str, str] = {}  # rule name -> why its last evaluation failed
+        # The last evaluation's duration (s): per rule in `rules` order, and the group's (all of
+        # `evaluate`), as Prometheus's /api/v1/rules reports them in `evaluationTime`.
+        self.rule_times: list[float] = []
+        self.group_time = 0.0
+        self._timer = timer
         self._now = now
         self._min_gap_s = min_gap_s
         self._save_every_s = save_every_s
@@ -182,7 +188,13 @@ class Alerting:
         started = time.perf_counter()
         self._feed(now.timestamp())
         errors: dict[str, str] = {}
-        self.state, transitions = evaluate(self.rules, self.history, self.state, now, errors=errors)
+        timings: list[float] = []
+        began = self._timer()
+        self.state, transitions = evaluate(
+            self.rules, self.history, self.state, now, errors=errors, timings=timings, timer=self._timer
+        )
+        self.group_time = self._timer() - began
+        self.rule_times = timings
         for name, error in errors.items():
             if self.rule_errors.get(name) != error:
                 log.error("rule_evaluation_failed", rule=name, error=error, kept="the rule's alerts as they were")

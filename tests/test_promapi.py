@@ -356,3 +356,33 @@ rules:
     assert [st.alert.name for st in alerting.state.alerts.values()] == ["Joined"]  # kept, not resolved
     [rule] = rules_doc(alerting, "alert_rules.yaml")["data"]["groups"][0]["rules"]
     assert rule["health"] == "err" and "many-to-many" in rule["lastError"]
+
+
+class Ticks:
+    """A timer that advances a quarter second at each reading."""
+
+    def __init__(self) -> None:
+        self.readings = 0
+
+    def __call__(self) -> float:
+        self.readings += 1
+        return self.readings * 0.25
+
+
+def test_rules_report_their_evaluation_time(tmp_path: Path) -> None:
+    """Each rule's evaluationTime is its own duration, the group's the whole evaluation's, and
+    lastEvaluation the time of the evaluation; before the first one, zeros."""
+    cfg = make_config(tmp_path)
+    clock = Clock()
+    store = Store()
+    ticks = Ticks()
+    alerting = Alerting(open_db(cfg.root.state_dir), cfg, store, now=clock, receivers={}, timer=ticks)
+    before = rules_doc(alerting, "alert_rules.yaml")["data"]["groups"][0]
+    assert before["evaluationTime"] == 0 and {r["evaluationTime"] for r in before["rules"]} == {0}
+    run_checks(store, T0.timestamp(), 1e6, 0.0)
+    alerting.evaluate(T0)
+    group = rules_doc(alerting, "alert_rules.yaml")["data"]["groups"][0]
+    n = len(group["rules"])
+    assert n == 4 and [r["evaluationTime"] for r in group["rules"]] == [0.25] * n  # one tick from start to end
+    assert group["evaluationTime"] == (2 * n + 1) * 0.25  # the group spans every rule's readings
+    assert {r["lastEvaluation"] for r in group["rules"]} == {group["lastEvaluation"]} == {"2025-06-01T12:00:00Z"}

@@ -1,8 +1,8 @@
 """The rule engine: `evaluate(rules, samples, state, now) -> (state, transitions)`, a pure function.
 
-No clock reads, no I/O: time is the `now` argument, so `for`, `keep_firing_for` and flapping
-are tested with explicit datetimes, and the daemon persists `AlertStates.to_json()` so that a
-restart neither re-pages nor forgets to resolve.
+No clock reads (but the durations `timings` asks for), no I/O: time is the `now` argument, so
+`for`, `keep_firing_for` and flapping are tested with explicit datetimes, and the daemon persists
+`AlertStates.to_json()` so that a restart neither re-pages nor forgets to resolve.
 
 An alert's life, as Prometheus' `rules/alerting.go`:
 
@@ -50,7 +50,8 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -487,6 +488,8 @@ def evaluate(
     outage_tolerance: timedelta = OUTAGE_TOLERANCE,
     lookback_s: float = LOOKBACK_S,
     errors: dict[str, str] | None = None,
+    timings: list[float] | None = None,
+    timer: Callable[[], float] = time.perf_counter,
 ) -> tuple[AlertStates, list[Transition]]:
     """Evaluate every rule at `now` over the history; return the new state and what changed.
 
@@ -495,6 +498,9 @@ def evaluate(
     `now` (so a later rule reads it, as in a Prometheus rule group); nothing else is written.
     A rule whose evaluation fails (a many-to-many match, duplicate series) leaves its alerts as
     they were, as Prometheus does; `errors`, when given, receives its name and the reason.
+    `timings`, when given, receives each rule's evaluation time in seconds (`timer` differences),
+    in rule order: Prometheus's per-rule `evaluationTime` (a subexpression shared with an earlier
+    rule is computed once, by the first rule that needs it).
 
     An alert the rules no longer find resolves only when its condition is false on present
     data; a missing series of a check that answered follows the rule's `no_data` policy
@@ -518,29 +524,34 @@ def evaluate(
     recorded = 0
     cycle = engine.cycle(t)  # subexpressions the rules share are computed once
     for rule in rules:
-        name = rule.alert if isinstance(rule, Rule) else rule.record
+        began = timer()
         try:
-            value = cycle.instant(rule.expr)
-        except EvalError as e:
-            if isinstance(rule, Rule):
-                failed.add(rule.alert)
-            if errors is not None:
-                errors[name] = str(e)
-            continue
-        if isinstance(rule, RecordingRule):
+            name = rule.alert if isinstance(rule, Rule) else rule.record
             try:
-                out = rule.samples(value if isinstance(value, (Vector, Scalar)) else Vector())
+                value = cycle.instant(rule.expr)
             except EvalError as e:
-                out = []
+                if isinstance(rule, Rule):
+                    failed.add(rule.alert)
                 if errors is not None:
                     errors[name] = str(e)
-            history.append(t, out, source=f"record:{recorded}:{rule.record}")
-            recorded += 1
-            cycle = engine.cycle(t)  # the rules after it read the history with its series
-            continue
-        for labels, v in _elements(value):
-            alert = rule.alert_for(labels, v)
-            found.setdefault(alert.fingerprint, (rule, alert))
+                continue
+            if isinstance(rule, RecordingRule):
+                try:
+                    out = rule.samples(value if isinstance(value, (Vector, Scalar)) else Vector())
+                except EvalError as e:
+                    out = []
+                    if errors is not None:
+                        errors[name] = str(e)
+                history.append(t, out, source=f"record:{recorded}:{rule.record}")
+                recorded += 1
+                cycle = engine.cycle(t)  # the rules after it read the history with its series
+                continue
+            for labels, v in _elements(value):
+                alert = rule.alert_for(labels, v)
+                found.setdefault(alert.fingerprint, (rule, alert))
+        finally:
+            if timings is not None:
+                timings.append(timer() - began)
     by_name: dict[str, list[Rule]] = {}
     for rule in alert_rules(rules):
         by_name.setdefault(rule.alert, []).append(rule)

@@ -199,7 +199,8 @@ def rules_doc(alerting: Alerting | None, path: str) -> dict[str, Any]:
         by_rule.setdefault(st.alert.name, []).append(st)
     rules: list[dict[str, Any]] = []
     errors = alerting.rule_errors
-    for rule in alerting.rules:
+    times = alerting.rule_times if len(alerting.rule_times) == len(alerting.rules) else [0.0] * len(alerting.rules)
+    for rule, took in zip(alerting.rules, times, strict=True):
         if isinstance(rule, RecordingRule):
             rules.append(
                 {
@@ -208,7 +209,7 @@ def rules_doc(alerting: Alerting | None, path: str) -> dict[str, Any]:
                     "labels": dict(rule.labels),
                     "health": "err" if rule.record in errors else "ok",
                     "lastError": errors.get(rule.record, ""),
-                    "evaluationTime": 0,
+                    "evaluationTime": took,
                     "lastEvaluation": last,
                     "type": "recording",
                 }
@@ -232,12 +233,20 @@ def rules_doc(alerting: Alerting | None, path: str) -> dict[str, Any]:
                 "alerts": alerts_doc(AlertStates({st.alert.fingerprint: st for st in mine}))["data"]["alerts"],
                 "health": "err" if rule.alert in errors else "ok",
                 "lastError": errors.get(rule.alert, ""),
-                "evaluationTime": 0,
+                "evaluationTime": took,
                 "lastEvaluation": last,
                 "type": "alerting",
             }
         )
-    group = {"name": GROUP, "file": path, "rules": rules, "interval": 1, "limit": 0, "lastEvaluation": last}
+    group = {
+        "name": GROUP,
+        "file": path,
+        "rules": rules,
+        "interval": 1,
+        "limit": 0,
+        "lastEvaluation": last,
+        "evaluationTime": alerting.group_time if state.evaluated_at else 0.0,
+    }
     return {"status": "success", "data": {"groups": [group]}}
 
 
