@@ -4,7 +4,8 @@ Start, run, stop (uvicorn's shape): `serve()` opens the state database, builds t
 binds the HTTP server, then runs the scheduler, the rule evaluation, the outbox and the
 systemd loops in one TaskGroup until SIGTERM/SIGINT. The rules' history is restored from
 `<state_dir>/history.msgpack` at start and written there every `history.save_every` (1 min)
-and at stop (a kill -9 loses at most that; the time the daemon was away stays a gap).
+and at stop (a kill -9 loses at most that; the time the daemon was away stays a gap), from a
+thread: the event loop only takes the snapshot (`History.save`).
 SIGHUP reloads the config file: checks added, changed and removed without disturbing the
 others, rules swapped at once, open incidents kept; an invalid file changes nothing and says why.
 
@@ -383,7 +384,7 @@ class Daemon:
             await self.scheduler.aclose()
         if self.alerting is not None:
             await self.alerting.aclose()
-        self._dump_history()
+        await self._dump_history()
         await self.http.aclose()  # last: the checks and receivers above no longer use it
         if self.runner is not None:
             await self.runner.cleanup()
@@ -422,17 +423,17 @@ class Daemon:
             return
         log.info("history_restored", path=str(path), samples=samples, series=self.history.series_count)
 
-    def _dump_history(self) -> None:
+    async def _dump_history(self) -> None:
         path = self._history_path()
         try:
-            self.history.dump(path)
+            await self.history.save(path)
         except OSError as e:
             log.warning("history_not_saved", path=str(path), error=str(e))
 
     async def _dump_history_loop(self) -> None:
         while True:  # ends by cancellation
             await asyncio.sleep(self.config.root.history.save_every)
-            self._dump_history()
+            await self._dump_history()
 
     def series_window(self, labels: Mapping[str, str], start: float, end: float) -> list[tuple[float, float]]:
         """The incident page's chart: the alert's rule evaluated over [start, end] from the

@@ -12,7 +12,18 @@ so `rate()` over a window needs two bisections instead of a walk over its sample
 and not now gets a staleness marker at `t`, as Prometheus writes one when a target stops
 exporting a series. `max_samples` is a hard cap: past it new samples are refused and counted in
 `refused`. `trim(now)` drops what is older than `retention_s`. `dump(path)`/`load(path)` keep it
-across restarts (msgpack via msgspec; written to a temporary file and renamed): a gap stays a gap.
+across restarts (written to a temporary file and renamed): a gap stays a gap.
+
+The dump is a stream of series: a magic line, a msgpack header (sources, byte order, series count),
+then per series a msgpack head (labels, base, counts) and its three arrays' raw bytes. `load` reads
+each series' arrays straight into arrays of their final size (no copy of the whole file, no
+intermediate bytes), so loading grows the process by the arrays' 12 bytes a sample and little
+more. `save(path)` writes from a thread: `snapshot()` (on the caller's thread, cheap: references
+to each series' arrays and their lengths) is all it takes from the event loop. Meanwhile appends
+go on: an append only adds past the snapshot's lengths; a write into the snapshot's part (out of
+order, a staleness marker in the past) first gives the series arrays of its own (copy on write),
+and `trim` waits for the next call while a snapshot is being written. Files of the first format
+(one msgpack document) still load.
 
 `select(matchers)` answers in label order and caches its answer until a series is added or
 removed. Readers that keep results computed for past times watch `generation` (it changes when a
@@ -24,18 +35,21 @@ Times at this interface are seconds (float); inside, milliseconds (int), as Prom
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import math
+import operator
 import os
 import struct
 import sys
 import tempfile
 from array import array
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
+from itertools import compress
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import msgspec
 import re2  # type: ignore[import-untyped]
@@ -45,7 +59,10 @@ from monitor.model import Sample
 STALE_NAN_BITS = 0x7FF0000000000002
 STALE_NAN: float = struct.unpack("<d", struct.pack("<Q", STALE_NAN_BITS))[0]
 _MAX_REL = 0xFFFFFFFF  # the largest offset array('I') holds: 49.7 days of milliseconds
-_DUMP_VERSION = 1
+_DUMP_VERSION = 1  # one msgpack document (read, no longer written)
+_STREAM_VERSION = 2
+_MAGIC = b"portal-monitor history\n"
+_FRAME = struct.Struct("<I")  # the length of each msgpack frame
 LATE_MS = 60_000  # see History.generation
 _MAX_RESETS = 64  # past this many decreases, and one in 16 samples, a series is not indexed for resets
 
@@ -96,7 +113,7 @@ class Matcher:
 class Series:
     """One series: labels, relative timestamps, values, staleness markers, counter resets."""
 
-    __slots__ = ("labels", "key", "base", "ts", "vs", "stale", "reset_t", "reset_prev")
+    __slots__ = ("labels", "key", "base", "ts", "vs", "stale", "reset_t", "reset_prev", "shared")
 
     def __init__(self, labels: dict[str, str], key: tuple[tuple[str, str], ...], base: int) -> None:
         self.labels = labels  # includes __name__; never mutated after creation
@@ -109,6 +126,7 @@ class Series:
         # None once the series falls more often than a counter would (a gauge): then readers scan.
         self.reset_t: array[int] | None = array("q")
         self.reset_prev: array[float] | None = array("d")
+        self.shared = False  # ts/vs/stale are in a snapshot being written: copy before changing them
 
     def __len__(self) -> int:
         return len(self.vs)
@@ -184,6 +202,14 @@ class Series:
         return sum(sys.getsizeof(a) for a in arrays if a is not None)
 
     # ---- writing -------------------------------------------------------------------------
+    def _own(self) -> None:
+        """Before a change other than an append: arrays of its own if a snapshot holds these."""
+        if self.shared:
+            self.ts = self.ts[:]
+            self.vs = self.vs[:]
+            self.stale = self.stale[:]
+            self.shared = False
+
     def _rebase(self, t: int) -> bool:
         """Make room for `t` in the 32-bit offsets; False if the series would span over 49 days."""
         if not self.ts:
@@ -212,6 +238,7 @@ class Series:
         if self.stale and self.stale[-1] >= t:
             k = bisect.bisect_left(self.stale, t)
             if k < len(self.stale) and self.stale[k] == t:
+                self._own()
                 del self.stale[k]
         if not self.ts or rel > self.ts[-1]:
             if self.ts and self.reset_t is not None and self.reset_prev is not None:
@@ -224,6 +251,7 @@ class Series:
             self.ts.append(rel)
             self.vs.append(v)
             return True
+        self._own()
         i = bisect.bisect_left(self.ts, rel)
         if self.ts[i] == rel:
             self.vs[i] = v
@@ -238,6 +266,7 @@ class Series:
         if self.ts and 0 <= rel <= _MAX_REL:
             i = bisect.bisect_left(self.ts, rel)
             if i < len(self.ts) and self.ts[i] == rel:
+                self._own()
                 del self.ts[i]
                 del self.vs[i]
                 self._recompute_resets()
@@ -246,25 +275,23 @@ class Series:
         else:
             k = bisect.bisect_left(self.stale, t)
             if self.stale[k] != t:
+                self._own()
                 self.stale.insert(k, t)
         return True
 
     def _recompute_resets(self) -> None:
-        reset_t = array("q")
-        reset_prev = array("d")
         vs = self.vs
-        base = self.base
-        for i in range(1, len(vs)):
-            if vs[i] < vs[i - 1]:
-                reset_t.append(self.ts[i] + base)
-                reset_prev.append(vs[i - 1])
-        if len(reset_t) > _MAX_RESETS and len(reset_t) * 16 > len(vs):
+        falls = list(compress(range(1, len(vs)), map(operator.lt, vs[1:], vs[:-1])))  # i: vs[i] < vs[i-1]
+        if len(falls) > _MAX_RESETS and len(falls) * 16 > len(vs):
             self.reset_t = self.reset_prev = None
         else:
-            self.reset_t, self.reset_prev = reset_t, reset_prev
+            ts, base = self.ts, self.base
+            self.reset_t = array("q", [ts[i] + base for i in falls])
+            self.reset_prev = array("d", [vs[i - 1] for i in falls])
 
     def drop_before(self, cutoff: int) -> int:
         """Forget samples and markers at t < cutoff; returns how many samples went."""
+        self._own()
         rel = cutoff - self.base
         n = 0
         if rel > 0 and self.ts:
@@ -290,9 +317,92 @@ def label_key(labels: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
 
 
 class _Dump(msgspec.Struct, array_like=True):
+    """The first format: one msgpack document."""
+
     version: int
     series: list[tuple[list[tuple[str, str]], int, bytes, bytes, bytes]]  # labels, base, ts, vs, stale
     sources: dict[str, list[list[tuple[str, str]]]]
+
+
+class _Header(msgspec.Struct, array_like=True):
+    version: int
+    byteorder: str  # sys.byteorder of the writer: the arrays' raw bytes are in it
+    series: int
+    sources: dict[str, list[list[tuple[str, str]]]]
+
+
+class _SeriesHead(msgspec.Struct, array_like=True):
+    labels: list[tuple[str, str]]
+    base: int
+    samples: int  # then samples x 4 bytes of offsets, samples x 8 of values
+    stale: int  # then stale x 8 bytes of marker times
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """What a dump writes: each series' arrays and how much of them is the snapshot's."""
+
+    series: list[tuple[tuple[tuple[str, str], ...], int, array[int], array[float], array[int], int, int]]
+    sources: dict[str, list[tuple[tuple[str, str], ...]]]
+
+
+def write_snapshot(snap: Snapshot, path: str | os.PathLike[str]) -> None:
+    """Write `snap` to `path` atomically (a temporary file beside it, then rename); runs on any
+    thread while the history takes appends (it reads each array's first n items, a copy at a time)."""
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    encode = msgspec.msgpack.Encoder().encode
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(_MAGIC)
+            _frame(
+                f,
+                encode(
+                    _Header(
+                        _STREAM_VERSION,
+                        sys.byteorder,
+                        len(snap.series),
+                        {src: [list(k) for k in keys] for src, keys in snap.sources.items()},
+                    )
+                ),
+            )
+            for key, base, ts, vs, stale, n, n_stale in snap.series:
+                _frame(f, encode(_SeriesHead(list(key), base, n, n_stale)))
+                f.write(ts[:n])  # slices: the live arrays may grow meanwhile, and must not be pinned
+                f.write(vs[:n])
+                f.write(stale[:n_stale])
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _frame(f: IO[bytes], data: bytes) -> None:
+    f.write(_FRAME.pack(len(data)))
+    f.write(data)
+
+
+def _read_frame(f: IO[bytes], path: str | os.PathLike[str], what: str) -> bytes:
+    head = f.read(_FRAME.size)
+    if len(head) != _FRAME.size:
+        raise ValueError(f"history file {path}: ends inside the {what}")
+    (size,) = _FRAME.unpack(head)
+    data = f.read(size)
+    if len(data) != size:
+        raise ValueError(f"history file {path}: ends inside the {what}")
+    return data
+
+
+def _read_array(f: IO[bytes], code: str, n: int, swap: bool, path: str | os.PathLike[str]) -> array[Any]:
+    """n items read into an array allocated at its final size (no intermediate bytes)."""
+    out = array(code, [0]) * n if code != "d" else array(code, [0.0]) * n
+    if n and f.readinto(memoryview(out).cast("B")) != n * out.itemsize:  # type: ignore[attr-defined]
+        raise ValueError(f"history file {path}: ends inside a series' samples")
+    if swap:
+        out.byteswap()
+    return out
 
 
 class History:
@@ -314,6 +424,8 @@ class History:
         # series already had, or more than LATE_MS before `newest`, or everything is replaced.
         self.generation = 0
         self.newest = -(2**62)
+        self._snapshots = 0  # snapshots not yet released (being written): trim() waits
+        self._save_lock: asyncio.Lock | None = None  # held by save() from snapshot to written file
 
     # ---- writing -------------------------------------------------------------------------
     def _intern(self, s: str) -> str:
@@ -388,6 +500,8 @@ class History:
 
     def trim(self, now: float) -> int:
         """Drop samples older than `retention_s` before `now`, and series left empty; returns samples dropped."""
+        if self._snapshots:
+            return 0  # a snapshot is being written: its arrays stay as they are until the next trim
         cutoff = ms(now - self.retention_s)
         dropped = 0
         empty = []
@@ -471,58 +585,124 @@ class History:
         return samples, nbytes
 
     # ---- persistence ---------------------------------------------------------------------
+    def snapshot(self) -> Snapshot:
+        """References to every series' arrays and their lengths (cheap: no sample is copied);
+        hand it to `write_snapshot` on any thread, then `release` it here."""
+        series = []
+        for s in self._series.values():
+            s.shared = True
+            series.append((s.key, s.base, s.ts, s.vs, s.stale, len(s.ts), len(s.stale)))
+        self._snapshots += 1
+        return Snapshot(series, {src: list(keys) for src, keys in self._sources.items()})
+
+    def release(self, snap: Snapshot) -> None:
+        """The snapshot is written: series may change their arrays in place again."""
+        self._snapshots -= 1
+        if not self._snapshots:
+            for s in self._series.values():
+                s.shared = False
+
     def dump(self, path: str | os.PathLike[str]) -> None:
-        """Write everything to `path` atomically (a temporary file beside it, then rename)."""
-        doc = _Dump(
-            _DUMP_VERSION,
-            [(list(s.key), s.base, s.ts.tobytes(), s.vs.tobytes(), s.stale.tobytes()) for s in self._series.values()],
-            {src: [list(k) for k in keys] for src, keys in self._sources.items()},
-        )
-        target = Path(path)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+        """Write everything to `path` atomically, on this thread."""
+        snap = self.snapshot()
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(msgspec.msgpack.encode(doc))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, target)
+            write_snapshot(snap, path)
+        finally:
+            self.release(snap)
+
+    async def save(
+        self,
+        path: str | os.PathLike[str],
+        writer: Callable[[Snapshot, str | os.PathLike[str]], None] = write_snapshot,
+    ) -> None:
+        """`dump` with the encoding and the write on a thread; the event loop only takes the
+        snapshot. One write at a time, in call order: the lock is let go when the file is
+        written, not when the caller stops waiting, so a cancelled caller's write still finishes
+        before the next one starts (and a half-written file is never renamed into place)."""
+        if self._save_lock is None:
+            self._save_lock = asyncio.Lock()
+        lock = self._save_lock
+        await lock.acquire()
+        try:
+            snap = self.snapshot()
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+            lock.release()
             raise
+        fut = asyncio.ensure_future(asyncio.to_thread(writer, snap, path))
+
+        def done(f: asyncio.Future[None]) -> None:
+            self.release(snap)
+            lock.release()
+            if not f.cancelled():
+                f.exception()  # retrieved: a cancelled caller's failure is not an unhandled one
+
+        fut.add_done_callback(done)
+        await asyncio.shield(fut)
 
     def load(self, path: str | os.PathLike[str]) -> int:
         """Replace the contents with a dump; returns the samples restored (over the cap: refused)."""
+        with open(path, "rb") as f:
+            magic = f.read(len(_MAGIC))
+            if magic != _MAGIC:
+                return self._load_document(path, magic + f.read())
+            try:
+                header = msgspec.msgpack.decode(_read_frame(f, path, "header"), type=_Header)
+            except msgspec.DecodeError as exc:
+                raise ValueError(f"history file {path}: not a history dump ({exc})") from exc
+            if header.version != _STREAM_VERSION:
+                raise ValueError(f"history file {path}: version {header.version}, expected {_STREAM_VERSION}")
+            swap = header.byteorder != sys.byteorder
+            decode = msgspec.msgpack.Decoder(_SeriesHead).decode
+            self.clear()
+            for _ in range(header.series):
+                try:
+                    head = decode(_read_frame(f, path, "series list"))
+                except msgspec.DecodeError as exc:
+                    raise ValueError(f"history file {path}: a series head is damaged ({exc})") from exc
+                ts = _read_array(f, _TS_CODE, head.samples, swap, path)
+                vs = _read_array(f, "d", head.samples, swap, path)
+                stale = _read_array(f, "q", head.stale, swap, path)
+                self._restore(dict(head.labels), head.base, ts, vs, stale)
+        self._restore_sources(header.sources)
+        return self._samples
+
+    def _load_document(self, path: str | os.PathLike[str], raw: bytes) -> int:
+        """The first format: one msgpack document."""
         try:
-            doc = msgspec.msgpack.decode(Path(path).read_bytes(), type=_Dump)
+            doc = msgspec.msgpack.decode(raw, type=_Dump)
         except msgspec.DecodeError as exc:
             raise ValueError(f"history file {path}: not a history dump ({exc})") from exc
+        del raw
         if doc.version != _DUMP_VERSION:
-            raise ValueError(f"history file {path}: version {doc.version}, expected {_DUMP_VERSION}")
+            raise ValueError(f"history file {path}: version {doc.version}, expected {_STREAM_VERSION}")
         self.clear()
-        for key, base, ts, vs, stale in doc.series:
-            labels = {k: v for k, v in key}
-            series = self._get(labels, base)
-            series.base = base
-            series.ts = array(_TS_CODE)
-            series.ts.frombytes(ts)
-            series.vs = array("d")
-            series.vs.frombytes(vs)
-            series.stale = array("q")
-            series.stale.frombytes(stale)
-            if len(series.ts) != len(series.vs):
-                raise ValueError(
-                    f"history file {path}: series {labels} has {len(series.ts)} times, {len(series.vs)} values"
-                )
-            room = self.max_samples - self._samples
-            if len(series.vs) > room:
-                cut = len(series.vs) - max(room, 0)
-                self.refused += cut
-                del series.ts[:cut]
-                del series.vs[:cut]
-            series._recompute_resets()
-            self._samples += len(series.vs)
-            if series.ts:
-                self.newest = max(self.newest, series.ts[-1] + series.base)
-        for src, keys in doc.sources.items():
-            self._sources[src] = {tuple((self._intern(k), self._intern(v)) for k, v in key) for key in keys}
+        for key, base, ts_raw, vs_raw, stale_raw in doc.series:
+            ts = array(_TS_CODE)
+            ts.frombytes(ts_raw)
+            vs = array("d")
+            vs.frombytes(vs_raw)
+            stale = array("q")
+            stale.frombytes(stale_raw)
+            if len(ts) != len(vs):
+                raise ValueError(f"history file {path}: series {dict(key)} has {len(ts)} times, {len(vs)} values")
+            self._restore({k: v for k, v in key}, base, ts, vs, stale)
+        self._restore_sources(doc.sources)
         return self._samples
+
+    def _restore(self, labels: dict[str, str], base: int, ts: array[int], vs: array[float], stale: array[int]) -> None:
+        series = self._get(labels, base)
+        series.base, series.ts, series.vs, series.stale = base, ts, vs, stale
+        room = self.max_samples - self._samples
+        if len(vs) > room:
+            cut = len(vs) - max(room, 0)
+            self.refused += cut
+            del ts[:cut]
+            del vs[:cut]
+        series._recompute_resets()
+        self._samples += len(vs)
+        if ts:
+            self.newest = max(self.newest, ts[-1] + base)
+
+    def _restore_sources(self, sources: Mapping[str, list[list[tuple[str, str]]]]) -> None:
+        for src, keys in sources.items():
+            self._sources[src] = {tuple((self._intern(k), self._intern(v)) for k, v in key) for key in keys}

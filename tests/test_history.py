@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
+import os
 import struct
+import threading
+from array import array
 from pathlib import Path
 
-from monitor.history import STALE_NAN, STALE_NAN_BITS, History, Matcher, is_stale
+from monitor.history import STALE_NAN, STALE_NAN_BITS, History, Matcher, Snapshot, is_stale, write_snapshot
 from monitor.model import Sample
 
 
@@ -141,3 +145,108 @@ def test_a_series_that_falls_often_is_not_indexed_for_resets_and_rate_still_coun
 
     v = Engine(h).instant("resets(g[100s])", 399)
     assert [e.value for e in v] == [49.0]  # type: ignore[union-attr]  # 1 -> 0 at 302, 304, ..., 398
+
+
+def _points(h: History) -> dict[tuple[tuple[str, str], ...], list[tuple[int, object]]]:
+    return {s.key: [(t, "stale" if is_stale(v) else v) for t, v in s.points()] for s in h.series()}
+
+
+def test_a_dump_of_the_first_format_still_loads(tmp_path: Path) -> None:
+    """A state directory written before the streamed format keeps its history."""
+    import msgspec
+
+    rel = array("I", [0, 1000, 2000]).tobytes()
+    vs = array("d", [1.0, 2.0, 3.0]).tobytes()
+    stale = array("q", [5000]).tobytes()
+    doc = [1, [([("__name__", "m"), ("k", "v")], 10_000, rel, vs, stale)], {"s": [[("__name__", "m"), ("k", "v")]]}]
+    path = tmp_path / "history.msgpack"
+    path.write_bytes(msgspec.msgpack.encode(doc))
+    h = History()
+    assert h.load(path) == 3
+    (m,) = h.series()
+    assert [(t, v) for t, v in m.points() if not is_stale(v)] == [(10_000, 1.0), (11_000, 2.0), (12_000, 3.0)]
+    h.append(20, [], source="s")  # the source's series is known from the file: it goes stale
+    assert is_stale(list(m.points())[-1][1])
+
+
+def test_a_truncated_dump_says_where_it_ends(tmp_path: Path) -> None:
+    h = History()
+    for t in range(50):
+        h.append(t, [_s("a", t, k="v"), _s("b", -t)], source="s")
+    path = tmp_path / "history.msgpack"
+    h.dump(path)
+    whole = path.read_bytes()
+    path.write_bytes(whole[: len(whole) - 100])
+    try:
+        History().load(path)
+    except ValueError as exc:
+        assert str(path) in str(exc) and "ends inside" in str(exc)
+    else:
+        raise AssertionError("load accepted a truncated file")
+
+
+async def test_save_writes_off_the_loop_while_appends_go_on(tmp_path: Path) -> None:
+    """The writer runs on a thread: while it is held, the event loop appends, rewrites the past
+    and trims; the file holds the history as it was when the save began, and the history
+    everything since."""
+    h = History(retention_s=100)
+    for t in range(60):
+        h.append(t, [_s("a", t, k="v"), _s("b", 10 * t)], source="s")
+    at_start = _points(h)
+    path = tmp_path / "history.msgpack"
+    entered = threading.Event()
+    gate = threading.Event()
+    released: list[bool] = []
+
+    def held_writer(snap: Snapshot, target: str | os.PathLike[str]) -> None:
+        entered.set()
+        released.append(gate.wait(30))  # True only if the loop, still running, opened the gate
+        write_snapshot(snap, target)
+
+    saving = asyncio.create_task(h.save(path, writer=held_writer))
+    assert await asyncio.to_thread(entered.wait, 30)
+    for t in range(60, 70):  # appends land
+        h.append(t, [_s("a", t, k="v")], source="s")  # b goes stale at 60
+    h.add({"__name__": "a", "k": "v"}, 10.5, -1.0)  # out of order, inside the snapshot's part
+    h.add({"__name__": "b"}, 5, 0.5)  # overwrites a sample the snapshot holds
+    assert h.trim(200) == 0  # deferred while the snapshot is written
+    assert not saving.done()
+    gate.set()
+    await saving
+    assert released == [True]
+    back = History()
+    back.load(path)
+    assert _points(back) == at_start
+    now = _points(h)
+    assert now[(("__name__", "a"), ("k", "v"))][-1] == (69_000, 69.0)
+    assert (10_500, -1.0) in now[(("__name__", "a"), ("k", "v"))]
+    assert (5000, 0.5) in now[(("__name__", "b"),)] and (60_000, "stale") in now[(("__name__", "b"),)]
+    assert h.trim(200) > 0  # released: trimming works again
+
+
+async def test_saves_are_written_in_order(tmp_path: Path) -> None:
+    """A save started while another is written waits for it, even when the first one's caller
+    was cancelled: the last save's history wins."""
+    h = History()
+    h.append(1, [_s("a", 1)], source="s")
+    path = tmp_path / "history.msgpack"
+    gate = threading.Event()
+
+    def held_writer(snap: Snapshot, target: str | os.PathLike[str]) -> None:
+        gate.wait(30)
+        write_snapshot(snap, target)
+
+    first = asyncio.create_task(h.save(path, writer=held_writer))
+    await asyncio.sleep(0)  # the first save takes its snapshot
+    h.append(2, [_s("a", 2)], source="s")
+    second = asyncio.create_task(h.save(path))
+    await asyncio.sleep(0)
+    first.cancel()  # its caller gives up; its write goes on, and the second still waits for it
+    await asyncio.sleep(0)
+    assert not second.done()
+    gate.set()
+    await second
+    assert first.cancelled()
+    back = History()
+    back.load(path)
+    assert _points(back) == _points(h)
