@@ -113,7 +113,7 @@ class Matcher:
 class Series:
     """One series: labels, relative timestamps, values, staleness markers, counter resets."""
 
-    __slots__ = ("labels", "key", "base", "ts", "vs", "stale", "reset_t", "reset_prev", "shared")
+    __slots__ = ("labels", "key", "base", "ts", "vs", "stale", "reset_t", "reset_prev", "shared", "memo")
 
     def __init__(self, labels: dict[str, str], key: tuple[tuple[str, str], ...], base: int) -> None:
         self.labels = labels  # includes __name__; never mutated after creation
@@ -127,6 +127,9 @@ class Series:
         self.reset_t: array[int] | None = array("q")
         self.reset_prev: array[float] | None = array("d")
         self.shared = False  # ts/vs/stale are in a snapshot being written: copy before changing them
+        # Readers' sums over windows of this series, kept between evaluations (the PromQL
+        # engine's; each entry says which generation, base and samples it holds).
+        self.memo: dict[int, Any] | None = None
 
     def __len__(self) -> int:
         return len(self.vs)

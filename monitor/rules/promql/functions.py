@@ -10,6 +10,7 @@ classic `le` buckets. Every function but `last_over_time`, `first_over_time`, th
 
 from __future__ import annotations
 
+import bisect
 import calendar
 import math
 import operator
@@ -249,32 +250,41 @@ def linear_regression(times: Sequence[int], values: Sequence[float], intercept_t
     return slope, intercept
 
 
-def fast_regression(rs: RangeSeries, intercept_t: int) -> tuple[float, float]:
+def fast_regression(
+    rs: RangeSeries, intercept_t: int, window: int | None = None, generation: int = 0
+) -> tuple[float, float]:
     """Slope (per second) and the fitted value at `intercept_t`, by exact integer sums over the
     stored timestamps and fsum over the values; non-finite values take Prometheus's loop.
 
     The timestamps' sums are looked up by the stored offsets' bytes: the series of one check
-    run share their times, so a window's sums are computed once for all of them."""
+    run share their times, so a window's sums are computed once for all of them. With `window`
+    (the range, ms) a history series keeps its window's exact sums between evaluations
+    (`_slide`): the next one adds the samples that came in and takes out those that left."""
     vs = rs.values()
     n = len(vs)
-    try:
-        sum_y = math.fsum(vs)
-    except (OverflowError, ValueError):
-        sum_y = math.nan
+    sums = _slide(rs, window, generation) if window is not None else None
+    if sums is not None:
+        sum_y, sum_xy, sum_x, sum_x2 = sums
+    else:
+        try:
+            sum_y = math.fsum(vs)
+        except (OverflowError, ValueError):
+            sum_y = math.nan
     if not math.isfinite(sum_y):
         return linear_regression(rs.times(), vs, intercept_t)
     y0 = vs[0]
     if _constant(vs, y0):
         return 0.0, y0
     ts, base = rs.raw_times()
-    if isinstance(ts, array):
-        sum_x, sum_x2 = _time_sums(ts.typecode, ts.tobytes())
-    else:
-        sum_x, sum_x2 = sum(ts), sum(map(operator.mul, ts, ts))
-    try:
-        sum_xy = math.fsum(map(operator.mul, ts, vs))
-    except (OverflowError, ValueError):
-        sum_xy = math.nan
+    if sums is None:
+        if isinstance(ts, array):
+            sum_x, sum_x2 = _time_sums(ts.typecode, ts.tobytes())
+        else:
+            sum_x, sum_x2 = sum(ts), sum(map(operator.mul, ts, ts))
+        try:
+            sum_xy = math.fsum(map(operator.mul, ts, vs))
+        except (OverflowError, ValueError):
+            sum_xy = math.nan
     var_x = (n * sum_x2 - sum_x * sum_x) / n
     cov_xy = sum_xy - sum_x * sum_y / n
     slope_ms = cov_xy / var_x
@@ -282,6 +292,80 @@ def fast_regression(rs: RangeSeries, intercept_t: int) -> tuple[float, float]:
     if not (math.isfinite(slope_ms) and math.isfinite(intercept)):  # an intermediate overflowed
         return linear_regression(rs.times(), vs, intercept_t)
     return slope_ms * 1000.0, intercept
+
+
+# A window's exact sums kept on its history series: (history generation, base, first and last
+# stored offset, count, Σt, Σt², Σy and Σty as lists of floats whose exact sum is the sum).
+_Sums = tuple[int, int, int, int, int, int, int, list[float], list[float]]
+_MAX_PARTS = 48  # a kept sum is re-expressed in a few floats when its list grows past this
+
+
+def _slide(rs: RangeSeries, window: int, generation: int) -> tuple[float, float, int, int] | None:
+    """Σy, Σty, Σt, Σt² of `rs` (t: stored offsets), from the sums its series kept for the same
+    window length at the last evaluation when the samples since are only appended ones (no
+    write into the past: `generation`; the same base; the kept window's first and last sample
+    still where they were). Exactly fsum's answers: the kept sums are exact. None: not a
+    history series, or a sum is not finite (the caller's fsum and Prometheus's loop decide)."""
+    hs = rs._series
+    if hs is None:
+        return None
+    i, j = rs._i, rs._j
+    ts, vs = hs.ts, hs.vs
+    memo = hs.memo
+    kept = memo.get(window) if memo is not None else None
+    state: _Sums | None = None
+    if kept is not None and kept[0] == generation and kept[1] == hs.base:
+        _, _, first, last, n, sx, sx2, py, pxy = kept
+        a = bisect.bisect_left(ts, first)
+        b = a + n  # the kept window is [a, b)
+        if a <= i and b <= j and i <= b and a < len(ts) and ts[a] == first and ts[b - 1] == last:
+            gone, new = range(a, i), range(b, j)
+            if len(gone) + len(new) < n // 2:
+                py = [*py, *(-vs[k] for k in gone), *(vs[k] for k in new)]
+                pxy = [*pxy, *(-(ts[k] * vs[k]) for k in gone), *(ts[k] * vs[k] for k in new)]
+                sx += sum(ts[k] for k in new) - sum(ts[k] for k in gone)
+                sx2 += sum(ts[k] * ts[k] for k in new) - sum(ts[k] * ts[k] for k in gone)
+                if len(py) > _MAX_PARTS:
+                    py = _exact(py)
+                    pxy = _exact(pxy)
+                state = (generation, hs.base, ts[i], ts[j - 1], j - i, sx, sx2, py, pxy)
+    if state is None:
+        w_ts, w_vs = ts[i:j], vs[i:j]
+        sx, sx2 = _time_sums(w_ts.typecode, w_ts.tobytes())
+        py = _exact(list(w_vs))
+        pxy = _exact(list(map(operator.mul, w_ts, w_vs)))
+        state = (generation, hs.base, ts[i], ts[j - 1], j - i, sx, sx2, py, pxy)
+    try:
+        sum_y, sum_xy = math.fsum(state[7]), math.fsum(state[8])
+    except (OverflowError, ValueError):
+        return None
+    if not (math.isfinite(sum_y) and math.isfinite(sum_xy)):
+        return None
+    if memo is None:
+        hs.memo = memo = {}
+    elif len(memo) >= 8 and window not in memo:
+        memo.clear()  # ad-hoc queries with many ranges: keep only what the rules use again
+    memo[window] = state
+    return sum_y, sum_xy, state[5], state[6]
+
+
+def _exact(parts: list[float]) -> list[float]:
+    """A few floats whose exact sum is that of `parts` (each the rounded rest of the ones
+    before it; fsum is 0 only for an exact 0). Non-finite: the parts as they are."""
+    out: list[float] = []
+    rest = list(parts)
+    for _ in range(40):  # each round takes 53 more bits; sums of doubles end within 40
+        try:
+            top = math.fsum(rest)
+        except (OverflowError, ValueError):
+            return parts
+        if top == 0.0:
+            return out
+        if not math.isfinite(top):
+            return parts
+        out.append(top)
+        rest.append(-top)
+    return parts
 
 
 def _constant(vs: Sequence[float], y0: float) -> bool:
@@ -723,11 +807,11 @@ def _range_call(ev: _Evaluator, node: Call, t: int) -> Internal:
         elif name == "deriv":
             if n < 2:
                 continue
-            value = fast_regression(rs, rs.t_at(0))[0]
+            value = fast_regression(rs, rs.t_at(0), rng, ev.history.generation)[0]
         elif name == "predict_linear":
             if n < 2:
                 continue
-            slope, intercept = fast_regression(rs, t)
+            slope, intercept = fast_regression(rs, t, rng, ev.history.generation)
             value = slope * others[0] + intercept
         elif name == "changes":
             value = _changes(rs.values())
