@@ -7,7 +7,7 @@ May import: `monitor.history` (series storage and label matchers) and `monitor.m
 else of ours. The rule engine, the web API and the CLI build on this interface:
 
     expr = parse("sum by (job) (rate(http_requests_total[5m]))")   # raises ExprError
-    engine = Engine(history, lookback_s=300)
+    engine = Engine(history, lookback_s=300)   # histograms=HistogramStore() for native histograms
     value = engine.instant(expr, t)            # t in seconds; str accepted too
     matrix = engine.range(expr, start, end, step)
     cycle = engine.cycle(t)                    # a rule group: many expressions at one time,
@@ -18,8 +18,10 @@ else of ours. The rule engine, the web API and the CLI build on this interface:
 - `Engine.instant` returns `Scalar(value, t)`, `String(value, t)`, `Vector` (list of
   `Element(labels, value, t)`, labels a dict with `__name__` where PromQL keeps it) or, for a
   bare range selector, `Matrix`. `Engine.range` returns `Matrix` (list of
-  `Series(labels, points)`, points `(t, value)`), sorted by labels. Both raise `EvalError` when
-  Prometheus refuses the query at evaluation time (duplicate label sets, many-to-many matching).
+  `Series(labels, points)`, points `(t, value)`), sorted by labels. A native histogram result
+  is an `Element` whose `histogram` is a `FloatHistogram`, or a `Series` point in `histograms`.
+  Both raise `EvalError` when Prometheus refuses the query at evaluation time (duplicate label
+  sets, many-to-many matching).
 - `Engine.cycle(t).instant(expr)` gives the same values as `Engine.instant(expr, t)`; within one
   cycle equal subtrees (`rate(x[5m])` in two rules, a subquery's steps) are evaluated once.
   Use a new cycle for each evaluation time.
@@ -37,6 +39,7 @@ from dataclasses import dataclass
 
 from monitor.history import Matcher
 from monitor.rules.promql.engine import Cycle, Engine
+from monitor.rules.promql.histogram import FloatHistogram, HistogramStore
 from monitor.rules.promql.parse import Expr, ExprError, lookback_needed, parse, selectors
 from monitor.rules.promql.values import Element, EvalError, Matrix, Scalar, Series, String, Value, Vector
 
@@ -47,6 +50,8 @@ __all__ = [
     "EvalError",
     "Expr",
     "ExprError",
+    "FloatHistogram",
+    "HistogramStore",
     "Matrix",
     "Scalar",
     "Selection",

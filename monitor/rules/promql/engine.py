@@ -10,6 +10,10 @@ Semantics follow Prometheus's `promql/engine.go`: the lookback window is (t - 5m
 selector reads (t - range, t], `@` fixes the time (start()/end() are the query's bounds) and
 `offset` shifts it back, a subquery evaluates its inner expression at the multiples of its step
 inside its range.
+
+Native histogram samples live in an optional `HistogramStore` beside the float history; while it
+holds any, selectors merge them into their results and operators, functions and aggregations go
+through `hist_ops`/`hist_functions` (float-only queries never take those paths).
 """
 
 from __future__ import annotations
@@ -19,8 +23,9 @@ from typing import Any
 
 from monitor.history import LATE_MS, History, ms
 from monitor.history import Series as HistorySeries
-from monitor.rules.promql import aggregate, binary, functions
+from monitor.rules.promql import aggregate, binary, functions, hist_functions, hist_ops
 from monitor.rules.promql.annotations import SORT_IN_RANGE, call_position, invalid_quantile
+from monitor.rules.promql.histogram import FloatHistogram, HistogramSeries, HistogramStore
 from monitor.rules.promql.parse import (
     Aggregate,
     At,
@@ -61,8 +66,15 @@ class Engine:
     # samples cannot change them (a write into the past clears them, see History.generation).
     SETTLED_MS = LATE_MS
 
-    def __init__(self, history: History, lookback_s: float = 300.0, subquery_step_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        history: History,
+        lookback_s: float = 300.0,
+        subquery_step_s: float = 60.0,
+        histograms: HistogramStore | None = None,
+    ) -> None:
         self.history = history
+        self.histograms = histograms
         self.lookback = ms(lookback_s)
         self.subquery_step = ms(subquery_step_s)
         # id(subquery node) -> (node, {step time: inner value}); valid for one history generation
@@ -131,7 +143,7 @@ class Engine:
         for node in walk(e.root):
             if isinstance(node, Call) and node.func in ("sort", "sort_desc", "sort_by_label", "sort_by_label_desc"):
                 ev.annotate("warn", SORT_IN_RANGE, node.func, -1)
-        out: dict[frozenset[tuple[str, str]], tuple[dict[str, str], bool, list[tuple[int, float]]]] = {}
+        out: dict[frozenset[tuple[str, str]], tuple[dict[str, str], bool, list[tuple[int, Any]]]] = {}
         t = t0
         while t <= t1:
             v = ev.eval(e.root, t)
@@ -146,9 +158,9 @@ class Engine:
                         out[key] = entry
                     elif entry[2] and entry[2][-1][0] == t:
                         raise EvalError("vector cannot contain metrics with the same labelset")
-                    entry[2].append((t, s.value))
+                    entry[2].append((t, s.value if s.h is None else s.h))
             t += dt
-        merged: dict[frozenset[tuple[str, str]], tuple[dict[str, str], list[tuple[int, float]]]] = {}
+        merged: dict[frozenset[tuple[str, str]], tuple[dict[str, str], list[tuple[int, Any]]]] = {}
         for metric, drop, points in out.values():
             if drop and "__name__" in metric:
                 metric = {k: v for k, v in metric.items() if k != "__name__"}
@@ -157,14 +169,22 @@ class Engine:
             if have is None:
                 merged[key] = (metric, list(points))
                 continue
-            combined = sorted(have[1] + points)
+            combined = sorted(have[1] + points, key=lambda p: p[0])
             if any(combined[i][0] == combined[i - 1][0] for i in range(1, len(combined))):
                 raise EvalError("vector cannot contain metrics with the same labelset")
             merged[key] = (have[0], combined)
-        result = Matrix(
-            Series(dict(metric), [(t / 1000.0, v) for t, v in points])
-            for metric, points in sorted(merged.values(), key=lambda mp: sorted(mp[0].items()))
-        )
+        ordered = sorted(merged.values(), key=lambda mp: sorted(mp[0].items()))
+        if ev.hstore is None:
+            result = Matrix(Series(dict(metric), [(t / 1000.0, v) for t, v in points]) for metric, points in ordered)
+        else:
+            result = Matrix(
+                Series(
+                    dict(metric),
+                    [(t / 1000.0, v) for t, v in points if not isinstance(v, FloatHistogram)],
+                    [(t / 1000.0, v) for t, v in points if isinstance(v, FloatHistogram)],
+                )
+                for metric, points in ordered
+            )
         return result, ev.messages(e.text)
 
 
@@ -222,14 +242,17 @@ def _finish_instant(v: Internal, t: int) -> Value:
             if key in seen:
                 raise EvalError("vector cannot contain metrics with the same labelset")
             seen.add(key)
-            out.append(Element(dict(metric), s.value, ts))
+            out.append(Element(dict(metric), s.value, ts, s.h))
         return out
     mat = Matrix()
     for rs in v:
         metric = rs.metric
         if rs.drop and "__name__" in metric:
             metric = {k: x for k, x in metric.items() if k != "__name__"}
-        mat.append(Series(dict(metric), [(a / 1000.0, b) for a, b in zip(rs.times(), rs.values(), strict=True)]))
+        series = Series(dict(metric), [(a / 1000.0, b) for a, b in zip(rs.times(), rs.values(), strict=True)])
+        if rs.hs:
+            series.histograms = [(a / 1000.0, h) for a, h in rs.hs]
+        mat.append(series)
     return mat
 
 
@@ -255,6 +278,10 @@ class _Evaluator:
         self.start = start
         self.end = end
         self._selected: dict[int, list[HistorySeries]] = {}
+        store = engine.histograms
+        # histogram samples exist: selectors merge them in, operators take the histogram paths
+        self.hstore = store if store is not None and len(store) else None
+        self.hselected: dict[int, list[HistogramSeries]] = {}
         self._dispatch: dict[type, Callable[[Any, int], Internal]] = {
             NumberLit: self._number,
             StringLit: self._string,
@@ -330,6 +357,8 @@ class _Evaluator:
             hit = s.latest(ref, lookback)
             if hit is not None:
                 out.append(Sample(s.labels, hit[1], False, hit[0]))
+        if self.hstore is not None:
+            hist_ops.merge_vector(self, node, ref, out)
         return out
 
     def _matrix(self, node: MatrixSel, t: int) -> Internal:
@@ -341,6 +370,8 @@ class _Evaluator:
             i, j = s.window(lo, ref)
             if j > i:
                 out.append(RangeSeries(s.labels, False, s, i, j))
+        if self.hstore is not None:
+            hist_ops.merge_matrix(self, sel, lo, ref, out)
         return out
 
     def _subquery(self, node: Subquery, t: int) -> Internal:
@@ -377,8 +408,13 @@ class _Evaluator:
                 if rs is None:
                     rs = RangeSeries(s.metric, s.drop, ts=[], vs=[])
                     series[key] = rs
-                elif rs._ts and rs._ts[-1] == tt:
+                elif (rs._ts and rs._ts[-1] == tt) or (rs.hs and rs.hs[-1][0] == tt):
                     raise EvalError("vector cannot contain metrics with the same labelset")
+                if s.h is not None:
+                    if rs.hs is None:
+                        rs.hs = []
+                    rs.hs.append((tt, hist_ops.unhinted(s.h)))
+                    continue
                 rs._ts.append(tt)  # type: ignore[union-attr]
                 rs._vs.append(s.value)  # type: ignore[union-attr]
             tt += step
@@ -399,11 +435,15 @@ class _Evaluator:
         if isinstance(v, float):
             return -v
         assert isinstance(v, InstantVector)
+        if self.hstore is not None:
+            return hist_ops.negate(v)
         return InstantVector(Sample(s.metric, -s.value, True) for s in v)
 
     def _binary(self, node: Binary, t: int) -> Internal:
         lhs = self.eval(node.lhs, t)
         rhs = self.eval(node.rhs, t)
+        if self.hstore is not None:
+            return hist_ops.binary(self, node, lhs, rhs)
         return binary.evaluate(node, lhs, rhs)
 
     def _aggregate(self, node: Aggregate, t: int) -> Internal:
@@ -412,7 +452,11 @@ class _Evaluator:
         assert isinstance(v, InstantVector)
         if node.op == "quantile" and isinstance(param, float) and not (0 <= param <= 1):
             self.annotate("warn", invalid_quantile(param), node.op, 0)
+        if self.hstore is not None:
+            return hist_ops.aggregate(self, node, param, v)
         return aggregate.evaluate(node, param, v)
 
     def _call(self, node: Call, t: int) -> Internal:
+        if self.hstore is not None:
+            return hist_functions.call(self, node, t)
         return functions.call(self, node, t)

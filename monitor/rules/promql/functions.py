@@ -663,7 +663,7 @@ def _label_replace(vec: InstantVector, dst: str, repl: str, src: str, regex: str
             metric[dst] = value
         else:
             metric.pop(dst, None)
-        out.append(Sample(metric, s.value, s.drop and dst != "__name__", s.t))
+        out.append(Sample(metric, s.value, s.drop and dst != "__name__", s.t, s.h))
     return out
 
 
@@ -678,7 +678,7 @@ def _label_join(vec: InstantVector, dst: str, sep: str, srcs: list[str]) -> Inst
             metric[dst] = value
         else:
             metric.pop(dst, None)
-        out.append(Sample(metric, s.value, s.drop and dst != "__name__", s.t))
+        out.append(Sample(metric, s.value, s.drop and dst != "__name__", s.t, s.h))
     return out
 
 

@@ -4,11 +4,15 @@ Public (what `Engine.instant`/`Engine.range` return; times in seconds):
 `Scalar(value, t)`, `String(value, t)`, `Vector` (a list of `Element(labels, value, t)`) and
 `Matrix` (a list of `Series(labels, points)`, points being `(t, value)` pairs in time order).
 
+A native histogram sample is an `Element` (or a `Series` point in `histograms`) whose
+`histogram` is a `FloatHistogram` (its `value` is then 0 and means nothing).
+
 Internal (milliseconds, label dicts shared with the history and never mutated in place):
 `Sample` of an instant vector carries `drop` (the metric name is to be removed at the end of the
 query, Prometheus 3's delayed name removal) and `t` (the sample's own time, for `timestamp()`);
 `RangeSeries` of a range vector is either a window of a history series (no copy) or the
-points of a subquery.
+points of a subquery. A `Sample` with `h` set is a histogram sample; a `RangeSeries` keeps the
+histogram points of its window in `hs` (None when there are none).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from monitor.history import Series as HistorySeries
+from monitor.rules.promql.histogram import FloatHistogram
 
 
 class EvalError(Exception):
@@ -42,6 +47,7 @@ class Element:
     labels: dict[str, str]
     value: float
     t: float
+    histogram: FloatHistogram | None = None
 
 
 class Vector(list[Element]):
@@ -52,6 +58,7 @@ class Vector(list[Element]):
 class Series:
     labels: dict[str, str]
     points: list[tuple[float, float]] = field(default_factory=list)
+    histograms: list[tuple[float, FloatHistogram]] = field(default_factory=list)
 
 
 class Matrix(list[Series]):
@@ -63,16 +70,24 @@ Value = Scalar | String | Vector | Matrix
 
 # ---- internal ------------------------------------------------------------------------------
 class Sample:
-    __slots__ = ("metric", "value", "drop", "t")
+    __slots__ = ("metric", "value", "drop", "t", "h")
 
-    def __init__(self, metric: dict[str, str], value: float, drop: bool = False, t: int | None = None) -> None:
+    def __init__(
+        self,
+        metric: dict[str, str],
+        value: float,
+        drop: bool = False,
+        t: int | None = None,
+        h: FloatHistogram | None = None,
+    ) -> None:
         self.metric = metric
         self.value = value
         self.drop = drop
         self.t = t
+        self.h = h
 
     def __repr__(self) -> str:
-        return f"Sample({self.metric}, {self.value}, drop={self.drop})"
+        return f"Sample({self.metric}, {self.h if self.h is not None else self.value}, drop={self.drop})"
 
 
 class InstantVector(list[Sample]):
@@ -82,7 +97,7 @@ class InstantVector(list[Sample]):
 class RangeSeries:
     """One series' points in a window: a slice of a history series, or lists from a subquery."""
 
-    __slots__ = ("metric", "drop", "_series", "_i", "_j", "_ts", "_vs")
+    __slots__ = ("metric", "drop", "_series", "_i", "_j", "_ts", "_vs", "hs")
 
     def __init__(
         self,
@@ -101,6 +116,7 @@ class RangeSeries:
         self._j = j
         self._ts = ts
         self._vs = vs
+        self.hs: list[tuple[int, FloatHistogram]] | None = None
 
     def __len__(self) -> int:
         if self._series is not None:
