@@ -470,6 +470,9 @@ async def test_fast_path_on_real_logger_shapes_counts_like_the_general_path(
     and pino-http's lines: every figure equals the general path's, without a fallback."""
     monkeypatch.setattr(sys.modules[LogfileCheck.__module__], "PIECE_BYTES", 4096)  # many pieces: many switches
     monkeypatch.setattr(sys.modules[JsonParser.__module__], "STRICT_REST", 2)
+    tally = sys.modules["checks.logfile.tally"]
+    monkeypatch.setattr(tally, "DURATIONS_DISTINCT", 50)  # fractional: classified sorted soon
+    monkeypatch.setattr(tally, "DURATIONS_SORTED", 700)
     rng = random.Random(14)
     families = [("status", "responseTime"), ("statusCode", "duration"), ("status", "response_time"), ("status", "ms")]
     runs = [families[0], families[1], families[0], families[2], families[3], None, families[0]]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import random
+import sys
 from bisect import bisect_left
 from collections import Counter
 from pathlib import Path
@@ -29,7 +30,20 @@ from checks.logfile.parse import PRESETS, JsonParser
 from checks.logfile.tail import Follower
 from checks.logfile.window import Classifier, sketch_index
 from monitor.model import Sample
-from tests.test_check_logfile import GARBAGE, PINO_TRICKY, T0, TRICKY, make, pino, random_rec, values, winston, write
+from tests.test_check_logfile import (
+    GARBAGE,
+    PINO_TRICKY,
+    T0,
+    TRICKY,
+    bff_line,
+    get,
+    make,
+    pino,
+    random_rec,
+    values,
+    winston,
+    write,
+)
 
 FLOAT_SUMS = ("portal_log_request_duration_seconds_sum", "portal_log_response_seconds_avg")
 HUGE = [
@@ -99,6 +113,48 @@ def test_batches_count_like_chunks_and_like_single_lines(preset: str, fast_path:
     parsed = sum(s.value for s in batched if s.name == "portal_log_lines_total")
     errors = sum(s.value for s in batched if s.name == "portal_log_parse_errors_total")
     assert parsed + errors == sum(1 for line in lines if line.strip())
+
+
+ZEROS = [  # durations that are zero (0.0 and -0.0), in one column or two, with or without status
+    b'{"level":"info","status":200,"responseTime":0.0}',
+    b'{"level":"info","status":200,"responseTime":-0.0,"ip":"203.0.113.9"}',
+    b'{"level":"debug","message":"WHMCS GetClientsProducts","duration":0}',
+    b'{"level":"debug","message":"WHMCS GetClientsProducts","duration":-0.0}',
+    b'{"level":"info","status":401,"url":"/api/auth/login","ip":"203.0.113.7","responseTime":0}',
+    b'{"level":"info","status":200,"responseTime":1.25,"duration":0.0}',
+    b'{"level":"info","status":200,"responseTime":0.0,"duration":7.5}',
+]
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_fractional_durations_classified_sorted_count_like_single_lines(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The BFF's fractional responseTime (all distinct: classified sorted, many at once)
+    among WHMCS events with a `duration`, zeros in either column, a few lines with both,
+    and tricky lines: the batch counts what one line at a time counts."""
+    monkeypatch.setattr(logtally, "DURATIONS_DISTINCT", 40)
+    monkeypatch.setattr(logtally, "DURATIONS_SORTED", 300)
+    rng = random.Random(seed)
+    pool = TRICKY + HUGE + ODD + [g for g, _ in GARBAGE] + ZEROS
+
+    def line(i: int) -> bytes:
+        r = rng.random()
+        if r < 0.02:
+            return rng.choice(pool) + b"\n"
+        if r < 0.07:
+            return rng.choice(ZEROS) + b"\n"
+        if r < 0.12:
+            return b'{"level":"debug","message":"WHMCS","duration":%.3f}\n' % rng.lognormvariate(5, 0.7)
+        return bff_line(rng, i, ("status", "responseTime"))
+
+    lines = [line(i) for i in range(5000)]
+    options = {"preset": "winston", "patterns": {"login": "auth/login"}}
+    nowhere = Path("/nonexistent")
+    batched = ingest_all(make(nowhere, **options), lines, 700)
+    one_by_one = ingest_all(per_chunk(make(nowhere, **options)), lines, 1)
+    same_counts(batched, one_by_one)
+    assert get(batched, "portal_log_request_duration_seconds_count") > 4000
 
 
 def test_strict_struct_reads_what_the_lenient_one_reads() -> None:
@@ -236,3 +292,33 @@ def test_classifier_codes_equal_one_classification_per_value(scale: float) -> No
         classifier.codes(column, got)
         want = Counter((bisect_left(DURATION_BUCKETS, x * scale), sketch_index(x * scale)) for x in column)
         assert classifier.decode(got) == want
+
+
+@pytest.mark.parametrize("scale", [0.001, 1.0])
+def test_classifier_sorted_counts_equal_one_classification_per_value(scale: float) -> None:
+    """`count_sorted` on fractional and integer durations, on both sides of every point
+    where the class changes, and at the ends of the float range (0, -0, subnormal, the
+    largest float): every class equals `bisect_left` and `sketch_index` of that value."""
+    rng = random.Random(6)
+    classifier = Classifier(DURATION_BUCKETS, scale)
+    points, classes = classifier._changes()
+    assert points == sorted(set(points)) and len(classes) == len(points) + 1
+    edges = [b / scale for b in DURATION_BUCKETS]
+    column = (
+        [round(rng.lognormvariate(4.5, 2.0), 3) for _ in range(20_000)]
+        + [float(int(rng.lognormvariate(4.5, 1.0))) for _ in range(5_000)]
+        + edges + [math.nextafter(e, 0) for e in edges]
+        + points + [math.nextafter(p, 0) for p in points] + [math.nextafter(p, math.inf) for p in points]
+        + [0.0, -0.0, 5e-324, 1e-300, 1e300, sys.float_info.max]
+    )
+    rng.shuffle(column)
+    want = Counter((bisect_left(DURATION_BUCKETS, x * scale), sketch_index(x * scale)) for x in column)
+    got: Counter[int] = Counter()
+    classifier.count_sorted(list(column), got)
+    assert classifier.decode(got) == want
+    one_by_one: Counter[int] = Counter()
+    for x in column[:2000]:
+        classifier.count_sorted([x], one_by_one)
+    assert classifier.decode(one_by_one) == Counter(
+        (bisect_left(DURATION_BUCKETS, x * scale), sketch_index(x * scale)) for x in column[:2000]
+    )

@@ -53,6 +53,8 @@ from checks.logfile.normalize import (
 from checks.logfile.window import Classifier
 
 BATCH_MAX = 25_000  # distinct records pending before the batch must be flushed (bounded memory)
+DURATIONS_DISTINCT = 2048  # a batch's durations counted by value until this many are distinct
+DURATIONS_SORTED = 8192  # then classified this many at once (sorted: see Classifier.count_sorted)
 
 
 # --- auth failures ---------------------------------------------------------------------------
@@ -250,6 +252,7 @@ class Normalizer:
         self._dur_count, self._dur_total, self._dur_codes = 0, 0.0, Counter[int]()
         self._dur_values: Counter[float] = Counter()  # while durations repeat: counted by value
         self._dur_by_value = True
+        self._dur_pending: list[float] = []  # once they do not: classified sorted, many at once
         self._done: list[Tally] = []  # chunks that could not be batched, counted on their own
         self._cand_lines: list[bytes] = []  # auth candidates since the last take_auth()
         self._cand_status: list[Any] = []  # their raw statuses
@@ -283,8 +286,10 @@ class Normalizer:
     def _add_strict(self, parsed: Parsed) -> bool:
         """A strict chunk (every level and status an interned literal or None, every
         duration a non-negative float or None): its (level, status) keys are counted, its
-        durations classified a whole column at a time (C-level `map`s), so a fractional
-        duration on every line costs no Python code per line."""
+        durations counted by value while they repeat (integer ms) and otherwise classified
+        thousands at a time, sorted (`Classifier.count_sorted`: Python runs once per class
+        present, not per value), so a fractional duration on every line costs no Python
+        code per line."""
         assert self._key_of is not None
         records = parsed.records
         keys = list(map(self._key_of, records))
@@ -296,22 +301,26 @@ class Normalizer:
                 self._dur_total += sum(values)
                 if self._dur_by_value:  # integer ms repeat: classify each distinct value once
                     self._dur_values.update(values)
-                    if len(self._dur_values) > BATCH_MAX:  # fractional: nearly all distinct
-                        self._classifier.weighted(self._dur_values, self._dur_codes)
+                    distinct = len(self._dur_values)
+                    if distinct > DURATIONS_DISTINCT and 2 * distinct > self._dur_count:  # fractional
+                        self._dur_pending += self._dur_values.elements()
                         self._dur_values, self._dur_by_value = Counter(), False
-                else:
-                    self._classifier.codes(values, self._dur_codes)
+                else:  # classified sorted, many at once
+                    self._dur_pending += values
+                    if len(self._dur_pending) >= DURATIONS_SORTED:
+                        self._classifier.count_sorted(self._dur_pending, self._dur_codes)
+                        self._dur_pending = []
         if self.auth:
             if self._status_of is None:
                 self._keep_candidates(parsed, [None] * len(records))
             elif self._auth_statuses is not None and len(present := self._one_status.keys() - parsed.absent) == 1:
-                # one status path in this chunk: candidates found in its column (C, ints
-                # compared by identity: msgspec's interned literals)
+                # one status path in this chunk: candidates found in its column (C: a set
+                # lookup per line, then `compress`)
                 status = list(map(self._one_status[present.pop()], records))
-                idx = _positions(status, self._auth_statuses)
-                if idx:
-                    self._cand_lines += map(parsed.lines.__getitem__, idx)
-                    self._cand_status += map(status.__getitem__, idx)
+                hits = list(map(self._auth_statuses.__contains__, status))
+                if any(hits):
+                    self._cand_lines += compress(parsed.lines, hits)
+                    self._cand_status += compress(status, hits)
             else:  # the keys hold the statuses: candidates by distinct key, found in C
                 k, codes = self._n_level, self._auth_statuses
                 wanted = set(keys) if codes is None else [x for x in set(keys) if self._status(x[k:]) in codes]
@@ -334,13 +343,17 @@ class Normalizer:
                 present.append((col, missing))
         if len(present) == 1:
             col, missing = present[0]
-            return col if not missing else _present(col)
+            return col if not missing else _present(col, missing)
         if not present:
             return []
         cols = [c for c, _ in present]
+        values = [_present(c, missing) for c, missing in present]
         if len(cols) == 2:  # the usual mix (requests, events): is no line in both columns?
             a, b = cols
-            both = list(compress(b, map(is_not, a, repeat(None))))
+            if len(values[1]) == len(b) - present[1][1]:  # no zero in b: truthy is present
+                both = list(compress(a, b))
+            else:
+                both = list(compress(b, map(is_not, a, repeat(None))))
             overlap = both.count(None) != len(both)
         else:
             have = sum(len(c) - missing for c, missing in present)
@@ -349,8 +362,8 @@ class Normalizer:
             # a line with two of them: the first one wins
             return [v for v in map(first, zip(*cols, strict=True)) if v is not None]
         out: list[float] = []
-        for col in cols:
-            out += _present(col)
+        for v in values:
+            out += v
         return out
 
     def flush(self) -> list[Tally]:
@@ -374,7 +387,11 @@ class Normalizer:
             groups[(None, nl(lv), ns(st))] += n
         if self._dur_values:
             self._classifier.weighted(self._dur_values, self._dur_codes)
-            self._dur_values, self._dur_by_value = Counter(), True
+            self._dur_values = Counter()
+        if self._dur_pending:
+            self._classifier.count_sorted(self._dur_pending, self._dur_codes)
+            self._dur_pending = []
+        self._dur_by_value = True
         if self._dur_count:
             classes = self._classifier.decode(self._dur_codes)
             out.durations[None] = Durations(self._dur_count, self._dur_total * self._scale, classes)
@@ -589,11 +606,11 @@ class Normalizer:
         return [v if v.__class__ is str else None for v in values]
 
 
-def _present(durations: list[float | None]) -> list[float]:
-    """The durations that are not None (a strict column: floats >= 0 or None), in C: the
-    truthy ones, then the zeros (`count` compares with ==, which None never is)."""
+def _present(durations: list[float | None], missing: int) -> list[float]:
+    """The durations that are not None (a strict column: floats >= 0 or None; `missing` of
+    them None), in C: the truthy ones, then the zeros (0.0 or -0.0: what is left)."""
     out: list[float] = list(filter(None, durations))
-    zeros = durations.count(0.0)
+    zeros = len(durations) - missing - len(out)
     if zeros:
         out += [0.0] * zeros
     return out

@@ -31,8 +31,9 @@ from __future__ import annotations
 import heapq
 import math
 import struct
+import sys
 from array import array
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -87,6 +88,7 @@ class Classifier:
 
     _tables: dict[tuple[tuple[float, ...], float], dict[int, int]] = {}
     _lists: dict[tuple[tuple[float, ...], float], list[int]] = {}
+    _points: dict[tuple[tuple[float, ...], float], tuple[list[float], list[int]]] = {}
 
     def __init__(self, bounds: Sequence[float], scale: float) -> None:
         self.bounds, self.scale = tuple(bounds), scale
@@ -139,6 +141,48 @@ class Classifier:
         for x, code, n in zip(distinct, map(self._get, keys, repeat(-1)), values.values(), strict=True):
             counts[code if code >= 0 else self._code(x)] += n
 
+    def count_sorted(self, values: list[float], counts: Counter[int]) -> None:
+        """`codes` for many values (non-negative finite floats, in the unit), about three
+        times cheaper on fractional durations: `values` is sorted in place (C), then each run
+        of values between two of the points where the class changes is counted at once (two
+        `bisect`s per class present, not per value)."""
+        points, classes = self._changes()
+        values.sort()
+        i, n, last = 0, len(values), len(points)
+        while i < n:  # bounded: `end` > i (points[j] > values[i])
+            j = bisect_right(points, values[i])
+            end = bisect_left(values, points[j], i) if j < last else n
+            counts[classes[j]] += end - i
+            i = end
+
+    def _changes(self) -> tuple[list[float], list[int]]:
+        """Every point where the class changes, ascending (the smallest value of each class
+        but the first), and the class below the first point and from each point on. Classes
+        never decrease with the value, so each point is found by bisecting the float's bits
+        (non-negative floats order as their bits do); computed once per bounds and unit."""
+        key = (self.bounds, self.scale)
+        if key not in self._points:
+            code = self._code
+            points: list[float] = []
+            classes = [code(0.0)]
+            lo, top = 0, _I64.unpack(_F64.pack(sys.float_info.max))[0]
+            final = code(sys.float_info.max)
+            for _ in range((len(self.bounds) + 1) * SKETCH_SIZE):  # bounded: each point raises the class
+                if classes[-1] == final:
+                    break
+                a, b = lo, top  # class(a) == classes[-1] != class(b)
+                while b - a > 1:
+                    m = (a + b) // 2
+                    if code(_bits_float(m)) == classes[-1]:
+                        a = m
+                    else:
+                        b = m
+                points.append(_bits_float(b))
+                classes.append(code(points[-1]))
+                lo = b
+            self._points[key] = (points, classes)
+        return self._points[key]
+
     @staticmethod
     def decode(counts: Counter[int]) -> Counter[tuple[int, int]]:
         return Counter({divmod(code, 1024): n for code, n in counts.items()})
@@ -151,6 +195,12 @@ class Classifier:
 
 
 _F64, _I64 = struct.Struct("<d"), struct.Struct("<q")
+
+
+def _bits_float(bits: int) -> float:
+    return float(_F64.unpack(_I64.pack(bits))[0])
+
+
 TOP_SOURCES = 5  # clients named in portal_log_auth_failures_by_source: the label stays bounded
 _KEY_LO = (1023 - _KEY_OCTAVES) << 10  # the keys `Classifier._table` holds: _KEY_LO <= key < _KEY_HI
 _KEY_HI = _KEY_LO + (2 * _KEY_OCTAVES << 10)
