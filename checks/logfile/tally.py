@@ -241,12 +241,14 @@ class Normalizer:
         self._status_of: Callable[[Any], Any] | None = None
         self._dur_of: list[tuple[int, Callable[[Any], Any]]] = []  # (slot, getter)
         self._one_status: dict[int, Callable[[Any], Any]] = {}  # status slot -> getter
+        self._level_of: Callable[[Any], Any] | None = None  # the level, when it has one path
         if self.batching and getter is not None and key_slots:
             # always a tuple, so that keys of one layout compare alike
             self._key_of = getter(key_slots) if len(key_slots) > 1 else getter((*key_slots, *key_slots))
             self._status_of = getter(status_slots) if status_slots else None
             self._dur_of = [(i, getter((i,))) for i in self.layout.get("duration", ())]
             self._one_status = {i: getter((i,)) for i in status_slots}
+            self._level_of = getter(level_slots) if len(level_slots) == 1 else None
         self._pending_keys: Counter[Any] = Counter()  # (raw level..., raw status...) -> lines
         # durations of strict chunks since the last flush: count, sum in the unit, class codes
         self._dur_count, self._dur_total, self._dur_codes = 0, 0.0, Counter[int]()
@@ -292,8 +294,16 @@ class Normalizer:
         code per line."""
         assert self._key_of is not None
         records = parsed.records
-        keys = list(map(self._key_of, records))
-        self._pending_keys.update(keys)
+        keys: list[Any] | None = None
+        status: list[Any] | None = None  # the one status path this chunk has, when it has one
+        if self._one_status and len(present := self._one_status.keys() - parsed.absent) == 1:
+            status = list(map(self._one_status[present.pop()], records))
+        if status is not None and self._level_of is not None:
+            # (level, status) pairs: `zip` reuses its tuple when Counter already holds the key
+            self._pending_keys.update(zip(map(self._level_of, records), status, strict=True))
+        else:
+            keys = list(map(self._key_of, records))
+            self._pending_keys.update(keys)
         if self._dur_of:
             values = self._durations(records, parsed.absent)
             if values:
@@ -313,15 +323,16 @@ class Normalizer:
         if self.auth:
             if self._status_of is None:
                 self._keep_candidates(parsed, [None] * len(records))
-            elif self._auth_statuses is not None and len(present := self._one_status.keys() - parsed.absent) == 1:
+            elif self._auth_statuses is not None and status is not None:
                 # one status path in this chunk: candidates found in its column (C: a set
                 # lookup per line, then `compress`)
-                status = list(map(self._one_status[present.pop()], records))
                 hits = list(map(self._auth_statuses.__contains__, status))
                 if any(hits):
                     self._cand_lines += compress(parsed.lines, hits)
                     self._cand_status += compress(status, hits)
             else:  # the keys hold the statuses: candidates by distinct key, found in C
+                if keys is None:
+                    keys = list(map(self._key_of, records))
                 k, codes = self._n_level, self._auth_statuses
                 wanted = set(keys) if codes is None else [x for x in set(keys) if self._status(x[k:]) in codes]
                 idx = _positions(keys, wanted) if codes is not None else list(range(len(keys)))
