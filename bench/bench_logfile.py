@@ -22,6 +22,11 @@ logfile check and a dummy check at 1 s; reports the dummy check's scheduling del
 check kept up (unread bytes at the end).
 
     .venv/bin/python bench/bench_logfile.py [--lines 2000000] [--seconds 20] [--rate 100000]
+        [--corpus DIR] [--variants fast,general,...] [--baseline OTHER_CHECKOUT]
+
+`--corpus` keeps the corpora in a folder and reuses them (writing 2 M lines through Node
+takes minutes); `--baseline` runs another checkout's `fast` variant in each repeat too,
+interleaved with this one's, so that a change is measured before and after in one run.
 
 `winston_line`/`pino_line` (Python templates of the same shapes, integer durations) stay for
 the tests and `bench/compare`, which need lines without Node.
@@ -261,30 +266,65 @@ def _same_counts(a: list[Sample], b: list[Sample]) -> bool:
     return key(a) == key(b)
 
 
-def part1(n: int, tmp: str, repeat: int) -> list[str]:
+VARIANTS: dict[str, dict[str, object]] = {
+    "general": {"fast_path": False},
+    "fast": {},
+    "line time": {"time_source": "line"},
+    "patterns": {"patterns": {"platform_event": "Platform Event", "whmcs": "WHMCS"}},
+}
+
+
+def _lines_in(path: str) -> int:
+    n = 0
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            n += block.count(b"\n")
+    return n
+
+
+def rates_baseline(tree: str, path: str, n: int, preset: str) -> tuple[float, float]:
+    """(lines per CPU second, per wall second) of the `fast` variant of another checkout of
+    the project (`tree`, e.g. the code before a change), in a child process so that its
+    modules are its own; timed inside the child, as `rate_check` times this tree's."""
+    code = (
+        "import sys; sys.path[:0] = [sys.argv[1], sys.argv[1] + '/bench']; import bench_logfile as b; "
+        "rate, _ = b.rate_check(sys.argv[2], int(sys.argv[3]), preset=sys.argv[4]); print(b.rate_check.cpu, rate)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, os.path.abspath(tree), path, str(n), preset],
+        cwd=tree,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    )
+    cpu, wall = out.stdout.split()
+    return float(cpu), float(wall)
+
+
+def part1(
+    n: int, tmp: str, repeat: int, variants: list[str], corpus: str | None = None, baseline: str | None = None
+) -> list[str]:
     """Each rate is the median of `repeat` runs, the variants interleaved (the machine is
     shared: its load varies); `cpu` rates are lines per CPU second of this process, `wall`
-    per elapsed second."""
+    per elapsed second. `corpus`: a folder where the corpora are kept (written when missing);
+    `baseline`: another checkout whose `fast` variant runs in each repeat too."""
+    head = ["iterate", "orjson.loads", "general", "fast", "fast, line time", "fast, +patterns"]
+    ratios = ["fast / orjson", "general / orjson"]
+    if baseline is not None:
+        head.insert(4, "fast, baseline")
+        ratios.append("fast / baseline")
     rows = [
-        "| log (written by) | rate | iterate | orjson.loads | general | fast | fast, line time "
-        "| fast, +patterns | fast / orjson | general / orjson |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| log (written by) | rate | " + " | ".join(head + ratios) + " |",
+        "|---|---|" + "---:|" * len(head + ratios),
     ]
-    variants: dict[str, dict[str, object]] = {
-        "general": {"fast_path": False},
-        "fast": {},
-        "line time": {"time_source": "line"},
-        "patterns": {"patterns": {"platform_event": "Platform Event", "whmcs": "WHMCS"}},
-    }
     for name, kind, preset in (("BFF winston request logger", "winston", "winston"), ("pino-http", "pino", "pino")):
-        path = os.path.join(tmp, f"{kind}.log")
+        path = os.path.join(corpus or tmp, f"{kind}.log")
         t = time.perf_counter()
-        node_corpus(kind, path, n)
+        if corpus is None or not os.path.exists(path) or _lines_in(path) != n:
+            node_corpus(kind, path, n)
+            print(f"{kind}: wrote {n:,} lines in {time.perf_counter() - t:.1f}s", file=sys.stderr)
         size = os.path.getsize(path)
-        print(
-            f"{kind}: wrote {n:,} lines, {size / 2**20:.0f} MiB, in {time.perf_counter() - t:.1f}s",
-            file=sys.stderr,
-        )
         runs: dict[str, list[tuple[float, float]]] = {}
         samples: dict[str, list[Sample]] = {}
 
@@ -294,24 +334,36 @@ def part1(n: int, tmp: str, repeat: int) -> list[str]:
         for _ in range(repeat):
             keep("iterate", *rates_iterate(path))
             keep("orjson", *rates_orjson(path))
-            for variant, options in variants.items():
-                rate, samples[variant] = rate_check(path, n, preset=preset, **options)
+            if baseline is not None:
+                keep("baseline", *rates_baseline(baseline, path, n, preset))
+            for variant in variants:
+                rate, samples[variant] = rate_check(path, n, preset=preset, **VARIANTS[variant])
                 keep(variant, rate_check.cpu, rate)  # type: ignore[attr-defined]
-        assert _same_counts(samples["general"], samples["fast"]), (
-            f"{name}: the fast path counted differently from the general path"
-        )
+            print(f"{kind}: {len(runs['iterate'])} of {repeat} runs, load {os.getloadavg()[0]:.1f}", file=sys.stderr)
+        if "general" in samples and "fast" in samples:
+            assert _same_counts(samples["general"], samples["fast"]), (
+                f"{name}: the fast path counted differently from the general path"
+            )
         for i, clock in enumerate(("cpu", "wall")):
             b = {k: statistics.median(r[i] for r in v) for k, v in runs.items()}
-            rows.append(
-                f"| {name} ({size / n:.0f} B/line) | {clock} | {b['iterate']:,.0f} | {b['orjson']:,.0f} "
-                f"| {b['general']:,.0f} "
-                f"| {b['fast']:,.0f} | {b['line time']:,.0f} | {b['patterns']:,.0f} "
-                f"| {b['fast'] / b['orjson']:.2f} | {b['general'] / b['orjson']:.2f} |"
-            )
+
+            def rate(key: str, b: dict[str, float] = b) -> str:
+                return f"{b[key]:,.0f}" if key in b else "-"
+
+            def ratio(a: str, c: str, b: dict[str, float] = b) -> str:
+                return f"{b[a] / b[c]:.2f}" if a in b and c in b else "-"
+
+            cells = [rate(k) for k in ("iterate", "orjson", "general", "fast", "line time", "patterns")]
+            cells += [ratio("fast", "orjson"), ratio("general", "orjson")]
+            if baseline is not None:
+                cells.insert(4, rate("baseline"))
+                cells.append(ratio("fast", "baseline"))
+            rows.append(f"| {name} ({size / n:.0f} B/line) | {clock} | " + " | ".join(cells) + " |")
         if kind == "winston":
             with open(path, "rb") as f:  # part 2's writer repeats these real lines
                 _REAL_WINSTON[:] = [line for _, line in zip(range(20_000), f, strict=False)]
-        os.unlink(path)
+        if corpus is None:
+            os.unlink(path)
     return rows
 
 
@@ -416,13 +468,21 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--rate", type=int, default=100_000)
     ap.add_argument("--skip-burst", action="store_true")
+    ap.add_argument("--corpus", help="keep the corpora in this folder (written when missing) and reuse them")
+    ap.add_argument(
+        "--variants", default=",".join(VARIANTS), help=f"which of the check's variants to run ({','.join(VARIANTS)})"
+    )
+    ap.add_argument("--baseline", help="another checkout (e.g. the code before a change): its fast variant too")
     args = ap.parse_args()
+    variants = [v for v in args.variants.split(",") if v]
+    if unknown := set(variants) - set(VARIANTS):
+        ap.error(f"--variants: unknown {sorted(unknown)}")
     cmd = " ".join([".venv/bin/python bench/bench_logfile.py", *sys.argv[1:]])
     with tempfile.TemporaryDirectory(prefix="bench-logfile-") as tmp:
         python = sys.version.split()[0]
         print(f"`{cmd}` ({os.cpu_count()} CPUs, Python {python}, msgspec {msgspec.__version__})\n")
         print(f"Lines per second, median of {args.repeat} runs:\n")
-        print("\n".join(part1(args.lines, tmp, args.repeat)))
+        print("\n".join(part1(args.lines, tmp, args.repeat, variants, args.corpus, args.baseline)))
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"\nPeak RSS of the bench process (checks read {SLICE_BYTES >> 20} MiB at a time): {peak:.0f} MiB")
         if not args.skip_burst:

@@ -104,6 +104,7 @@ class Classifier:
             shared: dict[int, int] = {}
             self._lists[key] = [shared.setdefault(c, c) for c in map(table.get, range(_KEY_LO, _KEY_HI), repeat(-1))]
         self._list_get = self._lists[key].__getitem__
+        self._changes()  # here, not in a check's first run
 
     def _code(self, x: float) -> int:
         s = x * self.scale
