@@ -402,7 +402,6 @@ class Normalizer:
         if self._dur_pending:
             self._classifier.count_sorted(self._dur_pending, self._dur_codes)
             self._dur_pending = []
-        self._dur_by_value = True
         if self._dur_count:
             classes = self._classifier.decode(self._dur_codes)
             out.durations[None] = Durations(self._dur_count, self._dur_total * self._scale, classes)
