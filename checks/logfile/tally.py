@@ -232,7 +232,7 @@ class Normalizer:
         # batches: see the module docstring
         self.batching = not self.use_time and bool(getattr(reader, "batchable", False))
         self._pending: Counter[Any] = Counter()  # record -> lines, since the last flush
-        # strict chunks: (level, status) keys counted, durations classified by column
+        # strict chunks: (level, status) keys counted, durations classified many at a time
         level_slots, status_slots = self.layout.get("level", ()), self.layout.get("status", ())
         self._n_level = len(level_slots)
         key_slots = (*level_slots, *status_slots)
