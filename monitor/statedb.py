@@ -52,12 +52,16 @@ class Migration:
     """One numbered step of the schema: an SQL script, applied in one transaction.
 
     `before`: statements SQLite cannot run inside a transaction (`VACUUM`), run first, outside
-    it; they must be harmless to repeat (a crash before the version is recorded runs them again)."""
+    it; they must be harmless to repeat (a crash before the version is recorded runs them again).
+    `after`: statements run once the step has committed (`PRAGMA incremental_vacuum`, which hands
+    the pages a rebuild freed back to the file system); a crash before them only leaves free
+    pages for retention's next pass."""
 
     version: int
     description: str
     script: str
     before: tuple[str, ...] = ()
+    after: tuple[str, ...] = ()
 
 
 class SchemaError(OSError):
@@ -114,6 +118,70 @@ _V1 = (
     + ";\n"
 )
 
+# Version 3 rebuilds the outbox (its payloads move to outbox_payload, kept while a row is not
+# delivered; dedup_key and next_attempt_at NULL once it is), the timeline and
+# incident_receivers (WITHOUT ROWID, keyed by incident).
+_V3 = (
+    ";\n".join(
+        (
+            "CREATE TABLE outbox_v3 ("
+            " id INTEGER PRIMARY KEY AUTOINCREMENT, receiver TEXT NOT NULL, kind TEXT NOT NULL,"
+            " incident_id INTEGER NOT NULL, level TEXT NOT NULL DEFAULT '', dedup_key TEXT,"
+            " created_at TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at TEXT,"
+            " last_error TEXT NOT NULL DEFAULT '', state TEXT NOT NULL DEFAULT 'pending',"
+            " finished_at TEXT)",
+            "INSERT INTO outbox_v3 (id, receiver, kind, incident_id, level, dedup_key, created_at, attempts,"
+            " next_attempt_at, last_error, state, finished_at)"
+            " SELECT id, receiver, kind, incident_id, coalesce(json_extract(payload, '$.level'), ''),"
+            " CASE WHEN state = 'delivered' THEN NULL ELSE dedup_key END,"
+            " created_at, attempts,"
+            " CASE WHEN state = 'delivered' THEN NULL ELSE next_attempt_at END,"
+            " last_error, state, finished_at FROM outbox ORDER BY id",
+            # The notification to send, by outbox id, while the row is not delivered: kept apart
+            # so the outbox's own pages hold only small rows (a payload dropped from inside a
+            # row would leave its page mostly empty).
+            "CREATE TABLE outbox_payload (id INTEGER PRIMARY KEY, payload TEXT NOT NULL)",
+            "INSERT INTO outbox_payload (id, payload) SELECT id, payload FROM outbox WHERE state != 'delivered'",
+            # An id a pruned row had is never handed out again (the receivers' logs name ids).
+            "INSERT INTO sqlite_sequence (name, seq) SELECT 'outbox_v3', 0"
+            " WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'outbox_v3')",
+            "UPDATE sqlite_sequence SET seq = max(seq,"
+            " coalesce((SELECT s.seq FROM sqlite_sequence s WHERE s.name = 'outbox'), 0)) WHERE name = 'outbox_v3'",
+            "DROP TABLE outbox",
+            "ALTER TABLE outbox_v3 RENAME TO outbox",
+            # The queue is the pending rows: the index holds only them.
+            "CREATE INDEX outbox_pending ON outbox (receiver, id) WHERE state = 'pending'",
+            "CREATE INDEX outbox_incident ON outbox (incident_id)",
+            "CREATE TABLE timeline_v3 ("
+            " incident_id INTEGER NOT NULL, id INTEGER NOT NULL, at TEXT NOT NULL,"
+            " kind TEXT NOT NULL, detail TEXT NOT NULL DEFAULT '', receiver TEXT, level TEXT,"
+            " PRIMARY KEY (incident_id, id)) WITHOUT ROWID",
+            "INSERT INTO timeline_v3 (incident_id, id, at, kind, detail, receiver, level)"
+            " SELECT incident_id, id, at, kind, detail, receiver, level FROM timeline",
+            "DROP TABLE timeline",
+            "ALTER TABLE timeline_v3 RENAME TO timeline",
+            "CREATE TABLE incident_receivers_v3 ("
+            " incident_id INTEGER NOT NULL REFERENCES incidents (id), level TEXT NOT NULL, receiver TEXT NOT NULL,"
+            " triggered_at TEXT NOT NULL, last_sent_at TEXT NOT NULL,"
+            " PRIMARY KEY (incident_id, level, receiver)) WITHOUT ROWID",
+            "INSERT INTO incident_receivers_v3 SELECT incident_id, level, receiver, triggered_at, last_sent_at"
+            " FROM incident_receivers",
+            "DROP TABLE incident_receivers",
+            "ALTER TABLE incident_receivers_v3 RENAME TO incident_receivers",
+            # The status page's open incidents, newest first, without reading the resolved ones.
+            "CREATE INDEX incidents_open ON incidents (id) WHERE state = 'open'",
+            "UPDATE incidents SET alert = json_remove(alert, '$.name') WHERE json_extract(alert, '$.name') = alertname",
+            "UPDATE incidents SET alert = json_remove(alert, '$.severity')"
+            " WHERE json_extract(alert, '$.severity') = severity",
+            "UPDATE incidents SET alert = json_remove(alert, '$.vendor')"
+            " WHERE json_type(alert, '$.vendor') IS NOT NULL AND json_extract(alert, '$.vendor') IS vendor",
+            "UPDATE incidents SET alert = json_remove(alert, '$.fingerprint')"
+            " WHERE json_extract(alert, '$.fingerprint') = dedup_key",
+        )
+    )
+    + ";\n"
+)
+
 # Append only: a released migration never changes (files in the field already ran it).
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "check state, incidents, timeline, silences, outbox, rule engine state", _V1),
@@ -127,6 +195,21 @@ MIGRATIONS: tuple[Migration, ...] = (
         "CREATE INDEX IF NOT EXISTS outbox_delivered ON outbox (finished_at) WHERE state = 'delivered';\n"
         "CREATE INDEX IF NOT EXISTS incidents_resolved ON incidents (resolved_at) WHERE state = 'resolved';\n",
         before=("PRAGMA auto_vacuum = INCREMENTAL", "VACUUM"),
+    ),
+    # A delivered page keeps what the incident's record shows (receiver, kind, level, attempts,
+    # when queued and delivered; the timeline has its "notified" entry) and drops what only a send
+    # needs: its payload (the notification, which repeats the alert; in outbox_payload until
+    # then), dedup key and next attempt time. Rows still to deliver, failed and expired keep
+    # everything.
+    # The stored alert of an incident leaves out what its own columns say (name, severity,
+    # vendor, fingerprint = dedup_key), where they agree. Timeline and receivers are keyed by
+    # incident (no rowid, no second index). Outbox, timeline and receivers are rebuilt, so the
+    # file is compact afterwards; the outbox keeps its id sequence.
+    Migration(
+        3,
+        "slim delivered pages, compact alerts, timeline and receivers keyed by incident",
+        _V3,
+        after=("PRAGMA incremental_vacuum",),
     ),
 )
 
@@ -247,6 +330,8 @@ def migrate(conn: sqlite3.Connection, where: str = "state database") -> int:
         conn.execute("COMMIT")
         if step is None:
             return LATEST
+        for stmt in step.after:
+            conn.executescript(stmt + ";")  # executescript steps a pragma to its end
         log.info("state_db_migrated", file=where, version=step.version, description=step.description)
 
 

@@ -70,7 +70,7 @@ def resolved(a: Alert, at: datetime) -> Transition:
 
 def queued(conn: sqlite3.Connection, since_id: int = 0) -> list[tuple[str, str, str]]:
     """(receiver, kind, level) of the outbox rows after `since_id`, in queue order."""
-    return [(r.receiver, r.kind, r.notification.level) for r in list_rows(conn) if r.id > since_id]
+    return [(r.receiver, r.kind, r.level) for r in list_rows(conn) if r.id > since_id]
 
 
 def last_id(conn: sqlite3.Connection) -> int:

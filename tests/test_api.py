@@ -355,6 +355,14 @@ async def test_incidents_list_one_and_errors(rig: ApiRig) -> None:
     assert "expected one of open, all" in (await rig.json("GET", "/api/v1/incidents?state=closed", 400))["error"]
 
 
+async def test_incidents_list_pages_by_limit_and_before(rig: ApiRig) -> None:
+    assert [i["id"] for i in (await rig.json("GET", "/api/v1/incidents?state=all&limit=1"))["incidents"]] == [1]
+    assert (await rig.json("GET", "/api/v1/incidents?state=all&before=1"))["incidents"] == []
+    assert [i["id"] for i in (await rig.json("GET", "/api/v1/incidents?before=2"))["incidents"]] == [1]
+    for bad in ("limit=0", "limit=1001", "limit=x", "before=0", "before=-3"):
+        assert "expected a whole number" in (await rig.json("GET", f"/api/v1/incidents?{bad}", 400))["error"]
+
+
 async def test_ack_then_resolve_by_hand(rig: ApiRig) -> None:
     rig.clock.t = T0 + timedelta(minutes=2)
     reply = await rig.json("POST", "/api/v1/incidents/1/ack", headers=rig.auth, json={"who": "alice"})

@@ -148,7 +148,9 @@ async def test_acknowledge_from_the_page_queues_pagerduty_acknowledge(rig: PageR
     from monitor.incidents.records import notification_from_json
 
     conn = sqlite3.connect(rig.state_dir / "portal-monitor.db")
-    (payload,) = conn.execute("SELECT payload FROM outbox WHERE kind = 'acknowledge'").fetchone()
+    (payload,) = conn.execute(
+        "SELECT p.payload FROM outbox o JOIN outbox_payload p ON p.id = o.id WHERE o.kind = 'acknowledge'"
+    ).fetchone()
     conn.close()
     n = notification_from_json(payload)
     assert n.alert.annotations["acknowledged_by"] == "alice"

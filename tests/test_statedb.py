@@ -70,12 +70,18 @@ def raw(db_file: Path, sql: str) -> list[tuple[Any, ...]]:
         db.close()
 
 
-def all_rows(db_file: Path) -> dict[str, list[tuple[Any, ...]]]:
-    """Every row of every table but the version bookkeeping, in rowid order."""
+def all_rows(db_file: Path) -> dict[str, list[dict[str, Any]]]:
+    """Every row of every table but the version bookkeeping (column → value), in a fixed order
+    whatever the table's column order or keys."""
     tables = raw(
         db_file, "SELECT name FROM sqlite_master WHERE type = 'table' AND name != 'schema_version' ORDER BY name"
     )
-    return {t: raw(db_file, f'SELECT * FROM "{t}" ORDER BY rowid') for (t,) in tables}
+    out: dict[str, list[dict[str, Any]]] = {}
+    for (t,) in tables:
+        names = [n for (n,) in raw(db_file, f"SELECT name FROM pragma_table_info('{t}')")]
+        rows = [dict(zip(names, r, strict=True)) for r in raw(db_file, f'SELECT * FROM "{t}"')]
+        out[t] = sorted(rows, key=lambda r: repr(sorted(r.items())))
+    return out
 
 
 def schema(db_file: Path) -> dict[str, str]:
@@ -117,13 +123,17 @@ def test_the_fixture_is_a_previous_release_file(v0: Path) -> None:
     assert raw(v0, "PRAGMA user_version") == [(0,)]
 
 
-def test_migration_1_is_exactly_the_previous_release_schema(v0: Path, tmp_path: Path) -> None:
+def test_migration_1_is_exactly_the_previous_release_schema(
+    v0: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with monkeypatch.context() as m:
+        m.setattr(statedb, "MIGRATIONS", MIGRATIONS[:1])
+        m.setattr(statedb, "LATEST", 1)
+        open_db(tmp_path / "v1").close()
+    assert schema(tmp_path / "v1" / DB_NAME) == schema(v0)
     open_db(tmp_path / "fresh").close()
-    fresh = schema(tmp_path / "fresh" / DB_NAME)
-    later = {"outbox_delivered", "incidents_resolved"}  # migration 2's indexes
-    assert {k: v for k, v in fresh.items() if k not in later} == schema(v0)
     open_db(v0.parent).close()
-    assert schema(v0) == fresh  # adopted and migrated: the same schema as a new file
+    assert schema(v0) == schema(tmp_path / "fresh" / DB_NAME)  # adopted and migrated: as a new file
 
 
 def test_adopting_keeps_every_row(v0: Path) -> None:
@@ -140,7 +150,15 @@ def test_adopting_keeps_every_row(v0: Path) -> None:
         "timeline": 17,
     }
     open_db(v0.parent).close()
-    assert all_rows(v0) == before
+    after = all_rows(v0)
+    # Migration 3 slims delivered pages and stored alerts (tests/test_statefile.py), moves the
+    # other payloads to outbox_payload, and keys the timeline by incident (no id sequence).
+    slimmed = {"outbox", "incidents", "outbox_payload", "sqlite_sequence"}
+    assert {t: r for t, r in after.items() if t not in slimmed} == {t: r for t, r in before.items() if t not in slimmed}
+    assert {t: len(after[t]) for t in ("outbox", "incidents")} == {t: len(before[t]) for t in ("outbox", "incidents")}
+    assert after["sqlite_sequence"] == [r for r in before["sqlite_sequence"] if r["name"] != "timeline"]
+    undelivered = {r["id"]: r["payload"] for r in before["outbox"] if r["state"] != "delivered"}
+    assert {r["id"]: r["payload"] for r in after["outbox_payload"]} == undelivered
     (version, description, applied_at), *later = versions(v0)
     assert version == 1 and [v for v, _, _ in later] == list(range(2, LATEST + 1))
     assert "adopted from the previous release; components: incidents 1, outbox 1, silences 1" in description
@@ -445,8 +463,9 @@ def test_a_previous_release_file_gets_incremental_auto_vacuum_once(v0: Path) -> 
     before = all_rows(v0)
     open_db(v0.parent).close()
     assert raw(v0, "PRAGMA auto_vacuum") == [(2,)]  # INCREMENTAL
-    assert all_rows(v0) == before
-    assert [(v, d) for v, d, _ in versions(v0)][1:] == [(2, "incremental auto-vacuum and age indexes, for retention")]
+    counts = {t: len(r) for t, r in all_rows(v0).items() if t not in ("outbox_payload", "sqlite_sequence")}
+    assert counts == {t: len(r) for t, r in before.items() if t != "sqlite_sequence"}  # every row kept
+    assert [(v, d) for v, d, _ in versions(v0)][1] == (2, "incremental auto-vacuum and age indexes, for retention")
     with capture_logs() as logs:
         open_db(v0.parent).close()
     assert [e for e in logs if e["event"] == "state_db_migrated"] == []

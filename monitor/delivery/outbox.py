@@ -15,8 +15,10 @@ fails the row at once: logged with the reply, counted and kept visible. Rows old
 during a send sends it again; PagerDuty and Alertmanager deduplicate on the dedup key).
 
 On delivery the row is marked delivered and the incident timeline gets "notified <receiver>"
-in the same transaction. Every database step goes through `db` (a `monitor.statedb.Runner`:
-the daemon's writer thread), so a locked file delays a delivery, never the event loop.
+in the same transaction; the row's payload (kept in `outbox_payload` until then) is dropped, so
+a delivered page costs the state file only who got what when. Failed and expired rows keep it.
+Every database step goes through `db` (a `monitor.statedb.Runner`: the daemon's writer thread),
+so a locked file delays a delivery, never the event loop.
 `enqueue`, `list_rows`, `OutboxRow` and the payload format
 (`notification_to_json`/`notification_from_json`) live in `monitor.incidents.records` and are
 importable from here. The tables are
@@ -43,6 +45,7 @@ from monitor.incidents.records import (
     enqueue,
     iso,
     list_rows,
+    mark_delivered,
     next_pending,
     notification_from_json,
     notification_to_json,
@@ -266,12 +269,7 @@ class Outbox:
 
             def delivered() -> None:
                 with transaction(self._conn):
-                    cur = self._conn.execute(
-                        "UPDATE outbox SET state = 'delivered', attempts = attempts + 1, finished_at = ?"
-                        " WHERE id = ? AND state = 'pending'",
-                        (iso(now), row.id),
-                    )
-                    if cur.rowcount and row.incident_id:
+                    if mark_delivered(self._conn, row.id, now) and row.incident_id:
                         add_timeline(
                             self._conn,
                             row.incident_id,

@@ -65,12 +65,13 @@ def undelivered_pages(
     arrived, oldest first; `failing` saves the query when the caller already has it."""
     if failing is None:
         failing = failing_receivers(conn)
-    where = "o.incident_id = ?" if incident_id is not None else "i.state = 'open'"
+    where = "i.id = ?" if incident_id is not None else "i.state = 'open'"
     args: tuple[object, ...] = (incident_id,) if incident_id is not None else ()
+    # CROSS JOIN: from the (few) open incidents to their rows, never a scan of the whole outbox.
     rows = conn.execute(
-        "SELECT o.incident_id, i.severity, i.alertname, o.receiver, json_extract(o.payload, '$.level'),"
+        "SELECT o.incident_id, i.severity, i.alertname, o.receiver, o.level,"
         " o.state, o.attempts, o.last_error, o.created_at, o.next_attempt_at"
-        " FROM outbox o JOIN incidents i ON i.id = o.incident_id"
+        " FROM incidents i CROSS JOIN outbox o ON o.incident_id = i.id"
         f" WHERE {where} AND o.kind = 'trigger' AND o.state != 'delivered' ORDER BY o.id",
         args,
     )

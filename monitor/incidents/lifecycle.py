@@ -56,7 +56,7 @@ from monitor.clock import utc_now
 from monitor.config.fields import format_duration
 from monitor.config.model import Config, EscalationStep
 from monitor.incidents import deliveries, routing, views
-from monitor.incidents.records import add_timeline, alert_to_dict, enqueue, iso, transaction
+from monitor.incidents.records import add_timeline, enqueue, iso, stored_alert_json, transaction
 from monitor.incidents.silences import SilenceEntry, Silences
 from monitor.incidents.views import IncidentView
 from monitor.model import Alert, Notification, Sample, Transition
@@ -145,7 +145,7 @@ class Incidents:
                 alert.name,
                 alert.severity,
                 alert.vendor,
-                _alert_json(alert),
+                stored_alert_json(alert, _columns(alert)),
                 iso(detected_at),
                 iso(fired_at),
             ),
@@ -179,7 +179,7 @@ class Incidents:
         for inc in incidents:
             alert = live.get(inc.dedup_key, inc.alert)
             if (alert.no_data_since, alert.no_data_why) != (inc.alert.no_data_since, inc.alert.no_data_why):
-                self._conn.execute("UPDATE incidents SET alert = ? WHERE id = ?", (_alert_json(alert), inc.id))
+                self._conn.execute("UPDATE incidents SET alert = ? WHERE id = ?", (_stored(alert, inc), inc.id))
                 add_timeline(self._conn, inc.id, now, "note", alert.no_data or "data is back")
             held = self._held_reason(alert, firing, active, now)
             if held != inc.held:
@@ -198,7 +198,7 @@ class Incidents:
                 continue
             n = self._escalate(inc, alert, now) + self._renotify(inc, alert, now)
             if n and inc.dedup_key in live and alert != inc.alert:
-                self._conn.execute("UPDATE incidents SET alert = ? WHERE id = ?", (_alert_json(alert), inc.id))
+                self._conn.execute("UPDATE incidents SET alert = ? WHERE id = ?", (_stored(alert, inc), inc.id))
             queued += n
         return queued
 
@@ -491,9 +491,9 @@ class Incidents:
 
     # ---------------------------------------------------------------- queries
 
-    def list_incidents(self, open_only: bool = True, limit: int = 200) -> list[IncidentView]:
-        """Newest first, with the receivers each one reached."""
-        return views.list_incidents(self._conn, open_only=open_only, limit=limit)
+    def list_incidents(self, open_only: bool = True, limit: int = 200, before: int | None = None) -> list[IncidentView]:
+        """Newest first, with the receivers each one reached; `before`: ids below it (paging)."""
+        return views.list_incidents(self._conn, open_only=open_only, limit=limit, before=before)
 
     def get(self, incident_id: int) -> IncidentView | None:
         """One incident with its timeline and its notifications (delivered, waiting, failed)."""
@@ -514,5 +514,11 @@ class Incidents:
         ]
 
 
-def _alert_json(alert: Alert) -> str:
-    return orjson.dumps(alert_to_dict(alert)).decode()
+def _columns(alert: Alert) -> dict[str, Any]:
+    """The incident columns a new incident takes from its alert."""
+    return {"alertname": alert.name, "severity": alert.severity, "vendor": alert.vendor, "dedup_key": alert.fingerprint}
+
+
+def _stored(alert: Alert, inc: IncidentView) -> str:
+    columns = {"alertname": inc.alertname, "severity": inc.severity, "vendor": inc.vendor, "dedup_key": inc.dedup_key}
+    return stored_alert_json(alert, columns)

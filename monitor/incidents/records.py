@@ -4,7 +4,9 @@ Times are UTC ISO-8601 text of fixed width (so text order is time order); every 
 `transaction()`; the timeline is the incident's history (written by `lifecycle.py`, and by
 the outbox on delivery); alerts and notifications are stored as JSON, and each notification an
 incident change causes is an outbox row written here (`enqueue`) in the same transaction, read
-back with `list_rows`. `lifecycle.py` and `monitor.delivery.outbox` both build on this module.
+back with `list_rows`; its payload lives in `outbox_payload` until it is delivered
+(`mark_delivered` drops it). An incident's stored alert leaves out what the incident's own
+columns say (`stored_alert_json`). `lifecycle.py` and `monitor.delivery.outbox` both build on this module.
 The tables themselves are `monitor.statedb`'s migrations.
 """
 
@@ -68,10 +70,13 @@ def add_timeline(
     receiver: str | None = None,
     level: str | None = None,
 ) -> None:
-    """One timeline entry (detected, fired, notified, escalated, acknowledged, resolved, note)."""
+    """One timeline entry (detected, fired, notified, escalated, acknowledged, resolved, note).
+
+    Entries are keyed by (incident, id): `id` counts up within the incident (its order of writing)."""
     conn.execute(
-        "INSERT INTO timeline (incident_id, at, kind, detail, receiver, level) VALUES (?, ?, ?, ?, ?, ?)",
-        (incident_id, iso(at), kind, detail, receiver, level),
+        "INSERT INTO timeline (incident_id, id, at, kind, detail, receiver, level)"
+        " VALUES (?, (SELECT coalesce(max(id), 0) + 1 FROM timeline WHERE incident_id = ?), ?, ?, ?, ?, ?)",
+        (incident_id, incident_id, iso(at), kind, detail, receiver, level),
     )
 
 
@@ -107,6 +112,30 @@ def alert_from_dict(d: Mapping[str, Any]) -> Alert:
         no_data_since=parse_iso_or_none(d.get("no_data_since")),
         no_data_why=d.get("no_data_why") or "",
     )
+
+
+# What an incident's own columns say about its alert: left out of the stored alert JSON when they
+# agree (they almost always do), filled back in when it is read.
+_ALERT_COLUMNS = (("name", "alertname"), ("severity", "severity"), ("vendor", "vendor"), ("fingerprint", "dedup_key"))
+
+
+def stored_alert_json(a: Alert, columns: Mapping[str, Any]) -> str:
+    """The alert as the incidents table keeps it: without the fields equal to the incident's
+    `columns` (alertname, severity, vendor, dedup_key)."""
+    d = alert_to_dict(a)
+    for key, column in _ALERT_COLUMNS:
+        if d[key] == columns[column]:
+            del d[key]
+    return orjson.dumps(d).decode()
+
+
+def stored_alert(text: str | bytes, columns: Mapping[str, Any]) -> Alert:
+    """The alert from `stored_alert_json` (or a full alert JSON, as older files keep it)."""
+    d = orjson.loads(text)
+    for key, column in _ALERT_COLUMNS:
+        if key not in d:
+            d[key] = columns[column]
+    return alert_from_dict(d)
 
 
 def notification_to_json(n: Notification) -> str:
@@ -154,17 +183,37 @@ def notification_from_json(text: str | bytes, *, id: int = 0) -> Notification:
 def enqueue(conn: sqlite3.Connection, n: Notification, now: datetime) -> int:
     """Queue one notification; call inside the caller's transaction. Returns the row id."""
     cur = conn.execute(
-        "INSERT INTO outbox (receiver, kind, incident_id, dedup_key, payload, created_at, next_attempt_at)"
+        "INSERT INTO outbox (receiver, kind, incident_id, level, dedup_key, created_at, next_attempt_at)"
         " VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (n.receiver, n.kind, n.incident_id, n.dedup_key, notification_to_json(n), iso(now), iso(now)),
+        (n.receiver, n.kind, n.incident_id, n.level, n.dedup_key, iso(now), iso(now)),
     )
     assert cur.lastrowid is not None
+    conn.execute("INSERT INTO outbox_payload (id, payload) VALUES (?, ?)", (cur.lastrowid, notification_to_json(n)))
     return cur.lastrowid
+
+
+def mark_delivered(conn: sqlite3.Connection, row_id: int, now: datetime) -> bool:
+    """Mark a pending row delivered (inside the caller's transaction) and drop what only its
+    sending needed: the payload, the dedup key, the next attempt time. False if it was not pending."""
+    cur = conn.execute(
+        "UPDATE outbox SET state = 'delivered', attempts = attempts + 1, finished_at = ?,"
+        " dedup_key = NULL, next_attempt_at = NULL WHERE id = ? AND state = 'pending'",
+        (iso(now), row_id),
+    )
+    if not cur.rowcount:
+        return False
+    conn.execute("DELETE FROM outbox_payload WHERE id = ?", (row_id,))
+    return True
 
 
 @dataclass(frozen=True, slots=True)
 class OutboxRow:
-    """One queued notification and how its delivery went (for the CLI, the API and tests)."""
+    """One queued notification and how its delivery went (for the CLI, the API and tests).
+
+    A delivered row keeps who got what when (receiver, kind, level, attempts, created_at, finished_at;
+    the timeline has its "notified" entry) but not its payload: `payload` is None and
+    `next_attempt_at` is `finished_at`. Rows still to deliver, failed and expired keep the
+    notification as it was queued."""
 
     id: int
     receiver: str
@@ -177,16 +226,25 @@ class OutboxRow:
     last_error: str
     state: str  # pending | delivered | failed | expired
     finished_at: datetime | None
-    payload: str
+    payload: str | None
+    level: str = ""  # the escalation level it was sent at
 
     @property
     def notification(self) -> Notification:
+        """The notification as queued (ValueError for a delivered row: it is not kept)."""
+        if self.payload is None:
+            raise ValueError(
+                f"outbox row {self.id} ({self.kind} to {self.receiver}) was delivered: its payload is not kept"
+            )
         return notification_from_json(self.payload, id=self.id)
 
 
+# A delivered row's dedup key is its incident's.
 _ROW_COLUMNS = (
-    "id, receiver, kind, incident_id, dedup_key, created_at, attempts, next_attempt_at,"
-    " last_error, state, finished_at, payload"
+    "o.id, o.receiver, o.kind, o.incident_id,"
+    " coalesce(o.dedup_key, (SELECT i.dedup_key FROM incidents i WHERE i.id = o.incident_id), ''),"
+    " o.created_at, o.attempts, coalesce(o.next_attempt_at, o.finished_at, o.created_at),"
+    " o.last_error, o.state, o.finished_at, (SELECT p.payload FROM outbox_payload p WHERE p.id = o.id), o.level"
 )
 
 
@@ -204,6 +262,7 @@ def _row(r: tuple[Any, ...]) -> OutboxRow:
         state=r[9],
         finished_at=parse_iso(r[10]) if r[10] else None,
         payload=r[11],
+        level=r[12],
     )
 
 
@@ -219,16 +278,16 @@ def list_rows(
     where, args = [], []
     for col, val in (("incident_id", incident_id), ("state", state), ("receiver", receiver)):
         if val is not None:
-            where.append(f"{col} = ?")
+            where.append(f"o.{col} = ?")
             args.append(val)
-    sql = f"SELECT {_ROW_COLUMNS} FROM outbox" + (" WHERE " + " AND ".join(where) if where else "")
-    return [_row(r) for r in conn.execute(sql + " ORDER BY id LIMIT ?", (*args, limit))]
+    sql = f"SELECT {_ROW_COLUMNS} FROM outbox o" + (" WHERE " + " AND ".join(where) if where else "")
+    return [_row(r) for r in conn.execute(sql + " ORDER BY o.id LIMIT ?", (*args, limit))]
 
 
 def next_pending(conn: sqlite3.Connection, receiver: str) -> OutboxRow | None:
     """The receiver's oldest row still to deliver (rows go out in order per receiver)."""
     row = conn.execute(
-        f"SELECT {_ROW_COLUMNS} FROM outbox WHERE receiver = ? AND state = 'pending' ORDER BY id LIMIT 1",
+        f"SELECT {_ROW_COLUMNS} FROM outbox o WHERE o.receiver = ? AND o.state = 'pending' ORDER BY o.id LIMIT 1",
         (receiver,),
     ).fetchone()
     return _row(row) if row else None

@@ -1,10 +1,13 @@
 """Retention: what is older than `retention` leaves the state file, a small batch at a time.
 
 One `prune()` pass, in one short transaction, deletes at most `batch` of each:
-- outbox rows delivered more than `retention` ago;
+- outbox rows of open incidents delivered more than `retention` ago (an incident open for
+  months re-notifies every half hour: its old pages go, the incident and its timeline stay);
 - incidents resolved more than `retention` ago, with their timeline, the receivers they reached
-  and their finished outbox rows (failed, expired). An incident keeps everything while one of
-  its rows is still pending or a manual hold still names it.
+  and all their outbox rows (delivered, failed, expired). An incident keeps everything while one
+  of its rows is still pending or a manual hold still names it. A resolved incident's delivered
+  rows stay with it until it goes (its record stays whole; found through the incident, the
+  delivered rows need no index of their own).
 Then `PRAGMA incremental_vacuum(vacuum_pages)` hands at most that many free pages back to the
 file system (the file has `auto_vacuum = INCREMENTAL`: `monitor.statedb` migration 2), so the
 file shrinks with its contents instead of keeping its high-water mark.
@@ -74,10 +77,11 @@ def prune(
     cutoff = iso(now - retention)
     with transaction(conn):
         outbox = conn.execute(
-            "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE state = 'delivered'"
-            " AND finished_at < ? ORDER BY id LIMIT ?)",
+            "DELETE FROM outbox WHERE id IN (SELECT o.id FROM incidents AS i CROSS JOIN outbox AS o"
+            " ON o.incident_id = i.id WHERE i.state = 'open' AND o.state = 'delivered' AND o.finished_at < ?"
+            " ORDER BY o.id LIMIT ?)",
             (cutoff, batch),
-        ).rowcount
+        ).rowcount  # delivered rows have no payload left
         ids = [
             i
             for (i,) in conn.execute(
@@ -93,6 +97,9 @@ def prune(
             marks = ",".join("?" * len(ids))
             timeline = conn.execute(f"DELETE FROM timeline WHERE incident_id IN ({marks})", ids).rowcount
             receivers = conn.execute(f"DELETE FROM incident_receivers WHERE incident_id IN ({marks})", ids).rowcount
+            conn.execute(
+                f"DELETE FROM outbox_payload WHERE id IN (SELECT id FROM outbox WHERE incident_id IN ({marks}))", ids
+            )
             conn.execute(f"DELETE FROM outbox WHERE incident_id IN ({marks})", ids)
             conn.execute(f"DELETE FROM incidents WHERE id IN ({marks})", ids)
     free_before = _pragma(conn, "freelist_count")

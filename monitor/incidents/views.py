@@ -12,17 +12,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import orjson
-
 from monitor.config.model import SEVERITIES
 from monitor.incidents.records import (
     OutboxRow,
-    alert_from_dict,
     iso,
     iso_or_none,
     list_rows,
     parse_iso,
     parse_iso_or_none,
+    stored_alert,
 )
 from monitor.model import Alert
 
@@ -163,7 +161,7 @@ def view_from_row(
         alertname=r[2],
         severity=r[3],
         vendor=r[4],
-        alert=alert_from_dict(orjson.loads(r[5])),
+        alert=stored_alert(r[5], {"alertname": r[2], "severity": r[3], "vendor": r[4], "dedup_key": r[1]}),
         state=r[6],
         detected_at=parse_iso(r[7]),
         fired_at=parse_iso(r[8]),
@@ -203,11 +201,37 @@ def _levels(conn: sqlite3.Connection, iid: int) -> dict[str, str]:
     return {r: lv for r, (lv, _) in receivers_of(conn, iid).items()}
 
 
-def list_incidents(conn: sqlite3.Connection, *, open_only: bool = True, limit: int = 200) -> list[IncidentView]:
-    """Newest first."""
-    where = " WHERE state = 'open'" if open_only else ""
-    rows = conn.execute(f"SELECT {COLUMNS} FROM incidents{where} ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
-    return [view_from_row(r, _levels(conn, r[0])) for r in rows]
+# The open incidents, newest first, through the partial index that holds only them (the status
+# page must not read the resolved ones, however many the file keeps).
+OPEN_NEWEST_FIRST = f"SELECT {COLUMNS} FROM incidents WHERE state = 'open' AND id < ? ORDER BY id DESC LIMIT ?"
+ALL_NEWEST_FIRST = f"SELECT {COLUMNS} FROM incidents WHERE id < ? ORDER BY id DESC LIMIT ?"
+
+
+def list_incidents(
+    conn: sqlite3.Connection, *, open_only: bool = True, limit: int = 200, before: int | None = None
+) -> list[IncidentView]:
+    """Newest first, at most `limit` (with ids below `before`: the next page), each with the
+    receivers it reached (one query for all)."""
+    args = (before if before is not None else 2**62, limit)
+    rows = conn.execute(OPEN_NEWEST_FIRST if open_only else ALL_NEWEST_FIRST, args).fetchall()
+    levels = _levels_of(conn, [r[0] for r in rows])
+    return [view_from_row(r, levels.get(r[0], {})) for r in rows]
+
+
+def _levels_of(conn: sqlite3.Connection, ids: list[int]) -> dict[int, dict[str, str]]:
+    """Per incident, each receiver that got a trigger -> its highest level, in trigger order."""
+    out: dict[int, dict[str, str]] = {}
+    if not ids:
+        return out
+    marks = ",".join("?" * len(ids))
+    for iid, receiver, level in conn.execute(
+        "SELECT incident_id, receiver, max(level) FROM incident_receivers"
+        f" WHERE incident_id IN ({marks}) GROUP BY incident_id, receiver"
+        " ORDER BY incident_id, min(triggered_at), receiver",
+        ids,
+    ):
+        out.setdefault(iid, {})[receiver] = level
+    return out
 
 
 def get_incident(conn: sqlite3.Connection, incident_id: int) -> IncidentView | None:

@@ -43,7 +43,9 @@ runs, so a refused request's body is never read. Errors are `{"error": "..."}` w
          query API (/api/v1/query, query_range, series, labels,
          label/<name>/values, rules) is described in `promapi.py`.
 
-    GET  /api/v1/incidents[?state=open|all]          (default open; newest first, at most 200)
+    GET  /api/v1/incidents[?state=open|all][&limit=N][&before=ID]
+         (default open; newest first, `limit` of them (default 200, at most 1000); `before`: only
+         incidents with a smaller id, so the last id of a page asks for the next one)
          200 {"incidents": [{"id": 12, "alertname": "RedisDown", "severity": "P1", "state": "open",
                              "summary": "...", "runbook": "...", "labels": {...}, "annotations": {...},
                              "value": 0.0, "dedup_key": "4f0c...", "vendor": null,
@@ -116,7 +118,7 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -140,8 +142,11 @@ from monitor.web.auth import refuse_mutation, refuse_scrape
 from monitor.web.incidentpage import sparkline_svg
 from monitor.web.pages import Pages
 from monitor.web.promapi import READ_ONLY_POSTS, PromApi, alerts_doc
-from monitor.web.requests import ApiError, body_of, choice, path_id, positive_duration
+from monitor.web.requests import ApiError, body_of, bounded_int, choice, path_id, positive_duration
 from monitor.web.statuspage import render_page
+
+LIST_LIMIT = 200  # incidents per page of /api/v1/incidents unless `limit` says
+MAX_LIST_LIMIT = 1000
 
 log = structlog.get_logger()
 
@@ -247,7 +252,9 @@ class Api:
     # ------------------------------------------------------------------ replies
 
     def _json(self, doc: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-        body = orjson.dumps(Redactor(self._d.config.secrets).redact(doc))
+        body = orjson.dumps(doc)
+        if _mentions_a_secret(body, self._d.config.secrets):  # else redacting changes nothing
+            body = orjson.dumps(Redactor(self._d.config.secrets).redact(doc))
         return web.Response(
             body=body,
             status=status,
@@ -303,11 +310,13 @@ class Api:
                 )
         return out
 
-    async def incidents_doc(self, open_only: bool) -> dict[str, Any]:
+    async def incidents_doc(
+        self, open_only: bool, limit: int = LIST_LIMIT, before: int | None = None
+    ) -> dict[str, Any]:
         if self._d.alerting is None:
             return {"incidents": [], "undelivered": []}
         pages, rows = await self._d.alerting.query(
-            lambda inc: (inc.undelivered_pages(), inc.list_incidents(open_only=open_only))
+            lambda inc: (inc.undelivered_pages(), inc.list_incidents(open_only=open_only, limit=limit, before=before))
         )
         undelivered = [p.to_dict() for p in pages]
         out = []
@@ -327,7 +336,12 @@ class Api:
 
     async def page(self, request: web.Request) -> web.Response:
         now = self._now()
-        redact = Redactor(self._d.config.secrets).redact
+        secrets = self._d.config.secrets
+        redactor = Redactor(secrets)
+
+        def redact(doc: Any) -> Any:
+            return redactor.redact(doc) if _mentions_a_secret(orjson.dumps(doc), secrets) else doc
+
         html = render_page(
             checks=redact(self.checks_doc(now)),
             alerts=redact(self.alerts_doc()),
@@ -358,7 +372,9 @@ class Api:
 
     async def get_incidents(self, request: web.Request) -> web.Response:
         state = choice(request, "state", ("open", "all"))
-        return self._json(await self.incidents_doc(open_only=state == "open"))
+        limit = bounded_int(request, "limit", LIST_LIMIT, 1, MAX_LIST_LIMIT)
+        before = bounded_int(request, "before", 0, 1, 2**62) if "before" in request.query else None
+        return self._json(await self.incidents_doc(open_only=state == "open", limit=limit, before=before))
 
     async def get_incident(self, request: web.Request) -> web.Response:
         iid = path_id(request, "incident")
@@ -546,3 +562,10 @@ def _check_entry(name: str, typ: str, interval: float, r: CheckResult | None, no
 def _silence_entry(s: SilenceEntry, now: datetime) -> dict[str, Any]:
     state = "active" if s.active(now) else "pending" if now < s.starts_at else "expired"
     return {**s.to_dict(), "state": state}
+
+
+def _mentions_a_secret(body: bytes, secrets: Iterable[str | None]) -> bool:
+    """Whether a JSON text may hold a secret: each one looked up as JSON escapes it. JSON escapes
+    character by character, so a string holding a secret holds its escaped form; when none is
+    found, redacting the document would change nothing."""
+    return any(orjson.dumps(s)[1:-1] in body for s in secrets if s)

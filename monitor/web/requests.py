@@ -37,6 +37,16 @@ def choice(request: web.Request, key: str, allowed: tuple[str, ...]) -> str:
     return value
 
 
+def bounded_int(request: web.Request, key: str, default: int, lo: int, hi: int) -> int:
+    """The query parameter `key` as an integer in [lo, hi] (`default` when absent)."""
+    text = request.query.get(key)
+    if text is None:
+        return default
+    if not text.isdigit() or not lo <= int(text) <= hi:
+        raise ApiError(400, f"{key}={text!r}: expected a whole number from {lo} to {hi}")
+    return int(text)
+
+
 def positive_duration(text: str) -> timedelta:
     seconds = parse_duration(text)
     if seconds <= 0:
