@@ -103,11 +103,12 @@ bench: $(DEV_STAMP)
 	$(PY) bench/bench_promql.py
 	$(PY) bench/bench_rules.py
 
-## noise-report: pages per day of the shipped rules over 30 seeded normal days, recall on 10 seeded fault days
-## (tests/proof/seed_day.py; ~50 s of CPU per day, two at a time)
+## noise-report: the shipped rules over 30 seeded normal and 30 seeded fault days: pages per normal day and their
+## causes, recall and pages per fault (tests/proof/{seed_day,fault_day}.py; a day's world is simulated once (two thirds
+## of its time) and cached in bench/out/days-cache, then only the rules run again). Options: ARGS="--jobs 3"
 .PHONY: noise-report
 noise-report: $(DEV_STAMP)
-	$(PY) -m tests.proof.noise_report --seeds 30 --fault-seeds 10
+	$(PY) -m tests.proof.noise_report --seeds 30 --fault-seeds 30 $(ARGS)
 
 ## bench-compare: side by side with Prometheus + Alertmanager + exporters + mtail (~15 min, loopback only;
 ## installs the Debian packages when missing, as root); writes bench/compare/RESULTS.md. Options: ARGS="--runs 10"
