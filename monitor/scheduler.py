@@ -22,7 +22,7 @@ from monitor.store import Store
 log = structlog.get_logger()
 
 METRICS: dict[str, tuple[str, str]] = {
-    "portal_monitor_loop_lag_seconds": (
+    "portal_monitor_event_loop_lag_seconds": (
         "gauge",
         "how late the event loop woke up for a 250 ms timer, last second's max",
     ),
@@ -255,7 +255,7 @@ class Scheduler:
 
     def samples(self) -> list[Sample]:
         out = [
-            Sample("portal_monitor_loop_lag_seconds", {}, self.loop_lag_s),
+            Sample("portal_monitor_event_loop_lag_seconds", {}, self.loop_lag_s),
             Sample("portal_monitor_checks_skipped_total", {}, float(self.skipped)),
         ]
         if self.delays:

@@ -206,7 +206,7 @@ async def test_checks_can_be_added_and_removed_while_running() -> None:
     await stop(task)
 
 
-async def test_loop_lag_is_measured_with_the_injected_sleep() -> None:
+async def test_event_loop_lag_is_measured_with_the_injected_sleep() -> None:
     clock = {"t": 0.0}
 
     async def slow_sleep(seconds: float) -> None:
@@ -220,4 +220,4 @@ async def test_loop_lag_is_measured_with_the_injected_sleep() -> None:
             await asyncio.sleep(0)
     task.cancel()
     assert sched.loop_lag_s == pytest.approx(0.3)
-    assert {s.name: s.value for s in sched.samples()}["portal_monitor_loop_lag_seconds"] == pytest.approx(0.3)
+    assert {s.name: s.value for s in sched.samples()}["portal_monitor_event_loop_lag_seconds"] == pytest.approx(0.3)

@@ -3,7 +3,7 @@
 The real daemon (a child process) watches an HTTP endpoint that goes down while a second
 process holds `BEGIN IMMEDIATE` on the daemon's state file, as `portal-monitor incidents ack`
 does while it writes. The daemon must keep checking, answering /metrics and the API, with its
-event-loop lag (`portal_monitor_loop_lag_seconds`: the max lateness of a 250 ms timer over the
+event-loop lag (`portal_monitor_event_loop_lag_seconds`: the max lateness of a 250 ms timer over the
 last second, scraped every 100 ms so every window is seen) under 50 ms; the incident and its
 page wait on the writer thread and go out once the lock is released, exactly once.
 """
@@ -83,7 +83,7 @@ async def test_a_held_write_lock_does_not_stall_the_event_loop(tmp_path: Path) -
             paged_during_hold = 0
             async with aiohttp.ClientSession() as s:
                 while not released.done():  # scrape the daemon's own lag gauge for the whole hold
-                    lag = await d.metric("portal_monitor_loop_lag_seconds")
+                    lag = await d.metric("portal_monitor_event_loop_lag_seconds")
                     assert lag is not None
                     lags.append(lag)
                     down_seen = down_seen or await d.metric("portal_http_up", check="web") == 0

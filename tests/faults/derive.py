@@ -73,7 +73,7 @@ ELAPSED_METRICS = frozenset({"portal_sf_replay_stalled_seconds", "portal_postgre
 OTHER_SECONDS_METRICS = frozenset({
     "portal_log_response_seconds_avg", "portal_log_response_seconds_p95", "portal_redis_ping_seconds",
     "portal_postgres_ping_seconds", "portal_http_response_seconds", "portal_whmcs_response_seconds",
-    "portal_sf_replay_last_advance_timestamp_seconds", "portal_monitor_loop_lag_seconds",
+    "portal_sf_replay_last_advance_timestamp_seconds", "portal_monitor_event_loop_lag_seconds",
     "portal_monitor_schedule_delay_seconds", "portal_monitor_config_last_reload_timestamp_seconds",
 })
 
