@@ -33,6 +33,7 @@ from __future__ import annotations
 import ctypes
 import os
 import pwd
+import random
 import shutil
 import signal
 import socket
@@ -46,16 +47,29 @@ from typing import Any
 import psutil
 
 LOOPBACK = "127.0.0.1"
+PORTS = (20000, 32768)  # where free_port() picks: below Linux's default ephemeral range (32768-60999)
+_PICK = random.SystemRandom()  # not the seeded `random`: parallel test runs must not pick alike
 PG_MAX_CONNECTIONS = 20  # small, so that saturating the test cluster takes only a few connections
 _PR_SET_PDEATHSIG = 1
 
 
 def free_port() -> int:
-    """A TCP port on the loopback that nothing listens on right now (from the kernel's
-    ephemeral range, so never 6379 or 5432)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((LOOPBACK, 0))
-        return int(s.getsockname()[1])
+    """A TCP port on the loopback that nothing is bound to right now, below the kernel's
+    ephemeral range (`PORTS`, so never 6379 or 5432).
+
+    Not from the ephemeral range: a server binds its port seconds after it was chosen
+    (initdb first) and binds it again at every restart, and in between any outgoing
+    connection on the machine may be given that port as its local one; the server then
+    fails with "Address already in use". Below the range only another listener can take it."""
+    for _ in range(1000):  # bounded: the range has thousands of ports, a handful in use
+        port = _PICK.randrange(*PORTS)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((LOOPBACK, port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free loopback port in {PORTS[0]}-{PORTS[1] - 1} after 1000 tries")
 
 
 def _die_with_parent() -> None:
