@@ -9,7 +9,7 @@ minutes, as in the daemon, with the shipped default (90 days) unless `--retentio
 otherwise. Reported: incidents made, rows left, the file's size (main file + WAL) at the end.
 
 Phase 2: the real daemon (`portal-monitor run`, a child process) starts on that state file and
-each of the status page `/`, `/api/v1/incidents?state=all`, `/api/v1/incidents/{newest}` and
+each of the status page `/`, `/api/v1/incidents?state=all` (the default page of 50 and a page of 200), `/api/v1/incidents/{newest}` and
 `/metrics` is fetched `--requests` times in turn, one at a time: median and p99 latency.
 
     .venv/bin/python bench/bench_statefile.py [--days 30] [--period 240] [--down 60] [--requests 300]
@@ -145,7 +145,8 @@ async def measure_api(config_path: Path, requests: int) -> dict[str, tuple[float
         async with aiohttp.ClientSession() as s:
             async with s.get(f"{d.base}/api/v1/incidents?state=all") as r:
                 newest = (await r.json())["incidents"][0]["id"]
-            paths = ["/", "/api/v1/incidents?state=all", f"/api/v1/incidents/{newest}", "/metrics"]
+            paths = ["/", "/api/v1/incidents?state=all", "/api/v1/incidents?state=all&limit=200",
+                     f"/api/v1/incidents/{newest}", "/metrics"]
             times: dict[str, list[float]] = {p: [] for p in paths}
             for _ in range(requests):
                 for p in paths:

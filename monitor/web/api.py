@@ -44,7 +44,7 @@ runs, so a refused request's body is never read. Errors are `{"error": "..."}` w
          label/<name>/values, rules) is described in `promapi.py`.
 
     GET  /api/v1/incidents[?state=open|all][&limit=N][&before=ID]
-         (default open; newest first, `limit` of them (default 200, at most 1000); `before`: only
+         (default open; newest first, `limit` of them (default 50, at most 1000); `before`: only
          incidents with a smaller id, so the last id of a page asks for the next one)
          200 {"incidents": [{"id": 12, "alertname": "RedisDown", "severity": "P1", "state": "open",
                              "summary": "...", "runbook": "...", "labels": {...}, "annotations": {...},
@@ -145,7 +145,7 @@ from monitor.web.promapi import READ_ONLY_POSTS, PromApi, alerts_doc
 from monitor.web.requests import ApiError, body_of, bounded_int, choice, path_id, positive_duration
 from monitor.web.statuspage import render_page
 
-LIST_LIMIT = 200  # incidents per page of /api/v1/incidents unless `limit` says
+LIST_LIMIT = 50  # incidents per page of /api/v1/incidents unless `limit` says
 MAX_LIST_LIMIT = 1000
 
 log = structlog.get_logger()
