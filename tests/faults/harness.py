@@ -10,16 +10,20 @@
     rig.check(l1, triggers={("oncall", "L1"), ("lead", "L2"), ("management", "L3")})
     await rig.close()
 
-Waiting is for events with bounded timeouts (a page arriving, a metric reaching a value),
-never a guess of how long the daemon needs. The only timed waits are the config's own shrunk
+Waiting is for events (a page arriving, a metric reaching a value), never a guess of how
+long the daemon needs: each wait is bounded by `PAGE_TIMEOUT` (a minute), which only a hang
+reaches, and names what it waited for. The only timed waits are the config's own shrunk
 timers: `hold(...)` is how long an outage lasts; `past(...)` waits out a step's time and then
 for the condition that shows it did *not* happen (the daemon has evaluated after it and
-delivered everything it queued). A step the row may or may not reach, depending on how fast
-the machine clears the fault, is expected exactly when the daemon logged that escalation
-(`escalated(...)`); a re-notification is accepted only at its cadence. `rig.incidents()`
-reads what the daemon did with each alert (opened, held and why, released, resolved) from its
-log; `rig.story()` is pages + incidents + check failures, the message of every failed
-assertion.
+delivered everything it queued). A time the row asserts is measured from the daemon's own
+record where one exists (an incident's `fired_at`, an alert's `no_data_since`, from the API),
+not from when the test happened to see a page: a busy machine delivers late, never early, so
+"not before its step" holds however slow the machine is. A step the row may or may not
+reach, depending on how fast the machine clears the fault, is expected exactly when the
+daemon logged that escalation (`escalated(...)`); a re-notification is accepted only at its
+cadence. `rig.incidents()` reads what the daemon did with each alert (opened, held and why,
+released, resolved) from its log; `rig.story()` is pages + incidents + check failures, the
+message of every failed assertion.
 
 A daemon that ignores SIGTERM gives a `DaemonDidNotStop` warning with its tasks' stacks.
 """
@@ -34,6 +38,7 @@ import time
 import warnings
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -59,9 +64,25 @@ L2_AFTER = shrunk("30m")
 L3_AFTER = shrunk("1h")
 STEP_AFTER = {"L1": 0.0, "L2": L2_AFTER, "L3": L3_AFTER, "L4": 0.0}
 RENOTIFY = {sev: shrunk(v) for sev, v in {"P1": "30m", "P2": "1h", "P3": "4h", "P4": "24h"}.items()}
-PAGE_TIMEOUT = 10.0  # a page the row expects arrives well within this (real seconds)
-STOP_TIMEOUT = 5.0  # SIGTERM to exit (a clean stop takes ~0.2 s)
+# Bounds of the waits, in real seconds: only a hang reaches them. A page the row expects comes
+# within a second or two of its time on an idle machine, within a few on two cores kept busy.
+PAGE_TIMEOUT = 60.0
+START_TIMEOUT = 60.0  # the daemon's `started` log line
+STOP_TIMEOUT = 30.0  # SIGTERM to exit (a clean stop takes ~0.2 s; receivers drain within their timeouts)
+DUMP_TIMEOUT = 10.0  # SIGUSR1 to the end of the task dump
+HTTP_TIMEOUT = aiohttp.ClientTimeout(total=30)  # one request to the daemon's API
 TASKDUMP = Path(__file__).resolve().parent / "taskdump"
+TASKDUMP_END = "=== end of task dump ===\n"  # taskdump/sitecustomize.py's last line
+
+
+def wall(perf: float) -> float:
+    """A `time.perf_counter()` reading (a `Page.at`) as Unix time, to compare with the daemon's times."""
+    return perf + time.time() - time.perf_counter()
+
+
+def unix(iso: str) -> float:
+    """An ISO-8601 time of the daemon's API as Unix time."""
+    return datetime.fromisoformat(iso).timestamp()
 
 
 class DaemonDidNotStop(UserWarning):
@@ -91,6 +112,7 @@ class Rig:
         self.daemon_args = tuple(daemon_args)  # `portal-monitor run` options (--watch)
         self.notes: list[str] = []
         self._daemon: DaemonProcess | None = None
+        self._fired_at: dict[str, float] = {}  # dedup key -> its incident's fired_at (Unix time)
         self._closed = False
         self._exit: int | None = None
 
@@ -131,7 +153,13 @@ class Rig:
             VENDOR_WEBHOOK_URL=self.vendors.url,
             VENDOR_WEBHOOK_SECRET=VENDOR_SECRET,
             MONITOR_API_TOKEN=API_TOKEN,
+            FAULT_MATRIX_TASKDUMP=str(self.taskdump_path),
         )
+
+    @property
+    def taskdump_path(self) -> Path:
+        """Where the daemon writes its tasks' stacks on SIGUSR1 (see `taskdump/`)."""
+        return self.workdir / "taskdump.txt"
 
     async def start(self) -> None:
         """Fakes up, config derived from the shipped file, daemon started, every check run
@@ -140,10 +168,13 @@ class Rig:
             await fake.start()
         self.notes = write_config(self.config_path, pagerduty_url=self.pd.url, log_dir=self.log.dir,
                                   extra_rules=self.extra_rules, platform_events=self.platform_events)
-        self._daemon = await DaemonProcess.start(self.config_path, *self.daemon_args, env=self.env())
+        self._daemon = await DaemonProcess.start(self.config_path, *self.daemon_args, env=self.env(),
+                                                 timeout=START_TIMEOUT)
         await self.wait(self._ready, "the daemon to be ready (every check run once)")
-        alerts = await self.alerts()
-        assert alerts == [], f"the healthy portal already has alerts: {alerts}\n{self.checks_text()}"
+
+        async def quiet() -> bool:
+            return await self.alerts() == []
+        await self.wait(quiet, "the healthy portal to have no pending or firing alert")
         assert self.pages() == [], describe(self.pages())
 
     async def close(self) -> int | None:
@@ -175,19 +206,40 @@ class Rig:
         except TimeoutError:
             pass
         d.proc.send_signal(signal.SIGUSR1)
-        await asyncio.sleep(0.5)  # the handler prints synchronously; this bounds a stuck print
+        dumped = await self._dumped()
         await d.kill()
         tail = "\n".join(json.dumps(e) for e in d.events[-10:])
+        tasks = self.taskdump_path.read_text(errors="replace") if self.taskdump_path.exists() else ""
+        if not dumped:
+            tasks += (f"\n(no complete task dump within {DUMP_TIMEOUT}s of SIGUSR1: the main thread never ran "
+                      "the handler, blocked outside Python?)")
         warnings.warn(DaemonDidNotStop(
             f"the daemon did not exit within {STOP_TIMEOUT}s of SIGTERM (killed); its last events:\n{tail}\n"
-            f"its tasks:\n{d.stderr.decode(errors='replace')[-12000:]}"), stacklevel=1)
+            f"its tasks:\n{tasks[-12000:]}\nits stderr:\n{d.stderr.decode(errors='replace')[-4000:]}"),
+            stacklevel=1)
         return None
+
+    async def _dumped(self) -> bool:
+        """Until the daemon's SIGUSR1 handler has written its whole task dump (False after
+        `DUMP_TIMEOUT` s: it never ran)."""
+        def complete() -> bool:
+            try:
+                return self.taskdump_path.read_text(errors="replace").endswith(TASKDUMP_END)
+            except FileNotFoundError:
+                return False
+        try:
+            async with asyncio.timeout(DUMP_TIMEOUT):
+                while not complete():
+                    await asyncio.sleep(0.02)  # re-read as the handler writes; bounded above
+        except TimeoutError:
+            return False
+        return True
 
     # -------------------------------------------------------------- reading the daemon
 
     async def _get(self, path: str) -> tuple[int, Any]:
         async with aiohttp.ClientSession() as s, s.get(
-                self.daemon.base + path, timeout=aiohttp.ClientTimeout(total=5)) as r:
+                self.daemon.base + path, timeout=HTTP_TIMEOUT) as r:
             body = await r.text()
         try:
             return r.status, json.loads(body)
@@ -243,22 +295,32 @@ class Rig:
 
     def story(self) -> str:
         """Pages, incidents and check failures so far: the message of a failed assertion."""
+        escalated = [(e.get("incident_id"), e.get("level"), e.get("receivers")) for e in self.daemon.events
+                     if e.get("event") == "incident_escalated"]
         return (f"pages:\n{describe(self.pages())}\nincidents: {self.incidents()}\n"
+                f"escalated (incident, level, receivers): {escalated}\n"
                 f"checks:\n{self.checks_text()}")
 
     async def wait(self, condition: Callable[[], Any], what: str, timeout: float = PAGE_TIMEOUT) -> None:
-        """Until `condition()` (sync or async) is true; fails naming `what` after `timeout` s."""
+        """Until `condition()` (sync or async) is true; fails naming `what` after `timeout` s.
+
+        A request of the condition that times out (a busy daemon answering slowly) counts as
+        not yet, and is asked again; the failure names it."""
+        slow = ""
         try:
             async with asyncio.timeout(timeout):
                 while True:
-                    result = condition()
-                    if asyncio.iscoroutine(result):
-                        result = await result
+                    try:
+                        result = condition()
+                        if asyncio.iscoroutine(result):
+                            result = await result
+                    except TimeoutError as e:  # the request's own timeout, not this wait's (a cancellation)
+                        result, slow = False, f" (a request to the daemon timed out: {e!r})"
                     if result:
                         return
                     await asyncio.sleep(0.02)  # re-check as pages and metrics arrive; bounded above
         except TimeoutError:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{self.story()}") from None
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}{slow}\n{self.story()}") from None
 
     async def trigger(self, alertname: str, receiver: str, timeout: float = PAGE_TIMEOUT) -> Page:
         """The first trigger of `alertname` to `receiver`, waiting for it."""
@@ -266,15 +328,30 @@ class Rig:
             return [p for p in self.pages()
                     if p.action == "trigger" and p.alertname == alertname and p.receiver == receiver]
         await self.wait(found, f"a {alertname} trigger to {receiver}", timeout)
-        return found()[0]
+        page = found()[0]
+        if page.dedup_key not in self._fired_at:
+            await self._note_fired(page)
+        return page
+
+    async def _note_fired(self, page: Page) -> None:
+        """Remember when the daemon fired the incident of `page` (its `fired_at`, from the API):
+        escalation steps and re-notifications count from it (`check()`)."""
+        status, doc = await self._get("/api/v1/incidents?state=all")
+        assert status == 200, f"/api/v1/incidents: HTTP {status}: {doc}"
+        fired = [unix(i["fired_at"]) for i in doc["incidents"] if i["dedup_key"] == page.dedup_key]
+        assert fired, f"no incident with the key {page.dedup_key[:8]} of {page}\n{self.story()}"
+        self._fired_at[page.dedup_key] = min(fired)
 
     async def resolved(self, key: str, timeout: float = PAGE_TIMEOUT) -> None:
-        """Until every receiver that got a trigger for `key` also got its resolve."""
+        """Until every receiver that got a trigger for `key` also got its resolve, and the
+        outbox is empty: a trigger queued before the resolve (a step due as the fault ended)
+        has arrived too, so the pages are the whole story."""
         def done() -> bool:
             mine = [p for p in self.pages() if p.dedup_key == key]
             paged = {p.receiver for p in mine if p.action == "trigger"}
             return bool(paged) and paged <= {p.receiver for p in mine if p.action == "resolve"}
         await self.wait(done, f"the resolves of {key[:8]}", timeout)
+        await self.wait_metric("portal_monitor_outbox_depth", 0.0, timeout)
 
     async def wait_metric(self, name: str, value: float, timeout: float = PAGE_TIMEOUT, **labels: str) -> None:
         """Until the daemon's /metrics shows `name{labels}` == `value`."""
@@ -308,14 +385,22 @@ class Rig:
 
     def escalated(self, first: Page, maybe: set[tuple[str, str]]) -> set[tuple[str, str]]:
         """Of `maybe` ((receiver, level) of a step the row may or may not reach, racing the
-        fault's end), those the daemon escalated the incident of `first` to, by its log.
-        `check()` still asserts each came not before its step and was resolved once."""
+        fault's end), those the daemon escalated the incident of `first` to: by its log, or
+        by the trigger that reached the receiver (the daemon queued it, whether or not the
+        reader of its log has got that far). `check()` still asserts each came not before its
+        step and was resolved once; call it after `resolved()`, which waits for the outbox to
+        empty, so a logged step's page has arrived."""
+        done = self._escalations(first.dedup_key) | {
+            (p.receiver, p.level) for p in self.pages() if p.dedup_key == first.dedup_key and p.action == "trigger"}
+        return maybe & done
+
+    def _escalations(self, key: str) -> set[tuple[str, str]]:
+        """(receiver, level) of every `incident_escalated` the daemon logged for the incidents of `key`."""
         ids = {e["incident_id"] for e in self.daemon.events
-               if e.get("event") == "incident_opened" and e.get("dedup_key") == first.dedup_key}
-        done = {(r, e["level"]) for e in self.daemon.events
+               if e.get("event") == "incident_opened" and e.get("dedup_key") == key}
+        return {(r, e["level"]) for e in self.daemon.events
                 if e.get("event") == "incident_escalated" and e.get("incident_id") in ids
                 for r in e.get("receivers", [])}
-        return maybe & done
 
     def check(self, first: Page, triggers: set[tuple[str, str]]) -> None:
         """The incident of `first` paged exactly `triggers` (receiver, level), each not before
@@ -332,9 +417,14 @@ class Rig:
         keys = {first.dedup_key for first, _ in incidents}
         assert {p.dedup_key for p in pages} <= keys, f"pages for other incidents:\n{describe(pages)}"
         for first, triggers in incidents:
-            check_incident([p for p in pages if p.dedup_key == first.dedup_key], first.dedup_key,
-                           alertname=first.alertname, severity=first.severity, triggers=triggers,
-                           after_s=STEP_AFTER, renotify_s=RENOTIFY[first.severity])
+            assert first.dedup_key in self._fired_at, f"{first}: not a page that rig.trigger() returned"
+            fired_at = self._fired_at[first.dedup_key] - wall(0.0)  # on the pages' clock (perf_counter)
+            try:
+                check_incident([p for p in pages if p.dedup_key == first.dedup_key], first.dedup_key,
+                               alertname=first.alertname, severity=first.severity, triggers=triggers,
+                               fired_at=fired_at, after_s=STEP_AFTER, renotify_s=RENOTIFY[first.severity])
+            except AssertionError as e:
+                raise AssertionError(f"{e}\n{self.story()}") from None
 
 
 def alert_key(alertname: str, labels: Mapping[str, str]) -> str:

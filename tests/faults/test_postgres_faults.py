@@ -59,13 +59,14 @@ async def test_postgres_stopped_with_the_bff_following_it_pages_database_down_on
     rig.bff.component_down("database", status=503)
     l1 = await rig.trigger("DatabaseDown", "oncall")
     await rig.hold(l1.at, shrunk("10m"))  # a 10-minute outage
-    assert rig.incidents() == {
+    held = {
         "DatabaseDown{check=db}": ["opened"],
         "PortalUnreachable{check=bff_health}": ["opened", "held: inhibited by DatabaseDown"],
         "IntegrationDegraded{check=bff_health,component=database}": ["opened", "held: inhibited by DatabaseDown"],
         "MonitorCheckFailing{check=db}": ["opened", "held: inhibited by DatabaseDown"],
         "MonitorCheckFailing{check=bff_health}": ["opened", "held: inhibited by PortalUnreachable"],
-    }, rig.story()
+    }
+    await rig.wait(lambda: rig.incidents() == held, "every alert of the outage opened, and held but DatabaseDown")
     assert {p.dedup_key for p in rig.pages()} == {l1.dedup_key}, rig.story()
     rig.bff.healthy()
     rig.postgres.start()

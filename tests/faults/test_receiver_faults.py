@@ -12,7 +12,7 @@ from typing import Any
 
 import aiohttp
 
-from tests.faults.harness import PAGE_TIMEOUT, Rig
+from tests.faults.harness import HTTP_TIMEOUT, PAGE_TIMEOUT, Rig
 
 
 def console(rig: Rig, kind: str) -> list[dict[str, Any]]:
@@ -21,8 +21,7 @@ def console(rig: Rig, kind: str) -> list[dict[str, Any]]:
 
 
 async def page_text(rig: Rig) -> str:
-    async with aiohttp.ClientSession() as s, s.get(rig.daemon.base + "/",
-                                                   timeout=aiohttp.ClientTimeout(total=5)) as r:
+    async with aiohttp.ClientSession() as s, s.get(rig.daemon.base + "/", timeout=HTTP_TIMEOUT) as r:
         return await r.text()
 
 

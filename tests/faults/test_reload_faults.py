@@ -19,7 +19,7 @@ import aiohttp
 import pytest
 import yaml
 
-from tests.faults.harness import API_TOKEN, L3_AFTER, PAGE_TIMEOUT, Rig
+from tests.faults.harness import API_TOKEN, HTTP_TIMEOUT, L3_AFTER, PAGE_TIMEOUT, Rig
 
 METHODS = ("SIGHUP", "/-/reload", "--watch")
 
@@ -39,14 +39,14 @@ async def reload(rig: Rig, method: str) -> tuple[int, Any] | None:
     elif method == "/-/reload":
         async with aiohttp.ClientSession() as s, s.post(
                 rig.daemon.base + "/-/reload", headers={"Authorization": f"Bearer {API_TOKEN}"},
-                timeout=aiohttp.ClientTimeout(total=30)) as r:
+                timeout=HTTP_TIMEOUT) as r:
             return r.status, await r.json()
     return None
 
 
 async def open_incidents(rig: Rig) -> list[tuple[int, str, str, str | None, str]]:
     async with aiohttp.ClientSession() as s, s.get(
-            rig.daemon.base + "/api/v1/incidents", timeout=aiohttp.ClientTimeout(total=5)) as r:
+            rig.daemon.base + "/api/v1/incidents", timeout=HTTP_TIMEOUT) as r:
         doc = await r.json()
     return sorted((i["id"], i["alertname"], i["state"], i["level"], i["held"]) for i in doc["incidents"])
 
