@@ -235,6 +235,18 @@ class Rig:
             return False
         return True
 
+    @asynccontextmanager
+    async def paused(self) -> AsyncIterator[None]:
+        """The daemon stopped (SIGSTOP) inside the block and continued (SIGCONT) after it, so
+        that changes the row makes one by one reach it as one, as a real fault makes them at
+        once (seventeen sessions closing take longer than an evaluation on a busy machine).
+        Nothing inside may wait on the daemon."""
+        self.daemon.proc.send_signal(signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            self.daemon.proc.send_signal(signal.SIGCONT)
+
     # -------------------------------------------------------------- reading the daemon
 
     async def _get(self, path: str) -> tuple[int, Any]:
@@ -295,10 +307,10 @@ class Rig:
 
     def story(self) -> str:
         """Pages, incidents and check failures so far: the message of a failed assertion."""
-        escalated = [(e.get("incident_id"), e.get("level"), e.get("receivers")) for e in self.daemon.events
+        escalated = [(e.get("incident_id"), e.get("receivers")) for e in self.daemon.events
                      if e.get("event") == "incident_escalated"]
         return (f"pages:\n{describe(self.pages())}\nincidents: {self.incidents()}\n"
-                f"escalated (incident, level, receivers): {escalated}\n"
+                f"escalated (incident, receivers): {escalated}\n"
                 f"checks:\n{self.checks_text()}")
 
     async def wait(self, condition: Callable[[], Any], what: str, timeout: float = PAGE_TIMEOUT) -> None:
@@ -390,15 +402,17 @@ class Rig:
         reader of its log has got that far). `check()` still asserts each came not before its
         step and was resolved once; call it after `resolved()`, which waits for the outbox to
         empty, so a logged step's page has arrived."""
-        done = self._escalations(first.dedup_key) | {
-            (p.receiver, p.level) for p in self.pages() if p.dedup_key == first.dedup_key and p.action == "trigger"}
-        return maybe & done
+        logged = self._escalated_receivers(first.dedup_key)
+        paged = {(p.receiver, p.level) for p in self.pages()
+                 if p.dedup_key == first.dedup_key and p.action == "trigger"}
+        return {(r, level) for r, level in maybe if r in logged or (r, level) in paged}
 
-    def _escalations(self, key: str) -> set[tuple[str, str]]:
-        """(receiver, level) of every `incident_escalated` the daemon logged for the incidents of `key`."""
+    def _escalated_receivers(self, key: str) -> set[str]:
+        """The receivers of every `incident_escalated` the daemon logged for the incidents of
+        `key` (by receiver: the event's `level` field is the log level, `warning`)."""
         ids = {e["incident_id"] for e in self.daemon.events
                if e.get("event") == "incident_opened" and e.get("dedup_key") == key}
-        return {(r, e["level"]) for e in self.daemon.events
+        return {r for e in self.daemon.events
                 if e.get("event") == "incident_escalated" and e.get("incident_id") in ids
                 for r in e.get("receivers", [])}
 

@@ -37,6 +37,13 @@ async def test_redis_stopped_with_the_bff_following_it_pages_redis_down_only(rig
     holds (PortalUnreachable, IntegrationDegraded and both MonitorCheckFailing are held
     back), and after it the held alerts, whose conditions have ended, are not paged.
 
+    The BFF fails once the daemon has seen Redis down, as a BFF does that notices the outage
+    on its own next use of Redis. Shipped, RedisDown (`for` 30 s) fires 30 s before
+    PortalUnreachable (`for` 1 m) could; shrunk that is 50 ms, one check interval, and a BFF
+    failing in the same instant as Redis would race the two checks' next runs (lost whenever
+    the daemon sees the BFF fail first, and PortalUnreachable pages before its inhibitor
+    fires). Seen in that order, RedisDown's `for` starts no later and is shorter.
+
     The BFF's /health recovers together with Redis. A BFF reconnecting 30 s after Redis is
     well inside RedisDown's keep_firing_for (2 min) in the shipped timings, but shrunk that is
     50 ms inside 200 ms: a race on a busy machine, lost whenever the daemon sees the BFF more
@@ -45,6 +52,7 @@ async def test_redis_stopped_with_the_bff_following_it_pages_redis_down_only(rig
     checks' own jitter between them. (A released alert only kept firing by keep_firing_for is
     not paged: tests/test_silences.py, with explicit times.)"""
     rig.redis.stop()
+    await rig.wait_metric("portal_redis_up", 0.0, check="cache")
     rig.bff.component_down("cache", status=503)
     l1 = await rig.trigger("RedisDown", "oncall")
     await rig.hold(l1.at, shrunk("10m"))  # a 10-minute outage
@@ -67,18 +75,25 @@ async def test_redis_stopped_with_the_bff_following_it_pages_redis_down_only(rig
 
 
 async def test_redis_at_maxmemory_with_evictions_pages_memory_high_p3_to_oncall_only(rig: Rig) -> None:
+    """8 MB of cache entries, then a maxmemory 2 MB above what Redis used before them: LRU
+    evicts at once, and the daemon sees the memory go from no limit to full in one step.
+    (Filled against the limit instead, the memory climbs through 70-90% for as long as the
+    writes take, seconds on a busy machine, and RedisMemoryFullSoon rightly pages the growth.)"""
     async with rig.redis_client() as r:
         used = int((await r.info("memory"))["used_memory"])
         await r.config_set("maxmemory-policy", "allkeys-lru")
-        await r.config_set("maxmemory", used + 2 * 1024 * 1024)
         value = b"x" * 1024
-        for batch in range(8):  # 8 MB of cache entries into 2 MB of room: LRU evicts
+        for batch in range(8):
             async with r.pipeline(transaction=False) as pipe:
                 for i in range(1000):
                     pipe.set(f"cache:invoice:{batch}:{i}", value)
                 await pipe.execute()
-        evicted = int((await r.info("stats"))["evicted_keys"])
-        assert evicted > 0
+        await r.config_set("maxmemory", used + 2 * 1024 * 1024)
+
+        async def evicted() -> bool:
+            memory, stats = await r.info("memory"), await r.info("stats")
+            return int(stats["evicted_keys"]) > 0 and int(memory["used_memory"]) <= int(memory["maxmemory"])
+        await rig.wait(evicted, "Redis to evict down to its maxmemory")
         l1 = await rig.trigger("RedisMemoryHigh", "oncall")
         assert (l1.severity, l1.level) == ("P3", "L1") and l1.value is not None and l1.value > 0.9
         assert (await rig.metric("portal_redis_evicted_keys_total", check="cache") or 0) > 0
