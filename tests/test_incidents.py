@@ -240,7 +240,7 @@ def test_a_step_without_any_receiver_is_logged_once(conn: sqlite3.Connection) ->
     with capture_logs() as logs:
         inc.update([a], [fired(a)], T0)
         inc.update([a], [], at(1))
-    assert [e["level"] for e in logs if e["event"] == "escalation_step_has_no_receiver"] == ["L1"]
+    assert [e["escalation_level"] for e in logs if e["event"] == "escalation_step_has_no_receiver"] == ["L1"]
     assert inc.list_incidents()[0].state == "open"  # the incident exists and counts anyway
 
 

@@ -218,7 +218,7 @@ class Incidents:
                 log.warning(
                     "escalation_step_has_no_receiver",
                     incident_id=inc.id,
-                    level=step.level,
+                    escalation_level=step.level,
                     receivers=step.receivers,
                     fallback=step.fallback,
                 )
@@ -241,7 +241,7 @@ class Incidents:
                     f"{inc.severity} not resolved after {format_duration(step.after)}: " + ", ".join(new),
                     level=step.level,
                 )
-                log.warning("incident_escalated", incident_id=inc.id, level=step.level, receivers=new)
+                log.warning("incident_escalated", incident_id=inc.id, escalation_level=step.level, receivers=new)
         return queued
 
     def _fallback(
@@ -274,7 +274,9 @@ class Incidents:
                 f"{', '.join(targets)} failed this page for {wait}: paging fallback {', '.join(new)} as well",
                 level=step.level,
             )
-            log.warning("fallback_paged", incident_id=inc.id, level=step.level, failing=list(targets), receivers=new)
+            log.warning(
+                "fallback_paged", incident_id=inc.id, escalation_level=step.level, failing=list(targets), receivers=new
+            )
         return chosen
 
     def _renotify(self, inc: IncidentView, alert: Alert, now: datetime) -> int:
