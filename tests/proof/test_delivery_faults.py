@@ -247,8 +247,15 @@ async def running(child: asyncio.subprocess.Process) -> AsyncIterator[asyncio.su
 
 
 def outbox_rows(db: sqlite3.Connection) -> dict[int, tuple[str, str, str]]:
-    """Row id -> (dedup_key, kind, state), read by the parent between two runs of the child."""
-    return {i: (k, kind, st) for i, k, kind, st in db.execute("SELECT id, dedup_key, kind, state FROM outbox")}
+    """Row id -> (dedup_key, kind, state), read by the parent between two runs of the child. A
+    delivered row no longer holds its dedup key (only sending needs it): its incident's is the one
+    it was sent with, which a pending row shows."""
+    rows = db.execute(
+        "SELECT o.id, o.dedup_key, i.dedup_key, o.kind, o.state FROM outbox o JOIN incidents i ON i.id = o.incident_id"
+    ).fetchall()
+    for row_id, own, incident_key, _, st in rows:
+        assert st == "delivered" or own == incident_key, f"row {row_id}: dedup key {own} != its incident's"
+    return {row_id: (own or incident_key, kind, st) for row_id, own, incident_key, kind, st in rows}
 
 
 def queue_incidents(conn: sqlite3.Connection, pd_url: str, n: int, rng: random.Random) -> list[Alert]:
