@@ -44,7 +44,7 @@ from monitor.rules.engine import (
     compile_rules,
     evaluate,
     firing,
-    history_needed_s,
+    history_needed_by_metric_s,
     no_data_samples,
 )
 from monitor.rules.promql import Engine, EvalError
@@ -63,7 +63,10 @@ METRICS: dict[str, tuple[str, str]] = {
     "portal_monitor_history_samples": ("gauge", "samples kept in the rules' history"),
     "portal_monitor_history_max_samples": ("gauge", "the history's cap (history.max_samples)"),
     "portal_monitor_history_series": ("gauge", "series kept in the rules' history"),
-    "portal_monitor_history_retention_seconds": ("gauge", "how far back the history is kept (the rules' need + 1 h)"),
+    "portal_monitor_history_retention_seconds": (
+        "gauge",
+        "how far back the history keeps the metric it keeps longest (what the rules read back of it + 1 h)",
+    ),
     "portal_monitor_history_refused_samples_total": ("counter", "samples not kept: over history.max_samples"),
     "portal_alerts_no_data": (
         "gauge",
@@ -73,6 +76,22 @@ METRICS: dict[str, tuple[str, str]] = {
 # Every label of the series above (the daemon's own: no `check`).
 LABELS: dict[str, tuple[str, ...]] = {"portal_alerts": ("alertname", "severity", "state")}
 CHART_S = 3600.0  # the incident page charts the last hour
+# A metric the rules read back further than this is kept for its own need (`retention_plan`);
+# shorter needs, all of them, make the retention of every other metric.
+OWN_RETENTION_AFTER_S = 7200.0
+
+
+def retention_plan(needs: Mapping[str | None, float]) -> tuple[float, dict[str, float]]:
+    """The history's retention from what the rules read back per metric (None: selectors without
+    a name): a default for every metric, and an entry for each read back further.
+
+    The default covers the lookback, name-less selectors and every need up to
+    OWN_RETENTION_AFTER_S; a metric read back further is kept its own need. Each gets the
+    incident page's hour on top: its chart evaluates the rule over the last hour."""
+    shared = [need for name, need in needs.items() if name is None or need <= OWN_RETENTION_AFTER_S]
+    default = max([LOOKBACK_S, *shared]) + CHART_S
+    own = {name: need + CHART_S for name, need in needs.items() if name is not None and need + CHART_S > default}
+    return default, own
 
 
 MAX_CHECK_ERROR = 500  # characters of a check's error carried into a page
@@ -127,7 +146,7 @@ class Alerting:
         self.external_url = external_url
         self.http = http
         self.rules: list[AnyRule] = compile_rules(cfg, Context(external_url=external_url or ""))
-        self.history.retention_s = self.retention_s()
+        self.set_retention()
         self.incidents = Incidents(conn, cfg, now=now)
         self.db = db  # runs what uses `conn` (self.incidents, the outbox's rows): the writer thread
         # Reads for the API and the status page: a reader connection on its own thread, if given.
@@ -271,10 +290,10 @@ class Alerting:
             self.history.trim(t)
             self._trimmed_at = t
 
-    def retention_s(self) -> float:
-        """What the history keeps: what the rules read back (ranges, offsets, lookback), plus the
-        incident page's hour (its chart evaluates the rule over the last hour)."""
-        return history_needed_s(self.rules, LOOKBACK_S) + CHART_S
+    def set_retention(self) -> None:
+        """Keep in the history, per metric, what the rules read back of it (`retention_plan`)."""
+        default, by_name = retention_plan(history_needed_by_metric_s(self.rules, LOOKBACK_S))
+        self.history.retention_s, self.history.retention_by_name = default, by_name
 
     def alert_rules(self) -> list[Rule]:
         return alert_rules(self.rules)
@@ -362,7 +381,7 @@ class Alerting:
         self.receivers = self._build_receivers(cfg)
         self.rules = rules
         self._secrets = cfg.secrets
-        self.history.retention_s = self.retention_s()
+        self.set_retention()
         self.history.max_samples = cfg.root.history.max_samples
         self.incidents.set_config(cfg)
         self._reader.set_config(cfg)
@@ -414,7 +433,7 @@ class Alerting:
             Sample("portal_monitor_history_samples", {}, float(h.sample_count)),
             Sample("portal_monitor_history_max_samples", {}, float(h.max_samples)),
             Sample("portal_monitor_history_series", {}, float(h.series_count)),
-            Sample("portal_monitor_history_retention_seconds", {}, h.retention_s),
+            Sample("portal_monitor_history_retention_seconds", {}, h.longest_retention_s),
             Sample("portal_monitor_history_refused_samples_total", {}, float(h.refused)),
         ]
 

@@ -11,8 +11,10 @@ so `rate()` over a window needs two bisections instead of a walk over its sample
 `append(t, samples, source=...)` takes one check run: every series the source produced last time
 and not now gets a staleness marker at `t`, as Prometheus writes one when a target stops
 exporting a series. `max_samples` is a hard cap: past it new samples are refused and counted in
-`refused`. `trim(now)` drops what is older than `retention_s`. `dump(path)`/`load(path)` keep it
-across restarts (written to a temporary file and renamed): a gap stays a gap.
+`refused`. `trim(now)` drops what is older than its metric's retention: `retention_s` for every
+name, or longer for the few names in `retention_by_name` (a metric the rules read back a day
+need not make every series stay a day). `dump(path)`/`load(path)` keep it across restarts
+(written to a temporary file and renamed): a gap stays a gap.
 
 The dump is a stream of series: a magic line, a msgpack header (sources, byte order, series count),
 then per series a msgpack head (labels, base, counts) and its three arrays' raw bytes. `load` reads
@@ -411,8 +413,16 @@ def _read_array(f: IO[bytes], code: str, n: int, swap: bool, path: str | os.Path
 class History:
     """Every series' recent samples; see the module docstring."""
 
-    def __init__(self, retention_s: float = 3600.0, max_samples: int = 10_000_000) -> None:
-        self.retention_s = retention_s
+    def __init__(
+        self,
+        retention_s: float = 3600.0,
+        max_samples: int = 10_000_000,
+        retention_by_name: Mapping[str, float] | None = None,
+    ) -> None:
+        self.retention_s = retention_s  # seconds kept of every metric not in retention_by_name
+        # Metric name -> seconds kept, for the few metrics kept longer than retention_s (an entry
+        # shorter than retention_s does not shorten it).
+        self.retention_by_name: dict[str, float] = dict(retention_by_name or {})
         self.max_samples = max_samples
         self.refused = 0  # samples not stored: over the cap, or more than 49 days from the rest
         self._series: dict[tuple[tuple[str, str], ...], Series] = {}
@@ -501,15 +511,26 @@ class History:
         if tm > self.newest:
             self.newest = tm
 
+    def retention_of(self, name: str) -> float:
+        """Seconds the series of metric `name` are kept: `retention_s`, or its longer entry."""
+        return max(self.retention_s, self.retention_by_name.get(name, 0.0))
+
+    @property
+    def longest_retention_s(self) -> float:
+        """Seconds the longest-kept metric is kept."""
+        return max([self.retention_s, *self.retention_by_name.values()])
+
     def trim(self, now: float) -> int:
-        """Drop samples older than `retention_s` before `now`, and series left empty; returns samples dropped."""
+        """Drop samples older than their metric's retention (`retention_of`) before `now`, and
+        series left empty; returns samples dropped."""
         if self._snapshots:
             return 0  # a snapshot is being written: its arrays stay as they are until the next trim
         cutoff = ms(now - self.retention_s)
+        cutoffs = {name: ms(now - self.retention_of(name)) for name in self.retention_by_name}
         dropped = 0
         empty = []
         for key, series in self._series.items():
-            dropped += series.drop_before(cutoff)
+            dropped += series.drop_before(cutoffs.get(series.name, cutoff))
             if not series.vs and not series.stale:
                 empty.append(key)
         for key in empty:

@@ -67,6 +67,27 @@ def test_trim_drops_old_samples_and_empty_series() -> None:
     assert h.sample_count == 7
 
 
+def test_trim_keeps_each_metric_as_long_as_its_own_retention() -> None:
+    """One name kept 25 h, the rest 1 h (the default): each loses what is older than its own
+    cutoff, and an entry shorter than the default does not shorten it."""
+    hour = 3600
+    h = History(retention_s=hour, retention_by_name={"replay_ts": 25 * hour, "brief": 60})
+    h.append(0, [_s("gone", 1)], source="a")
+    for t in range(0, 26 * hour + 1, hour):
+        h.append(t, [_s("replay_ts", t), _s("x", t), _s("brief", t)], source="b")
+    dropped = h.trim(26 * hour)
+    assert dropped == 1 + 1 + 25 + 25  # gone; replay_ts at 0; x and brief at 0..24 h
+    assert h.select([Matcher.of("__name__", "=", "gone")]) == []
+    assert h.series_count == 3
+    for name, first in (("replay_ts", 1 * hour), ("x", 25 * hour), ("brief", 25 * hour)):
+        (series,) = h.select([Matcher.of("__name__", "=", name)])
+        assert [t for t, _ in series.points()][0] == first * 1000, name
+    assert h.sample_count == 26 + 2 + 2
+    assert h.retention_of("replay_ts") == 25 * hour
+    assert h.retention_of("brief") == h.retention_of("x") == hour
+    assert h.longest_retention_s == 25 * hour
+
+
 def test_matchers_use_re2_fully_anchored_and_dot_matches_newline() -> None:
     h = History()
     h.add({"__name__": "m", "path": "/a\nb"}, 1, 1)

@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from monitor.alerting import Alerting
+from monitor.alerting import CHART_S, Alerting, retention_plan
 from monitor.config.loader import ConfigError, load_config_text
 from monitor.config.model import Config
 from monitor.model import CheckResult, Sample
-from monitor.rules.engine import compile_rules
+from monitor.rules.engine import compile_rules, history_needed_by_metric_s
 from monitor.rules.export import prometheus_rules
 from monitor.statedb import open_db
 from monitor.store import Store
@@ -201,7 +201,59 @@ def test_history_retention_follows_the_rules(rig: Rig) -> None:
     # the longest read back is 5m (a range selector; a bare selector's lookback is 5m too),
     # + the incident page's hour
     assert rig.alerting.history.retention_s == 300 + 3600
+    assert rig.alerting.history.retention_by_name == {}  # no rule reads a metric back longer
     assert rig.alerting.history.max_samples == 2_000_000
+
+
+LONG_RULES = """\
+listen: 127.0.0.1:0
+state_dir: {state}
+checks:
+  - {{name: cache, type: redis, url: "redis://127.0.0.1:1/0", interval: 10s}}
+rules:
+  - record: portal:foo
+    expr: sum(foo)
+  - alert: Stalled
+    expr: changes(foo[1d]) == 0
+    severity: P2
+  - alert: Busy
+    expr: rate(bar[5m]) > 1
+    severity: P3
+  - alert: RecordedFlat
+    expr: changes(portal:foo[1d]) == 0
+    severity: P3
+"""
+ANY_FLAT = """\
+  - alert: AnyFlat
+    expr: changes({{__name__=~"portal_.*"}}[1d]) == 0
+    severity: P3
+"""
+
+
+def test_a_metric_read_back_a_day_gets_its_own_retention(tmp_path: Path) -> None:
+    """`changes(foo[1d])` keeps foo (and the recorded portal:foo, read back a day too) 1 d + the
+    chart's hour; every other metric keeps the short default; a regex selector read back a day
+    raises the default (after a reload)."""
+    cfg = load_config_text(LONG_RULES.format(state=tmp_path / "state"), env={})
+    alerting = Alerting(open_db(cfg.root.state_dir), cfg, list, receivers={})
+    history = alerting.history
+    assert history.retention_s == 300 + CHART_S
+    assert history.retention_by_name == {"foo": 86400 + CHART_S, "portal:foo": 86400 + CHART_S}
+    gauge = next(s for s in alerting.samples() if s.name == "portal_monitor_history_retention_seconds")
+    assert gauge.value == 86400 + CHART_S
+
+    alerting.swap_config(load_config_text((LONG_RULES + ANY_FLAT).format(state=tmp_path / "state"), env={}))
+    assert history.retention_s == 86400 + CHART_S  # any series may be read back a day
+    assert history.retention_by_name == {}
+
+
+def test_retention_plan_splits_short_needs_from_long_ones() -> None:
+    """Needs up to 2 h (and name-less ones) make the default; longer named ones get entries."""
+    assert retention_plan({}) == (300 + CHART_S, {})
+    assert retention_plan({"a": 600, "b": 7200, "c": 7201, None: 900}) == (7200 + CHART_S, {"c": 7201 + CHART_S})
+    assert retention_plan({"a": 86400, None: 2 * 86400}) == (2 * 86400 + CHART_S, {})
+    rules = compile_rules(load_config_text(LONG_RULES.format(state="/nonexistent"), env={}))
+    assert history_needed_by_metric_s(rules) == {"foo": 86400, "bar": 300, "portal:foo": 86400}
 
 
 async def test_history_use_is_a_metric(rig: Rig) -> None:

@@ -15,6 +15,7 @@ from monitor.rules.promql import (
     Matrix,
     Scalar,
     Vector,
+    needed_history_by_metric_s,
     needed_history_s,
     parse,
     selected_series,
@@ -117,6 +118,20 @@ def test_needed_history_and_selected_series() -> None:
     sel = selected_series(parse('rate(a{job="x"}[5m]) / on() group_left b or {__name__="c"}'))
     assert [s.metric for s in sel] == ["a", "b", "c"]
     assert [(m.name, m.op, m.value) for m in sel[0].matchers] == [("__name__", "=", "a"), ("job", "=", "x")]
+
+
+def test_needed_history_by_metric_adds_up_along_each_path() -> None:
+    """Ranges, offsets and subquery ranges add up per selector; the longest read of each name
+    wins; a selector without one exact name is keyed None; a literal reads nothing."""
+    minute = 60.0
+    nested = parse("max_over_time(rate(x[5m])[1h:1m] offset 30m)")
+    assert needed_history_by_metric_s(nested) == {"x": 5 * minute + 3600 + 30 * minute}
+    both = parse(
+        'changes(foo[1d]) + rate(foo[5m] offset 2h) + bar + {__name__="baz"} + count_over_time({__name__=~"q.*"}[2h])'
+    )
+    assert needed_history_by_metric_s(both, lookback_s=300) == {"foo": 86400, "bar": 300, "baz": 300, None: 7200}
+    assert needed_history_by_metric_s(parse('{__name__="a" or __name__="b"}')) == {None: 300}
+    assert needed_history_by_metric_s(parse("vector(1)")) == {}
 
 
 def test_a_cycle_gives_the_same_values_as_separate_queries() -> None:

@@ -71,6 +71,7 @@ from monitor.rules.promql import (
     ExprError,
     Scalar,
     Vector,
+    needed_history_by_metric_s,
     needed_history_s,
     parse,
     selected_series,
@@ -196,6 +197,16 @@ def history_needed_s(rules: Sequence[AnyRule], lookback_s: float = LOOKBACK_S) -
     """Seconds of history the rules can read before the evaluation time (the longest range,
     offset and subquery of any rule, plus the lookback)."""
     return max((needed_history_s(r.expr, lookback_s) for r in rules), default=lookback_s)
+
+
+def history_needed_by_metric_s(rules: Sequence[AnyRule], lookback_s: float = LOOKBACK_S) -> dict[str | None, float]:
+    """Seconds of history the rules can read before the evaluation time, per metric name (the
+    longest of any rule; None: selectors without a name, whose need applies to every series)."""
+    needs: dict[str | None, float] = {}
+    for rule in rules:
+        for name, need in needed_history_by_metric_s(rule.expr, lookback_s).items():
+            needs[name] = max(need, needs.get(name, 0.0))
+    return needs
 
 
 def fingerprint(name: str, labels: Mapping[str, str]) -> str:

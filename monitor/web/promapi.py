@@ -17,8 +17,8 @@ open like GET.
     GET      /api/v1/alerts      pending and firing alerts; each object also carries our `name`,
                                  `severity`, `fired_at`, `fingerprint`
 
-The history holds what the rules can read back (see `monitor.alerting`), so a query further
-back than that finds nothing, as a Prometheus whose retention ended there.
+The history holds, per metric, what the rules can read back of it (see `monitor.alerting`), so
+a query further back than that finds nothing, as a Prometheus whose retention ended there.
 """
 
 from __future__ import annotations

@@ -28,6 +28,9 @@ else of ours. The rule engine, the web API and the CLI build on this interface:
 - `needed_history_s(expr, lookback_s=300) -> float`: the seconds of history before the
   evaluation time the expression can read (ranges + offsets + subquery ranges + lookback), so
   the history's retention can be computed from the rules.
+- `needed_history_by_metric_s(expr, lookback_s=300) -> dict[str | None, float]`: the same, per
+  metric name a selector reads (None for selectors without one: their need applies to every
+  series), so each metric can be kept only as long as the rules read it back.
 - `selected_series(expr) -> list[Selection]`: per selector, the metric name (None when the
   selector has none) and its matchers (`monitor.history.Matcher`: name, op, value), for
   checking rules against the metrics the checks export.
@@ -40,7 +43,15 @@ from dataclasses import dataclass
 from monitor.history import Matcher
 from monitor.rules.promql.engine import Cycle, Engine
 from monitor.rules.promql.histogram import FloatHistogram, HistogramStore
-from monitor.rules.promql.parse import Expr, ExprError, lookback_needed, parse, selectors
+from monitor.rules.promql.parse import (
+    Expr,
+    ExprError,
+    lookback_needed,
+    lookback_needed_by_metric,
+    metric_name,
+    parse,
+    selectors,
+)
 from monitor.rules.promql.values import Element, EvalError, Matrix, Scalar, Series, String, Value, Vector
 
 __all__ = [
@@ -59,6 +70,7 @@ __all__ = [
     "String",
     "Value",
     "Vector",
+    "needed_history_by_metric_s",
     "needed_history_s",
     "parse",
     "selected_series",
@@ -78,12 +90,13 @@ def needed_history_s(expr: Expr, lookback_s: float = 300.0) -> float:
     return lookback_needed(expr.root, round(lookback_s * 1000)) / 1000.0
 
 
+def needed_history_by_metric_s(expr: Expr, lookback_s: float = 300.0) -> dict[str | None, float]:
+    """Seconds of history before the evaluation time that `expr` can read, per metric name
+    (None: selectors without a name, whose need applies to every series)."""
+    needs = lookback_needed_by_metric(expr.root, round(lookback_s * 1000))
+    return {name: need / 1000.0 for name, need in needs.items()}
+
+
 def selected_series(expr: Expr) -> list[Selection]:
     """Every selector's metric name and matchers (the `__name__` matcher included)."""
-    out = []
-    for sel in selectors(expr.root):
-        name = sel.name
-        if name is None:
-            name = next((m.value for m in sel.matchers if m.name == "__name__" and m.op == "="), None)
-        out.append(Selection(name, sel.matchers))
-    return out
+    return [Selection(metric_name(sel), sel.matchers) for sel in selectors(expr.root)]

@@ -383,51 +383,72 @@ def _invalid_utf8_literals(text: str) -> dict[str, str]:
 
 
 # ---- what an expression needs ---------------------------------------------------------------
+def children(node: Node) -> list[Node]:
+    """The nodes directly under `node`, in the order they are written."""
+    if isinstance(node, MatrixSel):
+        return [node.sel]
+    if isinstance(node, (Subquery, Unary)):
+        return [node.expr]
+    if isinstance(node, Call):
+        return list(node.args)
+    if isinstance(node, Aggregate):
+        return ([node.param] if node.param is not None else []) + [node.expr]
+    if isinstance(node, Binary):
+        return [node.lhs, node.rhs]
+    return []
+
+
 def walk(node: Node) -> list[Node]:
     """Every node, depth first, parents before children."""
     out = [node]
-    if isinstance(node, MatrixSel):
-        out += walk(node.sel)
-    elif isinstance(node, Subquery):
-        out += walk(node.expr)
-    elif isinstance(node, Call):
-        for a in node.args:
-            out += walk(a)
-    elif isinstance(node, Aggregate):
-        if node.param is not None:
-            out += walk(node.param)
-        out += walk(node.expr)
-    elif isinstance(node, Binary):
-        out += walk(node.lhs) + walk(node.rhs)
-    elif isinstance(node, Unary):
-        out += walk(node.expr)
+    for child in children(node):
+        out += walk(child)
     return out
 
 
-def lookback_needed(node: Node, lookback: int) -> int:
-    """Milliseconds of history before the evaluation time that evaluating `node` can read.
+def metric_name(sel: VectorSel) -> str | None:
+    """The one metric name a selector can match (its name, or an `__name__="..."` matcher that
+    applies to all of it); None when it can match several."""
+    if sel.name is not None:
+        return sel.name
+    return next((m.value for m in sel.matchers if m.name == "__name__" and m.op == "="), None)
+
+
+def lookback_needed_by_metric(node: Node, lookback: int) -> dict[str | None, int]:
+    """Milliseconds of history before the evaluation time that evaluating `node` can read, per
+    metric name (`metric_name`; None: a selector without one, whose need applies to every series).
 
     Ranges, offsets and subquery ranges add up along the path to each selector; a plain
     selector reads back `lookback`. `@` is treated as reading at the evaluation time.
     """
+    needs: dict[str | None, int] = {}
+    _add_needs(node, lookback, 0, needs)
+    return needs
+
+
+def _add_needs(node: Node, lookback: int, above: int, needs: dict[str | None, int]) -> None:
+    """Record in `needs` what the selectors under `node` read, `above` ms already read back by
+    the subqueries around it."""
     if isinstance(node, VectorSel):
-        return max(node.offset, 0) + lookback
-    if isinstance(node, MatrixSel):
-        return max(node.sel.offset, 0) + node.range
-    if isinstance(node, Subquery):
-        return max(node.offset, 0) + node.range + lookback_needed(node.expr, lookback)
-    if isinstance(node, (NumberLit, StringLit)):
-        return 0
-    children: list[Node] = []
-    if isinstance(node, Call):
-        children = list(node.args)
-    elif isinstance(node, Aggregate):
-        children = [node.expr] + ([node.param] if node.param is not None else [])
-    elif isinstance(node, Binary):
-        children = [node.lhs, node.rhs]
-    elif isinstance(node, Unary):
-        children = [node.expr]
-    return max((lookback_needed(c, lookback) for c in children), default=0)
+        _raise_need(needs, metric_name(node), above + max(node.offset, 0) + lookback)
+    elif isinstance(node, MatrixSel):
+        _raise_need(needs, metric_name(node.sel), above + max(node.sel.offset, 0) + node.range)
+    elif isinstance(node, Subquery):
+        _add_needs(node.expr, lookback, above + max(node.offset, 0) + node.range, needs)
+    else:
+        for child in children(node):
+            _add_needs(child, lookback, above, needs)
+
+
+def _raise_need(needs: dict[str | None, int], name: str | None, need: int) -> None:
+    if need > needs.get(name, -1):
+        needs[name] = need
+
+
+def lookback_needed(node: Node, lookback: int) -> int:
+    """Milliseconds of history before the evaluation time that evaluating `node` can read: the
+    longest of `lookback_needed_by_metric`, 0 for an expression that reads no series."""
+    return max(lookback_needed_by_metric(node, lookback).values(), default=0)
 
 
 def selectors(node: Node) -> list[VectorSel]:
