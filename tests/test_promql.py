@@ -220,18 +220,19 @@ def test_deriv_and_predict_linear_match_prometheus_loop(values: list[float]) -> 
 
 
 def test_regression_sums_kept_between_evaluations_equal_fresh_ones() -> None:
-    """deriv/predict_linear over windows that slide with appends, trims, a write into the past
-    and a rebase answer exactly as sums computed afresh over each window."""
+    """deriv/predict_linear and changes over windows that slide with appends, trims, a write into
+    the past and a rebase answer exactly as sums and counts computed afresh over each window."""
     import random
 
     rnd = random.Random(7)
     kept, fresh = History(retention_s=200), History(retention_s=200)
-    exprs = ["deriv(g[60s])", "predict_linear(g[150s], 30)", "deriv(g[37s])"]
+    exprs = ["deriv(g[60s])", "predict_linear(g[150s], 30)", "deriv(g[37s])", "changes(g[60s])", "changes(r[45s])"]
     checked = 0
     for t in range(0, 500):
         samples = [
             Sample("g", {"i": "a"}, rnd.uniform(-1e6, 1e6) * 10 ** rnd.randint(-8, 8)),
             Sample("g", {"i": "b"}, 40.0 + t * 0.25 + rnd.random()),
+            Sample("r", {}, float(rnd.choice([0, 0, 0, 1, math.nan]))),  # repeats, NaN: changes()
         ]
         for h in (kept, fresh):
             h.append(t, samples, source="s")
