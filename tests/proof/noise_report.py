@@ -38,10 +38,11 @@ from collections import Counter, defaultdict
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
+from monitor.config.loader import load_config_text
 from tests.proof.fault_day import TAIL_S, fault_day
 from tests.proof.portal_day import Episode, Page, world_key
 from tests.proof.seed_day import normal_day
-from tests.proof.test_noise_day import caused_by, clock, run_day, shipped
+from tests.proof.test_noise_day import ENV, RULES_FILE, caused_by, clock, run_day
 
 ROOT = Path(__file__).resolve().parents[2]
 CACHE = ROOT / "bench" / "out" / "days-cache"
@@ -61,9 +62,9 @@ def fault_pages(pages: list[Page], episodes: list[Episode]) -> tuple[dict[int, l
     return inside, outside
 
 
-def one_day(seed: int, with_faults: bool, cache: str) -> dict[str, object]:
+def one_day(seed: int, with_faults: bool, cache: str, rules: str) -> dict[str, object]:
     episodes = fault_day(seed) if with_faults else normal_day(seed)
-    cfg = shipped()
+    cfg = load_config_text(rules, name=RULES_FILE.name, path=RULES_FILE, env=ENV)
     cached = Path(cache) / f"{world_key(episodes, cfg, seed)}.pickle.gz" if cache else None
     hit = cached is not None and cached.exists()
     with tempfile.TemporaryDirectory(prefix=f"days-{seed}-") as tmp:
@@ -84,6 +85,7 @@ def one_day(seed: int, with_faults: bool, cache: str) -> dict[str, object]:
         "faults": with_faults,
         "fault_rows": faults,
         "noise": [(clock(p.at), p.alertname, caused_by(p, episodes)) for p in outside],
+        "evening": [(clock(p.at), p.alertname) for p in report.evening_pages],
         "seconds": report.seconds,
         "cached": hit,
     }
@@ -107,7 +109,8 @@ def main() -> None:
     interrupted = False
     pool = ProcessPoolExecutor(args.jobs)
     try:
-        pending = [pool.submit(one_day, s, f, cache) for s, f in jobs]
+        rules = RULES_FILE.read_text(encoding="utf-8")  # read once: edits during the run change nothing
+        pending = [pool.submit(one_day, s, f, cache, rules) for s, f in jobs]
         for done in as_completed(pending):  # each day logged as it ends
             r = done.result()
             results.append(r)
@@ -115,6 +118,7 @@ def main() -> None:
             assert isinstance(rows, list)
             print(f"{'fault' if r['faults'] else 'normal'} day {r['seed']}: {len(r['noise'])} other pages "  # type: ignore[arg-type]
                   f"{r['noise']}, {sum(f['paged'] for f in rows)}/{len(rows)} faults paged, "
+                  f"{len(r['evening'])} pages the evening before, "  # type: ignore[arg-type]
                   f"{r['seconds']:.0f} s{' (cached world)' if r['cached'] else ''}", file=sys.stderr, flush=True)
     except KeyboardInterrupt:  # Ctrl-C: the figures of the days that finished
         interrupted = True
@@ -151,6 +155,9 @@ def print_report(results: list[dict[str, object]]) -> None:
         print(f"\nNormal days: {quiet}/{len(normal)} without a page (goal: at least 29 of 30); {total} pages in "
               f"{len(normal)} days ({total / len(normal):.2f} per day); false pages by rule: "
               f"{dict(by_rule.most_common()) or '-'}")
+        evening = [(r["seed"], t, a) for r in normal for t, a in r["evening"]]  # type: ignore[attr-defined]
+        print(f"The evenings before them (12 h each, no episode, `portal_day.WARMUP_S`): {len(evening)} pages"
+              + (f": {evening}" if evening else ""))
     if faulty:
         rows: dict[str, list[dict[str, object]]] = defaultdict(list)
         for r in faulty:

@@ -1,7 +1,8 @@
 """A day of the Customer Portal, compressed: what every check would have seen, every 10 s.
 
-`simulate(episodes, config, workdir)` runs 24 h of simulated time (8,640 steps of 10 s) through
-the daemon's own path: each step runs the checks (`monitor.scheduler.run_check`) into a
+`simulate(episodes, config, workdir)` runs 24 h of simulated time (8,640 steps of 10 s), after
+the 12 h before it (`WARMUP_S`: an evening with no episode, so that the rules read a day's history
+as on any day but a daemon's first; its pages are reported apart), through the daemon's own path: each step runs the checks (`monitor.scheduler.run_check`) into a
 `monitor.store.Store`, then `monitor.alerting.Alerting.evaluate(now)` (rules -> incidents ->
 outbox, in the state database under `workdir`), then delivers the queued notifications to
 recording receivers through the real `Outbox`. Time is a fake clock; nothing sleeps.
@@ -65,6 +66,10 @@ from tests.proof.bff_traffic import Mix, Traffic, poisson, traffic_rate
 
 DAY = datetime(2025, 12, 3, tzinfo=UTC)  # a Wednesday; the portal's day is taken as UTC
 STEP_S = 10.0
+# The daemon has been running since noon the day before: its rules read the evening's history (a
+# channel's usual share of the traffic, over a day) as they would on any day but the first. The
+# evening has no episode; pages and incidents before midnight are not the day's.
+WARMUP_S = 12 * 3600.0
 ATTACKER = "203.0.113.66"
 # Platform Event channels and their mean events a day (the shape of the day: `event_rate`).
 CHANNELS: tuple[tuple[str, float], ...] = (
@@ -132,11 +137,12 @@ class DayReport:
     pages: list[Page]
     notifications: list[tuple[float, Notification]]  # every delivery, every receiver
     incidents: list[tuple[str, float, float | None, str]]  # (alertname, fired, resolved, labels), paged or held
-    lines: int = 0  # log lines the logfile check read
+    lines: int = 0  # log lines the logfile check read (the evening before included)
     steps: int = 0  # evaluations
     seconds: float = 0.0  # real time the simulation took
     history: DayHistory | None = None  # every series of the day (simulate(keep_day=True))
     alerts: list[tuple[float, tuple[FiringAlert, ...]]] = field(default_factory=list)  # after each evaluation
+    evening_pages: list[Page] = field(default_factory=list)  # pages of the evening before (`WARMUP_S`)
 
 
 class SimClock:
@@ -195,9 +201,10 @@ class World:
         self.last_event: dict[str, float] = {}
         for name, per_day in CHANNELS:
             back = 0
-            while back < 86400 / STEP_S and not poisson(self.rng, event_rate(per_day, -back * STEP_S) * STEP_S):
+            while back < 86400 / STEP_S and not poisson(
+                    self.rng, event_rate(per_day, -WARMUP_S - back * STEP_S) * STEP_S):
                 back += 1
-            self.last_event[name] = -back * STEP_S
+            self.last_event[name] = -WARMUP_S - back * STEP_S
 
     @property
     def replay_id(self) -> int:
@@ -348,6 +355,7 @@ def _mix(world: World, sod: float, day0: float) -> Mix:
 
 PAGE_RECEIVER = "oncall"
 STEPS = int(86400 / STEP_S)
+FIRST_STEP = 1 - int(WARMUP_S / STEP_S)  # the evening before: steps FIRST_STEP..0
 WORLD_CODE = ("tests/proof/portal_day.py", "tests/proof/bff_traffic.py", "checks/logfile", "monitor/scheduler.py")
 
 
@@ -399,7 +407,7 @@ def run_world(episodes: Sequence[Episode], cfg: Config, workdir: Path, clock: Si
                       ("bff_process", "process"))]
         try:
             with log_path.open("ab") as fh:
-                for step in range(1, STEPS + 1):
+                for step in range(FIRST_STEP, STEPS + 1):
                     clock.t = day0 + step * STEP_S
                     sod = step * STEP_S
                     world.platform_events(sod)
@@ -442,7 +450,7 @@ def replayed_world(path: Path, clock: SimClock) -> WorldDay:
     async def steps() -> AsyncIterator[list[CheckResult]]:
         day0 = DAY.timestamp()
         with gzip.open(path, "rb") as f:
-            for step in range(1, STEPS + 1):
+            for step in range(FIRST_STEP, STEPS + 1):
                 clock.t = day0 + step * STEP_S
                 yield pickle.load(f)
             tag, n = pickle.load(f)
@@ -488,7 +496,7 @@ async def simulate(episodes: Sequence[Episode], cfg: Config, workdir: Path, *, s
     (`DayReport.history`) and the alert states of every evaluation (`DayReport.alerts`)."""
     started = time.perf_counter()
     day0 = DAY.timestamp()
-    clock = SimClock(day0)
+    clock = SimClock(day0 + (FIRST_STEP - 1) * STEP_S)
     if cache is not None and cache.exists():
         world = replayed_world(cache, clock)
     else:
@@ -514,18 +522,21 @@ async def simulate(episodes: Sequence[Episode], cfg: Config, workdir: Path, *, s
             store.put(result)
         if alerting.evaluate(clock.now()):
             await alerting.outbox.drain()
-        if keep_day:
+        if keep_day and clock.t > day0:
             alerts.append((clock.t - day0, tuple(sorted(
                 FiringAlert(a.alert.name, tuple(sorted(a.alert.labels.items())),
                             tuple(sorted(a.alert.annotations.items())), a.alert.no_data_since is not None)
                 for a in alerting.state.alerts.values() if a.state == "firing"))))
-    pages = [Page(t - day0, n.alert.name, tuple(sorted(n.alert.labels.items())), n.dedup_key)
-             for t, n in delivered if n.receiver == PAGE_RECEIVER and n.kind == "trigger"]
+    all_pages = [Page(t - day0, n.alert.name, tuple(sorted(n.alert.labels.items())), n.dedup_key)
+                 for t, n in delivered if n.receiver == PAGE_RECEIVER and n.kind == "trigger"]
     incidents = [(i.alertname, i.fired_at.timestamp() - day0,
                   i.resolved_at.timestamp() - day0 if i.resolved_at else None,
                   ",".join(f"{k}={v}" for k, v in sorted(i.alert.labels.items())
                            if k not in ("alertname", "severity")))
                  for i in reversed(alerting.incidents.list_incidents(open_only=False, limit=10_000))]
     conn.close()
-    return DayReport(pages, [(t - day0, n) for t, n in delivered], incidents, lines=world.lines[0],
-                     steps=STEPS, seconds=time.perf_counter() - started, history=history, alerts=alerts)
+    # The day is midnight to midnight: what the evening before paged or delivered is kept apart.
+    return DayReport([p for p in all_pages if p.at > 0], [(t - day0, n) for t, n in delivered if t > day0],
+                     [i for i in incidents if i[1] > 0 or i[2] is None or i[2] > 0], lines=world.lines[0],
+                     steps=STEPS, seconds=time.perf_counter() - started, history=history, alerts=alerts,
+                     evening_pages=[p for p in all_pages if p.at <= 0])
