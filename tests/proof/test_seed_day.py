@@ -18,23 +18,13 @@ import pytest
 
 from tests.proof.portal_day import CHANNELS, DayReport, hm
 from tests.proof.seed_day import normal_day
-from tests.proof.test_noise_day import FAULTS, causes, describe, judge, run_day, shipped, stalls
+from tests.proof.test_noise_day import FAULTS, causes, describe, judge, run_day, shipped
 
 SEEDS = (0, 1, 2)
 
-# seed -> (alert, causing episode) of every page the shipped rules give that seed's normal day,
-# but PlatformEventsStalled's (counted in KNOWN_STALL_PAGES: the channels' ordinary gaps, see
-# test_noise_day). HighErrorRate (error ratio over a 5 min window > 1% for 5m) pages on a burst
-# of a few percent of errors lasting one to two minutes, and on the 500s of a PostgreSQL restart
-# (every request fails while it is down); DatabaseDown (`for: 0s`) pages every PostgreSQL restart.
-KNOWN_FALSE_PAGES: dict[int, list[tuple[str, str]]] = {
-    0: [("DatabaseDown", "PostgreSQL restart #1 (19 s)"), ("HighErrorRate", "PostgreSQL restart #1 (19 s)"),
-        ("DatabaseDown", "PostgreSQL restart #2 (16 s)"), ("HighErrorRate", "PostgreSQL restart #2 (16 s)"),
-        ("HighErrorRate", "error burst #2 (110 s)"), ("DatabaseDown", "PostgreSQL restart #3 (8 s)")],
-    1: [],
-    2: [("HighErrorRate", "error burst #1 (91 s)")],
-}
-KNOWN_STALL_PAGES = {0: 14, 1: 14, 2: 15, "fault day 0": 14}
+# The shipped rules page nothing on these seeds' normal days (their PostgreSQL restarts, error
+# bursts and the channels' ordinary gaps included) and, on the fault day, each fault once and
+# nothing else. `make noise-report` runs 30 of each.
 
 
 def test_the_generator_keeps_to_its_stated_distributions() -> None:
@@ -79,7 +69,7 @@ def test_the_generator_keeps_to_its_stated_distributions() -> None:
 
 
 @pytest.mark.parametrize("seed", SEEDS)
-async def test_a_seeded_normal_day_pages_only_the_known_false_pages(
+async def test_a_seeded_normal_day_pages_nobody(
         seed: int, tmp_path: Path, record_property) -> None:
     episodes = normal_day(seed)
     report: DayReport = await run_day(episodes, shipped(), tmp_path)
@@ -87,9 +77,7 @@ async def test_a_seeded_normal_day_pages_only_the_known_false_pages(
     _, noise = judge(report, episodes)
     record_property(f"seed_{seed}_pages", len(noise))
     assert report.lines > 200_000  # the logfile check really read a day of traffic
-    stalled, others = stalls(noise)
-    assert causes(others, episodes) == sorted(KNOWN_FALSE_PAGES[seed])
-    assert len(stalled) == KNOWN_STALL_PAGES[seed]
+    assert causes(noise, episodes) == []
 
 
 async def test_a_seeded_fault_day_pages_every_fault_once(tmp_path: Path, record_property) -> None:
@@ -99,6 +87,4 @@ async def test_a_seeded_fault_day_pages_every_fault_once(tmp_path: Path, record_
     hits, noise = judge(report, episodes)
     record_property("seeded_fault_day_recall", sum(len(h) == 1 for h in hits.values()) / len(FAULTS))
     assert {name: [p.alertname for p in got] for name, got in hits.items()} == {f.name: [f.expect] for f in FAULTS}
-    stalled, others = stalls(noise)
-    assert causes(others, episodes) == sorted([*KNOWN_FALSE_PAGES[SEEDS[0]], ("HighErrorRate", "Redis down 5 min")])
-    assert len(stalled) == KNOWN_STALL_PAGES["fault day 0"]
+    assert causes(noise, episodes) == []
