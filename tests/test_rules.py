@@ -16,6 +16,7 @@ from monitor.model import Sample, Transition
 from monitor.rules.engine import (
     AlertStates,
     Rule,
+    alert_rules,
     alert_samples,
     compile_rules,
     evaluate,
@@ -353,11 +354,11 @@ rules:
 def test_shipped_rules_compile_and_cover_the_runbook() -> None:
     """Every scenario of the runbook has its rule, with severity, summary, steps and a runbook anchor."""
     cfg = load_config(ROOT / "alert_rules.yaml", env={})
-    rules = compile_rules(cfg)
+    rules = alert_rules(compile_rules(cfg))  # the recording rules feed them: no severity, no page
     severities = {r.alert: r.severity for r in rules}
     assert severities == {
         "PortalUnreachable": "P1", "DatabaseDown": "P1", "RedisDown": "P1", "LoginFailureSpike": "P1",
-        "PlatformEventsStalled": "P2", "PlatformEventsReplayKeysMissing": "P2", "WhmcsUnavailable": "P2",
+        "PlatformEventsStopped": "P2", "PlatformEventsStalled": "P2", "PlatformEventsReplayKeysMissing": "P2", "WhmcsUnavailable": "P2",
         "DatabaseConnectionsSaturated": "P2",
         "HighErrorRate": "P3", "SlowResponses": "P3", "RedisMemoryHigh": "P3", "RedisMemoryFullSoon": "P3",
         "LongRunningQuery": "P3",
@@ -377,10 +378,11 @@ def test_shipped_rules_compile_and_cover_the_runbook() -> None:
         assert r.annotations["summary"].text, r.alert
         assert "\n1. " in r.annotations["description"].text, r.alert  # the runbook's first steps
     vendors = {r.alert: r.vendor for r in rules if r.vendor}
-    assert vendors == {"PlatformEventsStalled": "Salesforce", "PlatformEventsReplayKeysMissing": "Salesforce",
-                       "WhmcsUnavailable": "WHMCS"}
+    assert vendors == {"PlatformEventsStopped": "Salesforce", "PlatformEventsStalled": "Salesforce",
+                       "PlatformEventsReplayKeysMissing": "Salesforce", "WhmcsUnavailable": "WHMCS"}
     by_name = {r.alert: r for r in rules}
     assert by_name["PortalUnreachable"].for_s == 60
-    assert by_name["PlatformEventsStalled"].for_s == 300
+    assert by_name["PlatformEventsStalled"].for_s == 600
+    assert by_name["DatabaseDown"].for_s == 30
     assert by_name["WhmcsUnavailable"].for_s == 120
     assert "token blacklist" in by_name["RedisDown"].annotations["description"].text

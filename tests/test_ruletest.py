@@ -60,7 +60,7 @@ def test_default_rule_tests_cover_every_rule_firing_and_quiet() -> None:
     for test in data["tests"]:
         for case in test["alert_rule_test"]:
             (fires if case["exp_alerts"] else quiet).add(case["alertname"])
-    names = {r.alert for r in load_config(SHIPPED, env={}).root.rules}
+    names = {r.alert for r in load_config(SHIPPED, env={}).root.rules if r.alert}  # not the recording rules
     assert fires == names
     assert quiet == names
 
@@ -212,17 +212,21 @@ def test_export_has_the_prometheus_rule_file_structure() -> None:
     (group,) = data["groups"]
     assert group["name"] == "portal-monitor"
     assert len(group["rules"]) == len(cfg.root.rules)
-    by_name = {r["alert"]: r for r in group["rules"]}
+    by_name = {r["alert"]: r for r in group["rules"] if "alert" in r}
+    records = [r for r in group["rules"] if "record" in r]
+    assert records and all(set(r) == {"record", "expr"} for r in records)
+    assert group["rules"].index(records[-1]) < group["rules"].index(by_name["PortalUnreachable"])
     stalled = by_name["PlatformEventsStalled"]
-    assert stalled["expr"] == "portal_sf_replay_stalled_seconds > 1800"
-    assert stalled["for"] == "5m"
+    assert stalled["expr"] == "portal_sf_replay_stalled_seconds and portal:sf_replay_stalled == 1"
+    assert stalled["for"] == "10m"
     assert stalled["labels"] == {"severity": "P2", "vendor": "Salesforce"}
     assert stalled["annotations"]["summary"] == (
         "No Salesforce Platform Event on {{ $labels.channel }} for {{ $value | humanizeDuration }}")
     assert stalled["annotations"]["runbook_url"].endswith("#1-salesforce-platform-events-not-receiving")
     assert set(stalled) == {"alert", "expr", "for", "labels", "annotations"}
     assert by_name["PortalUnreachable"]["keep_firing_for"] == "1m"
-    assert "for" not in by_name["DatabaseDown"]  # for: 0s is Prometheus' default
+    assert "for" not in by_name["PlatformEventsStopped"]  # for: 0s is Prometheus' default
+    assert by_name["DatabaseDown"]["for"] == "30s"
     assert by_name["RedisDown"]["for"] == "30s"
     assert "# Muted during time intervals in alert_rules.yaml" in text  # an Alertmanager route, not a rule field
     assert "#     mute_time_intervals: [nightly-lull]\n" in text
