@@ -53,6 +53,7 @@ async def test_a_log_burst_fires_and_then_resolves_the_three_log_alerts(tmp_path
         with open(log, "ab") as fh:
             fh.write(lines)
         samples = [Sample(s.name, {**s.labels, "check": "bff_logs"}, s.value) for s in await check.collect()]
+        samples.append(Sample("portal_check_up", {"check": "bff_logs", "type": "logfile"}, 1.0))  # as the scheduler adds
         history.append(clock[0], samples, source="bff_logs")
         state, transitions = evaluate(rules, history, state, datetime.fromtimestamp(clock[0], UTC))
         events.extend((clock[0] - T0, t.alert.name, t.state) for t in transitions)

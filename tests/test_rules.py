@@ -358,7 +358,7 @@ def test_shipped_rules_compile_and_cover_the_runbook() -> None:
     severities = {r.alert: r.severity for r in rules}
     assert severities == {
         "PortalUnreachable": "P1", "DatabaseDown": "P1", "RedisDown": "P1", "LoginFailureSpike": "P1",
-        "PlatformEventsStopped": "P2", "PlatformEventsStalled": "P2", "PlatformEventsReplayKeysMissing": "P2", "WhmcsUnavailable": "P2",
+        "PlatformEventsStalled": "P2", "PlatformEventsReplayKeysMissing": "P2", "WhmcsUnavailable": "P2",
         "DatabaseConnectionsSaturated": "P2",
         "HighErrorRate": "P3", "SlowResponses": "P3", "RedisMemoryHigh": "P3", "RedisMemoryFullSoon": "P3",
         "LongRunningQuery": "P3",
@@ -378,8 +378,8 @@ def test_shipped_rules_compile_and_cover_the_runbook() -> None:
         assert r.annotations["summary"].text, r.alert
         assert "\n1. " in r.annotations["description"].text, r.alert  # the runbook's first steps
     vendors = {r.alert: r.vendor for r in rules if r.vendor}
-    assert vendors == {"PlatformEventsStopped": "Salesforce", "PlatformEventsStalled": "Salesforce",
-                       "PlatformEventsReplayKeysMissing": "Salesforce", "WhmcsUnavailable": "WHMCS"}
+    assert vendors == {"PlatformEventsStalled": "Salesforce", "PlatformEventsReplayKeysMissing": "Salesforce",
+                       "WhmcsUnavailable": "WHMCS"}
     by_name = {r.alert: r for r in rules}
     assert by_name["PortalUnreachable"].for_s == 60
     assert by_name["PlatformEventsStalled"].for_s == 600

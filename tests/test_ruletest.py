@@ -225,7 +225,7 @@ def test_export_has_the_prometheus_rule_file_structure() -> None:
     assert stalled["annotations"]["runbook_url"].endswith("#1-salesforce-platform-events-not-receiving")
     assert set(stalled) == {"alert", "expr", "for", "labels", "annotations"}
     assert by_name["PortalUnreachable"]["keep_firing_for"] == "1m"
-    assert "for" not in by_name["PlatformEventsStopped"]  # for: 0s is Prometheus' default
+    assert "for" not in by_name["LoginFailureSpike"]  # for: 0s is Prometheus' default
     assert by_name["DatabaseDown"]["for"] == "30s"
     assert by_name["RedisDown"]["for"] == "30s"
     assert "# Muted during time intervals in alert_rules.yaml" in text  # an Alertmanager route, not a rule field

@@ -22,8 +22,9 @@ a time of day is U over the stated span, night included):
 | Redis memory full (keys without TTL) | RedisMemory.* (P3) | 00:00-24:00 | used ratio U(0.96, 1.00) | U(15 min, 60 min) |
 
 A stall that begins at night lasts until the morning because nobody restarts a subscription
-that nothing reported; that is what makes it a fault and not a lull. Faults do not overlap each
-other: with `TAIL_S` after each, a draw that would overlap an earlier fault is drawn again (at
+that nothing reported; that is what makes it a fault and not a lull. The day ends at midnight: a
+fault runs on to its drawn end or midnight, but never shorter than its shortest stated length (a
+draw that midnight would cut shorter is drawn again). Faults do not overlap each other: with `TAIL_S` after each, a draw that would overlap an earlier fault is drawn again (at
 most `MAX_DRAWS` times). Each fault's window is `start` to `end + TAIL_S`: the pages to on-call
 in that window, whatever their alertname, are the fault's pages (one fault, one page).
 """
@@ -58,6 +59,8 @@ def faults(seed: int) -> list[Episode]:
         for _ in range(MAX_DRAWS):
             start = rng.uniform(*span)
             end = min(max(start + rng.uniform(*length), until), hm(24))
+            if end - start < length[0]:
+                continue  # midnight would cut it shorter than its stated length: drawn again
             if all(end + TAIL_S <= a or start >= b for a, b in taken):
                 taken.append((start, end + TAIL_S))
                 return start, end

@@ -47,14 +47,14 @@ def test_the_fault_generator_keeps_to_its_stated_distributions() -> None:
             length = f.end - f.start
             if f.kind == "replay_frozen":
                 assert f.start <= hm(21) and f.channel in dict(CHANNELS[:2]), f
-                assert f.end >= hm(9) or length >= lo, f
+                assert length >= lo, f  # midnight never cuts a fault below its shortest stated length
                 assert length <= hi or f.end == hm(9), f
                 channels.add(f.channel)
             elif f.kind == "sf_stopped":
-                assert f.start <= hm(22) and (length >= lo or f.end >= hm(8)), f
+                assert f.start <= hm(22) and length >= lo, f
                 assert length <= hi or f.end == hm(8), f
             else:
-                assert lo <= length <= hi or f.end == hm(24), f
+                assert lo <= length <= hi, f
             if size is not None:
                 assert size[0] <= f.value <= size[1], f
             if f.kind == "whmcs_fail":
@@ -82,11 +82,13 @@ def test_the_report_counts_a_faults_pages_in_its_window_whatever_the_alert(
              "latency": 30.0 if n else None, "severity_ok": True, "alerts": ["RedisDown", "HighErrorRate"][:n]}
             for f, n in zip(day, [2, 0] + [1] * (len(day) - 2), strict=True)]
     print_report([{"seed": 0, "faults": False, "fault_rows": [], "noise": [("03:00:00", "HighErrorRate", "-")],
-                   "seconds": 1.0, "cached": True},
-                  {"seed": 1, "faults": False, "fault_rows": [], "noise": [], "seconds": 1.0, "cached": False},
+                   "evening": [], "seconds": 1.0, "cached": True},
+                  {"seed": 1, "faults": False, "fault_rows": [], "noise": [], "evening": [("-01:00:00", "RedisDown")],
+                   "seconds": 1.0, "cached": False},
                   {"seed": 0, "faults": True, "fault_rows": rows, "noise": [], "seconds": 1.0, "cached": False}])
     out = capsys.readouterr().out
     assert "Normal days: 1/2 without a page" in out and "{'HighErrorRate': 1}" in out
+    assert "The evenings before them (12 h each, no episode, `portal_day.WARMUP_S`): 1 pages" in out
     assert "| RedisDown | 1/1 | 2.00, 2 | 30 s | 0 | - | 0: RedisDown+HighErrorRate |" in out
     assert f"| DatabaseDown | 0/1 | 0.00, 0 | - | 0 | 0: {day[1].name} | - |" in out
     assert "Recall over 12 faults: 0.917; pages per fault: mean 1.00, max 2; faults paged exactly once: 10/12" in out
