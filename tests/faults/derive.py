@@ -7,23 +7,39 @@ rules. Only what cannot run in a test changes:
 - **Time, by one factor.** `SCALE = 600`: one hour of the shipped file is 6 s of test, 30 min
   (L2) 3 s, 5 min 0.5 s, 1 min 0.1 s. Every `for`, `keep_firing_for`, `no_data_timeout`
   (the rules' and `defaults.no_data_timeout`, 1 h when the file leaves it out), escalation `after`,
-  `fallback_after`, `renotify` cadence and heartbeat interval is divided by it, and so is the threshold of a
-  rule over a metric that *is* elapsed wall time (`ELAPSED_METRICS`: a replay id stalled for
-  1800 s becomes 3 s, a query running for 300 s becomes 0.5 s), because the monitored
-  systems live in real time. A rule over any other `*_seconds` metric (a response time) keeps
-  its threshold; a new one that is in neither list stops the derivation until someone says
-  which it is. Why 600: the longest wait of a row is the L3 step (1 h → 6 s), so the matrix
+  `fallback_after`, `renotify` cadence and heartbeat interval is divided by it. So is the time
+  inside every rule's `expr`, alerting and recording rules alike (`scale_expr`): each range
+  (`[15m]` -> 1.5 s, `[1d]` -> 144 s), offset, subquery range and step, and `predict_linear`'s
+  horizon (`4 * 3600` -> `(4 * 3600) / 600`). So is the threshold of every comparison of a
+  metric that *is* elapsed wall time (`ELAPSED_METRICS`) with a number, wherever it sits in
+  the expression (a replay id stalled for 1800 s becomes 3 s, also inside a recording rule's
+  `... and portal_sf_replay_stalled_seconds > 1800 and ...`; a query running for 300 s 0.5 s),
+  because the monitored systems live in real time. Every other comparison keeps its number
+  (`portal:sf_replay_stalled == 1`, `portal:sf_replay_expected_events >= 10`: counts and
+  flags, not time), and so does a rule over any other `*_seconds` metric (a response time); a
+  number compared with a `*_seconds` metric that is in neither list stops the derivation until
+  someone says which it is. The rewrite is done on the parsed expression and printed back
+  (tests/faults/exprtext.py, which re-parses what it printed and refuses a text that reads
+  differently), so an expression the derivation changes appears in the derived file in the
+  printer's layout (every compound operand in parentheses, durations in ms); one it does not
+  change keeps the shipped text. Why 600: the longest wait of a row is the L3 step (1 h → 6 s), so the matrix
   stays near two minutes; and the steps stay well apart compared with how precisely the
   daemon keeps time (it evaluates after every check, i.e. every `INTERVAL_FLOOR_S`, 30 s of
   shipped time): L1 < L2 (3 s) < L3 (6 s) < the first re-notification (P1: 30 min after L3).
-- **Three floors, where dividing would measure the test machine instead of the rules.**
+- **Four floors, where dividing would measure the test machine instead of the rules.**
   Check intervals (10 s → 17 ms) are at least `INTERVAL_FLOOR_S` (50 ms), so six checks do not
-  keep two cores busy. The logfile `window` (5 min → 0.5 s) is at least `WINDOW_FLOOR_S` (2 s):
-  the window counts whole 1 s buckets (`checks/logfile/window.py`), and with one bucket a steady
-  burst would read as an empty window at every second boundary. (So a log burst stays in the
-  window 20 min of shipped time instead of 5, and log alerts resolve that much later: the
-  log rows allow for it.) Check timeouts are
-  `CHECK_TIMEOUT_S` (5 s), not divided: they guard against a peer that never answers, and a
+  keep two cores busy. A PromQL range is at least `RANGE_FLOOR_S` (250 ms, five check
+  intervals): `[30s]` would be 50 ms, one sample of a check at its floor, so
+  `changes(x[30s]) > 0` could never be true and a `rate()` would have no pair to read; five
+  intervals keep two or more samples in the window even when a busy machine runs a check at
+  twice its interval. (The cost: a `[30s]` window lasts 2.5 shrunk minutes, e.g. the request
+  count recorded after a replay id's last advance is taken up to that long after it, so a
+  silence counts that many fewer requests: later, never earlier.) The logfile `window`
+  (5 min → 0.5 s) is at least `WINDOW_FLOOR_S` (2 s): the window counts whole 1 s buckets
+  (`checks/logfile/window.py`), and with one bucket a steady burst would read as an empty
+  window at every second boundary. (So a log burst stays in the window 20 min of shipped time
+  instead of 5, and log alerts on the window resolve that much later: the log rows allow for
+  it.) Check timeouts are `CHECK_TIMEOUT_S` (5 s), not divided: they guard against a peer that never answers, and a
   shorter one fails healthy checks on a busy machine and pages for nothing (1 s did: a WHMCS
   check answered by the fake in the starved test process timed out with the load average at
   25 on two cores, and WhmcsUnavailable paged).
@@ -51,14 +67,27 @@ rules. Only what cannot run in a test changes:
 from __future__ import annotations
 
 import copy
-import re
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from monitor.config.fields import format_duration, parse_duration
+from monitor.rules.promql.parse import (
+    Aggregate,
+    Binary,
+    Call,
+    MatrixSel,
+    Node,
+    NumberLit,
+    Subquery,
+    VectorSel,
+    metric_name,
+    selectors,
+)
+from tests.faults.exprtext import rewritten, to_text, transform
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "alert_rules.yaml"
@@ -66,6 +95,7 @@ SHIPPED = ROOT / "alert_rules.yaml"
 SCALE = 600.0
 NEEDS_REPLAY_KEYS = frozenset({"PlatformEventsReplayKeysMissing"})
 INTERVAL_FLOOR_S = 0.05
+RANGE_FLOOR_S = 5 * INTERVAL_FLOOR_S
 WINDOW_FLOOR_S = 2.0
 CHECK_TIMEOUT_S = 5.0
 
@@ -79,6 +109,14 @@ OTHER_SECONDS_METRICS = frozenset({
     "portal_monitor_schedule_delay_seconds", "portal_monitor_config_last_reload_timestamp_seconds",
 })
 
+_COMPARISONS = frozenset({">", ">=", "<", "<=", "==", "!="})
+# What keeps the unit of its argument: an elapsed time aggregated or taken over time is one.
+_KEEP_UNIT_AGGREGATIONS = frozenset({"min", "max", "avg", "sum", "quantile", "topk", "bottomk"})
+_KEEP_UNIT_FUNCTIONS = frozenset({
+    "abs", "ceil", "floor", "round", "clamp", "clamp_min", "clamp_max", "last_over_time", "max_over_time",
+    "min_over_time", "avg_over_time", "quantile_over_time",
+})
+
 # The check the shipped file should have (runbook 5 and 6): the BFF's winston JSON logs.
 LOGFILE_CHECK: dict[str, Any] = {
     "name": "bff_logs",
@@ -89,11 +127,6 @@ LOGFILE_CHECK: dict[str, Any] = {
     "interval": "5s",
     "auth_failure": {"status": [401, 403], "path": "/auth/login"},
 }
-
-_COMPARISON = re.compile(
-    r"^(?P<selector>.*?)\s*(?P<op>>=|<=|==|!=|>|<)\s*(?P<number>[+-]?[0-9.]+(?:[eE][+-]?\d+)?)\s*$")
-_METRIC = re.compile(r"^\s*([A-Za-z_:][A-Za-z0-9_:]*)")
-
 
 def shrunk(shipped: float | str) -> float:
     """A duration of the shipped file (seconds or `30m`) in test seconds."""
@@ -106,21 +139,76 @@ def _shrink(value: Any, floor: float = 0.0) -> str:
 
 
 def scale_expr(expr: str) -> str:
-    """The rule expression with the threshold of an elapsed-time metric divided by SCALE.
+    """A rule expression (alerting or recording) in the matrix's time: every range, offset and
+    subquery range and step divided by SCALE (ranges at least `RANGE_FLOOR_S`, steps at least
+    `INTERVAL_FLOOR_S`), `predict_linear`'s horizon too, and the threshold of each comparison of
+    an elapsed-time metric (`ELAPSED_METRICS`) with a number; other comparisons are kept.
 
-    Raises ValueError for a `*_seconds` metric that is in neither list: someone has to decide."""
-    m = _METRIC.match(expr)
-    metric = m.group(1) if m else ""
-    if metric == "absent" or not metric.endswith("_seconds") or metric in OTHER_SECONDS_METRICS:
-        return expr
-    if metric not in ELAPSED_METRICS:
-        raise ValueError(f"rule expression {expr!r}: is {metric} elapsed wall time (add it to "
-                         "ELAPSED_METRICS, its threshold shrinks) or not (OTHER_SECONDS_METRICS)?")
-    cmp = _COMPARISON.match(expr)
-    if cmp is None:
-        return expr  # a bare selector: no threshold
-    number = float(cmp.group("number")) / SCALE
-    return f"{cmp.group('selector')} {cmp.group('op')} {number:g}"
+    Raises ValueError for a number compared with a `*_seconds` metric that is in neither list
+    (someone has to decide), or with an elapsed metric in a shape `_elapsed` does not know."""
+    return rewritten(expr, lambda root: transform(root, _scaled))
+
+
+def _scaled(node: Node) -> Node | None:
+    if isinstance(node, VectorSel) and node.offset:
+        return replace(node, offset=round(node.offset / SCALE))
+    if isinstance(node, MatrixSel):
+        return replace(node, range=_range_ms(node.range))
+    if isinstance(node, Subquery):
+        step = max(round(node.step / SCALE), round(INTERVAL_FLOOR_S * 1000)) if node.step else node.step
+        return replace(node, range=_range_ms(node.range), step=step, offset=round(node.offset / SCALE))
+    if isinstance(node, Call) and node.func == "predict_linear" and len(node.args) == 2:
+        horizon = node.args[1]
+        shrunk_horizon = NumberLit(horizon.value / SCALE) if isinstance(horizon, NumberLit) else Binary(
+            "/", horizon, NumberLit(SCALE), False, "one-to-one", None, (), ())
+        return replace(node, args=(node.args[0], shrunk_horizon))
+    if isinstance(node, Binary) and node.op in _COMPARISONS:
+        for number_side, other in (("rhs", node.lhs), ("lhs", node.rhs)):
+            number = getattr(node, number_side)
+            if isinstance(number, NumberLit) and not isinstance(other, NumberLit) and _is_elapsed(other):
+                return replace(node, **{number_side: NumberLit(number.value / SCALE)})
+    return None
+
+
+def _range_ms(ms: int) -> int:
+    return max(round(ms / SCALE), round(RANGE_FLOOR_S * 1000))
+
+
+def _is_elapsed(node: Node) -> bool:
+    """Whether the values of `node`, compared with a number, are elapsed wall time."""
+    names = {n for sel in selectors(node) if (n := metric_name(sel)) and n.endswith("_seconds")}
+    unknown = names - ELAPSED_METRICS - OTHER_SECONDS_METRICS
+    if unknown:
+        raise ValueError(f"a threshold on {to_text(node)!r}: is {', '.join(sorted(unknown))} elapsed wall time (add "
+                         "it to ELAPSED_METRICS, its threshold shrinks) or not (OTHER_SECONDS_METRICS)?")
+    if not names & ELAPSED_METRICS:
+        return False
+    elapsed = _elapsed(node)
+    if elapsed is None:
+        raise ValueError(f"a threshold on {to_text(node)!r}: it reads an elapsed-time metric in a shape "
+                         "tests/faults/derive.py does not know; is the threshold elapsed time?")
+    return elapsed
+
+
+def _elapsed(node: Node) -> bool | None:
+    """True: the values are an elapsed-time metric's (filtered, aggregated by min/max/avg,
+    over time); False: not time; None: cannot tell."""
+    if isinstance(node, VectorSel):
+        return metric_name(node) in ELAPSED_METRICS
+    if isinstance(node, MatrixSel):
+        return _elapsed(node.sel)
+    if isinstance(node, Aggregate) and node.op in _KEEP_UNIT_AGGREGATIONS:
+        return _elapsed(node.expr)
+    if isinstance(node, Call) and node.func in _KEEP_UNIT_FUNCTIONS:
+        return _elapsed(node.args[-1] if node.func == "quantile_over_time" else node.args[0])
+    filters = isinstance(node, Binary) and (node.op in ("and", "unless") or (
+        node.op in _COMPARISONS and not node.return_bool))
+    if isinstance(node, Binary) and filters:
+        return _elapsed(node.rhs if isinstance(node.lhs, NumberLit) else node.lhs)  # the values are one side's
+    if isinstance(node, Binary) and node.op == "or":
+        lhs, rhs = _elapsed(node.lhs), _elapsed(node.rhs)
+        return lhs if lhs == rhs else None
+    return None
 
 
 def derive(shipped: Mapping[str, Any], *, pagerduty_url: str, log_dir: Path,

@@ -6,8 +6,8 @@ is not "resolved" (the rules' `no_data: keep`, see alert_rules.yaml).
   the stall shows "no data since T (why)" on the API, and PlatformEventsReplayKeysMissing
   pages for the missing keys. It resolves (as a fix) only when an event writes the key again.
 - The BFF's log file deleted during HighErrorRate and re-created empty: the check answers
-  again, without an error ratio (fewer than `min_requests` in the window). No resolve while
-  the data is missing; after `no_data_timeout` (1 h, 6 s here) the resolve says
+  again, without a request in the rule's 15 min (`portal:log_requests:increase15m` is only
+  recorded over 0). No resolve while the data is missing; after `no_data_timeout` (1 h, 6 s here) the resolve says
   "closed: no data for 1h" to every receiver that was paged, never "fault cleared".
 
 Time is the derived config's (`tests/faults/derive.py`, SCALE 600): 30 min is 3 s, 1 h 6 s.
@@ -22,14 +22,26 @@ from typing import Any
 import pytest
 
 from monitor.config.fields import format_duration
+from tests.faults.bff_log import request_line
 from tests.faults.derive import shrunk
 from tests.faults.harness import L2_AFTER, PAGE_TIMEOUT, Rig, unix, wall
 from tests.faults.pages import CLOCK_SLACK_S
-from tests.faults.test_log_faults import errors_10_percent, traffic
-from tests.faults.test_platform_event_faults import ORDERS, STALL, PlatformEvents, replay_key, seen
+from tests.faults.test_log_faults import traffic
+from tests.faults.test_platform_event_faults import (
+    KEYS_MISSING,
+    ORDERS,
+    STALL,
+    PlatformEvents,
+    judged,
+    replay_key,
+    seen,
+)
 
-STALL_WHY = f'check cache answered without portal_sf_replay_stalled_seconds{{channel="{ORDERS}"}}'
-RATIO_WHY = "check bff_logs answered without portal_log_error_ratio"
+# What the daemon says is missing: every series the rule reads (the recorded ones included)
+STALL_WHY = ('check cache answered without portal_sf_replay_stalled_seconds/portal:sf_replay_stalled'
+             f'{{channel="{ORDERS}"}}')
+RATIO_WHY = ("check bff_logs answered without portal:log_errors:increase15m/portal:log_requests:increase15m/"
+             "portal:stores_down:max15m")
 CLOSED_1H = f"closed: no data for {format_duration(shrunk('1h'))}"  # "closed: no data for 1h", shrunk
 
 
@@ -65,6 +77,7 @@ async def test_redis_restarted_empty_during_a_paged_stall_keeps_it_open_and_keys
     rig = pe_rig
     async with PlatformEvents(rig, (ORDERS,)) as events:
         await seen(rig, ORDERS)
+        await judged(rig, ORDERS)  # with the BFF's requests flowing (PlatformEvents): see there
         events.freeze(ORDERS)
         stall = await rig.trigger("PlatformEventsStalled", "oncall", timeout=STALL + PAGE_TIMEOUT)
         await rig.trigger("PlatformEventsStalled", "vendors")
@@ -88,7 +101,7 @@ async def test_redis_restarted_empty_during_a_paged_stall_keeps_it_open_and_keys
 
         # the stall is still open, so it escalates; the missing keys page on their own
         await rig.trigger("PlatformEventsStalled", "lead", timeout=L2_AFTER + PAGE_TIMEOUT)
-        keys = await rig.trigger("PlatformEventsReplayKeysMissing", "oncall", timeout=STALL + PAGE_TIMEOUT)
+        keys = await rig.trigger("PlatformEventsReplayKeysMissing", "oncall", timeout=KEYS_MISSING + PAGE_TIMEOUT)
         await rig.trigger("PlatformEventsReplayKeysMissing", "vendors")
         assert resolves(rig, stall.dedup_key) == [], rig.story()
         assert time.perf_counter() - marked_at < shrunk("4h"), "the stall's no_data_timeout passed: row too slow"
@@ -115,14 +128,30 @@ async def test_redis_restarted_empty_during_a_paged_stall_keeps_it_open_and_keys
         ["opened", "held: inhibited by RedisDown", "released", "resolved"], rig.story()
 
 
+def failing_requests() -> list[bytes]:
+    """A failing BFF's requests: 5 of every 20 fail (25%), so every write (and so every read
+    of the log check) holds at least the 4 failed requests HighErrorRate needs."""
+    return [request_line(200, 80) for _ in range(15)] + [request_line(500, 40) for _ in range(5)]
+
+
 async def test_log_file_deleted_during_high_error_rate_is_no_data_not_a_resolve(rig: Rig) -> None:
-    async with traffic(rig, errors_10_percent):
+    """The failing BFF's log deleted (the check fails), then re-created empty: no request in
+    HighErrorRate's 15 min is no share at all, so it stays firing without data (never
+    "resolved") and closes after `no_data_timeout` saying so.
+
+    The burst's last write holds 5 failed requests: as the 15 min drain, the failed count stays
+    at 4 or more until no request is left, and the share then goes as a whole (no data). With
+    fewer than 4 failed requests in the last interval of the log check (10%: 2 of 20), the
+    count falls under 4 while requests remain, a false condition on present data, and the
+    alert resolves as a fault cleared ~20 min after the last request: the shipped rule's
+    "no request in 15 minutes is no data" holds only for the first case (reported)."""
+    async with traffic(rig, failing_requests):
         l1 = await rig.trigger("HighErrorRate", "oncall")
     rig.log.path.unlink()  # deleted: the check fails (no file can be read)
     await rig.wait_metric("portal_check_up", 0.0, check="bff_logs", type="logfile")
     failing = await rig.trigger("MonitorCheckFailing", "oncall")  # 5 min without the file
     assert failing.labels["check"] == "bff_logs"
-    rig.log.path.touch()  # the BFF re-creates it, empty: the check answers without an error ratio
+    rig.log.path.touch()  # the BFF re-creates it, empty: the check answers, without a request
     await rig.wait_metric("portal_check_up", 1.0, check="bff_logs", type="logfile")
     await rig.resolved(failing.dedup_key)
 

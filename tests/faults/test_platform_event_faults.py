@@ -5,8 +5,25 @@ RedisDown -> PlatformEventsStalled's case).
 Every row here runs a portal with Platform Events: the replay key of ORDERS exists before the
 daemon starts, and the rules that need replay keys stay on (`platform_events=True`).
 
+The shipped rules judge a silence by the BFF's traffic, not by the clock alone: a channel is
+judged once it has 20 events in the (shrunk) day, by its share of the requests the BFF logged
+(`portal_log_requests_total` of the logfile check), and a silence pages once it is over 30 min
+AND 10 events were expected since the channel's last one, then after `for: 10m`. So the world
+of these rows is a BFF that logs requests while events arrive (`PlatformEvents`: one event per
+channel and `REQUESTS_PER_EVENT` request lines every shrunk minute, requests going on whatever
+the channels do), and a row lets `JUDGED_EVENTS` events arrive (`judged()`) before it freezes
+a channel. At that traffic 10 events are expected about 19 shrunk minutes into a silence (the
+share is over the day so far, which the silence's own requests dilute; and the request count
+at the last event is taken up to 2.5 min late, the `[30s]` window at its floor, see
+tests/faults/derive.py), before 30 min: a stall pages at `STALL`.
+
+PlatformEventsStopped (every channel of a Redis silent, one page) needs the channels other
+than the one silent longest to be improbably silent too: with one channel, as in the rows
+with Redis down, there is no other, so the stall of the only channel is PlatformEventsStalled's
+page.
+
 Time is the derived config's (`tests/faults/derive.py`, SCALE 600): 30 min is 3 s, the stall
-threshold of 1800 s is 3 s, and a stall pages 35 min (3.5 s) after the id stopped.
+threshold of 1800 s is 3 s, and a stall pages 40 min (4 s) after the id stopped.
 """
 
 from __future__ import annotations
@@ -19,13 +36,23 @@ from contextlib import asynccontextmanager
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from tests.faults.bff_log import request_line
 from tests.faults.derive import shrunk
 from tests.faults.harness import L2_AFTER, PAGE_TIMEOUT, Rig, wall
 from tests.faults.pages import CLOCK_SLACK_S
 
 ORDERS = "/event/OrderProvisionRequested__e"
 STATUS = "/event/OrderStatusChanged__e"
-STALL = shrunk("30m") + shrunk("5m")  # PlatformEventsStalled: stalled > 1800 s, for 5m
+# PlatformEventsStalled: stalled > 1800 s with 10 events expected (reached first, at ~19 min:
+# see above), for 10m
+STALL = shrunk("30m") + shrunk("10m")
+KEYS_MISSING = shrunk("35m")  # PlatformEventsReplayKeysMissing: no replay key, for 35m
+REQUESTS_PER_EVENT = 10  # request lines the BFF logs per event of a channel
+# Events of each judged channel before a row freezes it: the 20 a channel needs to be judged,
+# and 10 more, so that its share of the traffic does not shrink below 10 expected events in
+# the first 30 min of the silence (with 20, the silence dilutes the share so that 10 come only
+# at ~25 min, too close to 30 on a busy machine).
+JUDGED_EVENTS = 30
 
 
 def replay_key(channel: str) -> str:
@@ -43,9 +70,11 @@ async def rig(make_rig: Callable[..., Rig]) -> Rig:
 
 
 class PlatformEvents:
-    """The BFF's Platform Event subscriber: each event advances its channel's replay id (one
-    event per channel every shrunk minute). `freeze(channel)`: its subscription stopped
-    receiving. A row freezes every channel before it stops Redis."""
+    """The BFF's Platform Event subscriber, and the requests it logs meanwhile: each event
+    advances its channel's replay id (one event per channel every shrunk minute), and the BFF
+    logs `REQUESTS_PER_EVENT` ordinary requests in the same minute, whatever the channels do
+    (a silence is judged by the requests it spans). `freeze(channel)`: its subscription
+    stopped receiving. A row freezes every channel before it stops Redis."""
 
     def __init__(self, rig: Rig, channels: tuple[str, ...], every_s: float = shrunk("1m")) -> None:
         self.rig = rig
@@ -54,15 +83,21 @@ class PlatformEvents:
         self.ids = dict.fromkeys(channels, 1000)
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._requests: asyncio.Task[int] | None = None
 
     async def __aenter__(self) -> PlatformEvents:
+        half = REQUESTS_PER_EVENT // 2  # in two writes per event interval, as a steady trickle
+        self._requests = asyncio.create_task(self.rig.log.traffic(
+            lambda: [request_line(200, 80) for _ in range(half)], self._stop, every_s=self.every_s / 2,
+            max_ticks=20_000))
         self._task = asyncio.create_task(self._run())
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         self._stop.set()
-        if self._task is not None:
-            await self._task
+        for task in (self._task, self._requests):
+            if task is not None:
+                await task
 
     async def _run(self) -> None:
         async with self.rig.redis_client() as r:
@@ -109,6 +144,20 @@ async def seen(rig: Rig, *channels: str) -> None:
     await rig.wait(ok, f"replay ids of {channels}")
 
 
+async def judged(rig: Rig, *channels: str) -> None:
+    """Until the daemon has seen `JUDGED_EVENTS` advances of each channel (its recorded
+    `portal:sf_replay_events:1d`) and knows the channel's share of the traffic
+    (`portal:sf_replay_events_per_request:1d`): a silence from now on is judged."""
+    async def ok() -> bool:
+        for c in channels:
+            events = await rig.metric("portal:sf_replay_events:1d", channel=c, check="cache")
+            share = await rig.metric("portal:sf_replay_events_per_request:1d", channel=c, check="cache")
+            if events is None or events < JUDGED_EVENTS or not share:
+                return False
+        return True
+    await rig.wait(ok, f"{JUDGED_EVENTS} events of each of {channels}, and their share of the requests")
+
+
 async def caught_up(rig: Rig, events: PlatformEvents, channel: str) -> None:
     """Until the daemon has seen the last id written to a frozen channel: a write still in
     flight when the channel froze would otherwise reach a Redis restarted from its RDB file
@@ -119,7 +168,8 @@ async def caught_up(rig: Rig, events: PlatformEvents, channel: str) -> None:
 async def test_replay_key_frozen_pages_platform_events_stalled_p2_with_salesforce_l4(rig: Rig) -> None:
     async with PlatformEvents(rig, (ORDERS, STATUS)) as events:
         await seen(rig, ORDERS, STATUS)
-        events.freeze(ORDERS)  # the subscription to one channel stops receiving
+        await judged(rig, ORDERS)
+        events.freeze(ORDERS)  # the subscription to one channel stops receiving (STATUS goes on)
         l1 = await rig.trigger("PlatformEventsStalled", "oncall", timeout=STALL + PAGE_TIMEOUT)
         assert (l1.severity, l1.level, l1.labels["channel"], l1.labels["vendor"]) == \
             ("P2", "L1", ORDERS, "Salesforce")
@@ -145,8 +195,8 @@ async def test_replay_keys_deleted_page_replay_keys_missing_p2_with_salesforce_l
             assert await r.delete(replay_key(ORDERS), replay_key(STATUS)) == 2
         await rig.wait_metric("portal_sf_replay_keys", 0.0, check="cache")
         assert await rig.metric("portal_sf_replay_stalled_seconds", channel=ORDERS, check="cache") is None
-        l1 = await rig.trigger("PlatformEventsReplayKeysMissing", "oncall", timeout=STALL + PAGE_TIMEOUT)
-        assert l1.at - deleting_at >= STALL - CLOCK_SLACK_S, rig.story()
+        l1 = await rig.trigger("PlatformEventsReplayKeysMissing", "oncall", timeout=KEYS_MISSING + PAGE_TIMEOUT)
+        assert l1.at - deleting_at >= KEYS_MISSING - CLOCK_SLACK_S, rig.story()
         assert (l1.severity, l1.level, l1.labels["vendor"], l1.labels["check"]) == ("P2", "L1", "Salesforce", "cache")
         await rig.trigger("PlatformEventsReplayKeysMissing", "vendors")
         events.resume(ORDERS)  # an event arrives and writes the key again
@@ -164,6 +214,7 @@ async def test_redis_down_with_a_stall_pages_redis_down_then_the_stall_once_redi
     advanced = "portal_sf_replay_last_advance_timestamp_seconds"
     async with PlatformEvents(rig, (ORDERS,)) as events:
         await seen(rig, ORDERS)
+        await judged(rig, ORDERS)
         events.freeze(ORDERS)
         await caught_up(rig, events, ORDERS)
         stopped = await rig.metric(advanced, channel=ORDERS, check="cache")  # the stall clock's start
@@ -177,7 +228,7 @@ async def test_redis_down_with_a_stall_pages_redis_down_then_the_stall_once_redi
             # counted from when the id stopped (and Redis with it), not from when Redis came back
             assert await rig.metric(advanced, channel=ORDERS, check="cache") == stopped, rig.story()
             stall = await rig.trigger("PlatformEventsStalled", "oncall", timeout=STALL + PAGE_TIMEOUT)
-        # 35 min after the id stopped: stalled over 30 min, for 5 min
+        # 40 min after the id stopped: stalled over 30 min with 10 events expected, for 10 min
         assert wall(stall.at) - stopped >= STALL - CLOCK_SLACK_S, rig.story()
         await rig.trigger("PlatformEventsStalled", "vendors")
         events.resume(ORDERS)
@@ -201,6 +252,7 @@ async def test_redis_down_during_a_paged_stall_keeps_the_stall_page_open(rig: Ri
     arrived. While Redis is down the inhibit rule RedisDown -> PlatformEventsStalled holds it."""
     async with PlatformEvents(rig, (ORDERS,)) as events:
         await seen(rig, ORDERS)
+        await judged(rig, ORDERS)
         events.freeze(ORDERS)
         stall = await rig.trigger("PlatformEventsStalled", "oncall", timeout=STALL + PAGE_TIMEOUT)
         await rig.trigger("PlatformEventsStalled", "vendors")
