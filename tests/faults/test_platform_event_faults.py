@@ -17,10 +17,9 @@ share is over the day so far, which the silence's own requests dilute; and the r
 at the last event is taken up to 2.5 min late, the `[30s]` window at its floor, see
 tests/faults/derive.py), before 30 min: a stall pages at `STALL`.
 
-PlatformEventsStopped (every channel of a Redis silent, one page) needs the channels other
-than the one silent longest to be improbably silent too: with one channel, as in the rows
-with Redis down, there is no other, so the stall of the only channel is PlatformEventsStalled's
-page.
+Several channels stopping together page once: a channel silent since before another was
+judged stalled is part of that page. The rows with one channel, as those with Redis down, page
+that channel's stall.
 
 Time is the derived config's (`tests/faults/derive.py`, SCALE 600): 30 min is 3 s, the stall
 threshold of 1800 s is 3 s, and a stall pages 40 min (4 s) after the id stopped.
