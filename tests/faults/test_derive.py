@@ -58,8 +58,6 @@ def thresholds(expr: str) -> list[str]:
 # The comparisons of the shipped file that are elapsed time: their numbers are divided.
 ELAPSED_THRESHOLDS = {
     "portal_sf_replay_stalled_seconds > 1800": f"portal_sf_replay_stalled_seconds > {1800 / SCALE:g}",
-    "min by (check) (portal_sf_replay_stalled_seconds) > 1800":
-        f"min by (check) (portal_sf_replay_stalled_seconds) > {1800 / SCALE:g}",
     "portal_postgres_longest_query_seconds > 300": f"portal_postgres_longest_query_seconds > {300 / SCALE:g}",
 }
 
