@@ -218,14 +218,14 @@ def test_export_has_the_prometheus_rule_file_structure() -> None:
     assert group["rules"].index(records[-1]) < group["rules"].index(by_name["PortalUnreachable"])
     stalled = by_name["PlatformEventsStalled"]
     assert stalled["expr"] == "portal_sf_replay_stalled_seconds and portal:sf_replay_stalled == 1"
-    assert stalled["for"] == "10m"
+    assert "for" not in stalled  # for: 0s is Prometheus' default
     assert stalled["labels"] == {"severity": "P2", "vendor": "Salesforce"}
     assert stalled["annotations"]["summary"] == (
         "No Salesforce Platform Event on {{ $labels.channel }} for {{ $value | humanizeDuration }}")
     assert stalled["annotations"]["runbook_url"].endswith("#1-salesforce-platform-events-not-receiving")
-    assert set(stalled) == {"alert", "expr", "for", "labels", "annotations"}
+    assert set(stalled) == {"alert", "expr", "labels", "annotations"}
     assert by_name["PortalUnreachable"]["keep_firing_for"] == "1m"
-    assert "for" not in by_name["LoginFailureSpike"]  # for: 0s is Prometheus' default
+    assert "for" not in by_name["LoginFailureSpike"]
     assert by_name["DatabaseDown"]["for"] == "30s"
     assert by_name["RedisDown"]["for"] == "30s"
     assert "# Muted during time intervals in alert_rules.yaml" in text  # an Alertmanager route, not a rule field
