@@ -72,7 +72,6 @@ from monitor.rules.promql import (
     Scalar,
     Vector,
     needed_history_by_metric_s,
-    needed_history_s,
     parse,
     selected_series,
 )
@@ -191,12 +190,6 @@ AnyRule = Rule | RecordingRule
 def alert_rules(rules: Sequence[AnyRule]) -> list[Rule]:
     """The alerting rules of a rule list, in order."""
     return [r for r in rules if isinstance(r, Rule)]
-
-
-def history_needed_s(rules: Sequence[AnyRule], lookback_s: float = LOOKBACK_S) -> float:
-    """Seconds of history the rules can read before the evaluation time (the longest range,
-    offset and subquery of any rule, plus the lookback)."""
-    return max((needed_history_s(r.expr, lookback_s) for r in rules), default=lookback_s)
 
 
 def history_needed_by_metric_s(rules: Sequence[AnyRule], lookback_s: float = LOOKBACK_S) -> dict[str | None, float]:

@@ -9,14 +9,13 @@ The shipped rules judge a silence by the BFF's traffic, not by the clock alone: 
 judged once it has 20 events in the (shrunk) day, by its share of the requests the BFF logged
 (`portal_log_requests_total` of the logfile check), and a silence pages once it is over 30 min
 AND ln(N) + 5.3 events (N: its events in the day, 8.7 at 30) were expected since the channel's
-last one (`for: 0s`). So the world
-of these rows is a BFF that logs requests while events arrive (`PlatformEvents`: one event per
-channel and `REQUESTS_PER_EVENT` request lines every shrunk minute, requests going on whatever
-the channels do), and a row lets `JUDGED_EVENTS` events arrive (`judged()`) before it freezes
-a channel. At that traffic 10 events are expected about 19 shrunk minutes into a silence (the
-share is over the day so far, which the silence's own requests dilute; and the request count
-at the last event is taken up to 2.5 min late, the `[30s]` window at its floor, see
-tests/faults/derive.py), before 30 min: a stall pages at `STALL`.
+last one (`for: 0s`). So the world of these rows is a BFF that logs requests while events arrive
+(`PlatformEvents`: one event per channel and `REQUESTS_PER_EVENT` request lines every shrunk
+minute, requests going on whatever the channels do), and a row lets `JUDGED_EVENTS` events
+arrive (`judged()`) before it freezes a channel. At that traffic the expected events pass the
+threshold before the silence's 30 min (the share is counted outside the silence; the request
+count at the last event is taken up to 2.5 min late, the `[30s]` window at its floor, see
+tests/faults/derive.py): a stall pages at `STALL`.
 
 Several channels stopping together page once: a channel silent since before another was
 judged stalled is part of that page. The rows with one channel, as those with Redis down, page
@@ -49,9 +48,8 @@ STALL = shrunk("30m")
 KEYS_MISSING = shrunk("35m")  # PlatformEventsReplayKeysMissing: no replay key, for 35m
 REQUESTS_PER_EVENT = 10  # request lines the BFF logs per event of a channel
 # Events of each judged channel before a row freezes it: the 20 a channel needs to be judged,
-# and 10 more, so that its share of the traffic does not shrink below 10 expected events in
-# the first 30 min of the silence (with 20, the silence dilutes the share so that 10 come only
-# at ~25 min, too close to 30 on a busy machine).
+# and 10 more, a margin so that its share of the traffic is known well before the silence's
+# 30 min.
 JUDGED_EVENTS = 30
 
 
